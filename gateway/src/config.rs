@@ -1,0 +1,505 @@
+//! The TOML config file (SPEC.md "Config file"), resolved into checked values at load.
+//!
+//! Secrets may be inline or named by an environment variable (`*_env`); both are resolved
+//! here, once, so nothing downstream reads the environment. Secrets never print in `Debug`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use receipts_sdk::webhook::WebhookSecret;
+use serde::Deserialize;
+
+use crate::delivery::RetryLadder;
+use crate::verify::{Extract, HmacEncoding, Verifier};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("source `{source_name}`: {message}")]
+    Source {
+        source_name: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub database_url: String,
+    pub delivery: DeliveryConfig,
+    pub sources: Vec<SourceConfig>,
+    /// The bootstrap admin token (`HOOKWARDEN_ADMIN_TOKEN` or `[admin] token`).
+    pub admin_token: Option<Secret>,
+}
+
+/// A string that must not appear in logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How the dispatcher drives deliveries; defaults suit production, tests shorten them.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// How often the dispatcher looks for due deliveries when nothing wakes it.
+    pub poll_interval: Duration,
+    /// How long a claimed delivery stays ours; a crashed gateway's claims expire after it.
+    pub lease: Duration,
+    /// Per-request timeout towards a handler.
+    pub timeout: Duration,
+    /// Deliveries in flight at once, over all sources.
+    pub max_in_flight: usize,
+    /// Largest jitter, as a fraction of the rung (0.2 = ±20%).
+    pub jitter: f64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(60),
+            timeout: Duration::from_secs(30),
+            max_in_flight: 256,
+            jitter: 0.2,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub verifier: Verifier,
+    pub forward_to: String,
+    pub signing_secret: WebhookSecret,
+    pub receipt_keys: Vec<ReceiptKeyConfig>,
+    pub ladder: RetryLadder,
+    pub receipt_sla: Duration,
+    /// Where the provider's event id is, when not the kind's usual place.
+    pub dedup: Option<Extract>,
+    /// Where the event type is, when not the kind's usual place.
+    pub event_type: Option<Extract>,
+    /// Deliveries in flight at once for this source.
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptKeyConfig {
+    pub id: String,
+    pub public_key: String,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+// ---- the file as written ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    database: RawDatabase,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    sources: Vec<RawSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("valid address")
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    poll_interval: Option<String>,
+    lease: Option<String>,
+    timeout: Option<String>,
+    max_in_flight: Option<usize>,
+    jitter: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: Option<String>,
+    token_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: String,
+    verify: RawVerify,
+    forward_to: String,
+    signing_secret: Option<String>,
+    signing_secret_env: Option<String>,
+    #[serde(default)]
+    receipt_keys: Vec<ReceiptKeyConfig>,
+    retry_ladder: Option<Vec<String>>,
+    max_attempts: Option<u32>,
+    receipt_sla: Option<String>,
+    dedup: Option<RawExtract>,
+    event_type: Option<RawExtract>,
+    max_in_flight: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    kind: String,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    /// `standard`: ed25519 public keys (base64) for `v1a`.
+    #[serde(default)]
+    public_keys: Vec<String>,
+    /// `hmac`: the header carrying the signature.
+    header: Option<String>,
+    /// `hmac`: `hex` (default) or `base64`.
+    encoding: Option<String>,
+    /// `hmac`: a prefix before the signature, e.g. `sha256=`.
+    prefix: Option<String>,
+    tolerance: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtract {
+    header: Option<String>,
+    json_pointer: Option<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses config text; `env` resolves `*_env` names (injectable for tests).
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)?;
+        let mut names = HashSet::new();
+        let mut sources = Vec::with_capacity(raw.sources.len());
+        for s in raw.sources {
+            if !names.insert(s.name.clone()) {
+                return Err(ConfigError::Invalid(format!(
+                    "source `{}` is declared twice",
+                    s.name
+                )));
+            }
+            sources.push(resolve_source(s, env)?);
+        }
+        let admin_token = match env("HOOKWARDEN_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
+            Some(token) => Some(Secret(token)),
+            None => secret_from(raw.admin.token, raw.admin.token_env, env)
+                .map_err(|m| ConfigError::Invalid(format!("[admin]: {m}")))?
+                .map(Secret),
+        };
+        let d = raw.delivery;
+        let defaults = DeliveryConfig::default();
+        let delivery = DeliveryConfig {
+            poll_interval: opt_duration(d.poll_interval, "delivery.poll_interval")?
+                .unwrap_or(defaults.poll_interval),
+            lease: opt_duration(d.lease, "delivery.lease")?.unwrap_or(defaults.lease),
+            timeout: opt_duration(d.timeout, "delivery.timeout")?.unwrap_or(defaults.timeout),
+            max_in_flight: d.max_in_flight.unwrap_or(defaults.max_in_flight).max(1),
+            jitter: d.jitter.unwrap_or(defaults.jitter),
+        };
+        if !(0.0..1.0).contains(&delivery.jitter) {
+            return Err(ConfigError::Invalid(
+                "delivery.jitter must be in [0, 1)".into(),
+            ));
+        }
+        Ok(Self {
+            listen: raw.server.listen,
+            max_body_bytes: raw.server.max_body_bytes,
+            database_url: raw.database.url,
+            delivery,
+            sources,
+            admin_token,
+        })
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+fn parse_duration(text: &str, what: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| ConfigError::Invalid(format!("{what}: `{text}` is not a duration ({e})")))
+}
+
+fn opt_duration(text: Option<String>, what: &str) -> Result<Option<Duration>, ConfigError> {
+    text.map(|t| parse_duration(&t, what)).transpose()
+}
+
+/// Inline or from the environment; naming both, or an unset variable, is an error.
+fn secret_from(
+    inline: Option<String>,
+    env_name: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
+    match (inline, env_name) {
+        (Some(_), Some(_)) => Err("give the secret inline or as *_env, not both".into()),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(name)) => env(&name)
+            .filter(|v| !v.is_empty())
+            .map(Some)
+            .ok_or_else(|| format!("environment variable {name} is not set")),
+        (None, None) => Ok(None),
+    }
+}
+
+fn resolve_source(
+    s: RawSource,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SourceConfig, ConfigError> {
+    let name = s.name.clone();
+    let err = |message: String| ConfigError::Source {
+        source_name: name.clone(),
+        message,
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(err("name must be letters, digits, `-` or `_`".into()));
+    }
+    let verifier = resolve_verifier(s.verify, env).map_err(&err)?;
+    let signing_text = secret_from(s.signing_secret, s.signing_secret_env, env)
+        .map_err(&err)?
+        .ok_or_else(|| err("signing_secret (the gateway's whsec_ secret) is required".into()))?;
+    let signing_secret =
+        WebhookSecret::parse(&signing_text).map_err(|e| err(format!("signing_secret: {e}")))?;
+    let forward_to = s.forward_to;
+    if !(forward_to.starts_with("http://") || forward_to.starts_with("https://")) {
+        return Err(err(format!(
+            "forward_to `{forward_to}` is not an http(s) URL"
+        )));
+    }
+    let rungs = match s.retry_ladder {
+        Some(rungs) => rungs
+            .iter()
+            .map(|r| parse_duration(r, "retry_ladder"))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => RetryLadder::default_rungs(),
+    };
+    let max_attempts = s.max_attempts.unwrap_or(rungs.len() as u32 + 1);
+    if max_attempts == 0 {
+        return Err(err("max_attempts must be at least 1".into()));
+    }
+    let ladder = RetryLadder::new(rungs, max_attempts);
+    let mut key_ids = HashSet::new();
+    for key in &s.receipt_keys {
+        if !key_ids.insert(key.id.clone()) {
+            return Err(err(format!("receipt key `{}` is listed twice", key.id)));
+        }
+        if receipts_sdk::webhook::decode_public_key(&key.public_key).is_none() {
+            return Err(err(format!(
+                "receipt key `{}` is not a base64 ed25519 public key",
+                key.id
+            )));
+        }
+    }
+    Ok(SourceConfig {
+        verifier,
+        forward_to,
+        signing_secret,
+        receipt_keys: s.receipt_keys,
+        ladder,
+        receipt_sla: opt_duration(s.receipt_sla, "receipt_sla")?
+            .unwrap_or(Duration::from_secs(300)),
+        dedup: s.dedup.map(resolve_extract).transpose().map_err(&err)?,
+        event_type: s
+            .event_type
+            .map(resolve_extract)
+            .transpose()
+            .map_err(&err)?,
+        max_in_flight: s.max_in_flight.unwrap_or(64).max(1),
+        name: s.name,
+    })
+}
+
+fn resolve_extract(raw: RawExtract) -> Result<Extract, String> {
+    match (raw.header, raw.json_pointer) {
+        (Some(h), None) => Ok(Extract::Header(h.to_ascii_lowercase())),
+        (None, Some(p)) if p.is_empty() || p.starts_with('/') => Ok(Extract::JsonPointer(p)),
+        (None, Some(p)) => Err(format!("json_pointer `{p}` must start with `/`")),
+        _ => Err("give exactly one of header or json_pointer".into()),
+    }
+}
+
+fn resolve_verifier(
+    v: RawVerify,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Verifier, String> {
+    let tolerance = match v.tolerance {
+        Some(t) => humantime::parse_duration(&t).map_err(|e| format!("verify.tolerance: {e}"))?,
+        None => Duration::from_secs(300),
+    };
+    let secret = secret_from(v.secret, v.secret_env, env)?;
+    let need_secret = |kind: &str| {
+        secret
+            .clone()
+            .ok_or_else(|| format!("verify kind `{kind}` needs a secret"))
+    };
+    Ok(match v.kind.as_str() {
+        "stripe" => Verifier::Stripe {
+            secret: need_secret("stripe")?.into_bytes(),
+            tolerance,
+        },
+        "github" => Verifier::Github {
+            secret: need_secret("github")?.into_bytes(),
+        },
+        "standard" => {
+            let secret = secret
+                .as_deref()
+                .map(WebhookSecret::parse)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let public_keys = v
+                .public_keys
+                .iter()
+                .map(|k| {
+                    receipts_sdk::webhook::decode_public_key(k)
+                        .ok_or_else(|| format!("public key `{k}` is invalid"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if secret.is_none() && public_keys.is_empty() {
+                return Err("verify kind `standard` needs a secret or public_keys".into());
+            }
+            Verifier::Standard(receipts_sdk::webhook::WebhookVerifier {
+                secret,
+                public_keys,
+                tolerance_secs: tolerance.as_secs() as i64,
+            })
+        }
+        "hmac" => Verifier::Hmac {
+            secret: need_secret("hmac")?.into_bytes(),
+            header: v
+                .header
+                .ok_or("verify kind `hmac` needs a header")?
+                .to_ascii_lowercase(),
+            encoding: match v.encoding.as_deref() {
+                None | Some("hex") => HmacEncoding::Hex,
+                Some("base64") => HmacEncoding::Base64,
+                Some(other) => return Err(format!("encoding `{other}` is not hex or base64")),
+            },
+            prefix: v.prefix.unwrap_or_default(),
+        },
+        "none" => Verifier::None,
+        other => {
+            return Err(format!(
+                "verify kind `{other}` is not one of stripe, github, standard, hmac, none"
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[database]
+url = "sqlite://x.db"
+[[sources]]
+name = "stripe"
+verify = { kind = "stripe", secret_env = "STRIPE_SECRET" }
+forward_to = "http://127.0.0.1:3000/hook"
+signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+"#;
+
+    fn check(extra: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        Config::parse(&format!("{BASE}{extra}"), &lookup).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_env_secrets() {
+        let config = check(
+            "",
+            &[("STRIPE_SECRET", "sk"), ("HOOKWARDEN_ADMIN_TOKEN", "tok")],
+        )
+        .unwrap();
+        let source = config.source("stripe").unwrap();
+        assert_eq!(source.ladder.max_attempts(), 8);
+        assert_eq!(config.admin_token, Some(Secret("tok".into())));
+        assert_eq!(format!("{:?}", config.admin_token), "Some(<redacted>)");
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        assert!(
+            check("", &[])
+                .unwrap_err()
+                .contains("STRIPE_SECRET is not set")
+        );
+        let dup = "[[sources]]\nname = \"stripe\"\nverify = { kind = \"none\" }\nforward_to = \"http://x\"\nsigning_secret = \"whsec_AAAA\"\n";
+        assert!(
+            check(dup, &[("STRIPE_SECRET", "s")])
+                .unwrap_err()
+                .contains("declared twice")
+        );
+        let bad_kind = BASE.replace("kind = \"stripe\"", "kind = \"paypal\"");
+        let err = Config::parse(&bad_kind, &|_| Some("s".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("paypal"), "{err}");
+    }
+}

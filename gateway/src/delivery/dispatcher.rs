@@ -1,0 +1,274 @@
+//! The dispatcher: claims due deliveries from the store, forwards them with bounded
+//! concurrency, and writes each result back with the next rung of the ladder.
+//!
+//! [`Dispatcher::step`] is one pass and is what tests drive; [`Dispatcher::run`] is the loop
+//! around it, woken early by new ingests and otherwise polling every `poll_interval`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use super::{ForwardRequest, Forwarder, NextStep, idempotency_key};
+use crate::clock::SharedClock;
+use crate::config::{Config, DeliveryConfig, SourceConfig};
+use crate::domain::AttemptKind;
+use crate::store::{AttemptRecord, Batcher, Completion, DueDelivery, Store, StoreError};
+
+/// Most deliveries claimed in one pass.
+const CLAIM_BATCH: usize = 128;
+/// When an event's source was removed from the config, look again this much later.
+const ORPHAN_RETRY_MS: i64 = 3_600_000;
+
+struct Lane {
+    source: SourceConfig,
+    permits: Arc<Semaphore>,
+}
+
+pub struct Dispatcher {
+    store: Store,
+    lanes: HashMap<String, Lane>,
+    forwarder: Forwarder,
+    settings: DeliveryConfig,
+    /// This gateway's name on leases and attempts.
+    gateway_id: String,
+    clock: SharedClock,
+    wake: Arc<Notify>,
+    in_flight: Arc<Semaphore>,
+    completions: Batcher<AttemptRecord, Result<bool, String>>,
+}
+
+/// Lets the ingest path nudge the dispatcher after a commit.
+#[derive(Clone)]
+pub struct DispatcherHandle {
+    wake: Arc<Notify>,
+}
+
+impl DispatcherHandle {
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, config: &Config, clock: SharedClock, gateway_id: String) -> Arc<Self> {
+        let lanes = config
+            .sources
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    Lane {
+                        source: s.clone(),
+                        permits: Arc::new(Semaphore::new(s.max_in_flight)),
+                    },
+                )
+            })
+            .collect();
+        let writer = store.clone();
+        let completions = Batcher::spawn(4096, 256, move |records: Vec<AttemptRecord>| {
+            let store = writer.clone();
+            async move {
+                match store.complete_attempts(&records).await {
+                    Ok(held) => held.into_iter().map(Ok).collect(),
+                    Err(err) => records.iter().map(|_| Err(err.to_string())).collect(),
+                }
+            }
+        });
+        Arc::new(Self {
+            store,
+            lanes,
+            forwarder: Forwarder::new(config.delivery.timeout),
+            settings: config.delivery.clone(),
+            gateway_id,
+            clock,
+            wake: Arc::new(Notify::new()),
+            in_flight: Arc::new(Semaphore::new(config.delivery.max_in_flight)),
+            completions,
+        })
+    }
+
+    pub fn handle(&self) -> DispatcherHandle {
+        DispatcherHandle {
+            wake: self.wake.clone(),
+        }
+    }
+
+    /// Delivers until `shutdown` turns true, then waits for deliveries in flight and gives
+    /// back the leases it still holds.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            let claimed = tokio::select! {
+                result = self.step() => result,
+                _ = shutdown.changed() => break,
+            };
+            match claimed {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "claiming due deliveries failed"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        let all = self.settings.max_in_flight as u32;
+        let _ = tokio::time::timeout(self.settings.timeout, self.in_flight.acquire_many(all)).await;
+        if let Err(err) = self.store.release_leases(Some(&self.gateway_id)).await {
+            tracing::warn!(error = %err, "releasing leases at shutdown failed");
+        }
+    }
+
+    /// One pass: waits for room, claims what is due (as much as there is room for) and starts
+    /// each delivery. Returns how many it started.
+    pub async fn step(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let first = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let room = (1 + self.in_flight.available_permits()).min(CLAIM_BATCH);
+        let now = self.clock.now_ms();
+        let lease_until = now + self.settings.lease.as_millis() as i64;
+        let due = self
+            .store
+            .claim_due(&self.gateway_id, now, lease_until, room as i64)
+            .await?;
+        let started = due.len();
+        let mut first = Some(first);
+        for delivery in due {
+            let permit = match first.take() {
+                Some(permit) => permit,
+                None => self
+                    .in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed"),
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.deliver(delivery).await;
+                drop(permit);
+            });
+        }
+        metrics::gauge!("hookwarden_deliveries_in_flight")
+            .set((self.settings.max_in_flight - self.in_flight.available_permits()) as f64);
+        Ok(started)
+    }
+
+    async fn deliver(&self, due: DueDelivery) {
+        let Some(lane) = self.lanes.get(&due.source) else {
+            tracing::warn!(event = %due.event_id, source = %due.source, "event of a source no longer configured");
+            let now = self.clock.now_ms();
+            self.record(
+                &due,
+                now,
+                0,
+                None,
+                Some("source not configured".into()),
+                None,
+                Completion::RetryAt(now + ORPHAN_RETRY_MS),
+            )
+            .await;
+            return;
+        };
+        let _lane_permit = lane
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let started_at = self.clock.now_ms();
+        let key = idempotency_key(&due.source, &due.dedup_key);
+        let result = self
+            .forwarder
+            .send(ForwardRequest {
+                url: &lane.source.forward_to,
+                event_id: due.event_id.as_str(),
+                source: &due.source,
+                idempotency_key: &key,
+                attempt: due.attempts + 1,
+                replay_id: None,
+                original_headers: &due.headers,
+                body: Bytes::from(due.body.clone()),
+                secret: &lane.source.signing_secret,
+                now_secs: started_at.div_euclid(1000),
+            })
+            .await;
+        let now = self.clock.now_ms();
+        let completion = if result.succeeded() {
+            Completion::Delivered { at: now }
+        } else {
+            let made = (due.ladder_attempts + 1) as u32;
+            let honour = matches!(result.status, Some(429 | 503));
+            let jitter_unit: f64 = rand::random_range(-1.0..=1.0);
+            let retry_after = result.retry_after.filter(|_| honour);
+            match lane.source.ladder.after_failure(
+                made,
+                self.settings.jitter,
+                jitter_unit,
+                retry_after,
+            ) {
+                NextStep::RetryIn(ms) => Completion::RetryAt(now + ms),
+                NextStep::GiveUp => Completion::Exhausted,
+            }
+        };
+        let outcome = match completion {
+            Completion::Delivered { .. } => "delivered",
+            Completion::RetryAt(_) => "retry",
+            Completion::Exhausted => "exhausted",
+        };
+        metrics::counter!("hookwarden_delivery_attempts_total", "source" => due.source.clone(), "result" => outcome).increment(1);
+        metrics::histogram!("hookwarden_delivery_latency_seconds")
+            .record(result.latency_ms as f64 / 1000.0);
+        let status = result.status.map(i64::from);
+        self.record(
+            &due,
+            started_at,
+            result.latency_ms,
+            status,
+            result.error,
+            result.excerpt,
+            completion,
+        )
+        .await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        due: &DueDelivery,
+        started_at: i64,
+        latency_ms: i64,
+        status_code: Option<i64>,
+        error: Option<String>,
+        response_excerpt: Option<String>,
+        completion: Completion,
+    ) {
+        let record = AttemptRecord {
+            event_id: due.event_id.clone(),
+            gateway: self.gateway_id.clone(),
+            kind: AttemptKind::Scheduled,
+            replay_id: None,
+            started_at,
+            latency_ms,
+            status_code,
+            error,
+            response_excerpt,
+            completion,
+        };
+        match self.completions.submit(record).await {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => {
+                tracing::info!(event = %due.event_id, "lease passed to another gateway before the result was written")
+            }
+            Some(Err(err)) => {
+                tracing::warn!(event = %due.event_id, error = %err, "recording an attempt failed; the lease will expire and the event be retried")
+            }
+            None => tracing::warn!(event = %due.event_id, "attempt writer stopped"),
+        }
+    }
+}

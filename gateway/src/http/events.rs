@@ -1,0 +1,159 @@
+//! `GET /v1/events` (newest first, cursor paging) and `GET /v1/events/{id}`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::time::{format_ms, parse_rfc3339};
+use super::{AppState, Caller, Role};
+use crate::delivery::idempotency_key;
+use crate::domain::{EventId, EventSummary, Outcome};
+use crate::error::ApiError;
+use crate::store::EventQuery;
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    source: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    outcome: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+fn event_json(e: &EventSummary) -> Value {
+    json!({
+        "id": e.id,
+        "source": e.source,
+        "provider_event_id": e.provider_event_id,
+        "event_type": e.event_type,
+        "received_at": format_ms(e.received_at),
+        "outcome": e.outcome,
+        "error_code": e.error_code,
+        "delivery_state": e.delivery_state,
+        "attempts": e.attempts,
+        "next_attempt_at": e.next_attempt_at.map(format_ms),
+        "delivered_at": e.delivered_at.map(format_ms),
+        "idempotency_key": idempotency_key(&e.source, &e.provider_event_id),
+    })
+}
+
+async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`limit` must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let outcome = p
+        .outcome
+        .as_deref()
+        .map(|o| {
+            Outcome::parse(o).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("`outcome` `{o}` is not confirmed, failed or unknown"),
+                )
+            })
+        })
+        .transpose()?;
+    let before = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            EventId::parse(c).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", "`cursor` is not an event id")
+            })
+        })
+        .transpose()?;
+    let query = EventQuery {
+        source: p.source,
+        since: p
+            .since
+            .as_deref()
+            .map(|t| parse_rfc3339("since", t))
+            .transpose()?,
+        until: p
+            .until
+            .as_deref()
+            .map(|t| parse_rfc3339("until", t))
+            .transpose()?,
+        outcome,
+        before,
+        limit,
+    };
+    let events = app.store.list_events(&query).await?;
+    let next_cursor = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.id.clone()))
+        .flatten();
+    Ok(Json(json!({
+        "data": events.iter().map(event_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+async fn show(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let not_found = || ApiError::not_found("event_unknown", format!("no event `{id}`"));
+    let event_id = EventId::parse(&id).ok_or_else(not_found)?;
+    let detail = app
+        .store
+        .get_event(&event_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let mut out = event_json(&detail.summary);
+    let body = match std::str::from_utf8(&detail.body) {
+        Ok(text) => json!({ "body": text }),
+        Err(_) => {
+            json!({ "body_base64": base64::engine::general_purpose::STANDARD.encode(&detail.body) })
+        }
+    };
+    let object = out.as_object_mut().expect("event json is an object");
+    object.extend(body.as_object().expect("object").clone());
+    object.insert("headers".into(), json!(detail.headers));
+    object.insert(
+        "attempt_log".into(),
+        json!(
+            detail
+                .attempts
+                .iter()
+                .map(|a| json!({
+                    "number": a.number,
+                    "kind": a.kind,
+                    "replay_id": a.replay_id,
+                    "started_at": format_ms(a.started_at),
+                    "latency_ms": a.latency_ms,
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "response_excerpt": a.response_excerpt,
+                }))
+                .collect::<Vec<_>>()
+        ),
+    );
+    Ok(Json(out))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", get(list))
+        .route("/v1/events/{id}", get(show))
+}

@@ -1,0 +1,46 @@
+//! The HTTP surface: one file per resource, each ending in `router()`; this module merges
+//! them and holds the shared state.
+//!
+//! Architecture invariant: only `http/` knows about JSON bodies, status codes and headers of
+//! the API; it calls the store and the domain modules, never SQL.
+
+mod auth;
+mod events;
+mod health;
+mod ingest;
+mod time;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, SourceConfig};
+use crate::delivery::DispatcherHandle;
+use crate::domain::{NewEvent, Stored};
+use crate::store::{Batcher, Store};
+
+pub use auth::{Caller, Role};
+
+/// Everything a request handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub sources: Arc<HashMap<String, SourceConfig>>,
+    pub config: Arc<Config>,
+    /// Group commit for inbound events.
+    pub ingest: Batcher<NewEvent, Result<Stored, String>>,
+    pub dispatcher: DispatcherHandle,
+    pub clock: SharedClock,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(ingest::router())
+        .merge(events::router())
+        .merge(health::router())
+        .with_state(state)
+}

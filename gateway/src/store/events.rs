@@ -1,0 +1,147 @@
+//! Reading the event log for the admin API.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, with_pool};
+use crate::domain::{Attempt, AttemptKind, DeliveryState, EventId, EventSummary, Outcome};
+
+const COLUMNS: &str = "id, source, dedup_key, event_type, received_at, outcome, error_code, delivery_state, \
+     attempts, next_attempt_at, delivered_at";
+
+/// Which events to list: newest first, in pages ending before `before`.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub source: Option<String>,
+    /// Inclusive, unix ms.
+    pub since: Option<i64>,
+    /// Exclusive, unix ms.
+    pub until: Option<i64>,
+    pub outcome: Option<Outcome>,
+    pub before: Option<EventId>,
+    pub limit: i64,
+}
+
+/// One event with everything the operator may want to see.
+#[derive(Debug, Clone)]
+pub struct EventDetail {
+    pub summary: EventSummary,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub attempts: Vec<Attempt>,
+}
+
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} `{value}`"))
+}
+
+macro_rules! summary_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        let outcome: String = row.try_get("outcome")?;
+        let state: String = row.try_get("delivery_state")?;
+        Ok::<_, StoreError>(EventSummary {
+            id: EventId::from_stored(row.try_get("id")?),
+            source: row.try_get("source")?,
+            provider_event_id: row.try_get("dedup_key")?,
+            event_type: row.try_get("event_type")?,
+            received_at: row.try_get("received_at")?,
+            outcome: Outcome::parse(&outcome).ok_or_else(|| corrupt("outcome", &outcome))?,
+            error_code: row.try_get("error_code")?,
+            delivery_state: DeliveryState::parse(&state)
+                .ok_or_else(|| corrupt("delivery state", &state))?,
+            attempts: row.try_get("attempts")?,
+            next_attempt_at: row.try_get("next_attempt_at")?,
+            delivered_at: row.try_get("delivered_at")?,
+        })
+    }};
+}
+
+impl Store {
+    pub async fn list_events(&self, q: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+        let mut clauses = Vec::new();
+        let mut params = Vec::new();
+        let mut add = |clause: &str, param: Param| {
+            params.push(param);
+            clauses.push(clause.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(source) = &q.source {
+            add("source = ?", Param::Text(source.clone()));
+        }
+        if let Some(since) = q.since {
+            add("received_at >= ?", Param::Int(since));
+        }
+        if let Some(until) = q.until {
+            add("received_at < ?", Param::Int(until));
+        }
+        if let Some(outcome) = q.outcome {
+            add("outcome = ?", Param::Text(outcome.as_str().to_string()));
+        }
+        if let Some(before) = &q.before {
+            add("id < ?", Param::Text(before.as_str().to_string()));
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events {filter} ORDER BY id DESC LIMIT {}",
+            q.limit.clamp(1, 1000)
+        );
+        with_pool!(self, pool => {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for param in params {
+                query = match param {
+                    Param::Text(text) => query.bind(text),
+                    Param::Int(int) => query.bind(int),
+                };
+            }
+            let rows = query.fetch_all(pool).await?;
+            rows.iter().map(|row| summary_from_row!(row)).collect()
+        })
+    }
+
+    pub async fn get_event(&self, id: &EventId) -> Result<Option<EventDetail>, StoreError> {
+        let sql = format!("SELECT {COLUMNS}, headers, body FROM events WHERE id = $1");
+        with_pool!(self, pool => {
+            let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(pool).await? else {
+                return Ok(None);
+            };
+            let summary = summary_from_row!(&row)?;
+            let headers: String = row.try_get("headers")?;
+            let attempts = sqlx::query(
+                "SELECT number, kind, replay_id, started_at, latency_ms, status_code, error, response_excerpt \
+                 FROM attempts WHERE event_id = $1 ORDER BY id",
+            )
+            .bind(id.as_str())
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|a| {
+                let kind: String = a.try_get("kind")?;
+                Ok::<_, StoreError>(Attempt {
+                    number: a.try_get("number")?,
+                    kind: if kind == "replay" { AttemptKind::Replay } else { AttemptKind::Scheduled },
+                    replay_id: a.try_get("replay_id")?,
+                    started_at: a.try_get("started_at")?,
+                    latency_ms: a.try_get("latency_ms")?,
+                    status_code: a.try_get("status_code")?,
+                    error: a.try_get("error")?,
+                    response_excerpt: a.try_get("response_excerpt")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(EventDetail {
+                summary,
+                headers: serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                body: row.try_get("body")?,
+                attempts,
+            }))
+        })
+    }
+}
