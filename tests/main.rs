@@ -1,1 +1,13 @@
+//! End-to-end tests: real `hookwarden` processes, real databases (SQLite files and
+//! PostgreSQL on 127.0.0.1:5432), real HTTP on loopback.
+//!
+//! One binary, one module per capability; `support` holds the harness (a gateway process, a
+//! test receiver that verifies what it gets, databases per test, request signers).
 
+mod support;
+
+mod crash;
+mod delivery;
+mod ingest;
+mod replicas;
+mod store_contract;

@@ -1,0 +1,109 @@
+//! The store's contract, run on both backends: dedup, exclusive claims, lease expiry.
+
+use std::collections::HashSet;
+
+use hookwarden::domain::{AttemptKind, EventId, NewEvent, Stored};
+use hookwarden::store::{AttemptRecord, Completion, Store};
+
+use crate::support::{Db, TestDb};
+
+fn event(source: &str, key: &str, at: i64) -> NewEvent {
+    NewEvent {
+        id: EventId::generate(),
+        source: source.into(),
+        dedup_key: key.into(),
+        event_type: Some("t".into()),
+        received_at: at,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: format!("{{\"k\":\"{key}\"}}").into_bytes(),
+    }
+}
+
+fn record(id: &EventId, gateway: &str, completion: Completion) -> AttemptRecord {
+    AttemptRecord {
+        event_id: id.clone(),
+        gateway: gateway.into(),
+        kind: AttemptKind::Scheduled,
+        replay_id: None,
+        started_at: 1_000,
+        latency_ms: 3,
+        status_code: Some(200),
+        error: None,
+        response_excerpt: None,
+        completion,
+    }
+}
+
+async fn check_dedup(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let batch = vec![event("s", "a", 1), event("s", "b", 1), event("s", "a", 1), event("t", "a", 1)];
+    let stored = store.insert_events(&batch).await.unwrap();
+    assert_eq!(stored[0], Stored::New(batch[0].id.clone()));
+    assert_eq!(stored[1], Stored::New(batch[1].id.clone()));
+    assert_eq!(stored[2], Stored::Duplicate(batch[0].id.clone()), "a repeat within one batch");
+    assert_eq!(stored[3], Stored::New(batch[3].id.clone()), "keys are per source");
+    let again = store.insert_events(&[event("s", "b", 2)]).await.unwrap();
+    assert_eq!(again[0], Stored::Duplicate(batch[1].id.clone()), "a repeat in a later batch");
+}
+
+#[tokio::test]
+async fn dedup_sqlite() {
+    check_dedup(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn dedup_postgres() {
+    check_dedup(Db::Postgres).await;
+}
+
+async fn check_claims(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let events: Vec<_> = (0..50).map(|n| event("s", &format!("k{n}"), 100)).collect();
+    store.insert_events(&events).await.unwrap();
+
+    // Two gateways claim at once: disjoint sets that cover everything due.
+    let (a, b) = tokio::join!(store.claim_due("gw-a", 100, 10_000, 30), store.claim_due("gw-b", 100, 10_000, 30));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let ids_a: HashSet<_> = a.iter().map(|d| d.event_id.clone()).collect();
+    let ids_b: HashSet<_> = b.iter().map(|d| d.event_id.clone()).collect();
+    assert!(ids_a.is_disjoint(&ids_b), "an event was claimed twice");
+    assert_eq!(ids_a.len() + ids_b.len(), 50);
+    assert_eq!(a[0].body, events.iter().find(|e| e.id == a[0].event_id).unwrap().body);
+
+    // Leased: nothing more to claim until the leases run out.
+    assert!(store.claim_due("gw-c", 5_000, 20_000, 100).await.unwrap().is_empty());
+    let reclaimed = store.claim_due("gw-c", 10_001, 20_000, 100).await.unwrap();
+    assert_eq!(reclaimed.len(), 50, "expired leases are claimable again");
+
+    // The old owner lost the lease: its result is kept, the schedule is the new owner's.
+    let id = &reclaimed[0].event_id;
+    let held = store
+        .complete_attempts(&[record(id, "gw-a", Completion::Delivered { at: 10_002 }), record(id, "gw-c", Completion::RetryAt(30_000))])
+        .await
+        .unwrap();
+    assert_eq!(held, vec![false, true]);
+    let detail = store.get_event(id).await.unwrap().unwrap();
+    assert_eq!(detail.attempts.len(), 2);
+    assert_eq!(detail.summary.next_attempt_at, Some(30_000));
+    assert_eq!(detail.summary.attempts, 1);
+
+    // Exhaustion marks the event failed.
+    let other = &reclaimed[1].event_id;
+    store.complete_attempts(&[record(other, "gw-c", Completion::Exhausted)]).await.unwrap();
+    let failed = store.get_event(other).await.unwrap().unwrap().summary;
+    assert_eq!(failed.outcome, hookwarden::domain::Outcome::Failed);
+    assert_eq!(failed.error_code.as_deref(), Some("delivery_exhausted"));
+    assert_eq!(failed.next_attempt_at, None);
+}
+
+#[tokio::test]
+async fn claims_sqlite() {
+    check_claims(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn claims_postgres() {
+    check_claims(Db::Postgres).await;
+}

@@ -1,0 +1,67 @@
+//! A database of its own for each test: a SQLite file in a temp dir, or a fresh PostgreSQL
+//! database on 127.0.0.1:5432 that is dropped when the test ends. PostgreSQL is required:
+//! a test of the PostgreSQL path fails, never skips, when the server is not there.
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+use super::Db;
+
+const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn pg_admin_url() -> String {
+    std::env::var("HOOKWARDEN_TEST_PG").unwrap_or_else(|_| PG_ADMIN_URL.to_string())
+}
+
+pub struct TestDb {
+    pub kind: Db,
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn new(kind: Db) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match kind {
+            Db::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("hookwarden.db").display());
+                Self { kind, url, pg_name: None, _dir: dir }
+            }
+            Db::Postgres => {
+                let name = format!("hw_test_{:016x}", rand::random::<u64>());
+                let admin = pg_admin_url();
+                let mut conn = PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for this test: {e}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let base = admin.rsplit_once('/').map(|(b, _)| b).expect("url has a database");
+                Self { kind, url: format!("{base}/{name}"), pg_name: Some(name), _dir: dir }
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else { return };
+        // Drop runs outside async; a small runtime on its own thread drops the database.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect(&pg_admin_url()).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,256 @@
+//! A real `hookwarden serve` process with a config written for the test.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{ADMIN_TOKEN, eventually};
+
+/// One source of the config.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub name: String,
+    /// The inline TOML table of `verify`, e.g. `{ kind = "none" }`.
+    pub verify: String,
+    pub forward_to: String,
+    pub signing_secret: String,
+    pub retry_ladder: Option<Vec<String>>,
+    pub max_attempts: Option<u32>,
+    /// More TOML lines for the source, e.g. `dedup = { header = "x-request-id" }`.
+    pub extra: String,
+}
+
+pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+impl SourceSpec {
+    pub fn new(name: &str, verify: &str, forward_to: &str) -> Self {
+        Self {
+            name: name.into(),
+            verify: verify.into(),
+            forward_to: forward_to.into(),
+            signing_secret: SIGNING_SECRET.into(),
+            retry_ladder: None,
+            max_attempts: None,
+            extra: String::new(),
+        }
+    }
+
+    pub fn with(mut self, toml_line: &str) -> Self {
+        self.extra.push_str(toml_line);
+        self.extra.push('\n');
+        self
+    }
+
+    pub fn ladder(mut self, rungs: &[&str], max_attempts: u32) -> Self {
+        self.retry_ladder = Some(rungs.iter().map(|r| r.to_string()).collect());
+        self.max_attempts = Some(max_attempts);
+        self
+    }
+}
+
+/// What to run a gateway with.
+#[derive(Debug, Clone)]
+pub struct GatewaySpec {
+    pub database_url: String,
+    pub sources: Vec<SourceSpec>,
+    pub poll_interval: String,
+    pub lease: String,
+    pub timeout: String,
+    pub max_body_bytes: usize,
+}
+
+impl GatewaySpec {
+    pub fn new(database_url: &str, sources: Vec<SourceSpec>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            sources,
+            poll_interval: "100ms".into(),
+            lease: "30s".into(),
+            timeout: "10s".into(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+
+    fn toml(&self, listen: SocketAddr) -> String {
+        let mut out = format!(
+            "[server]\nlisten = \"{listen}\"\nmax_body_bytes = {}\n\n[database]\nurl = \"{}\"\n\n\
+             [delivery]\npoll_interval = \"{}\"\nlease = \"{}\"\ntimeout = \"{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n",
+            self.max_body_bytes, self.database_url, self.poll_interval, self.lease, self.timeout
+        );
+        for s in &self.sources {
+            out.push_str(&format!(
+                "\n[[sources]]\nname = \"{}\"\nverify = {}\nforward_to = \"{}\"\nsigning_secret = \"{}\"\n",
+                s.name, s.verify, s.forward_to, s.signing_secret
+            ));
+            if let Some(rungs) = &s.retry_ladder {
+                let list: Vec<String> = rungs.iter().map(|r| format!("\"{r}\"")).collect();
+                out.push_str(&format!("retry_ladder = [{}]\n", list.join(", ")));
+            }
+            if let Some(max) = s.max_attempts {
+                out.push_str(&format!("max_attempts = {max}\n"));
+            }
+            out.push_str(&s.extra);
+        }
+        out
+    }
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+impl Gateway {
+    /// Writes the config, starts the process and waits until `/readyz` answers.
+    pub async fn start(spec: &GatewaySpec) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr = free_port();
+        let config_path = dir.path().join("hookwarden.toml");
+        std::fs::write(&config_path, spec.toml(addr)).expect("write config");
+        let log_path = dir.path().join("gateway.log");
+        let mut gateway = Self {
+            child: None,
+            addr,
+            config_path,
+            log_path,
+            dir,
+            http: super::client(),
+        };
+        gateway.spawn().await;
+        gateway
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
+            .env_remove("HOOKWARDEN_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start hookwarden");
+        self.child = Some(child);
+        let url = self.url("/readyz");
+        let http = self.http.clone();
+        let log_path = self.log_path.clone();
+        let child = self.child.as_mut().expect("child");
+        eventually(Duration::from_secs(20), "gateway ready", || {
+            let exited = child.try_wait().ok().flatten();
+            if let Some(status) = exited {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("gateway exited with {status} before it was ready:\n{log}");
+            }
+            let http = http.clone();
+            let url = url.clone();
+            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same config again (same port, same database).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the gateway before restarting it");
+        self.spawn().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// `GET` an admin route with the test admin token.
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The event, with its attempt log, or `None` when unknown.
+    pub async fn event(&self, id: &str) -> Option<Value> {
+        let (status, body) = self.admin_get(&format!("/v1/events/{id}")).await;
+        (status == 200).then_some(body)
+    }
+
+    /// All events of the log, newest first (follows the cursor).
+    pub async fn all_events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/events?limit=1000&cursor={c}"),
+                None => "/v1/events?limit=1000".to_string(),
+            };
+            let (status, body) = self.admin_get(&path).await;
+            assert_eq!(status, 200, "{body}");
+            out.extend(body["data"].as_array().expect("data").iter().cloned());
+            match body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return out,
+            }
+        }
+    }
+
+    /// `POST /ingest/{source}` with extra headers; answers status and JSON.
+    pub async fn ingest(&self, source: &str, headers: &[(String, String)], body: &[u8]) -> (u16, Value) {
+        let mut request = self.http.post(self.url(&format!("/ingest/{source}"))).body(body.to_vec());
+        request = request.header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let response = request.send().await.expect("ingest request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- gateway log ({}) ----\n{}", self.addr, self.log());
+        }
+        self.kill9();
+    }
+}

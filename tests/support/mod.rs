@@ -1,0 +1,46 @@
+//! The test harness.
+
+pub mod db;
+pub mod gateway;
+pub mod receiver;
+pub mod sign;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use db::TestDb;
+pub use gateway::{Gateway, GatewaySpec, SourceSpec};
+pub use receiver::Receiver;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// An HTTP client (reqwest is built without a default TLS provider; the gateway installs one).
+pub fn client() -> reqwest::Client {
+    hookwarden::tls::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the backends to run a test on: both, always (PostgreSQL must be there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}

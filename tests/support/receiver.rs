@@ -1,0 +1,130 @@
+//! A handler stand-in: records every forward, checks its Standard Webhooks signature with the
+//! `standardwebhooks` crate, and answers as the test tells it to.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+
+use super::gateway::SIGNING_SECRET;
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Whether a Standard Webhooks library accepted the gateway's signature.
+    pub verified: bool,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// The gateway's event id (`webhook-id`).
+    pub fn event_id(&self) -> &str {
+        self.header("webhook-id")
+    }
+}
+
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Behaviour {
+    pub status: u16,
+    /// Answer this status to the first N requests of each event, then 200.
+    pub fail_first: u32,
+    pub delay: Duration,
+    pub retry_after: Option<u64>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self { status: 200, fail_first: 0, delay: Duration::ZERO, retry_after: None }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    received: Mutex<Vec<Received>>,
+    per_event: Mutex<HashMap<String, u32>>,
+    behaviour: Mutex<Behaviour>,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub base: String,
+    inner: Arc<Inner>,
+}
+
+async fn handle(State(inner): State<Arc<Inner>>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let verified = standardwebhooks::Webhook::new(SIGNING_SECRET).unwrap().verify(&body, &headers).is_ok();
+    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let behaviour = *inner.behaviour.lock().unwrap();
+    let seen = {
+        let mut per_event = inner.per_event.lock().unwrap();
+        let n = per_event.entry(id).or_default();
+        *n += 1;
+        *n
+    };
+    inner.received.lock().unwrap().push(Received { at: Instant::now(), path: uri.path().to_string(), headers, body, verified });
+    if !behaviour.delay.is_zero() {
+        tokio::time::sleep(behaviour.delay).await;
+    }
+    let status = if behaviour.fail_first > 0 {
+        if seen <= behaviour.fail_first { behaviour.status } else { 200 }
+    } else {
+        behaviour.status
+    };
+    let mut response_headers = HeaderMap::new();
+    if let Some(secs) = behaviour.retry_after {
+        response_headers.insert("retry-after", secs.to_string().parse().unwrap());
+    }
+    (StatusCode::from_u16(status).unwrap(), response_headers, format!("status {status}"))
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner::default());
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { base, inner }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.inner.behaviour.lock().unwrap() = behaviour;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.received.lock().unwrap().len()
+    }
+
+    /// How many times each event id arrived.
+    pub fn counts_by_event(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for r in self.inner.received.lock().unwrap().iter() {
+            *counts.entry(r.event_id().to_string()).or_default() += 1;
+        }
+        counts
+    }
+
+    pub fn for_event(&self, id: &str) -> Vec<Received> {
+        self.inner.received.lock().unwrap().iter().filter(|r| r.event_id() == id).cloned().collect()
+    }
+}
