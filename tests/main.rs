@@ -9,5 +9,6 @@ mod support;
 mod crash;
 mod delivery;
 mod ingest;
+mod receipts;
 mod replicas;
 mod store_contract;

@@ -6,6 +6,7 @@
 //! - [`verify`]: provider signatures (stripe, github, standard, hmac, none).
 //! - [`store`]: every SQL statement, on SQLite and PostgreSQL; group commit.
 //! - [`delivery`]: the signed forward, the retry ladder, the dispatcher.
+//! - [`receipts`]: accepting signed receipts (posted or inline) in the contract's order.
 //! - [`http`]: routes, JSON, status codes; the only place that knows HTTP.
 //! - [`clock`]: time as a dependency.
 //!
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 mod metrics;
+pub mod receipts;
 pub mod store;
 pub mod tls;
 pub mod verify;
@@ -36,7 +38,17 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::delivery::Dispatcher;
 use crate::domain::Stored;
+use crate::receipts::ReceiptKeys;
 use crate::store::{Backend, Batcher, Store, StoreError};
+
+/// Why a gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Largest group-commit batch of inbound events.
 const INGEST_BATCH: usize = 512;
@@ -48,7 +60,9 @@ pub async fn run(
     listener: TcpListener,
     clock: SharedClock,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StoreError> {
+) -> Result<(), RunError> {
+    let receipt_keys =
+        Arc::new(ReceiptKeys::from_sources(&config.sources).map_err(RunError::Config)?);
     let store = Store::connect(&config.database_url).await?;
     if store.backend() == Backend::Sqlite {
         // One gateway per SQLite file: leases left by a crashed run are ours to take back.
@@ -57,7 +71,13 @@ pub async fn run(
     let gateway_id = format!("gw-{}-{:08x}", std::process::id(), rand::random::<u32>());
     tracing::info!(%gateway_id, backend = ?store.backend(), listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway starting");
 
-    let dispatcher = Dispatcher::new(store.clone(), &config, clock.clone(), gateway_id);
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        &config,
+        receipt_keys.clone(),
+        clock.clone(),
+        gateway_id,
+    );
     let writer = store.clone();
     let ingest = Batcher::spawn(
         16_384,
@@ -88,6 +108,7 @@ pub async fn run(
         config: Arc::new(config),
         ingest,
         dispatcher: dispatcher.handle(),
+        receipt_keys,
         clock,
         metrics: metrics::handle(),
     };

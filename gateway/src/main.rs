@@ -27,6 +27,22 @@ enum Command {
         #[arg(long, env = "HOOKWARDEN_CONFIG", default_value = "hookwarden.toml")]
         config: PathBuf,
     },
+    /// Receipt keys for handlers.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new ed25519 key pair: the seed for the handler, the public key for the config.
+    Generate {
+        /// The key's id, as the handler sends it in `receipt-key`.
+        #[arg(long, default_value = "handler-1")]
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +56,37 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Keys(KeysCommand::Generate { id, json }) => {
+            generate_key(&id, json);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn generate_key(id: &str, json: bool) {
+    let key = receipts_sdk::receipt::ReceiptKey::generate(id);
+    let line = format!(
+        "receipt_keys = [{{ id = \"{id}\", public_key = \"{}\" }}]",
+        key.public_key_base64()
+    );
+    if json {
+        let out = serde_json::json!({
+            "id": id,
+            "seed": key.seed_base64(),
+            "public_key": key.public_key_base64(),
+            "config": line,
+        });
+        println!("{out}");
+    } else {
+        println!("key id:      {id}");
+        println!(
+            "seed:        {}   (secret: give it to the handler only, e.g. RECEIPT_KEY_SEED)",
+            key.seed_base64()
+        );
+        println!("public key:  {}", key.public_key_base64());
+        println!();
+        println!("Add to the source in the gateway's config:");
+        println!("{line}");
     }
 }
 

@@ -26,20 +26,33 @@ impl TestDb {
         match kind {
             Db::Sqlite => {
                 let url = format!("sqlite://{}", dir.path().join("hookwarden.db").display());
-                Self { kind, url, pg_name: None, _dir: dir }
+                Self {
+                    kind,
+                    url,
+                    pg_name: None,
+                    _dir: dir,
+                }
             }
             Db::Postgres => {
                 let name = format!("hw_test_{:016x}", rand::random::<u64>());
                 let admin = pg_admin_url();
-                let mut conn = PgConnection::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for this test: {e}"));
+                let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {admin} is required for this test: {e}")
+                });
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&mut conn)
                     .await
                     .expect("create test database");
-                let base = admin.rsplit_once('/').map(|(b, _)| b).expect("url has a database");
-                Self { kind, url: format!("{base}/{name}"), pg_name: Some(name), _dir: dir }
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .expect("url has a database");
+                Self {
+                    kind,
+                    url: format!("{base}/{name}"),
+                    pg_name: Some(name),
+                    _dir: dir,
+                }
             }
         }
     }
@@ -51,14 +64,21 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         // Drop runs outside async; a small runtime on its own thread drops the database.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async move {
                 if let Ok(mut conn) = PgConnection::connect(&pg_admin_url()).await {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })

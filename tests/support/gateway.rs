@@ -133,12 +133,19 @@ impl Gateway {
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
-            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            )
             .env_remove("HOOKWARDEN_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -158,7 +165,14 @@ impl Gateway {
             }
             let http = http.clone();
             let url = url.clone();
-            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
         })
         .await;
     }
@@ -182,14 +196,20 @@ impl Gateway {
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
         }
     }
 
     /// Starts the same config again (same port, same database).
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop the gateway before restarting it");
+        assert!(
+            self.child.is_none(),
+            "stop the gateway before restarting it"
+        );
         self.spawn().await;
     }
 
@@ -203,7 +223,13 @@ impl Gateway {
 
     /// `GET` an admin route with the test admin token.
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin request");
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -234,8 +260,16 @@ impl Gateway {
     }
 
     /// `POST /ingest/{source}` with extra headers; answers status and JSON.
-    pub async fn ingest(&self, source: &str, headers: &[(String, String)], body: &[u8]) -> (u16, Value) {
-        let mut request = self.http.post(self.url(&format!("/ingest/{source}"))).body(body.to_vec());
+    pub async fn ingest(
+        &self,
+        source: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/ingest/{source}")))
+            .body(body.to_vec());
         request = request.header("content-type", "application/json");
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());

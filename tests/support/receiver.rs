@@ -25,7 +25,10 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     /// The gateway's event id (`webhook-id`).
@@ -42,11 +45,19 @@ pub struct Behaviour {
     pub fail_first: u32,
     pub delay: Duration,
     pub retry_after: Option<u64>,
+    /// Put an `applied` receipt on each 2xx, signed with the receiver's key.
+    pub inline_receipt: bool,
 }
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Self { status: 200, fail_first: 0, delay: Duration::ZERO, retry_after: None }
+        Self {
+            status: 200,
+            fail_first: 0,
+            delay: Duration::ZERO,
+            retry_after: None,
+            inline_receipt: false,
+        }
     }
 }
 
@@ -55,6 +66,7 @@ struct Inner {
     received: Mutex<Vec<Received>>,
     per_event: Mutex<HashMap<String, u32>>,
     behaviour: Mutex<Behaviour>,
+    receipt_key: Mutex<Option<receipts_sdk::receipt::ReceiptKey>>,
 }
 
 #[derive(Clone)]
@@ -63,9 +75,22 @@ pub struct Receiver {
     inner: Arc<Inner>,
 }
 
-async fn handle(State(inner): State<Arc<Inner>>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
-    let verified = standardwebhooks::Webhook::new(SIGNING_SECRET).unwrap().verify(&body, &headers).is_ok();
-    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let verified = standardwebhooks::Webhook::new(SIGNING_SECRET)
+        .unwrap()
+        .verify(&body, &headers)
+        .is_ok();
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let id_for_receipt = id.clone();
     let behaviour = *inner.behaviour.lock().unwrap();
     let seen = {
         let mut per_event = inner.per_event.lock().unwrap();
@@ -73,12 +98,22 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: axum::http::Uri, headers: 
         *n += 1;
         *n
     };
-    inner.received.lock().unwrap().push(Received { at: Instant::now(), path: uri.path().to_string(), headers, body, verified });
+    inner.received.lock().unwrap().push(Received {
+        at: Instant::now(),
+        path: uri.path().to_string(),
+        headers,
+        body,
+        verified,
+    });
     if !behaviour.delay.is_zero() {
         tokio::time::sleep(behaviour.delay).await;
     }
     let status = if behaviour.fail_first > 0 {
-        if seen <= behaviour.fail_first { behaviour.status } else { 200 }
+        if seen <= behaviour.fail_first {
+            behaviour.status
+        } else {
+            200
+        }
     } else {
         behaviour.status
     };
@@ -86,7 +121,18 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: axum::http::Uri, headers: 
     if let Some(secs) = behaviour.retry_after {
         response_headers.insert("retry-after", secs.to_string().parse().unwrap());
     }
-    (StatusCode::from_u16(status).unwrap(), response_headers, format!("status {status}"))
+    let key = inner.receipt_key.lock().unwrap().clone();
+    if let (true, true, Some(key)) = (behaviour.inline_receipt, (200..300).contains(&status), key) {
+        let receipt = receipts_sdk::receipt::Receipt::applied(id_for_receipt);
+        for (name, value) in key.sign(&receipt, super::sign::now_secs()).inline_headers() {
+            response_headers.insert(name, value.parse().unwrap());
+        }
+    }
+    (
+        StatusCode::from_u16(status).unwrap(),
+        response_headers,
+        format!("status {status}"),
+    )
 }
 
 impl Receiver {
@@ -107,8 +153,9 @@ impl Receiver {
         *self.inner.behaviour.lock().unwrap() = behaviour;
     }
 
-    pub fn received(&self) -> Vec<Received> {
-        self.inner.received.lock().unwrap().clone()
+    /// The key inline receipts are signed with.
+    pub fn set_receipt_key(&self, key: receipts_sdk::receipt::ReceiptKey) {
+        *self.inner.receipt_key.lock().unwrap() = Some(key);
     }
 
     pub fn count(&self) -> usize {
@@ -125,6 +172,13 @@ impl Receiver {
     }
 
     pub fn for_event(&self, id: &str) -> Vec<Received> {
-        self.inner.received.lock().unwrap().iter().filter(|r| r.event_id() == id).cloned().collect()
+        self.inner
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.event_id() == id)
+            .cloned()
+            .collect()
     }
 }

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::{ForwardRequest, Forwarder, NextStep, idempotency_key};
+use super::{ForwardRequest, Forwarder, InlineReceipt, NextStep, idempotency_key};
 use crate::clock::SharedClock;
 use crate::config::{Config, DeliveryConfig, SourceConfig};
 use crate::domain::AttemptKind;
+use crate::receipts::{self, ReceiptKeys, Via};
 use crate::store::{AttemptRecord, Batcher, Completion, DueDelivery, Store, StoreError};
+use receipts_sdk::receipt::{self as format, ReceiptHeaders};
 
 /// Most deliveries claimed in one pass.
 const CLAIM_BATCH: usize = 128;
@@ -37,6 +39,7 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     in_flight: Arc<Semaphore>,
     completions: Batcher<AttemptRecord, Result<bool, String>>,
+    receipt_keys: Arc<ReceiptKeys>,
 }
 
 /// Lets the ingest path nudge the dispatcher after a commit.
@@ -52,7 +55,13 @@ impl DispatcherHandle {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, config: &Config, clock: SharedClock, gateway_id: String) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        config: &Config,
+        receipt_keys: Arc<ReceiptKeys>,
+        clock: SharedClock,
+        gateway_id: String,
+    ) -> Arc<Self> {
         let lanes = config
             .sources
             .iter()
@@ -86,6 +95,7 @@ impl Dispatcher {
             wake: Arc::new(Notify::new()),
             in_flight: Arc::new(Semaphore::new(config.delivery.max_in_flight)),
             completions,
+            receipt_keys,
         })
     }
 
@@ -164,16 +174,9 @@ impl Dispatcher {
         let Some(lane) = self.lanes.get(&due.source) else {
             tracing::warn!(event = %due.event_id, source = %due.source, "event of a source no longer configured");
             let now = self.clock.now_ms();
-            self.record(
-                &due,
-                now,
-                0,
-                None,
-                Some("source not configured".into()),
-                None,
-                Completion::RetryAt(now + ORPHAN_RETRY_MS),
-            )
-            .await;
+            let mut record = self.attempt(&due, now, Completion::RetryAt(now + ORPHAN_RETRY_MS));
+            record.error = Some("source not configured".into());
+            self.record(record).await;
             return;
         };
         let _lane_permit = lane
@@ -181,6 +184,17 @@ impl Dispatcher {
             .acquire()
             .await
             .expect("semaphore never closed");
+        // A retry whose receipt arrived since it was scheduled is not sent.
+        if due.ladder_attempts > 0 && self.store.has_receipt(&due.event_id).await.unwrap_or(false) {
+            if let Err(err) = self
+                .store
+                .release_lease(&due.event_id, &self.gateway_id)
+                .await
+            {
+                tracing::warn!(event = %due.event_id, error = %err, "releasing a lease failed");
+            }
+            return;
+        }
         let started_at = self.clock.now_ms();
         let key = idempotency_key(&due.source, &due.dedup_key);
         let result = self
@@ -203,9 +217,9 @@ impl Dispatcher {
             Completion::Delivered { at: now }
         } else {
             let made = (due.ladder_attempts + 1) as u32;
-            let honour = matches!(result.status, Some(429 | 503));
+            let honoured = matches!(result.status, Some(429 | 503));
+            let retry_after = result.retry_after.filter(|_| honoured);
             let jitter_unit: f64 = rand::random_range(-1.0..=1.0);
-            let retry_after = result.retry_after.filter(|_| honour);
             match lane.source.ladder.after_failure(
                 made,
                 self.settings.jitter,
@@ -216,59 +230,81 @@ impl Dispatcher {
                 NextStep::GiveUp => Completion::Exhausted,
             }
         };
-        let outcome = match completion {
+        let label = match completion {
             Completion::Delivered { .. } => "delivered",
             Completion::RetryAt(_) => "retry",
             Completion::Exhausted => "exhausted",
         };
-        metrics::counter!("hookwarden_delivery_attempts_total", "source" => due.source.clone(), "result" => outcome).increment(1);
+        metrics::counter!("hookwarden_delivery_attempts_total", "source" => due.source.clone(), "result" => label).increment(1);
         metrics::histogram!("hookwarden_delivery_latency_seconds")
             .record(result.latency_ms as f64 / 1000.0);
-        let status = result.status.map(i64::from);
-        self.record(
-            &due,
-            started_at,
-            result.latency_ms,
-            status,
-            result.error,
-            result.excerpt,
-            completion,
-        )
-        .await;
+        let inline = result.inline_receipt.clone().filter(|_| result.succeeded());
+        let mut record = self.attempt(&due, started_at, completion);
+        record.latency_ms = result.latency_ms;
+        record.status_code = result.status.map(i64::from);
+        record.error = result.error;
+        record.response_excerpt = result.excerpt;
+        self.record(record).await;
+        if let Some(inline) = inline {
+            self.accept_inline(&due, &inline).await;
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
-        &self,
-        due: &DueDelivery,
-        started_at: i64,
-        latency_ms: i64,
-        status_code: Option<i64>,
-        error: Option<String>,
-        response_excerpt: Option<String>,
-        completion: Completion,
-    ) {
-        let record = AttemptRecord {
+    /// A scheduled attempt of `due` started at `started_at`, to be filled in.
+    fn attempt(&self, due: &DueDelivery, started_at: i64, completion: Completion) -> AttemptRecord {
+        AttemptRecord {
             event_id: due.event_id.clone(),
             gateway: self.gateway_id.clone(),
             kind: AttemptKind::Scheduled,
             replay_id: None,
             started_at,
-            latency_ms,
-            status_code,
-            error,
-            response_excerpt,
+            latency_ms: 0,
+            status_code: None,
+            error: None,
+            response_excerpt: None,
             completion,
-        };
+        }
+    }
+
+    async fn record(&self, record: AttemptRecord) {
+        let event = record.event_id.clone();
         match self.completions.submit(record).await {
             Some(Ok(true)) => {}
             Some(Ok(false)) => {
-                tracing::info!(event = %due.event_id, "lease passed to another gateway before the result was written")
+                tracing::info!(%event, "lease passed to another gateway before the result was written")
             }
             Some(Err(err)) => {
-                tracing::warn!(event = %due.event_id, error = %err, "recording an attempt failed; the lease will expire and the event be retried")
+                tracing::warn!(%event, error = %err, "recording an attempt failed; the lease will expire and the event be retried")
             }
-            None => tracing::warn!(event = %due.event_id, "attempt writer stopped"),
+            None => tracing::warn!(%event, "attempt writer stopped"),
+        }
+    }
+
+    /// Records a receipt that rode on the handler's 2xx; a refused one is logged and counted.
+    async fn accept_inline(&self, due: &DueDelivery, inline: &InlineReceipt) {
+        let body = inline
+            .get(format::HEADER_BODY)
+            .map(format::decode_inline_body);
+        let result = match (ReceiptHeaders::read(|name| inline.get(name)), body) {
+            (Ok(headers), Some(Ok(body))) => receipts::accept(
+                &self.store,
+                &self.receipt_keys,
+                headers,
+                &body,
+                self.clock.now_ms(),
+                Via::Inline,
+            )
+            .await
+            .map(|_| ()),
+            (Err(err), _) | (_, Some(Err(err))) => Err(receipts::Refusal::Format(err)),
+            (_, None) => Err(receipts::Refusal::Format(
+                format::ReceiptError::MissingHeader(format::HEADER_BODY),
+            )),
+        };
+        if let Err(refusal) = result {
+            metrics::counter!("hookwarden_inline_receipts_refused_total", "code" => refusal.code())
+                .increment(1);
+            tracing::warn!(event = %due.event_id, code = refusal.code(), reason = %refusal, "inline receipt refused");
         }
     }
 }

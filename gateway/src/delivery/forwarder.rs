@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use receipts_sdk::receipt;
 use receipts_sdk::webhook::WebhookSecret;
 use sha2::{Digest, Sha256};
 
@@ -43,6 +44,40 @@ pub struct ForwardResult {
     pub excerpt: Option<String>,
     /// A `Retry-After` in seconds, when the handler sent one.
     pub retry_after: Option<Duration>,
+    /// A receipt the handler put on its response, when it did.
+    pub inline_receipt: Option<InlineReceipt>,
+}
+
+/// The `receipt-*` headers of a handler's response, as received.
+#[derive(Debug, Clone)]
+pub struct InlineReceipt {
+    headers: Vec<(&'static str, String)>,
+}
+
+impl InlineReceipt {
+    fn from_response(headers: &reqwest::header::HeaderMap) -> Option<Self> {
+        headers.get(receipt::HEADER_ID)?;
+        let names = [
+            receipt::HEADER_ID,
+            receipt::HEADER_TIMESTAMP,
+            receipt::HEADER_KEY,
+            receipt::HEADER_SIGNATURE,
+            receipt::HEADER_BODY,
+        ];
+        let headers = names
+            .into_iter()
+            .filter_map(|name| Some((name, headers.get(name)?.to_str().ok()?.to_string())))
+            .collect();
+        Some(Self { headers })
+    }
+
+    /// The value of one `receipt-*` header.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl ForwardResult {
@@ -103,6 +138,7 @@ impl Forwarder {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
+                let inline_receipt = InlineReceipt::from_response(response.headers());
                 let mut excerpt = Vec::new();
                 while excerpt.len() < EXCERPT_BYTES {
                     match response.chunk().await {
@@ -118,6 +154,7 @@ impl Forwarder {
                     excerpt: (!excerpt.is_empty())
                         .then(|| String::from_utf8_lossy(&excerpt).into_owned()),
                     retry_after,
+                    inline_receipt,
                 }
             }
             Err(err) => ForwardResult {
@@ -126,6 +163,7 @@ impl Forwarder {
                 error: Some(describe(&err)),
                 excerpt: None,
                 retry_after: None,
+                inline_receipt: None,
             },
         }
     }

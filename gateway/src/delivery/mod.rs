@@ -10,5 +10,5 @@ mod forwarder;
 mod ladder;
 
 pub use dispatcher::{Dispatcher, DispatcherHandle};
-pub use forwarder::{ForwardRequest, ForwardResult, Forwarder, idempotency_key};
+pub use forwarder::{ForwardRequest, ForwardResult, Forwarder, InlineReceipt, idempotency_key};
 pub use ladder::{NextStep, RetryLadder};

@@ -29,7 +29,15 @@ struct ListParams {
     cursor: Option<String>,
 }
 
-fn event_json(e: &EventSummary) -> Value {
+/// An event as the API shows it; `overdue` when delivered without a receipt for longer than
+/// its source's `receipt_sla`.
+fn event_json(app: &AppState, e: &EventSummary, now: i64) -> Value {
+    let sla = app
+        .sources
+        .get(&e.source)
+        .map(|s| s.receipt_sla.as_millis() as i64);
+    let overdue = e.outcome == Outcome::Unknown
+        && matches!((e.delivered_at, sla), (Some(at), Some(sla)) if at + sla < now);
     json!({
         "id": e.id,
         "source": e.source,
@@ -43,6 +51,7 @@ fn event_json(e: &EventSummary) -> Value {
         "next_attempt_at": e.next_attempt_at.map(format_ms),
         "delivered_at": e.delivered_at.map(format_ms),
         "idempotency_key": idempotency_key(&e.source, &e.provider_event_id),
+        "overdue": overdue,
     })
 }
 
@@ -98,11 +107,12 @@ async fn list(
         limit,
     };
     let events = app.store.list_events(&query).await?;
+    let now = app.clock.now_ms();
     let next_cursor = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.id.clone()))
         .flatten();
     Ok(Json(json!({
-        "data": events.iter().map(event_json).collect::<Vec<_>>(),
+        "data": events.iter().map(|e| event_json(&app, e, now)).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
     })))
 }
@@ -120,7 +130,8 @@ async fn show(
         .get_event(&event_id)
         .await?
         .ok_or_else(not_found)?;
-    let mut out = event_json(&detail.summary);
+    let receipts = app.store.list_receipts(&event_id).await?;
+    let mut out = event_json(&app, &detail.summary, app.clock.now_ms());
     let body = match std::str::from_utf8(&detail.body) {
         Ok(text) => json!({ "body": text }),
         Err(_) => {
@@ -130,6 +141,25 @@ async fn show(
     let object = out.as_object_mut().expect("event json is an object");
     object.extend(body.as_object().expect("object").clone());
     object.insert("headers".into(), json!(detail.headers));
+    object.insert(
+        "receipts".into(),
+        json!(
+            receipts
+                .iter()
+                .map(|r| json!({
+                    "receipt_id": r.receipt_id,
+                    "key_id": r.key_id,
+                    "status": r.status,
+                    "target_record_id": r.target_record_id,
+                    "error_code": r.error_code,
+                    "detail": r.detail,
+                    "signed_at": format_ms(r.signed_at),
+                    "received_at": format_ms(r.received_at),
+                    "via": r.via,
+                }))
+                .collect::<Vec<_>>()
+        ),
+    );
     object.insert(
         "attempt_log".into(),
         json!(

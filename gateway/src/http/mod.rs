@@ -8,6 +8,8 @@ mod auth;
 mod events;
 mod health;
 mod ingest;
+mod receipts;
+mod summary;
 mod time;
 
 use std::collections::HashMap;
@@ -20,6 +22,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, SourceConfig};
 use crate::delivery::DispatcherHandle;
 use crate::domain::{NewEvent, Stored};
+use crate::receipts::ReceiptKeys;
 use crate::store::{Batcher, Store};
 
 pub use auth::{Caller, Role};
@@ -33,6 +36,7 @@ pub struct AppState {
     /// Group commit for inbound events.
     pub ingest: Batcher<NewEvent, Result<Stored, String>>,
     pub dispatcher: DispatcherHandle,
+    pub receipt_keys: Arc<ReceiptKeys>,
     pub clock: SharedClock,
     pub metrics: PrometheusHandle,
 }
@@ -41,6 +45,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ingest::router())
         .merge(events::router())
+        .merge(receipts::router())
+        .merge(summary::router())
         .merge(health::router())
         .with_state(state)
 }

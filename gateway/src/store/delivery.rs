@@ -27,7 +27,8 @@ const DELIVERED: &str = "UPDATE events SET attempts = attempts + 1, ladder_attem
      delivery_state = 'delivered', delivered_at = $3, next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL \
      WHERE id = $1 AND lease_owner = $2";
 const RETRY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
-     delivery_state = 'pending', next_attempt_at = $3, lease_owner = NULL, lease_until = NULL \
+     delivery_state = 'pending', \
+     next_attempt_at = CASE WHEN receipts > 0 THEN NULL ELSE $3 END, lease_owner = NULL, lease_until = NULL \
      WHERE id = $1 AND lease_owner = $2";
 const EXHAUSTED: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'exhausted', next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, \
@@ -150,6 +151,17 @@ impl Store {
             tx.commit().await?;
         });
         Ok(held)
+    }
+
+    /// Gives one claimed delivery back without an attempt (a receipt made it unnecessary).
+    pub async fn release_lease(&self, event_id: &EventId, owner: &str) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("UPDATE events SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
+            .bind(event_id.as_str())
+            .bind(owner)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
     }
 
     /// Gives up leases: `owner`'s on a clean shutdown, or all of them (`None`) when a

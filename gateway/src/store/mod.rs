@@ -13,6 +13,8 @@ mod batch;
 mod delivery;
 mod events;
 mod ingest;
+mod receipts;
+mod summary;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +27,8 @@ use sqlx::sqlite::{
 pub use batch::Batcher;
 pub use delivery::{AttemptRecord, Completion, DueDelivery};
 pub use events::{EventDetail, EventQuery};
+pub use receipts::{NewReceipt, Recorded, StoredReceipt};
+pub use summary::{SummaryQuery, SummaryRow};
 
 /// Why the store failed; the HTTP edge answers 503 for these so providers retry.
 #[derive(Debug, thiserror::Error)]

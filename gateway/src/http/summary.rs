@@ -1,0 +1,154 @@
+//! `GET /v1/summary`: the gap view. Outcome counts (with overdue ones) in total, per source
+//! and per time bucket, so an operator sees where the missing events are.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::time::{format_ms, parse_rfc3339};
+use super::{AppState, Caller, Role};
+use crate::domain::Outcome;
+use crate::error::ApiError;
+use crate::store::SummaryQuery;
+
+const MAX_BUCKETS: i64 = 2000;
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    source: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    bucket: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+struct Counts {
+    confirmed: i64,
+    failed: i64,
+    unknown: i64,
+    /// Delivered, no receipt, and past the source's `receipt_sla` (part of `unknown`).
+    overdue: i64,
+    total: i64,
+}
+
+impl Counts {
+    fn add(&mut self, outcome: Outcome, overdue: bool, n: i64) {
+        match outcome {
+            Outcome::Confirmed => self.confirmed += n,
+            Outcome::Failed => self.failed += n,
+            Outcome::Unknown => self.unknown += n,
+        }
+        if overdue {
+            self.overdue += n;
+        }
+        self.total += n;
+    }
+}
+
+async fn summary(
+    State(app): State<AppState>,
+    caller: Caller,
+    params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let now = app.clock.now_ms();
+    let until = p
+        .until
+        .as_deref()
+        .map(|t| parse_rfc3339("until", t))
+        .transpose()?
+        .unwrap_or(now);
+    let since = p
+        .since
+        .as_deref()
+        .map(|t| parse_rfc3339("since", t))
+        .transpose()?
+        .unwrap_or(until - DAY_MS);
+    if since >= until {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`since` must be before `until`",
+        ));
+    }
+    let bucket = p.bucket.as_deref().unwrap_or("1h");
+    let bucket_ms = humantime::parse_duration(bucket)
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("`bucket` `{bucket}` is not a duration ({e})"),
+            )
+        })?
+        .as_millis() as i64;
+    if bucket_ms < 1000 || (until - since) / bucket_ms > MAX_BUCKETS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`bucket` must be at least 1s and give at most {MAX_BUCKETS} buckets"),
+        ));
+    }
+    let sources: Vec<_> = match &p.source {
+        Some(name) => vec![app.sources.get(name).ok_or_else(|| {
+            ApiError::not_found("source_unknown", format!("no source named `{name}`"))
+        })?],
+        None => app.config.sources.iter().collect(),
+    };
+    let mut totals = Counts::default();
+    let mut per_source = BTreeMap::new();
+    let mut buckets: BTreeMap<i64, Counts> = BTreeMap::new();
+    let first = since.div_euclid(bucket_ms) * bucket_ms;
+    for start in (first..until).step_by(bucket_ms as usize) {
+        buckets.insert(start, Counts::default());
+    }
+    for source in sources {
+        let rows = app
+            .store
+            .summary(&SummaryQuery {
+                source: source.name.clone(),
+                since,
+                until,
+                bucket_ms,
+                overdue_before: now - source.receipt_sla.as_millis() as i64,
+            })
+            .await?;
+        let mut counts = Counts::default();
+        for row in rows {
+            counts.add(row.outcome, row.overdue, row.count);
+            buckets
+                .entry(row.bucket_start)
+                .or_default()
+                .add(row.outcome, row.overdue, row.count);
+        }
+        totals.add(Outcome::Confirmed, false, counts.confirmed);
+        totals.add(Outcome::Failed, false, counts.failed);
+        totals.add(Outcome::Unknown, false, counts.unknown);
+        totals.overdue += counts.overdue;
+        per_source.insert(source.name.clone(), counts);
+    }
+    let buckets: Vec<Value> = buckets
+        .into_iter()
+        .map(|(start, counts)| {
+            let mut v = json!(counts);
+            v["start"] = json!(format_ms(start));
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "since": format_ms(since),
+        "until": format_ms(until),
+        "bucket_seconds": bucket_ms / 1000,
+        "totals": totals,
+        "sources": per_source,
+        "buckets": buckets,
+    })))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/summary", get(summary))
+}

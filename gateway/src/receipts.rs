@@ -1,0 +1,191 @@
+//! Accepting a receipt, whichever way it came (`POST /v1/receipts` or inline on a handler's
+//! 2xx): the checks in their order, and the one call that records it.
+//!
+//! The order is the contract: headers, key known and not revoked, timestamp, signature (all
+//! 401), body (400), event (404), key allowed for the event's source (403). Nothing is
+//! written unless every check passed. The format itself is `receipts_sdk::receipt`.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use ed25519_dalek::VerifyingKey;
+use receipts_sdk::receipt::{Receipt, ReceiptError, ReceiptHeaders};
+
+use crate::config::SourceConfig;
+use crate::domain::{EventId, Outcome};
+use crate::store::{NewReceipt, Recorded, Store, StoreError};
+
+/// The receipt keys of every source: which public key an id names, and where it may confirm.
+#[derive(Debug, Default)]
+pub struct ReceiptKeys {
+    keys: HashMap<String, KeyEntry>,
+}
+
+#[derive(Debug)]
+struct KeyEntry {
+    public: VerifyingKey,
+    /// Source name → revoked on that source.
+    sources: HashMap<String, bool>,
+}
+
+impl ReceiptKeys {
+    /// Indexes the configured keys. Config loading already checked that each key decodes;
+    /// one id must name one public key everywhere.
+    pub fn from_sources(sources: &[SourceConfig]) -> Result<Self, String> {
+        let mut keys: HashMap<String, KeyEntry> = HashMap::new();
+        for source in sources {
+            for key in &source.receipt_keys {
+                let public =
+                    receipts_sdk::webhook::decode_public_key(&key.public_key).ok_or_else(|| {
+                        format!("receipt key `{}` is not an ed25519 public key", key.id)
+                    })?;
+                let entry = keys.entry(key.id.clone()).or_insert_with(|| KeyEntry {
+                    public,
+                    sources: HashMap::new(),
+                });
+                if entry.public != public {
+                    return Err(format!(
+                        "receipt key id `{}` names two different public keys",
+                        key.id
+                    ));
+                }
+                entry.sources.insert(source.name.clone(), key.revoked);
+            }
+        }
+        Ok(Self { keys })
+    }
+}
+
+/// Which way a receipt came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Post,
+    Inline,
+}
+
+/// Why a receipt was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Format(ReceiptError),
+    #[error("no source has a receipt key `{0}`")]
+    KeyUnknown(String),
+    #[error("receipt key `{0}` is revoked")]
+    KeyRevoked(String),
+    #[error("no event `{0}`")]
+    EventUnknown(String),
+    #[error("receipt key `{key}` may not confirm events of source `{source_name}`")]
+    KeyForbidden { key: String, source_name: String },
+    #[error("receipt id `{0}` was already used for a different receipt")]
+    IdConflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Format(ReceiptError::Malformed(_) | ReceiptError::BadInlineBody) => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::Format(_) | Refusal::KeyUnknown(_) | Refusal::KeyRevoked(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            Refusal::EventUnknown(_) => StatusCode::NOT_FOUND,
+            Refusal::KeyForbidden { .. } => StatusCode::FORBIDDEN,
+            Refusal::IdConflict(_) => StatusCode::CONFLICT,
+            Refusal::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Format(e) => e.code(),
+            Refusal::KeyUnknown(_) => "receipt_key_unknown",
+            Refusal::KeyRevoked(_) => "receipt_key_revoked",
+            Refusal::EventUnknown(_) => "event_unknown",
+            Refusal::KeyForbidden { .. } => "receipt_key_forbidden",
+            Refusal::IdConflict(_) => "receipt_id_conflict",
+            Refusal::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+/// A recorded receipt.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub event_id: EventId,
+    pub receipt_id: String,
+    pub outcome: Outcome,
+    /// The same receipt had been recorded before.
+    pub repeat: bool,
+}
+
+/// Checks a receipt in the contract's order and records it.
+pub async fn accept(
+    store: &Store,
+    keys: &ReceiptKeys,
+    headers: ReceiptHeaders<'_>,
+    body: &[u8],
+    now_ms: i64,
+    via: Via,
+) -> Result<Accepted, Refusal> {
+    let key = keys
+        .keys
+        .get(headers.key_id)
+        .ok_or_else(|| Refusal::KeyUnknown(headers.key_id.to_string()))?;
+    if key.sources.values().all(|revoked| *revoked) {
+        return Err(Refusal::KeyRevoked(headers.key_id.to_string()));
+    }
+    headers
+        .check_timestamp(now_ms.div_euclid(1000))
+        .map_err(Refusal::Format)?;
+    headers
+        .verify_signature(body, &key.public)
+        .map_err(Refusal::Format)?;
+    let receipt = Receipt::parse(body).map_err(Refusal::Format)?;
+    let unknown = || Refusal::EventUnknown(receipt.event_id.clone());
+    let event_id = EventId::parse(&receipt.event_id).ok_or_else(unknown)?;
+    let (source, _) = store.event_source(&event_id).await?.ok_or_else(unknown)?;
+    match key.sources.get(&source) {
+        None => {
+            return Err(Refusal::KeyForbidden {
+                key: headers.key_id.to_string(),
+                source_name: source,
+            });
+        }
+        Some(true) => return Err(Refusal::KeyRevoked(headers.key_id.to_string())),
+        Some(false) => {}
+    }
+    let signed_secs: i64 = headers.timestamp.parse().unwrap_or_default();
+    let record = NewReceipt {
+        receipt_id: headers.id.to_string(),
+        event_id: event_id.clone(),
+        key_id: headers.key_id.to_string(),
+        status: receipt.status.as_str(),
+        target_record_id: receipt.target_record_id,
+        error_code: receipt.error_code,
+        detail: receipt.detail,
+        signed_at: signed_secs * 1000,
+        received_at: now_ms,
+        via: match via {
+            Via::Post => "post",
+            Via::Inline => "inline",
+        },
+        body: String::from_utf8_lossy(body).into_owned(),
+        signature: headers.signature.to_string(),
+    };
+    let (outcome, repeat) = match store.record_receipt(&record).await? {
+        Recorded::New(outcome) => (outcome, false),
+        Recorded::Repeat(outcome) => (outcome, true),
+        Recorded::IdConflict => return Err(Refusal::IdConflict(record.receipt_id)),
+    };
+    metrics::counter!("hookwarden_receipts_total", "status" => record.status, "via" => record.via, "repeat" => if repeat { "true" } else { "false" })
+        .increment(1);
+    Ok(Accepted {
+        event_id,
+        receipt_id: record.receipt_id,
+        outcome,
+        repeat,
+    })
+}

@@ -1,0 +1,165 @@
+//! The receipt ledger and the outcome it drives.
+//!
+//! Receipts are only ever inserted. Recording one and moving the event's outcome happen in
+//! one transaction, which also cancels the event's pending retries. `confirmed` is sticky: a
+//! later `failed` receipt is kept and shown, but the outcome stays `confirmed`.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, with_pool};
+use crate::domain::{EventId, Outcome};
+
+/// A verified receipt, as it is written.
+#[derive(Debug, Clone)]
+pub struct NewReceipt {
+    pub receipt_id: String,
+    pub event_id: EventId,
+    pub key_id: String,
+    /// `applied` or `failed`.
+    pub status: &'static str,
+    pub target_record_id: Option<String>,
+    pub error_code: Option<String>,
+    pub detail: Option<String>,
+    /// The signed `receipt-timestamp`, in ms.
+    pub signed_at: i64,
+    pub received_at: i64,
+    /// `post` (`POST /v1/receipts`) or `inline` (on a handler's 2xx).
+    pub via: &'static str,
+    pub body: String,
+    pub signature: String,
+}
+
+/// What recording a receipt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new receipt; the event's outcome is now this.
+    New(Outcome),
+    /// The same receipt again (same id, same body): nothing changed.
+    Repeat(Outcome),
+    /// The receipt id was used before for a different receipt.
+    IdConflict,
+}
+
+/// A receipt of the ledger, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredReceipt {
+    pub receipt_id: String,
+    pub key_id: String,
+    pub status: String,
+    pub target_record_id: Option<String>,
+    pub error_code: Option<String>,
+    pub detail: Option<String>,
+    pub signed_at: i64,
+    pub received_at: i64,
+    pub via: String,
+}
+
+const INSERT: &str = "INSERT INTO receipts (receipt_id, event_id, key_id, status, target_record_id, error_code, detail, \
+     signed_at, received_at, via, body, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (receipt_id) DO NOTHING";
+const APPLY: &str = "UPDATE events SET receipts = receipts + 1, next_attempt_at = NULL, outcome_at = $4, \
+     outcome = CASE WHEN $2 = 'applied' OR outcome = 'confirmed' THEN 'confirmed' ELSE 'failed' END, \
+     error_code = CASE WHEN $2 = 'applied' THEN NULL WHEN outcome = 'confirmed' THEN error_code ELSE $3 END \
+     WHERE id = $1 RETURNING outcome";
+
+fn outcome(text: &str) -> Result<Outcome, StoreError> {
+    Outcome::parse(text).ok_or_else(|| StoreError::Corrupt(format!("outcome `{text}`")))
+}
+
+impl Store {
+    /// The source and outcome of an event, or `None` when there is no such event.
+    pub async fn event_source(
+        &self,
+        id: &EventId,
+    ) -> Result<Option<(String, Outcome)>, StoreError> {
+        let row: Option<(String, String)> = with_pool!(self, pool => {
+            sqlx::query_as("SELECT source, outcome FROM events WHERE id = $1").bind(id.as_str()).fetch_optional(pool).await?
+        });
+        row.map(|(source, o)| Ok((source, outcome(&o)?)))
+            .transpose()
+    }
+
+    /// Records a receipt idempotently and moves the event's outcome.
+    pub async fn record_receipt(&self, r: &NewReceipt) -> Result<Recorded, StoreError> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(INSERT)
+                .bind(&r.receipt_id)
+                .bind(r.event_id.as_str())
+                .bind(&r.key_id)
+                .bind(r.status)
+                .bind(r.target_record_id.as_deref())
+                .bind(r.error_code.as_deref())
+                .bind(r.detail.as_deref())
+                .bind(r.signed_at)
+                .bind(r.received_at)
+                .bind(r.via)
+                .bind(&r.body)
+                .bind(&r.signature)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if inserted == 0 {
+                let (event_id, body): (String, String) = sqlx::query_as("SELECT event_id, body FROM receipts WHERE receipt_id = $1")
+                    .bind(&r.receipt_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if event_id != r.event_id.as_str() || body != r.body {
+                    return Ok(Recorded::IdConflict);
+                }
+                let current: String = sqlx::query_scalar("SELECT outcome FROM events WHERE id = $1")
+                    .bind(r.event_id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                return Ok(Recorded::Repeat(outcome(&current)?));
+            }
+            let new_outcome: String = sqlx::query_scalar(APPLY)
+                .bind(r.event_id.as_str())
+                .bind(r.status)
+                .bind(r.error_code.as_deref())
+                .bind(r.received_at)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Recorded::New(outcome(&new_outcome)?))
+        })
+    }
+
+    pub async fn list_receipts(
+        &self,
+        event_id: &EventId,
+    ) -> Result<Vec<StoredReceipt>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT receipt_id, key_id, status, target_record_id, error_code, detail, signed_at, received_at, via \
+                 FROM receipts WHERE event_id = $1 ORDER BY received_at, receipt_id",
+            )
+            .bind(event_id.as_str())
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(StoredReceipt {
+                        receipt_id: row.try_get("receipt_id")?,
+                        key_id: row.try_get("key_id")?,
+                        status: row.try_get("status")?,
+                        target_record_id: row.try_get("target_record_id")?,
+                        error_code: row.try_get("error_code")?,
+                        detail: row.try_get("detail")?,
+                        signed_at: row.try_get("signed_at")?,
+                        received_at: row.try_get("received_at")?,
+                        via: row.try_get("via")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Whether any receipt was recorded for the event: checked just before a retry goes out.
+    pub async fn has_receipt(&self, event_id: &EventId) -> Result<bool, StoreError> {
+        let n: i64 = with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT receipts FROM events WHERE id = $1").bind(event_id.as_str()).fetch_one(pool).await?
+        });
+        Ok(n > 0)
+    }
+}
