@@ -55,31 +55,17 @@ async fn answered_events_survive_kill_9_during_a_burst(kind: Db) {
         worker.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() >= 50,
-        "the burst was too small to mean anything: {}",
-        acked.len()
-    );
+    assert!(acked.len() >= 50, "the burst was too small to mean anything: {}", acked.len());
 
     gw.restart().await;
     for (provider_id, event_id) in &acked {
-        let event = gw
-            .event(event_id)
-            .await
-            .unwrap_or_else(|| panic!("{event_id} was answered 200 and then lost"));
+        let event = gw.event(event_id).await.unwrap_or_else(|| panic!("{event_id} was answered 200 and then lost"));
         assert_eq!(event["provider_event_id"], provider_id.as_str());
     }
-    eventually(
-        Duration::from_secs(30),
-        "every answered event delivered after restart",
-        || async {
-            let counts = receiver.counts_by_event();
-            acked
-                .iter()
-                .all(|(_, id)| counts.contains_key(id))
-                .then_some(())
-        },
-    )
+    eventually(Duration::from_secs(30), "every answered event delivered after restart", || async {
+        let counts = receiver.counts_by_event();
+        acked.iter().all(|(_, id)| counts.contains_key(id)).then_some(())
+    })
     .await;
 }
 
@@ -96,57 +82,35 @@ async fn answered_events_survive_kill_9_during_a_burst_postgres() {
 async fn pending_retries_resume_after_kill_9(kind: Db) {
     let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
-    receiver.set(Behaviour {
-        status: 500,
-        ..Behaviour::default()
-    });
+    receiver.set(Behaviour { status: 500, ..Behaviour::default() });
     let mut gw = Gateway::start(&spec(&db, &receiver, &["1s"])).await;
     let mut ids = Vec::new();
     for n in 0..5 {
-        let (status, answer) = gw
-            .ingest(
-                "orders",
-                &[],
-                json!({ "id": format!("r{n}") }).to_string().as_bytes(),
-            )
-            .await;
+        let (status, answer) = gw.ingest("orders", &[], json!({ "id": format!("r{n}") }).to_string().as_bytes()).await;
         assert_eq!(status, 200);
         ids.push(answer["event_id"].as_str().unwrap().to_string());
     }
-    eventually(
-        Duration::from_secs(10),
-        "a first, failed attempt of each",
-        || async {
-            ids.iter()
-                .all(|id| !receiver.for_event(id).is_empty())
-                .then_some(())
-        },
-    )
+    eventually(Duration::from_secs(10), "a first, failed attempt of each", || async {
+        ids.iter().all(|id| !receiver.for_event(id).is_empty()).then_some(())
+    })
     .await;
     gw.kill9();
     receiver.set(Behaviour::default());
     gw.restart().await;
-    eventually(
-        Duration::from_secs(30),
-        "each event delivered by a resumed retry",
-        || async {
-            for id in &ids {
-                let event = gw.event(id).await?;
-                if event["delivery_state"] != "delivered" {
-                    return None;
-                }
+    eventually(Duration::from_secs(30), "each event delivered by a resumed retry", || async {
+        for id in &ids {
+            let event = gw.event(id).await?;
+            if event["delivery_state"] != "delivered" {
+                return None;
             }
-            Some(())
-        },
-    )
+        }
+        Some(())
+    })
     .await;
     for id in &ids {
         let got = receiver.for_event(id);
         assert!(got.len() >= 2, "{id}: {} attempts", got.len());
-        assert_eq!(
-            got.last().unwrap().header("idempotency-key"),
-            got[0].header("idempotency-key")
-        );
+        assert_eq!(got.last().unwrap().header("idempotency-key"), got[0].header("idempotency-key"));
     }
 }
 

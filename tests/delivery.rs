@@ -17,79 +17,45 @@ async fn gateway(db: &TestDb, source: SourceSpec) -> Gateway {
 }
 
 async fn ingest(gw: &Gateway, id: &str) -> String {
-    let (status, answer) = gw
-        .ingest("orders", &[("x-request-id".into(), id.into())], &body(id))
-        .await;
+    let (status, answer) = gw.ingest("orders", &[("x-request-id".into(), id.into())], &body(id)).await;
     assert_eq!(status, 200, "{answer}");
     answer["event_id"].as_str().unwrap().to_string()
 }
 
 fn orders(receiver: &Receiver) -> SourceSpec {
-    SourceSpec::new(
-        "orders",
-        "{ kind = \"none\" }",
-        &receiver.url("/webhooks/orders"),
-    )
-    .with("dedup = { header = \"x-request-id\" }")
+    SourceSpec::new("orders", "{ kind = \"none\" }", &receiver.url("/webhooks/orders"))
+        .with("dedup = { header = \"x-request-id\" }")
 }
 
 #[tokio::test]
 async fn forwards_verify_with_a_standard_webhooks_library_and_carry_stable_keys() {
     let db = TestDb::new(Db::Sqlite).await;
     let receiver = Receiver::start().await;
-    receiver.set(Behaviour {
-        status: 500,
-        fail_first: 1,
-        ..Behaviour::default()
-    });
+    receiver.set(Behaviour { status: 500, fail_first: 1, ..Behaviour::default() });
     let gw = gateway(&db, orders(&receiver).ladder(&["100ms"], 3)).await;
-    let ids = [
-        ingest(&gw, "a").await,
-        ingest(&gw, "b").await,
-        ingest(&gw, "c").await,
-    ];
-    eventually(
-        Duration::from_secs(10),
-        "each event forwarded twice",
-        || async { (receiver.count() >= 6).then_some(()) },
-    )
+    let ids = [ingest(&gw, "a").await, ingest(&gw, "b").await, ingest(&gw, "c").await];
+    eventually(Duration::from_secs(10), "each event forwarded twice", || async {
+        (receiver.count() >= 6).then_some(())
+    })
     .await;
     for id in &ids {
         let got = receiver.for_event(id);
         assert_eq!(got.len(), 2, "one failure, one success");
         let event = gw.event(id).await.unwrap();
         for (n, request) in got.iter().enumerate() {
-            assert!(
-                request.verified,
-                "a Standard Webhooks library rejected the gateway's signature"
-            );
+            assert!(request.verified, "a Standard Webhooks library rejected the gateway's signature");
             assert_eq!(request.path, "/webhooks/orders");
-            assert_eq!(
-                request.header("idempotency-key"),
-                event["idempotency_key"].as_str().unwrap()
-            );
+            assert_eq!(request.header("idempotency-key"), event["idempotency_key"].as_str().unwrap());
             assert_eq!(request.header("hookwarden-attempt"), (n + 1).to_string());
             assert_eq!(request.header("hookwarden-source"), "orders");
             assert_eq!(request.header("content-type"), "application/json");
             assert_eq!(request.header("hookwarden-replay-id"), "");
-            assert_eq!(
-                &request.body[..],
-                &body(&event["provider_event_id"].as_str().unwrap()[..])[..]
-            );
+            assert_eq!(&request.body[..], &body(&event["provider_event_id"].as_str().unwrap()[..])[..]);
         }
-        assert_eq!(
-            got[0].header("idempotency-key"),
-            got[1].header("idempotency-key")
-        );
+        assert_eq!(got[0].header("idempotency-key"), got[1].header("idempotency-key"));
     }
-    let keys: std::collections::HashSet<_> = ids
-        .iter()
-        .map(|id| {
-            receiver.for_event(id)[0]
-                .header("idempotency-key")
-                .to_string()
-        })
-        .collect();
+    let keys: std::collections::HashSet<_> =
+        ids.iter().map(|id| receiver.for_event(id)[0].header("idempotency-key").to_string()).collect();
     assert_eq!(keys.len(), 3, "each event has its own key");
     eventually(Duration::from_secs(5), "delivered state", || async {
         let event = gw.event(&ids[0]).await?;
@@ -109,10 +75,7 @@ async fn forwards_verify_with_a_standard_webhooks_library_and_carry_stable_keys(
 async fn a_failing_handler_sees_attempts_at_the_ladder_gaps_then_the_event_fails() {
     let db = TestDb::new(Db::Sqlite).await;
     let receiver = Receiver::start().await;
-    receiver.set(Behaviour {
-        status: 500,
-        ..Behaviour::default()
-    });
+    receiver.set(Behaviour { status: 500, ..Behaviour::default() });
     let gw = gateway(&db, orders(&receiver).ladder(&["400ms", "1200ms"], 3)).await;
     let id = ingest(&gw, "doomed").await;
     let event = eventually(Duration::from_secs(10), "the event exhausted", || async {
@@ -128,8 +91,7 @@ async fn a_failing_handler_sees_attempts_at_the_ladder_gaps_then_the_event_fails
     let gaps: Vec<Duration> = got.windows(2).map(|w| w[1].at - w[0].at).collect();
     // Each gap is its rung ±20% jitter, plus at most a poll interval (100 ms) and some slack.
     let within = |gap: Duration, rung_ms: u64| {
-        gap >= Duration::from_millis(rung_ms * 8 / 10)
-            && gap <= Duration::from_millis(rung_ms * 12 / 10 + 400)
+        gap >= Duration::from_millis(rung_ms * 8 / 10) && gap <= Duration::from_millis(rung_ms * 12 / 10 + 400)
     };
     assert!(within(gaps[0], 400), "first gap {:?}", gaps[0]);
     assert!(within(gaps[1], 1200), "second gap {:?}", gaps[1]);
@@ -144,16 +106,8 @@ async fn a_failing_handler_sees_attempts_at_the_ladder_gaps_then_the_event_fails
 async fn a_handler_that_recovers_gets_the_event_on_the_next_rung() {
     let db = TestDb::new(Db::Sqlite).await;
     let receiver = Receiver::start().await;
-    receiver.set(Behaviour {
-        status: 503,
-        fail_first: 2,
-        ..Behaviour::default()
-    });
-    let gw = gateway(
-        &db,
-        orders(&receiver).ladder(&["200ms", "400ms", "800ms"], 4),
-    )
-    .await;
+    receiver.set(Behaviour { status: 503, fail_first: 2, ..Behaviour::default() });
+    let gw = gateway(&db, orders(&receiver).ladder(&["200ms", "400ms", "800ms"], 4)).await;
     let id = ingest(&gw, "late").await;
     let event = eventually(Duration::from_secs(10), "delivered", || async {
         let event = gw.event(&id).await?;
@@ -164,23 +118,14 @@ async fn a_handler_that_recovers_gets_the_event_on_the_next_rung() {
     assert_eq!(event["outcome"], "unknown");
     assert!(event["next_attempt_at"].is_null());
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(
-        receiver.for_event(&id).len(),
-        3,
-        "no attempt after the success"
-    );
+    assert_eq!(receiver.for_event(&id).len(), 3, "no attempt after the success");
 }
 
 #[tokio::test]
 async fn retry_after_on_429_is_honoured() {
     let db = TestDb::new(Db::Sqlite).await;
     let receiver = Receiver::start().await;
-    receiver.set(Behaviour {
-        status: 429,
-        fail_first: 1,
-        retry_after: Some(2),
-        ..Behaviour::default()
-    });
+    receiver.set(Behaviour { status: 429, fail_first: 1, retry_after: Some(2), ..Behaviour::default() });
     let gw = gateway(&db, orders(&receiver).ladder(&["100ms"], 3)).await;
     let id = ingest(&gw, "throttled").await;
     eventually(Duration::from_secs(10), "second attempt", || async {
@@ -189,10 +134,7 @@ async fn retry_after_on_429_is_honoured() {
     .await;
     let got = receiver.for_event(&id);
     let gap = got[1].at - got[0].at;
-    assert!(
-        gap >= Duration::from_millis(1900),
-        "the retry came after {gap:?}, before Retry-After's 2 s"
-    );
+    assert!(gap >= Duration::from_millis(1900), "the retry came after {gap:?}, before Retry-After's 2 s");
 }
 
 #[tokio::test]
@@ -225,30 +167,14 @@ async fn a_provider_that_hangs_up_mid_request_never_strands_a_committed_event() 
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stored = gw.all_events().await;
-    assert!(
-        stored.len() >= 10,
-        "too few requests were stored to mean anything ({})",
-        stored.len()
-    );
-    eventually(
-        Duration::from_secs(10),
-        "every stored event delivered",
-        || async {
-            let counts = receiver.counts_by_event();
-            stored
-                .iter()
-                .all(|e| counts.contains_key(e["id"].as_str().unwrap()))
-                .then_some(())
-        },
-    )
+    assert!(stored.len() >= 10, "too few requests were stored to mean anything ({})", stored.len());
+    eventually(Duration::from_secs(10), "every stored event delivered", || async {
+        let counts = receiver.counts_by_event();
+        stored.iter().all(|e| counts.contains_key(e["id"].as_str().unwrap())).then_some(())
+    })
     .await;
     for e in &stored {
-        let n: u32 = e["provider_event_id"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("hangup-")
-            .parse()
-            .unwrap();
+        let n: u32 = e["provider_event_id"].as_str().unwrap().trim_start_matches("hangup-").parse().unwrap();
         assert_ne!(n % 4, 0, "a cut-off request must not be stored");
     }
 }

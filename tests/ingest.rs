@@ -17,8 +17,7 @@ fn provider_key() -> ed25519_dalek::SigningKey {
 
 async fn start(db: &TestDb, receiver: &Receiver) -> Gateway {
     use base64::Engine;
-    let public =
-        base64::engine::general_purpose::STANDARD.encode(provider_key().verifying_key().to_bytes());
+    let public = base64::engine::general_purpose::STANDARD.encode(provider_key().verifying_key().to_bytes());
     let sources = vec![
         SourceSpec::new(
             "stripe",
@@ -32,9 +31,7 @@ async fn start(db: &TestDb, receiver: &Receiver) -> Gateway {
         ),
         SourceSpec::new(
             "acme",
-            &format!(
-                "{{ kind = \"standard\", secret = \"{STANDARD_SECRET}\", public_keys = [\"{public}\"] }}"
-            ),
+            &format!("{{ kind = \"standard\", secret = \"{STANDARD_SECRET}\", public_keys = [\"{public}\"] }}"),
             &receiver.url("/acme"),
         ),
         SourceSpec::new(
@@ -82,105 +79,27 @@ async fn every_kind_accepts_what_its_provider_signs_and_refuses_the_rest() {
     let b = body("evt_stripe_1");
     accepted.extend(check(&gw, "stripe", sign::stripe(STRIPE_SECRET, now, &b), &b, 200).await);
     let b = body("gh");
-    accepted.extend(
-        check(
-            &gw,
-            "github",
-            sign::github(GITHUB_SECRET, "delivery-1", "push", &b),
-            &b,
-            200,
-        )
-        .await,
-    );
+    accepted.extend(check(&gw, "github", sign::github(GITHUB_SECRET, "delivery-1", "push", &b), &b, 200).await);
     let b = body("std");
-    accepted.extend(
-        check(
-            &gw,
-            "acme",
-            sign::standard(STANDARD_SECRET, "msg_1", now, &b),
-            &b,
-            200,
-        )
-        .await,
-    );
-    accepted.extend(
-        check(
-            &gw,
-            "acme",
-            sign::standard_v1a(&provider_key(), "msg_2", now, &b),
-            &b,
-            200,
-        )
-        .await,
-    );
+    accepted.extend(check(&gw, "acme", sign::standard(STANDARD_SECRET, "msg_1", now, &b), &b, 200).await);
+    accepted.extend(check(&gw, "acme", sign::standard_v1a(&provider_key(), "msg_2", now, &b), &b, 200).await);
     let b = b"not json at all".to_vec();
-    accepted.extend(
-        check(
-            &gw,
-            "plain",
-            sign::hmac_header("x-signature", HMAC_SECRET, &b),
-            &b,
-            200,
-        )
-        .await,
-    );
+    accepted.extend(check(&gw, "plain", sign::hmac_header("x-signature", HMAC_SECRET, &b), &b, 200).await);
     accepted.extend(check(&gw, "open", vec![], &b, 200).await);
 
     // Wrong secret, stale timestamp, missing headers: 401.
     let b = body("evt_stripe_2");
     check(&gw, "stripe", sign::stripe("whsec_wrong", now, &b), &b, 401).await;
-    check(
-        &gw,
-        "stripe",
-        sign::stripe(STRIPE_SECRET, now - 301, &b),
-        &b,
-        401,
-    )
-    .await;
+    check(&gw, "stripe", sign::stripe(STRIPE_SECRET, now - 301, &b), &b, 401).await;
     check(&gw, "stripe", vec![], &b, 401).await;
-    check(
-        &gw,
-        "github",
-        sign::github("wrong", "delivery-2", "push", &b),
-        &b,
-        401,
-    )
-    .await;
+    check(&gw, "github", sign::github("wrong", "delivery-2", "push", &b), &b, 401).await;
     check(&gw, "github", vec![], &b, 401).await;
-    check(
-        &gw,
-        "acme",
-        sign::standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_3", now, &b),
-        &b,
-        401,
-    )
-    .await;
-    check(
-        &gw,
-        "acme",
-        sign::standard(STANDARD_SECRET, "msg_4", now - 600, &b),
-        &b,
-        401,
-    )
-    .await;
+    check(&gw, "acme", sign::standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_3", now, &b), &b, 401).await;
+    check(&gw, "acme", sign::standard(STANDARD_SECRET, "msg_4", now - 600, &b), &b, 401).await;
     let other_key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-    check(
-        &gw,
-        "acme",
-        sign::standard_v1a(&other_key, "msg_5", now, &b),
-        &b,
-        401,
-    )
-    .await;
+    check(&gw, "acme", sign::standard_v1a(&other_key, "msg_5", now, &b), &b, 401).await;
     check(&gw, "acme", vec![], &b, 401).await;
-    check(
-        &gw,
-        "plain",
-        sign::hmac_header("x-signature", "wrong", &b),
-        &b,
-        401,
-    )
-    .await;
+    check(&gw, "plain", sign::hmac_header("x-signature", "wrong", &b), &b, 401).await;
     // A body changed after signing.
     let signed = sign::stripe(STRIPE_SECRET, now, &b);
     check(&gw, "stripe", signed, &body("evt_stripe_tampered"), 401).await;
@@ -190,33 +109,17 @@ async fn every_kind_accepts_what_its_provider_signs_and_refuses_the_rest() {
     check(&gw, "open", vec![], &big, 413).await;
 
     // Only the accepted events are in the log.
-    let mut stored: Vec<String> = gw
-        .all_events()
-        .await
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_string())
-        .collect();
+    let mut stored: Vec<String> = gw.all_events().await.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
     stored.sort();
     accepted.sort();
     assert_eq!(stored, accepted);
     let events = gw.all_events().await;
-    let by_source = |name: &str| {
-        events
-            .iter()
-            .find(|e| e["source"] == name)
-            .cloned()
-            .unwrap()
-    };
+    let by_source = |name: &str| events.iter().find(|e| e["source"] == name).cloned().unwrap();
     assert_eq!(by_source("github")["provider_event_id"], "delivery-1");
     assert_eq!(by_source("github")["event_type"], "push");
     assert_eq!(by_source("stripe")["provider_event_id"], "evt_stripe_1");
     assert_eq!(by_source("stripe")["event_type"], "thing.happened");
-    assert!(
-        by_source("open")["provider_event_id"]
-            .as_str()
-            .unwrap()
-            .starts_with("sha256:")
-    );
+    assert!(by_source("open")["provider_event_id"].as_str().unwrap().starts_with("sha256:"));
 }
 
 #[tokio::test]
@@ -225,51 +128,21 @@ async fn a_repeated_provider_delivery_answers_the_same_id_and_is_forwarded_once(
     let receiver = Receiver::start().await;
     let gw = start(&db, &receiver).await;
     let b = body("evt_repeat");
-    let first = check(
-        &gw,
-        "stripe",
-        sign::stripe(STRIPE_SECRET, sign::now_secs(), &b),
-        &b,
-        200,
-    )
-    .await
-    .unwrap();
+    let first = check(&gw, "stripe", sign::stripe(STRIPE_SECRET, sign::now_secs(), &b), &b, 200).await.unwrap();
     for _ in 0..3 {
         // Stripe retries with a fresh timestamp and signature; the event id in the body is the key.
-        let (status, answer) = gw
-            .ingest(
-                "stripe",
-                &sign::stripe(STRIPE_SECRET, sign::now_secs(), &b),
-                &b,
-            )
-            .await;
+        let (status, answer) = gw.ingest("stripe", &sign::stripe(STRIPE_SECRET, sign::now_secs(), &b), &b).await;
         assert_eq!(status, 200);
         assert_eq!(answer["event_id"], first.as_str());
         assert_eq!(answer["duplicate"], true);
     }
     // Same for the other kinds' ids: GitHub's delivery id, Standard Webhooks' webhook-id.
     let g = body("gh");
-    let gh = check(
-        &gw,
-        "github",
-        sign::github(GITHUB_SECRET, "d-7", "push", &g),
-        &g,
-        200,
-    )
-    .await
-    .unwrap();
-    let (_, again) = gw
-        .ingest(
-            "github",
-            &sign::github(GITHUB_SECRET, "d-7", "push", &g),
-            &g,
-        )
-        .await;
+    let gh = check(&gw, "github", sign::github(GITHUB_SECRET, "d-7", "push", &g), &g, 200).await.unwrap();
+    let (_, again) = gw.ingest("github", &sign::github(GITHUB_SECRET, "d-7", "push", &g), &g).await;
     assert_eq!(again["event_id"], gh.as_str());
-    eventually(Duration::from_secs(10), "both events delivered", || async {
-        (receiver.count() >= 2).then_some(())
-    })
-    .await;
+    eventually(Duration::from_secs(10), "both events delivered", || async { (receiver.count() >= 2).then_some(()) })
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = receiver.counts_by_event();
     assert_eq!(counts.get(&first), Some(&1), "{counts:?}");

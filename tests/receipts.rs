@@ -11,11 +11,7 @@ use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eve
 
 fn key(id: &str, seed: u8) -> ReceiptKey {
     use base64::Engine;
-    ReceiptKey::from_seed_base64(
-        id,
-        &base64::engine::general_purpose::STANDARD.encode([seed; 32]),
-    )
-    .unwrap()
+    ReceiptKey::from_seed_base64(id, &base64::engine::general_purpose::STANDARD.encode([seed; 32])).unwrap()
 }
 
 /// `orders` accepts keys `orders-1` and (revoked) `old-1`; `billing` accepts `billing-1`.
@@ -24,21 +20,14 @@ async fn start(db: &TestDb, receiver: &Receiver, ladder: &[&str]) -> Gateway {
         let list: Vec<String> = entries
             .iter()
             .map(|(k, revoked)| {
-                format!(
-                    "{{ id = \"{}\", public_key = \"{}\", revoked = {revoked} }}",
-                    k.id,
-                    k.public_key_base64()
-                )
+                format!("{{ id = \"{}\", public_key = \"{}\", revoked = {revoked} }}", k.id, k.public_key_base64())
             })
             .collect();
         format!("receipt_keys = [{}]", list.join(", "))
     };
     let orders = SourceSpec::new("orders", "{ kind = \"none\" }", &receiver.url("/orders"))
         .with("dedup = { json_pointer = \"/id\" }")
-        .with(&keys(&[
-            (&key("orders-1", 1), false),
-            (&key("old-1", 3), true),
-        ]))
+        .with(&keys(&[(&key("orders-1", 1), false), (&key("old-1", 3), true)]))
         .with("receipt_sla = \"1s\"")
         .ladder(ladder, 5);
     let billing = SourceSpec::new("billing", "{ kind = \"none\" }", &receiver.url("/billing"))
@@ -47,29 +36,18 @@ async fn start(db: &TestDb, receiver: &Receiver, ladder: &[&str]) -> Gateway {
 }
 
 async fn ingest(gw: &Gateway, id: &str) -> String {
-    let (status, answer) = gw
-        .ingest("orders", &[], json!({ "id": id }).to_string().as_bytes())
-        .await;
+    let (status, answer) = gw.ingest("orders", &[], json!({ "id": id }).to_string().as_bytes()).await;
     assert_eq!(status, 200, "{answer}");
     answer["event_id"].as_str().unwrap().to_string()
 }
 
 async fn post(gw: &Gateway, signed: &SignedReceipt) -> (u16, Value) {
-    let mut request = crate::support::client()
-        .post(gw.url("/v1/receipts"))
-        .body(signed.body.clone());
+    let mut request = crate::support::client().post(gw.url("/v1/receipts")).body(signed.body.clone());
     for (name, value) in signed.headers() {
         request = request.header(name, value);
     }
-    let response = request
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
+    let response = request.header("content-type", "application/json").send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
 }
 
 async fn outcome(gw: &Gateway, id: &str) -> Value {
@@ -90,16 +68,8 @@ async fn refusals_carry_their_status_and_code_and_change_nothing() {
         let id = id.clone();
         async move {
             let (got, answer) = post(gw, &signed).await;
-            assert_eq!(
-                (got, answer["error"]["code"].as_str().unwrap_or("")),
-                (status, code),
-                "{answer}"
-            );
-            assert_eq!(
-                outcome(gw, &id).await,
-                "unknown",
-                "a refused receipt changed the outcome"
-            );
+            assert_eq!((got, answer["error"]["code"].as_str().unwrap_or("")), (status, code), "{answer}");
+            assert_eq!(outcome(gw, &id).await, "unknown", "a refused receipt changed the outcome");
         }
     };
     // Forged: signed by another key under `orders-1`'s name.
@@ -109,46 +79,18 @@ async fn refusals_carry_their_status_and_code_and_change_nothing() {
     forged = key("orders-1", 1).sign(&applied, now);
     forged.body = serde_json::to_vec(&Receipt::failed(&id, "E_X", None)).unwrap();
     check(forged, 401, "receipt_signature_invalid").await;
-    check(
-        key("nobody", 1).sign(&applied, now),
-        401,
-        "receipt_key_unknown",
-    )
-    .await;
-    check(
-        key("old-1", 3).sign(&applied, now),
-        401,
-        "receipt_key_revoked",
-    )
-    .await;
-    check(
-        key("billing-1", 2).sign(&applied, now),
-        403,
-        "receipt_key_forbidden",
-    )
-    .await;
-    check(
-        key("orders-1", 1).sign(&Receipt::applied("evt_01JD0000000000000000000000"), now),
-        404,
-        "event_unknown",
-    )
-    .await;
-    check(
-        key("orders-1", 1).sign(&applied, now - 301),
-        401,
-        "receipt_timestamp_stale",
-    )
-    .await;
+    check(key("nobody", 1).sign(&applied, now), 401, "receipt_key_unknown").await;
+    check(key("old-1", 3).sign(&applied, now), 401, "receipt_key_revoked").await;
+    check(key("billing-1", 2).sign(&applied, now), 403, "receipt_key_forbidden").await;
+    check(key("orders-1", 1).sign(&Receipt::applied("evt_01JD0000000000000000000000"), now), 404, "event_unknown")
+        .await;
+    check(key("orders-1", 1).sign(&applied, now - 301), 401, "receipt_timestamp_stale").await;
     // Malformed bodies, validly signed: not JSON, an unknown status, `failed` without a code.
     let signer = key("orders-1", 1);
     for bad in [
         b"not json".to_vec(),
-        json!({"event_id": id, "status": "done"})
-            .to_string()
-            .into_bytes(),
-        json!({"event_id": id, "status": "failed"})
-            .to_string()
-            .into_bytes(),
+        json!({"event_id": id, "status": "done"}).to_string().into_bytes(),
+        json!({"event_id": id, "status": "failed"}).to_string().into_bytes(),
     ] {
         let mut signed = signer.sign(&applied, now);
         signed.body = bad;
@@ -165,32 +107,19 @@ async fn refusals_carry_their_status_and_code_and_change_nothing() {
     assert_eq!(response.status(), 401);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["error"]["code"], "receipt_header_missing");
-    assert!(
-        gw.event(&id).await.unwrap()["receipts"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(gw.event(&id).await.unwrap()["receipts"].as_array().unwrap().is_empty());
 }
 
 /// Signs arbitrary body bytes with the receipt's id and timestamp, as a buggy handler might.
 fn resign(key: &ReceiptKey, signed: &SignedReceipt) -> SignedReceipt {
     use base64::Engine;
     use ed25519_dalek::Signer;
-    let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode(key.seed_base64())
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let seed: [u8; 32] =
+        base64::engine::general_purpose::STANDARD.decode(key.seed_base64()).unwrap().try_into().unwrap();
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let content =
-        receipts_sdk::webhook::signed_content(&signed.receipt_id, &signed.timestamp, &signed.body);
-    let signature =
-        base64::engine::general_purpose::STANDARD.encode(signing.sign(&content).to_bytes());
-    SignedReceipt {
-        signature: format!("v1a,{signature}"),
-        ..signed.clone()
-    }
+    let content = receipts_sdk::webhook::signed_content(&signed.receipt_id, &signed.timestamp, &signed.body);
+    let signature = base64::engine::general_purpose::STANDARD.encode(signing.sign(&content).to_bytes());
+    SignedReceipt { signature: format!("v1a,{signature}"), ..signed.clone() }
 }
 
 #[tokio::test]
@@ -201,22 +130,12 @@ async fn the_ledger_is_idempotent_and_confirmed_never_silently_goes_back() {
     let signer = key("orders-1", 1);
     let id = ingest(&gw, "o-2").await;
 
-    let failed = signer.sign(
-        &Receipt::failed(&id, "E_DB", Some("deadlock".into())),
-        sign::now_secs(),
-    );
+    let failed = signer.sign(&Receipt::failed(&id, "E_DB", Some("deadlock".into())), sign::now_secs());
     let (status, answer) = post(&gw, &failed).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("failed")),
-        "{answer}"
-    );
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("failed")), "{answer}");
     assert_eq!(gw.event(&id).await.unwrap()["error_code"], "E_DB");
 
-    let applied = signer.sign(
-        &Receipt::applied(&id).with_target_record("order-77"),
-        sign::now_secs(),
-    );
+    let applied = signer.sign(&Receipt::applied(&id).with_target_record("order-77"), sign::now_secs());
     let (_, answer) = post(&gw, &applied).await;
     assert_eq!(answer["outcome"], "confirmed");
     // The same receipt again (a handler's retried post): one receipt, same answer.
@@ -229,24 +148,15 @@ async fn the_ledger_is_idempotent_and_confirmed_never_silently_goes_back() {
     let event = gw.event(&id).await.unwrap();
     assert_eq!(event["outcome"], "confirmed");
     let receipts = event["receipts"].as_array().unwrap();
-    let statuses: Vec<_> = receipts
-        .iter()
-        .map(|r| r["status"].as_str().unwrap())
-        .collect();
+    let statuses: Vec<_> = receipts.iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["failed", "applied", "failed"]);
     assert_eq!(receipts[1]["target_record_id"], "order-77");
     // The same receipt id reused for another receipt is a conflict.
-    let mut reused = signer.sign_with_id(
-        &Receipt::applied(&id).with_target_record("other"),
-        &applied.receipt_id,
-        sign::now_secs(),
-    );
+    let mut reused =
+        signer.sign_with_id(&Receipt::applied(&id).with_target_record("other"), &applied.receipt_id, sign::now_secs());
     reused = resign(&signer, &reused);
     let (status, answer) = post(&gw, &reused).await;
-    assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (409, Some("receipt_id_conflict"))
-    );
+    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("receipt_id_conflict")));
 }
 
 #[tokio::test]
@@ -254,11 +164,7 @@ async fn a_receipt_cancels_pending_retries_and_races_with_in_flight_attempts() {
     let db = TestDb::new(Db::Sqlite).await;
     let receiver = Receiver::start().await;
     // The first attempt hangs for 1.5 s and then fails; the receipt arrives meanwhile.
-    receiver.set(Behaviour {
-        status: 500,
-        delay: Duration::from_millis(1500),
-        ..Behaviour::default()
-    });
+    receiver.set(Behaviour { status: 500, delay: Duration::from_millis(1500), ..Behaviour::default() });
     let gw = start(&db, &receiver, &["500ms"]).await;
     let signer = key("orders-1", 1);
     let racing = ingest(&gw, "race").await;
@@ -266,37 +172,22 @@ async fn a_receipt_cancels_pending_retries_and_races_with_in_flight_attempts() {
         (!receiver.for_event(&racing).is_empty()).then_some(())
     })
     .await;
-    let (status, _) = post(
-        &gw,
-        &signer.sign(&Receipt::applied(&racing), sign::now_secs()),
-    )
-    .await;
+    let (status, _) = post(&gw, &signer.sign(&Receipt::applied(&racing), sign::now_secs())).await;
     assert_eq!(status, 200);
 
     // A pending retry: the first attempt failed, the next is scheduled when the receipt comes.
-    receiver.set(Behaviour {
-        status: 500,
-        ..Behaviour::default()
-    });
+    receiver.set(Behaviour { status: 500, ..Behaviour::default() });
     let pending = ingest(&gw, "pending").await;
     eventually(Duration::from_secs(5), "a failed first attempt", || async {
         let event = gw.event(&pending).await?;
         (event["attempts"] == 1).then_some(())
     })
     .await;
-    let (status, _) = post(
-        &gw,
-        &signer.sign(&Receipt::applied(&pending), sign::now_secs()),
-    )
-    .await;
+    let (status, _) = post(&gw, &signer.sign(&Receipt::applied(&pending), sign::now_secs())).await;
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for id in [&racing, &pending] {
-        assert_eq!(
-            receiver.for_event(id).len(),
-            1,
-            "an attempt went out after the receipt was recorded"
-        );
+        assert_eq!(receiver.for_event(id).len(), 1, "an attempt went out after the receipt was recorded");
         let event = gw.event(id).await.unwrap();
         assert!(event["next_attempt_at"].is_null(), "{event}");
         assert_eq!(event["outcome"], "confirmed");
@@ -308,10 +199,7 @@ async fn inline_receipts_on_a_2xx_confirm_the_event() {
     let db = TestDb::new(Db::Sqlite).await;
     let receiver = Receiver::start().await;
     receiver.set_receipt_key(key("orders-1", 1));
-    receiver.set(Behaviour {
-        inline_receipt: true,
-        ..Behaviour::default()
-    });
+    receiver.set(Behaviour { inline_receipt: true, ..Behaviour::default() });
     let gw = start(&db, &receiver, &["30s"]).await;
     let id = ingest(&gw, "inline").await;
     let event = eventually(Duration::from_secs(5), "confirmed inline", || async {
@@ -339,56 +227,24 @@ async fn overdue_events_and_the_gap_view() {
     let signer = key("orders-1", 1);
     let confirmed = ingest(&gw, "g-1").await;
     let silent = ingest(&gw, "g-2").await;
-    eventually(Duration::from_secs(5), "two delivered", || async {
-        (receiver.count() >= 2).then_some(())
-    })
-    .await;
-    receiver.set(Behaviour {
-        status: 500,
-        ..Behaviour::default()
-    });
+    eventually(Duration::from_secs(5), "two delivered", || async { (receiver.count() >= 2).then_some(()) }).await;
+    receiver.set(Behaviour { status: 500, ..Behaviour::default() });
     let failing = ingest(&gw, "g-3").await;
-    eventually(Duration::from_secs(5), "all three attempted", || async {
-        (receiver.count() >= 3).then_some(())
-    })
-    .await;
-    post(
-        &gw,
-        &signer.sign(&Receipt::applied(&confirmed), sign::now_secs()),
-    )
-    .await;
-    post(
-        &gw,
-        &signer.sign(
-            &Receipt::failed(&failing, "E_VALIDATION", None),
-            sign::now_secs(),
-        ),
-    )
-    .await;
+    eventually(Duration::from_secs(5), "all three attempted", || async { (receiver.count() >= 3).then_some(()) }).await;
+    post(&gw, &signer.sign(&Receipt::applied(&confirmed), sign::now_secs())).await;
+    post(&gw, &signer.sign(&Receipt::failed(&failing, "E_VALIDATION", None), sign::now_secs())).await;
     // The source's receipt_sla is 1 s.
-    let event = eventually(
-        Duration::from_secs(5),
-        "the silent event overdue",
-        || async {
-            let event = gw.event(&silent).await?;
-            (event["overdue"] == true).then_some(event)
-        },
-    )
+    let event = eventually(Duration::from_secs(5), "the silent event overdue", || async {
+        let event = gw.event(&silent).await?;
+        (event["overdue"] == true).then_some(event)
+    })
     .await;
     assert_eq!(event["outcome"], "unknown");
     assert_eq!(gw.event(&confirmed).await.unwrap()["overdue"], false);
     let (status, summary) = gw.admin_get("/v1/summary?source=orders&bucket=1m").await;
     assert_eq!(status, 200, "{summary}");
-    assert_eq!(
-        summary["totals"],
-        json!({ "confirmed": 1, "failed": 1, "unknown": 1, "overdue": 1, "total": 3 })
-    );
-    let busy: Vec<&Value> = summary["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["total"] != 0)
-        .collect();
+    assert_eq!(summary["totals"], json!({ "confirmed": 1, "failed": 1, "unknown": 1, "overdue": 1, "total": 3 }));
+    let busy: Vec<&Value> = summary["buckets"].as_array().unwrap().iter().filter(|b| b["total"] != 0).collect();
     assert!(!busy.is_empty() && busy.len() <= 2, "{summary}");
     let (status, _) = gw.admin_get("/v1/summary?bucket=banana").await;
     assert_eq!(status, 400);

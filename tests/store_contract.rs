@@ -37,31 +37,14 @@ fn record(id: &EventId, gateway: &str, completion: Completion) -> AttemptRecord 
 async fn check_dedup(kind: Db) {
     let db = TestDb::new(kind).await;
     let store = Store::connect(&db.url).await.unwrap();
-    let batch = vec![
-        event("s", "a", 1),
-        event("s", "b", 1),
-        event("s", "a", 1),
-        event("t", "a", 1),
-    ];
+    let batch = vec![event("s", "a", 1), event("s", "b", 1), event("s", "a", 1), event("t", "a", 1)];
     let stored = store.insert_events(&batch).await.unwrap();
     assert_eq!(stored[0], Stored::New(batch[0].id.clone()));
     assert_eq!(stored[1], Stored::New(batch[1].id.clone()));
-    assert_eq!(
-        stored[2],
-        Stored::Duplicate(batch[0].id.clone()),
-        "a repeat within one batch"
-    );
-    assert_eq!(
-        stored[3],
-        Stored::New(batch[3].id.clone()),
-        "keys are per source"
-    );
+    assert_eq!(stored[2], Stored::Duplicate(batch[0].id.clone()), "a repeat within one batch");
+    assert_eq!(stored[3], Stored::New(batch[3].id.clone()), "keys are per source");
     let again = store.insert_events(&[event("s", "b", 2)]).await.unwrap();
-    assert_eq!(
-        again[0],
-        Stored::Duplicate(batch[1].id.clone()),
-        "a repeat in a later batch"
-    );
+    assert_eq!(again[0], Stored::Duplicate(batch[1].id.clone()), "a repeat in a later batch");
 }
 
 #[tokio::test]
@@ -81,28 +64,16 @@ async fn check_claims(kind: Db) {
     store.insert_events(&events).await.unwrap();
 
     // Two gateways claim at once: disjoint sets that cover everything due.
-    let (a, b) = tokio::join!(
-        store.claim_due("gw-a", 100, 10_000, 30),
-        store.claim_due("gw-b", 100, 10_000, 30)
-    );
+    let (a, b) = tokio::join!(store.claim_due("gw-a", 100, 10_000, 30), store.claim_due("gw-b", 100, 10_000, 30));
     let (a, b) = (a.unwrap(), b.unwrap());
     let ids_a: HashSet<_> = a.iter().map(|d| d.event_id.clone()).collect();
     let ids_b: HashSet<_> = b.iter().map(|d| d.event_id.clone()).collect();
     assert!(ids_a.is_disjoint(&ids_b), "an event was claimed twice");
     assert_eq!(ids_a.len() + ids_b.len(), 50);
-    assert_eq!(
-        a[0].body,
-        events.iter().find(|e| e.id == a[0].event_id).unwrap().body
-    );
+    assert_eq!(a[0].body, events.iter().find(|e| e.id == a[0].event_id).unwrap().body);
 
     // Leased: nothing more to claim until the leases run out.
-    assert!(
-        store
-            .claim_due("gw-c", 5_000, 20_000, 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.claim_due("gw-c", 5_000, 20_000, 100).await.unwrap().is_empty());
     let reclaimed = store.claim_due("gw-c", 10_001, 20_000, 100).await.unwrap();
     assert_eq!(reclaimed.len(), 50, "expired leases are claimable again");
 
@@ -123,10 +94,7 @@ async fn check_claims(kind: Db) {
 
     // Exhaustion marks the event failed.
     let other = &reclaimed[1].event_id;
-    store
-        .complete_attempts(&[record(other, "gw-c", Completion::Exhausted)])
-        .await
-        .unwrap();
+    store.complete_attempts(&[record(other, "gw-c", Completion::Exhausted)]).await.unwrap();
     let failed = store.get_event(other).await.unwrap().unwrap().summary;
     assert_eq!(failed.outcome, hookwarden::domain::Outcome::Failed);
     assert_eq!(failed.error_code.as_deref(), Some("delivery_exhausted"));

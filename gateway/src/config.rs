@@ -17,17 +17,11 @@ use crate::verify::{Extract, HmacEncoding, Verifier};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("invalid config: {0}")]
     Parse(#[from] toml::de::Error),
     #[error("source `{source_name}`: {message}")]
-    Source {
-        source_name: String,
-        message: String,
-    },
+    Source { source_name: String, message: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -134,10 +128,7 @@ struct RawServer {
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            max_body_bytes: default_max_body(),
-        }
+        Self { listen: default_listen(), max_body_bytes: default_max_body() }
     }
 }
 
@@ -217,10 +208,8 @@ struct RawExtract {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, &|name| std::env::var(name).ok())
     }
 
@@ -231,10 +220,7 @@ impl Config {
         let mut sources = Vec::with_capacity(raw.sources.len());
         for s in raw.sources {
             if !names.insert(s.name.clone()) {
-                return Err(ConfigError::Invalid(format!(
-                    "source `{}` is declared twice",
-                    s.name
-                )));
+                return Err(ConfigError::Invalid(format!("source `{}` is declared twice", s.name)));
             }
             sources.push(resolve_source(s, env)?);
         }
@@ -247,17 +233,14 @@ impl Config {
         let d = raw.delivery;
         let defaults = DeliveryConfig::default();
         let delivery = DeliveryConfig {
-            poll_interval: opt_duration(d.poll_interval, "delivery.poll_interval")?
-                .unwrap_or(defaults.poll_interval),
+            poll_interval: opt_duration(d.poll_interval, "delivery.poll_interval")?.unwrap_or(defaults.poll_interval),
             lease: opt_duration(d.lease, "delivery.lease")?.unwrap_or(defaults.lease),
             timeout: opt_duration(d.timeout, "delivery.timeout")?.unwrap_or(defaults.timeout),
             max_in_flight: d.max_in_flight.unwrap_or(defaults.max_in_flight).max(1),
             jitter: d.jitter.unwrap_or(defaults.jitter),
         };
         if !(0.0..1.0).contains(&delivery.jitter) {
-            return Err(ConfigError::Invalid(
-                "delivery.jitter must be in [0, 1)".into(),
-            ));
+            return Err(ConfigError::Invalid("delivery.jitter must be in [0, 1)".into()));
         }
         Ok(Self {
             listen: raw.server.listen,
@@ -300,39 +283,23 @@ fn secret_from(
     }
 }
 
-fn resolve_source(
-    s: RawSource,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<SourceConfig, ConfigError> {
+fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<SourceConfig, ConfigError> {
     let name = s.name.clone();
-    let err = |message: String| ConfigError::Source {
-        source_name: name.clone(),
-        message,
-    };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    let err = |message: String| ConfigError::Source { source_name: name.clone(), message };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(err("name must be letters, digits, `-` or `_`".into()));
     }
     let verifier = resolve_verifier(s.verify, env).map_err(&err)?;
     let signing_text = secret_from(s.signing_secret, s.signing_secret_env, env)
         .map_err(&err)?
         .ok_or_else(|| err("signing_secret (the gateway's whsec_ secret) is required".into()))?;
-    let signing_secret =
-        WebhookSecret::parse(&signing_text).map_err(|e| err(format!("signing_secret: {e}")))?;
+    let signing_secret = WebhookSecret::parse(&signing_text).map_err(|e| err(format!("signing_secret: {e}")))?;
     let forward_to = s.forward_to;
     if !(forward_to.starts_with("http://") || forward_to.starts_with("https://")) {
-        return Err(err(format!(
-            "forward_to `{forward_to}` is not an http(s) URL"
-        )));
+        return Err(err(format!("forward_to `{forward_to}` is not an http(s) URL")));
     }
     let rungs = match s.retry_ladder {
-        Some(rungs) => rungs
-            .iter()
-            .map(|r| parse_duration(r, "retry_ladder"))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(rungs) => rungs.iter().map(|r| parse_duration(r, "retry_ladder")).collect::<Result<Vec<_>, _>>()?,
         None => RetryLadder::default_rungs(),
     };
     let max_attempts = s.max_attempts.unwrap_or(rungs.len() as u32 + 1);
@@ -346,10 +313,7 @@ fn resolve_source(
             return Err(err(format!("receipt key `{}` is listed twice", key.id)));
         }
         if receipts_sdk::webhook::decode_public_key(&key.public_key).is_none() {
-            return Err(err(format!(
-                "receipt key `{}` is not a base64 ed25519 public key",
-                key.id
-            )));
+            return Err(err(format!("receipt key `{}` is not a base64 ed25519 public key", key.id)));
         }
     }
     Ok(SourceConfig {
@@ -358,14 +322,9 @@ fn resolve_source(
         signing_secret,
         receipt_keys: s.receipt_keys,
         ladder,
-        receipt_sla: opt_duration(s.receipt_sla, "receipt_sla")?
-            .unwrap_or(Duration::from_secs(300)),
+        receipt_sla: opt_duration(s.receipt_sla, "receipt_sla")?.unwrap_or(Duration::from_secs(300)),
         dedup: s.dedup.map(resolve_extract).transpose().map_err(&err)?,
-        event_type: s
-            .event_type
-            .map(resolve_extract)
-            .transpose()
-            .map_err(&err)?,
+        event_type: s.event_type.map(resolve_extract).transpose().map_err(&err)?,
         max_in_flight: s.max_in_flight.unwrap_or(64).max(1),
         name: s.name,
     })
@@ -380,40 +339,23 @@ fn resolve_extract(raw: RawExtract) -> Result<Extract, String> {
     }
 }
 
-fn resolve_verifier(
-    v: RawVerify,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Verifier, String> {
+fn resolve_verifier(v: RawVerify, env: &dyn Fn(&str) -> Option<String>) -> Result<Verifier, String> {
     let tolerance = match v.tolerance {
         Some(t) => humantime::parse_duration(&t).map_err(|e| format!("verify.tolerance: {e}"))?,
         None => Duration::from_secs(300),
     };
     let secret = secret_from(v.secret, v.secret_env, env)?;
-    let need_secret = |kind: &str| {
-        secret
-            .clone()
-            .ok_or_else(|| format!("verify kind `{kind}` needs a secret"))
-    };
+    let need_secret = |kind: &str| secret.clone().ok_or_else(|| format!("verify kind `{kind}` needs a secret"));
     Ok(match v.kind.as_str() {
-        "stripe" => Verifier::Stripe {
-            secret: need_secret("stripe")?.into_bytes(),
-            tolerance,
-        },
-        "github" => Verifier::Github {
-            secret: need_secret("github")?.into_bytes(),
-        },
+        "stripe" => Verifier::Stripe { secret: need_secret("stripe")?.into_bytes(), tolerance },
+        "github" => Verifier::Github { secret: need_secret("github")?.into_bytes() },
         "standard" => {
-            let secret = secret
-                .as_deref()
-                .map(WebhookSecret::parse)
-                .transpose()
-                .map_err(|e| e.to_string())?;
+            let secret = secret.as_deref().map(WebhookSecret::parse).transpose().map_err(|e| e.to_string())?;
             let public_keys = v
                 .public_keys
                 .iter()
                 .map(|k| {
-                    receipts_sdk::webhook::decode_public_key(k)
-                        .ok_or_else(|| format!("public key `{k}` is invalid"))
+                    receipts_sdk::webhook::decode_public_key(k).ok_or_else(|| format!("public key `{k}` is invalid"))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if secret.is_none() && public_keys.is_empty() {
@@ -427,10 +369,7 @@ fn resolve_verifier(
         }
         "hmac" => Verifier::Hmac {
             secret: need_secret("hmac")?.into_bytes(),
-            header: v
-                .header
-                .ok_or("verify kind `hmac` needs a header")?
-                .to_ascii_lowercase(),
+            header: v.header.ok_or("verify kind `hmac` needs a header")?.to_ascii_lowercase(),
             encoding: match v.encoding.as_deref() {
                 None | Some("hex") => HmacEncoding::Hex,
                 Some("base64") => HmacEncoding::Base64,
@@ -440,9 +379,7 @@ fn resolve_verifier(
         },
         "none" => Verifier::None,
         other => {
-            return Err(format!(
-                "verify kind `{other}` is not one of stripe, github, standard, hmac, none"
-            ));
+            return Err(format!("verify kind `{other}` is not one of stripe, github, standard, hmac, none"));
         }
     })
 }
@@ -462,21 +399,14 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 "#;
 
     fn check(extra: &str, env: &[(&str, &str)]) -> Result<Config, String> {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         Config::parse(&format!("{BASE}{extra}"), &lookup).map_err(|e| e.to_string())
     }
 
     #[test]
     fn defaults_and_env_secrets() {
-        let config = check(
-            "",
-            &[("STRIPE_SECRET", "sk"), ("HOOKWARDEN_ADMIN_TOKEN", "tok")],
-        )
-        .unwrap();
+        let config = check("", &[("STRIPE_SECRET", "sk"), ("HOOKWARDEN_ADMIN_TOKEN", "tok")]).unwrap();
         let source = config.source("stripe").unwrap();
         assert_eq!(source.ladder.max_attempts(), 8);
         assert_eq!(config.admin_token, Some(Secret("tok".into())));
@@ -485,21 +415,11 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
     #[test]
     fn refusals_name_the_problem() {
-        assert!(
-            check("", &[])
-                .unwrap_err()
-                .contains("STRIPE_SECRET is not set")
-        );
+        assert!(check("", &[]).unwrap_err().contains("STRIPE_SECRET is not set"));
         let dup = "[[sources]]\nname = \"stripe\"\nverify = { kind = \"none\" }\nforward_to = \"http://x\"\nsigning_secret = \"whsec_AAAA\"\n";
-        assert!(
-            check(dup, &[("STRIPE_SECRET", "s")])
-                .unwrap_err()
-                .contains("declared twice")
-        );
+        assert!(check(dup, &[("STRIPE_SECRET", "s")]).unwrap_err().contains("declared twice"));
         let bad_kind = BASE.replace("kind = \"stripe\"", "kind = \"paypal\"");
-        let err = Config::parse(&bad_kind, &|_| Some("s".into()))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(&bad_kind, &|_| Some("s".into())).unwrap_err().to_string();
         assert!(err.contains("paypal"), "{err}");
     }
 }

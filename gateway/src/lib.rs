@@ -9,12 +9,14 @@
 //! - [`receipts`]: accepting signed receipts (posted or inline) in the contract's order.
 //! - [`http`]: routes, JSON, status codes; the only place that knows HTTP.
 //! - [`clock`]: time as a dependency.
+//! - [`audit`]: the hash chain of the append-only audit log.
 //!
 //! The guarantees, and where each lives:
 //! - never 200 before commit: `http::ingest` answers only after `store::Batcher` committed;
 //! - nothing lost across a crash: delivery is driven from the database (`delivery`), under
 //!   leases that expire, never from an in-memory hand-off.
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod delivery;
@@ -23,6 +25,8 @@ pub mod error;
 pub mod http;
 mod metrics;
 pub mod receipts;
+pub mod replay;
+pub mod send_guard;
 pub mod store;
 pub mod tls;
 pub mod verify;
@@ -37,9 +41,12 @@ use tokio::sync::watch;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::delivery::Dispatcher;
+use crate::domain::EventId;
 use crate::domain::Stored;
-use crate::receipts::ReceiptKeys;
+use crate::receipts::{ReceiptDesk, ReceiptKeys};
+use crate::send_guard::SendGuard;
 use crate::store::{Backend, Batcher, Store, StoreError};
+use tokio::sync::broadcast;
 
 /// Why a gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +59,8 @@ pub enum RunError {
 
 /// Largest group-commit batch of inbound events.
 const INGEST_BATCH: usize = 512;
+/// Receipt notifications buffered for running replays.
+const RECEIPT_BUS: usize = 65_536;
 
 /// Runs a gateway on `listener` until `shutdown` resolves, then drains: stops taking
 /// requests, finishes deliveries in flight, and gives back its leases.
@@ -61,8 +70,7 @@ pub async fn run(
     clock: SharedClock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let receipt_keys =
-        Arc::new(ReceiptKeys::from_sources(&config.sources).map_err(RunError::Config)?);
+    let receipt_keys = ReceiptKeys::from_sources(&config.sources).map_err(RunError::Config)?;
     let store = Store::connect(&config.database_url).await?;
     if store.backend() == Backend::Sqlite {
         // One gateway per SQLite file: leases left by a crashed run are ours to take back.
@@ -71,44 +79,35 @@ pub async fn run(
     let gateway_id = format!("gw-{}-{:08x}", std::process::id(), rand::random::<u32>());
     tracing::info!(%gateway_id, backend = ?store.backend(), listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway starting");
 
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        &config,
-        receipt_keys.clone(),
-        clock.clone(),
-        gateway_id,
-    );
+    let (bus, _) = broadcast::channel(RECEIPT_BUS);
+    let receipts = Arc::new(ReceiptDesk {
+        store: store.clone(),
+        keys: receipt_keys,
+        guard: Arc::new(SendGuard::new(store.clone())),
+        bus: bus.clone(),
+    });
+    if let Some(listener) = store.receipt_listener().await? {
+        tokio::spawn(forward_receipt_notifications(listener, bus.clone()));
+    }
+    let dispatcher = Dispatcher::new(store.clone(), &config, receipts.clone(), clock.clone(), gateway_id);
     let writer = store.clone();
-    let ingest = Batcher::spawn(
-        16_384,
-        INGEST_BATCH,
-        move |events: Vec<domain::NewEvent>| {
-            let store = writer.clone();
-            async move {
-                ::metrics::histogram!("hookwarden_ingest_batch_size").record(events.len() as f64);
-                match store.insert_events(&events).await {
-                    Ok(stored) => stored.into_iter().map(Ok).collect(),
-                    Err(err) => events
-                        .iter()
-                        .map(|_| Err::<Stored, _>(err.to_string()))
-                        .collect(),
-                }
+    let ingest = Batcher::spawn(16_384, INGEST_BATCH, move |events: Vec<domain::NewEvent>| {
+        let store = writer.clone();
+        async move {
+            ::metrics::histogram!("hookwarden_ingest_batch_size").record(events.len() as f64);
+            match store.insert_events(&events).await {
+                Ok(stored) => stored.into_iter().map(Ok).collect(),
+                Err(err) => events.iter().map(|_| Err::<Stored, _>(err.to_string())).collect(),
             }
-        },
-    );
+        }
+    });
     let state = http::AppState {
         store: store.clone(),
-        sources: Arc::new(
-            config
-                .sources
-                .iter()
-                .map(|s| (s.name.clone(), s.clone()))
-                .collect::<HashMap<_, _>>(),
-        ),
+        sources: Arc::new(config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect::<HashMap<_, _>>()),
         config: Arc::new(config),
         ingest,
         dispatcher: dispatcher.handle(),
-        receipt_keys,
+        receipts,
         clock,
         metrics: metrics::handle(),
     };
@@ -116,9 +115,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let delivering = tokio::spawn(dispatcher.run(stop_rx));
     let app = http::router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     if let Err(err) = served {
         tracing::error!(error = %err, "server error");
     }
@@ -129,6 +126,23 @@ pub async fn run(
     Ok(())
 }
 
+/// Receipts recorded by other gateways (PostgreSQL NOTIFY) onto this gateway's bus.
+async fn forward_receipt_notifications(mut listener: sqlx::postgres::PgListener, bus: broadcast::Sender<EventId>) {
+    loop {
+        match listener.recv().await {
+            Ok(note) => {
+                if let Some(id) = EventId::parse(note.payload()) {
+                    let _ = bus.send(id);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "receipt notifications interrupted; reconnecting");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -136,9 +150,7 @@ pub async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut signal) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             signal.recv().await;
         }
     };

@@ -9,11 +9,7 @@ use hookwarden::clock::SystemClock;
 use hookwarden::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "hookwarden",
-    version,
-    about = "A receipt-aware webhook gateway with guardrailed replay"
-)]
+#[command(name = "hookwarden", version, about = "A receipt-aware webhook gateway with guardrailed replay")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,8 +44,7 @@ enum KeysCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -65,10 +60,7 @@ fn main() -> ExitCode {
 
 fn generate_key(id: &str, json: bool) {
     let key = receipts_sdk::receipt::ReceiptKey::generate(id);
-    let line = format!(
-        "receipt_keys = [{{ id = \"{id}\", public_key = \"{}\" }}]",
-        key.public_key_base64()
-    );
+    let line = format!("receipt_keys = [{{ id = \"{id}\", public_key = \"{}\" }}]", key.public_key_base64());
     if json {
         let out = serde_json::json!({
             "id": id,
@@ -79,10 +71,7 @@ fn generate_key(id: &str, json: bool) {
         println!("{out}");
     } else {
         println!("key id:      {id}");
-        println!(
-            "seed:        {}   (secret: give it to the handler only, e.g. RECEIPT_KEY_SEED)",
-            key.seed_base64()
-        );
+        println!("seed:        {}   (secret: give it to the handler only, e.g. RECEIPT_KEY_SEED)", key.seed_base64());
         println!("public key:  {}", key.public_key_base64());
         println!();
         println!("Add to the source in the gateway's config:");
@@ -107,14 +96,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        match hookwarden::run(
-            config,
-            listener,
-            Arc::new(SystemClock),
-            hookwarden::shutdown_signal(),
-        )
-        .await
-        {
+        match hookwarden::run(config, listener, Arc::new(SystemClock), hookwarden::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("hookwarden: {err}");

@@ -6,6 +6,7 @@
 //! written unless every check passed. The format itself is `receipts_sdk::receipt`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use ed25519_dalek::VerifyingKey;
@@ -13,7 +14,9 @@ use receipts_sdk::receipt::{Receipt, ReceiptError, ReceiptHeaders};
 
 use crate::config::SourceConfig;
 use crate::domain::{EventId, Outcome};
+use crate::send_guard::SendGuard;
 use crate::store::{NewReceipt, Recorded, Store, StoreError};
+use tokio::sync::broadcast;
 
 /// The receipt keys of every source: which public key an id names, and where it may confirm.
 #[derive(Debug, Default)]
@@ -35,19 +38,11 @@ impl ReceiptKeys {
         let mut keys: HashMap<String, KeyEntry> = HashMap::new();
         for source in sources {
             for key in &source.receipt_keys {
-                let public =
-                    receipts_sdk::webhook::decode_public_key(&key.public_key).ok_or_else(|| {
-                        format!("receipt key `{}` is not an ed25519 public key", key.id)
-                    })?;
-                let entry = keys.entry(key.id.clone()).or_insert_with(|| KeyEntry {
-                    public,
-                    sources: HashMap::new(),
-                });
+                let public = receipts_sdk::webhook::decode_public_key(&key.public_key)
+                    .ok_or_else(|| format!("receipt key `{}` is not an ed25519 public key", key.id))?;
+                let entry = keys.entry(key.id.clone()).or_insert_with(|| KeyEntry { public, sources: HashMap::new() });
                 if entry.public != public {
-                    return Err(format!(
-                        "receipt key id `{}` names two different public keys",
-                        key.id
-                    ));
+                    return Err(format!("receipt key id `{}` names two different public keys", key.id));
                 }
                 entry.sources.insert(source.name.clone(), key.revoked);
             }
@@ -85,12 +80,8 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::Format(ReceiptError::Malformed(_) | ReceiptError::BadInlineBody) => {
-                StatusCode::BAD_REQUEST
-            }
-            Refusal::Format(_) | Refusal::KeyUnknown(_) | Refusal::KeyRevoked(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            Refusal::Format(ReceiptError::Malformed(_) | ReceiptError::BadInlineBody) => StatusCode::BAD_REQUEST,
+            Refusal::Format(_) | Refusal::KeyUnknown(_) | Refusal::KeyRevoked(_) => StatusCode::UNAUTHORIZED,
             Refusal::EventUnknown(_) => StatusCode::NOT_FOUND,
             Refusal::KeyForbidden { .. } => StatusCode::FORBIDDEN,
             Refusal::IdConflict(_) => StatusCode::CONFLICT,
@@ -121,71 +112,71 @@ pub struct Accepted {
     pub repeat: bool,
 }
 
-/// Checks a receipt in the contract's order and records it.
-pub async fn accept(
-    store: &Store,
-    keys: &ReceiptKeys,
-    headers: ReceiptHeaders<'_>,
-    body: &[u8],
-    now_ms: i64,
-    via: Via,
-) -> Result<Accepted, Refusal> {
-    let key = keys
-        .keys
-        .get(headers.key_id)
-        .ok_or_else(|| Refusal::KeyUnknown(headers.key_id.to_string()))?;
-    if key.sources.values().all(|revoked| *revoked) {
-        return Err(Refusal::KeyRevoked(headers.key_id.to_string()));
-    }
-    headers
-        .check_timestamp(now_ms.div_euclid(1000))
-        .map_err(Refusal::Format)?;
-    headers
-        .verify_signature(body, &key.public)
-        .map_err(Refusal::Format)?;
-    let receipt = Receipt::parse(body).map_err(Refusal::Format)?;
-    let unknown = || Refusal::EventUnknown(receipt.event_id.clone());
-    let event_id = EventId::parse(&receipt.event_id).ok_or_else(unknown)?;
-    let (source, _) = store.event_source(&event_id).await?.ok_or_else(unknown)?;
-    match key.sources.get(&source) {
-        None => {
-            return Err(Refusal::KeyForbidden {
-                key: headers.key_id.to_string(),
-                source_name: source,
-            });
+/// Where receipts are accepted: the keys, the store, the send hold and the bus that tells
+/// running replays about new receipts.
+pub struct ReceiptDesk {
+    pub store: Store,
+    pub keys: ReceiptKeys,
+    pub guard: Arc<SendGuard>,
+    pub bus: broadcast::Sender<EventId>,
+}
+
+impl ReceiptDesk {
+    /// Checks a receipt in the contract's order and records it.
+    pub async fn accept(
+        &self,
+        headers: ReceiptHeaders<'_>,
+        body: &[u8],
+        now_ms: i64,
+        via: Via,
+    ) -> Result<Accepted, Refusal> {
+        let key = self.keys.keys.get(headers.key_id).ok_or_else(|| Refusal::KeyUnknown(headers.key_id.to_string()))?;
+        if key.sources.values().all(|revoked| *revoked) {
+            return Err(Refusal::KeyRevoked(headers.key_id.to_string()));
         }
-        Some(true) => return Err(Refusal::KeyRevoked(headers.key_id.to_string())),
-        Some(false) => {}
+        headers.check_timestamp(now_ms.div_euclid(1000)).map_err(Refusal::Format)?;
+        headers.verify_signature(body, &key.public).map_err(Refusal::Format)?;
+        let receipt = Receipt::parse(body).map_err(Refusal::Format)?;
+        let unknown = || Refusal::EventUnknown(receipt.event_id.clone());
+        let event_id = EventId::parse(&receipt.event_id).ok_or_else(unknown)?;
+        let (source, _) = self.store.event_source(&event_id).await?.ok_or_else(unknown)?;
+        match key.sources.get(&source) {
+            None => return Err(Refusal::KeyForbidden { key: headers.key_id.to_string(), source_name: source }),
+            Some(true) => return Err(Refusal::KeyRevoked(headers.key_id.to_string())),
+            Some(false) => {}
+        }
+        let signed_secs: i64 = headers.timestamp.parse().unwrap_or_default();
+        let record = NewReceipt {
+            receipt_id: headers.id.to_string(),
+            event_id: event_id.clone(),
+            key_id: headers.key_id.to_string(),
+            status: receipt.status.as_str(),
+            target_record_id: receipt.target_record_id,
+            error_code: receipt.error_code,
+            detail: receipt.detail,
+            signed_at: signed_secs * 1000,
+            received_at: now_ms,
+            via: match via {
+                Via::Post => "post",
+                Via::Inline => "inline",
+            },
+            body: String::from_utf8_lossy(body).into_owned(),
+            signature: headers.signature.to_string(),
+        };
+        let recorded = {
+            let _hold = self.guard.for_receipt(&event_id).await;
+            self.store.record_receipt(&record).await?
+        };
+        let (outcome, repeat) = match recorded {
+            Recorded::New(outcome) => (outcome, false),
+            Recorded::Repeat(outcome) => (outcome, true),
+            Recorded::IdConflict => return Err(Refusal::IdConflict(record.receipt_id)),
+        };
+        if !repeat {
+            let _ = self.bus.send(event_id.clone());
+        }
+        let repeat_label = if repeat { "true" } else { "false" };
+        metrics::counter!("hookwarden_receipts_total", "status" => record.status, "via" => record.via, "repeat" => repeat_label).increment(1);
+        Ok(Accepted { event_id, receipt_id: record.receipt_id, outcome, repeat })
     }
-    let signed_secs: i64 = headers.timestamp.parse().unwrap_or_default();
-    let record = NewReceipt {
-        receipt_id: headers.id.to_string(),
-        event_id: event_id.clone(),
-        key_id: headers.key_id.to_string(),
-        status: receipt.status.as_str(),
-        target_record_id: receipt.target_record_id,
-        error_code: receipt.error_code,
-        detail: receipt.detail,
-        signed_at: signed_secs * 1000,
-        received_at: now_ms,
-        via: match via {
-            Via::Post => "post",
-            Via::Inline => "inline",
-        },
-        body: String::from_utf8_lossy(body).into_owned(),
-        signature: headers.signature.to_string(),
-    };
-    let (outcome, repeat) = match store.record_receipt(&record).await? {
-        Recorded::New(outcome) => (outcome, false),
-        Recorded::Repeat(outcome) => (outcome, true),
-        Recorded::IdConflict => return Err(Refusal::IdConflict(record.receipt_id)),
-    };
-    metrics::counter!("hookwarden_receipts_total", "status" => record.status, "via" => record.via, "repeat" => if repeat { "true" } else { "false" })
-        .increment(1);
-    Ok(Accepted {
-        event_id,
-        receipt_id: record.receipt_id,
-        outcome,
-        repeat,
-    })
 }

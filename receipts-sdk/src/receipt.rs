@@ -60,7 +60,13 @@ pub struct Receipt {
 
 impl Receipt {
     pub fn applied(event_id: impl Into<String>) -> Self {
-        Self { event_id: event_id.into(), status: ReceiptStatus::Applied, target_record_id: None, error_code: None, detail: None }
+        Self {
+            event_id: event_id.into(),
+            status: ReceiptStatus::Applied,
+            target_record_id: None,
+            error_code: None,
+            detail: None,
+        }
     }
 
     pub fn failed(event_id: impl Into<String>, error_code: impl Into<String>, detail: Option<String>) -> Self {
@@ -244,8 +250,15 @@ pub struct ReceiptHeaders<'a> {
 impl<'a> ReceiptHeaders<'a> {
     /// Reads the four headers through `get` (a lookup by lower-case name).
     pub fn read(get: impl Fn(&'static str) -> Option<&'a str>) -> Result<Self, ReceiptError> {
-        let need = |name: &'static str| get(name).map(str::trim).filter(|v| !v.is_empty()).ok_or(ReceiptError::MissingHeader(name));
-        Ok(Self { id: need(HEADER_ID)?, timestamp: need(HEADER_TIMESTAMP)?, key_id: need(HEADER_KEY)?, signature: need(HEADER_SIGNATURE)? })
+        let need = |name: &'static str| {
+            get(name).map(str::trim).filter(|v| !v.is_empty()).ok_or(ReceiptError::MissingHeader(name))
+        };
+        Ok(Self {
+            id: need(HEADER_ID)?,
+            timestamp: need(HEADER_TIMESTAMP)?,
+            key_id: need(HEADER_KEY)?,
+            signature: need(HEADER_SIGNATURE)?,
+        })
     }
 
     /// Whether the timestamp is within the tolerance of `now_secs`.

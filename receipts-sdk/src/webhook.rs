@@ -43,9 +43,7 @@ impl WebhookSecret {
     /// Parses `whsec_<base64>`; a bare base64 string is accepted too, as other libraries do.
     pub fn parse(text: &str) -> Result<Self, WebhookError> {
         let encoded = text.strip_prefix("whsec_").unwrap_or(text);
-        let bytes = B64
-            .decode(encoded.trim())
-            .map_err(|_| WebhookError::InvalidSecret)?;
+        let bytes = B64.decode(encoded.trim()).map_err(|_| WebhookError::InvalidSecret)?;
         if bytes.is_empty() {
             return Err(WebhookError::InvalidSecret);
         }
@@ -127,25 +125,12 @@ pub struct WebhookVerifier {
 
 impl WebhookVerifier {
     pub fn with_secret(secret: WebhookSecret) -> Self {
-        Self {
-            secret: Some(secret),
-            public_keys: Vec::new(),
-            tolerance_secs: DEFAULT_TOLERANCE_SECS,
-        }
+        Self { secret: Some(secret), public_keys: Vec::new(), tolerance_secs: DEFAULT_TOLERANCE_SECS }
     }
 
     /// Checks the timestamp against `now_secs` and then the signatures.
-    pub fn verify(
-        &self,
-        headers: WebhookHeaders<'_>,
-        body: &[u8],
-        now_secs: i64,
-    ) -> Result<(), WebhookError> {
-        let timestamp: i64 = headers
-            .timestamp
-            .trim()
-            .parse()
-            .map_err(|_| WebhookError::InvalidTimestamp)?;
+    pub fn verify(&self, headers: WebhookHeaders<'_>, body: &[u8], now_secs: i64) -> Result<(), WebhookError> {
+        let timestamp: i64 = headers.timestamp.trim().parse().map_err(|_| WebhookError::InvalidTimestamp)?;
         if (now_secs - timestamp).abs() > self.tolerance_secs {
             return Err(WebhookError::StaleTimestamp);
         }
@@ -153,25 +138,14 @@ impl WebhookVerifier {
     }
 
     /// Checks only the signatures: for replays of messages whose timestamp has long passed.
-    pub fn verify_ignoring_timestamp(
-        &self,
-        headers: WebhookHeaders<'_>,
-        body: &[u8],
-    ) -> Result<(), WebhookError> {
-        let timestamp: i64 = headers
-            .timestamp
-            .trim()
-            .parse()
-            .map_err(|_| WebhookError::InvalidTimestamp)?;
+    pub fn verify_ignoring_timestamp(&self, headers: WebhookHeaders<'_>, body: &[u8]) -> Result<(), WebhookError> {
+        let timestamp: i64 = headers.timestamp.trim().parse().map_err(|_| WebhookError::InvalidTimestamp)?;
         for entry in headers.signature.split_whitespace() {
             let Some((version, sig)) = entry.split_once(',') else {
                 continue;
             };
             let ok = match version {
-                "v1" => self
-                    .secret
-                    .as_ref()
-                    .is_some_and(|s| s.matches_v1(headers.id, timestamp, body, sig)),
+                "v1" => self.secret.as_ref().is_some_and(|s| s.matches_v1(headers.id, timestamp, body, sig)),
                 "v1a" => self.matches_v1a(headers, body, sig),
                 _ => false,
             };
@@ -190,9 +164,7 @@ impl WebhookVerifier {
             return false;
         };
         let content = signed_content(headers.id, headers.timestamp.trim(), body);
-        self.public_keys
-            .iter()
-            .any(|key| key.verify(&content, &signature).is_ok())
+        self.public_keys.iter().any(|key| key.verify(&content, &signature).is_ok())
     }
 }
 
@@ -216,11 +188,7 @@ mod tests {
     use ed25519_dalek::{Signer, SigningKey};
 
     fn check(verifier: &WebhookVerifier, sig: &str, now: i64) -> Result<(), WebhookError> {
-        let headers = WebhookHeaders {
-            id: "msg_1",
-            timestamp: "1700000000",
-            signature: sig,
-        };
+        let headers = WebhookHeaders { id: "msg_1", timestamp: "1700000000", signature: sig };
         verifier.verify(headers, b"{\"a\":1}", now)
     }
 
@@ -230,23 +198,11 @@ mod tests {
         let sig = secret.sign("msg_1", 1_700_000_000, b"{\"a\":1}");
         let verifier = WebhookVerifier::with_secret(secret);
         assert_eq!(check(&verifier, &sig, 1_700_000_000), Ok(()));
-        assert_eq!(
-            check(&verifier, &format!("v1,bad {sig}"), 1_700_000_100),
-            Ok(())
-        );
-        assert_eq!(
-            check(&verifier, &sig, 1_700_000_000 + 301),
-            Err(WebhookError::StaleTimestamp)
-        );
-        assert_eq!(
-            check(&verifier, "v1,AAAA", 1_700_000_000),
-            Err(WebhookError::NoMatchingSignature)
-        );
+        assert_eq!(check(&verifier, &format!("v1,bad {sig}"), 1_700_000_100), Ok(()));
+        assert_eq!(check(&verifier, &sig, 1_700_000_000 + 301), Err(WebhookError::StaleTimestamp));
+        assert_eq!(check(&verifier, "v1,AAAA", 1_700_000_000), Err(WebhookError::NoMatchingSignature));
         let other = WebhookVerifier::with_secret(WebhookSecret::generate());
-        assert_eq!(
-            check(&other, &sig, 1_700_000_000),
-            Err(WebhookError::NoMatchingSignature)
-        );
+        assert_eq!(check(&other, &sig, 1_700_000_000), Err(WebhookError::NoMatchingSignature));
     }
 
     #[test]
@@ -262,9 +218,6 @@ mod tests {
         assert_eq!(check(&verifier, &sig, 1_700_000_000), Ok(()));
         let wrong = SigningKey::from_bytes(&[8u8; 32]);
         let bad = format!("v1a,{}", B64.encode(wrong.sign(&content).to_bytes()));
-        assert_eq!(
-            check(&verifier, &bad, 1_700_000_000),
-            Err(WebhookError::NoMatchingSignature)
-        );
+        assert_eq!(check(&verifier, &bad, 1_700_000_000), Err(WebhookError::NoMatchingSignature));
     }
 }

@@ -14,7 +14,6 @@ fn pg_admin_url() -> String {
 }
 
 pub struct TestDb {
-    pub kind: Db,
     pub url: String,
     pg_name: Option<String>,
     _dir: tempfile::TempDir,
@@ -26,39 +25,22 @@ impl TestDb {
         match kind {
             Db::Sqlite => {
                 let url = format!("sqlite://{}", dir.path().join("hookwarden.db").display());
-                Self {
-                    kind,
-                    url,
-                    pg_name: None,
-                    _dir: dir,
-                }
+                Self { url, pg_name: None, _dir: dir }
             }
             Db::Postgres => {
                 let name = format!("hw_test_{:016x}", rand::random::<u64>());
                 let admin = pg_admin_url();
-                let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!("PostgreSQL at {admin} is required for this test: {e}")
-                });
+                let mut conn = PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for this test: {e}"));
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&mut conn)
                     .await
                     .expect("create test database");
-                let base = admin
-                    .rsplit_once('/')
-                    .map(|(b, _)| b)
-                    .expect("url has a database");
-                Self {
-                    kind,
-                    url: format!("{base}/{name}"),
-                    pg_name: Some(name),
-                    _dir: dir,
-                }
+                let base = admin.rsplit_once('/').map(|(b, _)| b).expect("url has a database");
+                Self { url: format!("{base}/{name}"), pg_name: Some(name), _dir: dir }
             }
         }
-    }
-
-    pub fn dir(&self) -> &std::path::Path {
-        self._dir.path()
     }
 }
 
@@ -69,16 +51,11 @@ impl Drop for TestDb {
         };
         // Drop runs outside async; a small runtime on its own thread drops the database.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async move {
                 if let Ok(mut conn) = PgConnection::connect(&pg_admin_url()).await {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut conn)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
                 }
             });
         })

@@ -103,7 +103,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     config_path: PathBuf,
     log_path: PathBuf,
-    dir: tempfile::TempDir,
+    /// Holds the config and log files for the gateway's life.
+    _dir: tempfile::TempDir,
     http: reqwest::Client,
 }
 
@@ -120,32 +121,18 @@ impl Gateway {
         let config_path = dir.path().join("hookwarden.toml");
         std::fs::write(&config_path, spec.toml(addr)).expect("write config");
         let log_path = dir.path().join("gateway.log");
-        let mut gateway = Self {
-            child: None,
-            addr,
-            config_path,
-            log_path,
-            dir,
-            http: super::client(),
-        };
+        let mut gateway = Self { child: None, addr, config_path, log_path, _dir: dir, http: super::client() };
         gateway.spawn().await;
         gateway
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
-            )
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
             .env_remove("HOOKWARDEN_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -165,14 +152,7 @@ impl Gateway {
             }
             let http = http.clone();
             let url = url.clone();
-            async move {
-                http.get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
+            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
         })
         .await;
     }
@@ -181,9 +161,6 @@ impl Gateway {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
 
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
@@ -193,23 +170,10 @@ impl Gateway {
         }
     }
 
-    /// SIGTERM and wait for a clean exit.
-    pub fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-        }
-    }
 
     /// Starts the same config again (same port, same database).
     pub async fn restart(&mut self) {
-        assert!(
-            self.child.is_none(),
-            "stop the gateway before restarting it"
-        );
+        assert!(self.child.is_none(), "stop the gateway before restarting it");
         self.spawn().await;
     }
 
@@ -217,19 +181,9 @@ impl Gateway {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
-    }
-
     /// `GET` an admin route with the test admin token.
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("admin request");
+        let response = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -260,16 +214,8 @@ impl Gateway {
     }
 
     /// `POST /ingest/{source}` with extra headers; answers status and JSON.
-    pub async fn ingest(
-        &self,
-        source: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-    ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(self.url(&format!("/ingest/{source}")))
-            .body(body.to_vec());
+    pub async fn ingest(&self, source: &str, headers: &[(String, String)], body: &[u8]) -> (u16, Value) {
+        let mut request = self.http.post(self.url(&format!("/ingest/{source}"))).body(body.to_vec());
         request = request.header("content-type", "application/json");
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());

@@ -25,10 +25,7 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
     /// The gateway's event id (`webhook-id`).
@@ -51,13 +48,7 @@ pub struct Behaviour {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Self {
-            status: 200,
-            fail_first: 0,
-            delay: Duration::ZERO,
-            retry_after: None,
-            inline_receipt: false,
-        }
+        Self { status: 200, fail_first: 0, delay: Duration::ZERO, retry_after: None, inline_receipt: false }
     }
 }
 
@@ -81,15 +72,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    let verified = standardwebhooks::Webhook::new(SIGNING_SECRET)
-        .unwrap()
-        .verify(&body, &headers)
-        .is_ok();
-    let id = headers
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let verified = standardwebhooks::Webhook::new(SIGNING_SECRET).unwrap().verify(&body, &headers).is_ok();
+    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let id_for_receipt = id.clone();
     let behaviour = *inner.behaviour.lock().unwrap();
     let seen = {
@@ -109,11 +93,7 @@ async fn handle(
         tokio::time::sleep(behaviour.delay).await;
     }
     let status = if behaviour.fail_first > 0 {
-        if seen <= behaviour.fail_first {
-            behaviour.status
-        } else {
-            200
-        }
+        if seen <= behaviour.fail_first { behaviour.status } else { 200 }
     } else {
         behaviour.status
     };
@@ -128,11 +108,7 @@ async fn handle(
             response_headers.insert(name, value.parse().unwrap());
         }
     }
-    (
-        StatusCode::from_u16(status).unwrap(),
-        response_headers,
-        format!("status {status}"),
-    )
+    (StatusCode::from_u16(status).unwrap(), response_headers, format!("status {status}"))
 }
 
 impl Receiver {
@@ -172,13 +148,6 @@ impl Receiver {
     }
 
     pub fn for_event(&self, id: &str) -> Vec<Received> {
-        self.inner
-            .received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.event_id() == id)
-            .cloned()
-            .collect()
+        self.inner.received.lock().unwrap().iter().filter(|r| r.event_id() == id).cloned().collect()
     }
 }

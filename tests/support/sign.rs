@@ -3,10 +3,7 @@
 use hmac::{KeyInit, Mac};
 
 pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
@@ -26,10 +23,7 @@ pub fn stripe(secret: &str, t: i64, body: &[u8]) -> Vec<(String, String)> {
 /// `X-Hub-Signature-256` and a delivery id.
 pub fn github(secret: &str, delivery: &str, event: &str, body: &[u8]) -> Vec<(String, String)> {
     vec![
-        (
-            "x-hub-signature-256".into(),
-            format!("sha256={}", hmac_hex(secret.as_bytes(), &[body])),
-        ),
+        ("x-hub-signature-256".into(), format!("sha256={}", hmac_hex(secret.as_bytes(), &[body]))),
         ("x-github-delivery".into(), delivery.into()),
         ("x-github-event".into(), event.into()),
     ]
@@ -37,10 +31,7 @@ pub fn github(secret: &str, delivery: &str, event: &str, body: &[u8]) -> Vec<(St
 
 /// Standard Webhooks `v1`, signed by the `standardwebhooks` crate.
 pub fn standard(secret: &str, msg_id: &str, t: i64, body: &[u8]) -> Vec<(String, String)> {
-    let signature = standardwebhooks::Webhook::new(secret)
-        .unwrap()
-        .sign(msg_id, t, body)
-        .unwrap();
+    let signature = standardwebhooks::Webhook::new(secret).unwrap().sign(msg_id, t, body).unwrap();
     vec![
         ("webhook-id".into(), msg_id.into()),
         ("webhook-timestamp".into(), t.to_string()),
@@ -49,12 +40,7 @@ pub fn standard(secret: &str, msg_id: &str, t: i64, body: &[u8]) -> Vec<(String,
 }
 
 /// Standard Webhooks `v1a`: ed25519 over `{id}.{t}.{body}`, signed with ed25519-dalek.
-pub fn standard_v1a(
-    key: &ed25519_dalek::SigningKey,
-    msg_id: &str,
-    t: i64,
-    body: &[u8],
-) -> Vec<(String, String)> {
+pub fn standard_v1a(key: &ed25519_dalek::SigningKey, msg_id: &str, t: i64, body: &[u8]) -> Vec<(String, String)> {
     use base64::Engine;
     use ed25519_dalek::Signer;
     let mut content = format!("{msg_id}.{t}.").into_bytes();

@@ -14,7 +14,7 @@ use super::{ForwardRequest, Forwarder, InlineReceipt, NextStep, idempotency_key}
 use crate::clock::SharedClock;
 use crate::config::{Config, DeliveryConfig, SourceConfig};
 use crate::domain::AttemptKind;
-use crate::receipts::{self, ReceiptKeys, Via};
+use crate::receipts::{self, ReceiptDesk, Via};
 use crate::store::{AttemptRecord, Batcher, Completion, DueDelivery, Store, StoreError};
 use receipts_sdk::receipt::{self as format, ReceiptHeaders};
 
@@ -39,7 +39,7 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     in_flight: Arc<Semaphore>,
     completions: Batcher<AttemptRecord, Result<bool, String>>,
-    receipt_keys: Arc<ReceiptKeys>,
+    receipts: Arc<ReceiptDesk>,
 }
 
 /// Lets the ingest path nudge the dispatcher after a commit.
@@ -58,22 +58,14 @@ impl Dispatcher {
     pub fn new(
         store: Store,
         config: &Config,
-        receipt_keys: Arc<ReceiptKeys>,
+        receipts: Arc<ReceiptDesk>,
         clock: SharedClock,
         gateway_id: String,
     ) -> Arc<Self> {
         let lanes = config
             .sources
             .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    Lane {
-                        source: s.clone(),
-                        permits: Arc::new(Semaphore::new(s.max_in_flight)),
-                    },
-                )
-            })
+            .map(|s| (s.name.clone(), Lane { source: s.clone(), permits: Arc::new(Semaphore::new(s.max_in_flight)) }))
             .collect();
         let writer = store.clone();
         let completions = Batcher::spawn(4096, 256, move |records: Vec<AttemptRecord>| {
@@ -95,14 +87,12 @@ impl Dispatcher {
             wake: Arc::new(Notify::new()),
             in_flight: Arc::new(Semaphore::new(config.delivery.max_in_flight)),
             completions,
-            receipt_keys,
+            receipts,
         })
     }
 
     pub fn handle(&self) -> DispatcherHandle {
-        DispatcherHandle {
-            wake: self.wake.clone(),
-        }
+        DispatcherHandle { wake: self.wake.clone() }
     }
 
     /// Delivers until `shutdown` turns true, then waits for deliveries in flight and gives
@@ -134,30 +124,17 @@ impl Dispatcher {
     /// One pass: waits for room, claims what is due (as much as there is room for) and starts
     /// each delivery. Returns how many it started.
     pub async fn step(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let first = self
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
+        let first = self.in_flight.clone().acquire_owned().await.expect("semaphore never closed");
         let room = (1 + self.in_flight.available_permits()).min(CLAIM_BATCH);
         let now = self.clock.now_ms();
         let lease_until = now + self.settings.lease.as_millis() as i64;
-        let due = self
-            .store
-            .claim_due(&self.gateway_id, now, lease_until, room as i64)
-            .await?;
+        let due = self.store.claim_due(&self.gateway_id, now, lease_until, room as i64).await?;
         let started = due.len();
         let mut first = Some(first);
         for delivery in due {
             let permit = match first.take() {
                 Some(permit) => permit,
-                None => self
-                    .in_flight
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore never closed"),
+                None => self.in_flight.clone().acquire_owned().await.expect("semaphore never closed"),
             };
             let me = self.clone();
             tokio::spawn(async move {
@@ -179,22 +156,25 @@ impl Dispatcher {
             self.record(record).await;
             return;
         };
-        let _lane_permit = lane
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
-        // A retry whose receipt arrived since it was scheduled is not sent.
-        if due.ladder_attempts > 0 && self.store.has_receipt(&due.event_id).await.unwrap_or(false) {
-            if let Err(err) = self
-                .store
-                .release_lease(&due.event_id, &self.gateway_id)
-                .await
-            {
-                tracing::warn!(event = %due.event_id, error = %err, "releasing a lease failed");
+        let _lane_permit = lane.permits.acquire().await.expect("semaphore never closed");
+        // A retry whose receipt arrived since it was scheduled is not sent; the hold keeps a
+        // receipt from being recorded between this check and the end of the send.
+        let hold = if due.ladder_attempts > 0 {
+            match self.receipts.guard.hold(&due.event_id).await {
+                Ok(hold) if hold.receipts == 0 => Some(hold),
+                held => {
+                    if let Err(err) = held {
+                        tracing::warn!(event = %due.event_id, error = %err, "checking for a receipt failed");
+                    }
+                    if let Err(err) = self.store.release_lease(&due.event_id, &self.gateway_id).await {
+                        tracing::warn!(event = %due.event_id, error = %err, "releasing a lease failed");
+                    }
+                    return;
+                }
             }
-            return;
-        }
+        } else {
+            None
+        };
         let started_at = self.clock.now_ms();
         let key = idempotency_key(&due.source, &due.dedup_key);
         let result = self
@@ -212,6 +192,8 @@ impl Dispatcher {
                 now_secs: started_at.div_euclid(1000),
             })
             .await;
+        // Released before the result is written: the write updates the row the hold locks.
+        drop(hold);
         let now = self.clock.now_ms();
         let completion = if result.succeeded() {
             Completion::Delivered { at: now }
@@ -220,12 +202,7 @@ impl Dispatcher {
             let honoured = matches!(result.status, Some(429 | 503));
             let retry_after = result.retry_after.filter(|_| honoured);
             let jitter_unit: f64 = rand::random_range(-1.0..=1.0);
-            match lane.source.ladder.after_failure(
-                made,
-                self.settings.jitter,
-                jitter_unit,
-                retry_after,
-            ) {
+            match lane.source.ladder.after_failure(made, self.settings.jitter, jitter_unit, retry_after) {
                 NextStep::RetryIn(ms) => Completion::RetryAt(now + ms),
                 NextStep::GiveUp => Completion::Exhausted,
             }
@@ -235,9 +212,9 @@ impl Dispatcher {
             Completion::RetryAt(_) => "retry",
             Completion::Exhausted => "exhausted",
         };
-        metrics::counter!("hookwarden_delivery_attempts_total", "source" => due.source.clone(), "result" => label).increment(1);
-        metrics::histogram!("hookwarden_delivery_latency_seconds")
-            .record(result.latency_ms as f64 / 1000.0);
+        metrics::counter!("hookwarden_delivery_attempts_total", "source" => due.source.clone(), "result" => label)
+            .increment(1);
+        metrics::histogram!("hookwarden_delivery_latency_seconds").record(result.latency_ms as f64 / 1000.0);
         let inline = result.inline_receipt.clone().filter(|_| result.succeeded());
         let mut record = self.attempt(&due, started_at, completion);
         record.latency_ms = result.latency_ms;
@@ -282,28 +259,16 @@ impl Dispatcher {
 
     /// Records a receipt that rode on the handler's 2xx; a refused one is logged and counted.
     async fn accept_inline(&self, due: &DueDelivery, inline: &InlineReceipt) {
-        let body = inline
-            .get(format::HEADER_BODY)
-            .map(format::decode_inline_body);
+        let body = inline.get(format::HEADER_BODY).map(format::decode_inline_body);
         let result = match (ReceiptHeaders::read(|name| inline.get(name)), body) {
-            (Ok(headers), Some(Ok(body))) => receipts::accept(
-                &self.store,
-                &self.receipt_keys,
-                headers,
-                &body,
-                self.clock.now_ms(),
-                Via::Inline,
-            )
-            .await
-            .map(|_| ()),
+            (Ok(headers), Some(Ok(body))) => {
+                self.receipts.accept(headers, &body, self.clock.now_ms(), Via::Inline).await.map(|_| ())
+            }
             (Err(err), _) | (_, Some(Err(err))) => Err(receipts::Refusal::Format(err)),
-            (_, None) => Err(receipts::Refusal::Format(
-                format::ReceiptError::MissingHeader(format::HEADER_BODY),
-            )),
+            (_, None) => Err(receipts::Refusal::Format(format::ReceiptError::MissingHeader(format::HEADER_BODY))),
         };
         if let Err(refusal) = result {
-            metrics::counter!("hookwarden_inline_receipts_refused_total", "code" => refusal.code())
-                .increment(1);
+            metrics::counter!("hookwarden_inline_receipts_refused_total", "code" => refusal.code()).increment(1);
             tracing::warn!(event = %due.event_id, code = refusal.code(), reason = %refusal, "inline receipt refused");
         }
     }

@@ -64,19 +64,14 @@ impl InlineReceipt {
             receipt::HEADER_SIGNATURE,
             receipt::HEADER_BODY,
         ];
-        let headers = names
-            .into_iter()
-            .filter_map(|name| Some((name, headers.get(name)?.to_str().ok()?.to_string())))
-            .collect();
+        let headers =
+            names.into_iter().filter_map(|name| Some((name, headers.get(name)?.to_str().ok()?.to_string()))).collect();
         Some(Self { headers })
     }
 
     /// The value of one `receipt-*` header.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -151,8 +146,7 @@ impl Forwarder {
                     status: Some(status),
                     latency_ms: started.elapsed().as_millis() as i64,
                     error: None,
-                    excerpt: (!excerpt.is_empty())
-                        .then(|| String::from_utf8_lossy(&excerpt).into_owned()),
+                    excerpt: (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned()),
                     retry_after,
                     inline_receipt,
                 }

@@ -21,17 +21,11 @@ pub enum NextStep {
 impl RetryLadder {
     /// 30s, 2m, 8m, 30m, 2h, 8h, 24h.
     pub fn default_rungs() -> Vec<Duration> {
-        [30, 120, 480, 1800, 7200, 28_800, 86_400]
-            .into_iter()
-            .map(Duration::from_secs)
-            .collect()
+        [30, 120, 480, 1800, 7200, 28_800, 86_400].into_iter().map(Duration::from_secs).collect()
     }
 
     pub fn new(rungs: Vec<Duration>, max_attempts: u32) -> Self {
-        Self {
-            rungs,
-            max_attempts: max_attempts.max(1),
-        }
+        Self { rungs, max_attempts: max_attempts.max(1) }
     }
 
     pub fn max_attempts(&self) -> u32 {
@@ -72,12 +66,7 @@ mod tests {
 
     fn check(attempts_made: u32, jitter_unit: f64, retry_after: Option<u64>, expected: NextStep) {
         let ladder = RetryLadder::new(RetryLadder::default_rungs(), 8);
-        let got = ladder.after_failure(
-            attempts_made,
-            0.2,
-            jitter_unit,
-            retry_after.map(Duration::from_secs),
-        );
+        let got = ladder.after_failure(attempts_made, 0.2, jitter_unit, retry_after.map(Duration::from_secs));
         assert_eq!(got, expected, "after {attempts_made} attempts");
     }
 

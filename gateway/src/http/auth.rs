@@ -28,10 +28,7 @@ impl Caller {
         if self.role >= role {
             Ok(())
         } else {
-            Err(ApiError::forbidden(
-                "role_insufficient",
-                format!("this needs the {role:?} role"),
-            ))
+            Err(ApiError::forbidden("role_insufficient", format!("this needs the {role:?} role")))
         }
     }
 }
@@ -46,20 +43,12 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthorized("token_missing", "send `Authorization: Bearer <token>`")
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("token_missing", "send `Authorization: Bearer <token>`"))?;
         if let Some(admin) = &app.config.admin_token {
             if bool::from(admin.0.as_bytes().ct_eq(token.as_bytes())) {
-                return Ok(Caller {
-                    name: "bootstrap-admin".into(),
-                    role: Role::Admin,
-                });
+                return Ok(Caller { name: "bootstrap-admin".into(), role: Role::Admin });
             }
         }
-        Err(ApiError::unauthorized(
-            "token_invalid",
-            "the token is not valid",
-        ))
+        Err(ApiError::unauthorized("token_invalid", "the token is not valid"))
     }
 }

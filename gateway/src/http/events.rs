@@ -32,12 +32,9 @@ struct ListParams {
 /// An event as the API shows it; `overdue` when delivered without a receipt for longer than
 /// its source's `receipt_sla`.
 fn event_json(app: &AppState, e: &EventSummary, now: i64) -> Value {
-    let sla = app
-        .sources
-        .get(&e.source)
-        .map(|s| s.receipt_sla.as_millis() as i64);
-    let overdue = e.outcome == Outcome::Unknown
-        && matches!((e.delivered_at, sla), (Some(at), Some(sla)) if at + sla < now);
+    let sla = app.sources.get(&e.source).map(|s| s.receipt_sla.as_millis() as i64);
+    let overdue =
+        e.outcome == Outcome::Unknown && matches!((e.delivered_at, sla), (Some(at), Some(sla)) if at + sla < now);
     json!({
         "id": e.id,
         "source": e.source,
@@ -64,72 +61,44 @@ async fn list(
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("`limit` must be 1 to {MAX_LIMIT}"),
-        ));
+        return Err(ApiError::bad_request("invalid_query", format!("`limit` must be 1 to {MAX_LIMIT}")));
     }
     let outcome = p
         .outcome
         .as_deref()
         .map(|o| {
             Outcome::parse(o).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!("`outcome` `{o}` is not confirmed, failed or unknown"),
-                )
+                ApiError::bad_request("invalid_query", format!("`outcome` `{o}` is not confirmed, failed or unknown"))
             })
         })
         .transpose()?;
     let before = p
         .cursor
         .as_deref()
-        .map(|c| {
-            EventId::parse(c).ok_or_else(|| {
-                ApiError::bad_request("invalid_query", "`cursor` is not an event id")
-            })
-        })
+        .map(|c| EventId::parse(c).ok_or_else(|| ApiError::bad_request("invalid_query", "`cursor` is not an event id")))
         .transpose()?;
     let query = EventQuery {
         source: p.source,
-        since: p
-            .since
-            .as_deref()
-            .map(|t| parse_rfc3339("since", t))
-            .transpose()?,
-        until: p
-            .until
-            .as_deref()
-            .map(|t| parse_rfc3339("until", t))
-            .transpose()?,
+        since: p.since.as_deref().map(|t| parse_rfc3339("since", t)).transpose()?,
+        until: p.until.as_deref().map(|t| parse_rfc3339("until", t)).transpose()?,
         outcome,
         before,
         limit,
     };
     let events = app.store.list_events(&query).await?;
     let now = app.clock.now_ms();
-    let next_cursor = (events.len() as i64 == limit)
-        .then(|| events.last().map(|e| e.id.clone()))
-        .flatten();
+    let next_cursor = (events.len() as i64 == limit).then(|| events.last().map(|e| e.id.clone())).flatten();
     Ok(Json(json!({
         "data": events.iter().map(|e| event_json(&app, e, now)).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
     })))
 }
 
-async fn show(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let not_found = || ApiError::not_found("event_unknown", format!("no event `{id}`"));
     let event_id = EventId::parse(&id).ok_or_else(not_found)?;
-    let detail = app
-        .store
-        .get_event(&event_id)
-        .await?
-        .ok_or_else(not_found)?;
+    let detail = app.store.get_event(&event_id).await?.ok_or_else(not_found)?;
     let receipts = app.store.list_receipts(&event_id).await?;
     let mut out = event_json(&app, &detail.summary, app.clock.now_ms());
     let body = match std::str::from_utf8(&detail.body) {
@@ -183,7 +152,5 @@ async fn show(
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", get(list))
-        .route("/v1/events/{id}", get(show))
+    Router::new().route("/v1/events", get(list)).route("/v1/events/{id}", get(show))
 }

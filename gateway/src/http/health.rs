@@ -20,15 +20,9 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn metrics(State(app): State<AppState>) -> ([(&'static str, &'static str); 1], String) {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
+    ([("content-type", "text/plain; version=0.0.4")], app.metrics.render())
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }

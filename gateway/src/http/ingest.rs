@@ -23,86 +23,58 @@ async fn ingest(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let Some(source) = app.sources.get(&source_name) else {
-        return Err(ApiError::not_found(
-            "source_unknown",
-            format!("no source named `{source_name}`"),
-        ));
+        return Err(ApiError::not_found("source_unknown", format!("no source named `{source_name}`")));
     };
     let limit = app.config.max_body_bytes;
     let too_large = || {
-        metrics::counter!("hookwarden_ingest_total", "source" => source_name.clone(), "result" => "too_large").increment(1);
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is over {limit} bytes"),
-        )
+        metrics::counter!("hookwarden_ingest_total", "source" => source_name.clone(), "result" => "too_large")
+            .increment(1);
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body is over {limit} bytes"))
     };
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     let body = axum::body::to_bytes(body, limit).await.map_err(|err| {
-        if std::error::Error::source(&err)
-            .is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
-        {
+        if std::error::Error::source(&err).is_some_and(|e| e.is::<http_body_util::LengthLimitError>()) {
             too_large()
         } else {
             ApiError::bad_request("body_unreadable", "the request body could not be read")
         }
     })?;
     let now_ms = app.clock.now_ms();
-    if let Err(err) = source
-        .verifier
-        .verify(&headers, &body, now_ms.div_euclid(1000))
-    {
-        metrics::counter!("hookwarden_ingest_total", "source" => source_name.clone(), "result" => "unauthorized").increment(1);
+    if let Err(err) = source.verifier.verify(&headers, &body, now_ms.div_euclid(1000)) {
+        metrics::counter!("hookwarden_ingest_total", "source" => source_name.clone(), "result" => "unauthorized")
+            .increment(1);
         return Err(ApiError::unauthorized(err.code(), err.to_string()));
     }
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     let event = NewEvent {
         id: EventId::generate(),
-        dedup_key: source
-            .verifier
-            .dedup_key(source.dedup.as_ref(), &headers, &body, json.as_ref()),
-        event_type: source
-            .verifier
-            .event_type(source.event_type.as_ref(), &headers, json.as_ref()),
+        dedup_key: source.verifier.dedup_key(source.dedup.as_ref(), &headers, &body, json.as_ref()),
+        event_type: source.verifier.event_type(source.event_type.as_ref(), &headers, json.as_ref()),
         source: source_name.clone(),
         received_at: now_ms,
         headers: headers
             .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_string(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
             .collect(),
         body: body.to_vec(),
     };
     // The commit runs in its own task: a provider that hangs up now cancels this handler,
     // but not the write of an event that already passed every check.
     let ingest = app.ingest.clone();
-    let committed = tokio::spawn(async move { ingest.submit(event).await })
-        .await
-        .ok()
-        .flatten();
+    let committed = tokio::spawn(async move { ingest.submit(event).await }).await.ok().flatten();
     let stored = match committed {
         Some(Ok(stored)) => stored,
         Some(Err(err)) => {
             tracing::error!(error = %err, source = %source_name, "storing an event failed");
-            metrics::counter!("hookwarden_ingest_total", "source" => source_name, "result" => "store_failed").increment(1);
-            return Err(ApiError::unavailable(
-                "the event could not be stored; retry later",
-            ));
+            metrics::counter!("hookwarden_ingest_total", "source" => source_name, "result" => "store_failed")
+                .increment(1);
+            return Err(ApiError::unavailable("the event could not be stored; retry later"));
         }
         None => {
-            return Err(ApiError::unavailable(
-                "the gateway is shutting down; retry later",
-            ));
+            return Err(ApiError::unavailable("the gateway is shutting down; retry later"));
         }
     };
     let (id, duplicate) = match stored {
@@ -113,15 +85,11 @@ async fn ingest(
         Stored::Duplicate(id) => (id, true),
     };
     let result = if duplicate { "duplicate" } else { "stored" };
-    metrics::counter!("hookwarden_ingest_total", "source" => source_name, "result" => result)
-        .increment(1);
+    metrics::counter!("hookwarden_ingest_total", "source" => source_name, "result" => result).increment(1);
     Ok(Json(json!({ "event_id": id, "duplicate": duplicate })))
 }
 
 pub fn router() -> Router<AppState> {
     // The size limit is enforced in the handler, with our own error body.
-    Router::new().route(
-        "/ingest/{source}",
-        post(ingest).layer(DefaultBodyLimit::disable()),
-    )
+    Router::new().route("/ingest/{source}", post(ingest).layer(DefaultBodyLimit::disable()))
 }

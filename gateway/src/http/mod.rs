@@ -22,7 +22,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, SourceConfig};
 use crate::delivery::DispatcherHandle;
 use crate::domain::{NewEvent, Stored};
-use crate::receipts::ReceiptKeys;
+use crate::receipts::ReceiptDesk;
 use crate::store::{Batcher, Store};
 
 pub use auth::{Caller, Role};
@@ -36,7 +36,7 @@ pub struct AppState {
     /// Group commit for inbound events.
     pub ingest: Batcher<NewEvent, Result<Stored, String>>,
     pub dispatcher: DispatcherHandle,
-    pub receipt_keys: Arc<ReceiptKeys>,
+    pub receipts: Arc<ReceiptDesk>,
     pub clock: SharedClock,
     pub metrics: PrometheusHandle,
 }

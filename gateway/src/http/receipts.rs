@@ -11,38 +11,22 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::receipts::{Refusal, Via, accept};
+use crate::receipts::{Refusal, Via};
 
 /// Receipts are small; anything larger is not one.
 const MAX_RECEIPT_BYTES: usize = 64 * 1024;
 
-async fn post_receipt(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let body = axum::body::to_bytes(body, MAX_RECEIPT_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("a receipt is at most {MAX_RECEIPT_BYTES} bytes"),
-            )
-        })?;
+async fn post_receipt(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+    let body = axum::body::to_bytes(body, MAX_RECEIPT_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("a receipt is at most {MAX_RECEIPT_BYTES} bytes"),
+        )
+    })?;
     let read = ReceiptHeaders::read(|name| headers.get(name).and_then(|v| v.to_str().ok()));
     let result = match read {
-        Ok(receipt_headers) => {
-            accept(
-                &app.store,
-                &app.receipt_keys,
-                receipt_headers,
-                &body,
-                app.clock.now_ms(),
-                Via::Post,
-            )
-            .await
-        }
+        Ok(receipt_headers) => app.receipts.accept(receipt_headers, &body, app.clock.now_ms(), Via::Post).await,
         Err(err) => Err(Refusal::Format(err)),
     };
     match result {
@@ -53,17 +37,10 @@ async fn post_receipt(
             "duplicate": accepted.repeat,
         }))),
         Err(Refusal::Store(err)) => Err(err.into()),
-        Err(refusal) => Err(ApiError::new(
-            refusal.status(),
-            refusal.code(),
-            refusal.to_string(),
-        )),
+        Err(refusal) => Err(ApiError::new(refusal.status(), refusal.code(), refusal.to_string())),
     }
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/receipts",
-        post(post_receipt).layer(DefaultBodyLimit::disable()),
-    )
+    Router::new().route("/v1/receipts", post(post_receipt).layer(DefaultBodyLimit::disable()))
 }

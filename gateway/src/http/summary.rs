@@ -60,32 +60,14 @@ async fn summary(
     caller.require(Role::Viewer)?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let now = app.clock.now_ms();
-    let until = p
-        .until
-        .as_deref()
-        .map(|t| parse_rfc3339("until", t))
-        .transpose()?
-        .unwrap_or(now);
-    let since = p
-        .since
-        .as_deref()
-        .map(|t| parse_rfc3339("since", t))
-        .transpose()?
-        .unwrap_or(until - DAY_MS);
+    let until = p.until.as_deref().map(|t| parse_rfc3339("until", t)).transpose()?.unwrap_or(now);
+    let since = p.since.as_deref().map(|t| parse_rfc3339("since", t)).transpose()?.unwrap_or(until - DAY_MS);
     if since >= until {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "`since` must be before `until`",
-        ));
+        return Err(ApiError::bad_request("invalid_query", "`since` must be before `until`"));
     }
     let bucket = p.bucket.as_deref().unwrap_or("1h");
     let bucket_ms = humantime::parse_duration(bucket)
-        .map_err(|e| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("`bucket` `{bucket}` is not a duration ({e})"),
-            )
-        })?
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("`bucket` `{bucket}` is not a duration ({e})")))?
         .as_millis() as i64;
     if bucket_ms < 1000 || (until - since) / bucket_ms > MAX_BUCKETS {
         return Err(ApiError::bad_request(
@@ -94,9 +76,11 @@ async fn summary(
         ));
     }
     let sources: Vec<_> = match &p.source {
-        Some(name) => vec![app.sources.get(name).ok_or_else(|| {
-            ApiError::not_found("source_unknown", format!("no source named `{name}`"))
-        })?],
+        Some(name) => vec![
+            app.sources
+                .get(name)
+                .ok_or_else(|| ApiError::not_found("source_unknown", format!("no source named `{name}`")))?,
+        ],
         None => app.config.sources.iter().collect(),
     };
     let mut totals = Counts::default();
@@ -120,10 +104,7 @@ async fn summary(
         let mut counts = Counts::default();
         for row in rows {
             counts.add(row.outcome, row.overdue, row.count);
-            buckets
-                .entry(row.bucket_start)
-                .or_default()
-                .add(row.outcome, row.overdue, row.count);
+            buckets.entry(row.bucket_start).or_default().add(row.outcome, row.overdue, row.count);
         }
         totals.add(Outcome::Confirmed, false, counts.confirmed);
         totals.add(Outcome::Failed, false, counts.failed);

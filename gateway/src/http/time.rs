@@ -7,10 +7,7 @@ use crate::error::ApiError;
 
 pub fn parse_rfc3339(field: &str, text: &str) -> Result<i64, ApiError> {
     let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_time",
-            format!("`{field}`: `{text}` is not an RFC 3339 time ({e})"),
-        )
+        ApiError::bad_request("invalid_time", format!("`{field}`: `{text}` is not an RFC 3339 time ({e})"))
     })?;
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }

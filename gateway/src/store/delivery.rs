@@ -118,10 +118,7 @@ impl Store {
     /// Records finished attempts in one transaction. For each, `true` when the gateway still
     /// held the lease and the schedule was updated; `false` when the lease had passed to
     /// another gateway, which then owns the schedule (the attempt is recorded either way).
-    pub async fn complete_attempts(
-        &self,
-        records: &[AttemptRecord],
-    ) -> Result<Vec<bool>, StoreError> {
+    pub async fn complete_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
         let mut held = Vec::with_capacity(records.len());
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;

@@ -52,8 +52,7 @@ macro_rules! summary_from_row {
             received_at: row.try_get("received_at")?,
             outcome: Outcome::parse(&outcome).ok_or_else(|| corrupt("outcome", &outcome))?,
             error_code: row.try_get("error_code")?,
-            delivery_state: DeliveryState::parse(&state)
-                .ok_or_else(|| corrupt("delivery state", &state))?,
+            delivery_state: DeliveryState::parse(&state).ok_or_else(|| corrupt("delivery state", &state))?,
             attempts: row.try_get("attempts")?,
             next_attempt_at: row.try_get("next_attempt_at")?,
             delivered_at: row.try_get("delivered_at")?,
@@ -84,15 +83,8 @@ impl Store {
         if let Some(before) = &q.before {
             add("id < ?", Param::Text(before.as_str().to_string()));
         }
-        let filter = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events {filter} ORDER BY id DESC LIMIT {}",
-            q.limit.clamp(1, 1000)
-        );
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let sql = format!("SELECT {COLUMNS} FROM events {filter} ORDER BY id DESC LIMIT {}", q.limit.clamp(1, 1000));
         with_pool!(self, pool => {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for param in params {

@@ -9,26 +9,30 @@
 //! write that the gateway acknowledges is committed with full durability (SQLite WAL with
 //! `synchronous=FULL`, PostgreSQL with `synchronous_commit=on`).
 
+mod audit;
 mod batch;
 mod delivery;
 mod events;
 mod ingest;
 mod receipts;
+mod replays;
 mod summary;
+mod tokens;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use audit::NewAuditEntry;
 pub use batch::Batcher;
 pub use delivery::{AttemptRecord, Completion, DueDelivery};
 pub use events::{EventDetail, EventQuery};
-pub use receipts::{NewReceipt, Recorded, StoredReceipt};
+pub use receipts::{EventHold, NewReceipt, Recorded, StoredReceipt};
+pub use replays::{ItemResult, NewReplay, ReplayCounts, ReplayItem, ReplayJob, Selection, SqlParam};
 pub use summary::{SummaryQuery, SummaryRow};
+pub use tokens::TokenRecord;
 
 /// Why the store failed; the HTTP edge answers 503 for these so providers retry.
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +97,7 @@ impl Store {
                 .connect_with(options)
                 .await?;
             SQLITE_MIGRATIONS.run(&pool).await?;
-            Ok(Self {
-                pool: Pool::Sqlite(pool),
-            })
+            Ok(Self { pool: Pool::Sqlite(pool) })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
             let pool = PgPoolOptions::new()
@@ -105,18 +107,12 @@ impl Store {
                 .await?;
             // Several gateways may start at once on one database; the lock serialises them.
             let mut conn = pool.acquire().await?;
-            sqlx::query("SELECT pg_advisory_lock(4242001)")
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query("SELECT pg_advisory_lock(4242001)").execute(&mut *conn).await?;
             let migrated = POSTGRES_MIGRATIONS.run(&mut *conn).await;
-            sqlx::query("SELECT pg_advisory_unlock(4242001)")
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query("SELECT pg_advisory_unlock(4242001)").execute(&mut *conn).await?;
             migrated?;
             drop(conn);
-            Ok(Self {
-                pool: Pool::Postgres(pool),
-            })
+            Ok(Self { pool: Pool::Postgres(pool) })
         } else {
             Err(StoreError::UnsupportedUrl(url.to_string()))
         }
@@ -133,6 +129,18 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
         Ok(())
+    }
+
+    /// A listener for receipt notifications, on PostgreSQL (`None` on SQLite).
+    pub async fn receipt_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(_) => Ok(None),
+            Pool::Postgres(pool) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                listener.listen("hookwarden_receipts").await?;
+                Ok(Some(listener))
+            }
+        }
     }
 
     pub async fn close(&self) {

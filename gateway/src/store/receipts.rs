@@ -66,17 +66,42 @@ fn outcome(text: &str) -> Result<Outcome, StoreError> {
     Outcome::parse(text).ok_or_else(|| StoreError::Corrupt(format!("outcome `{text}`")))
 }
 
+/// The database side of a send hold: on PostgreSQL a transaction holding `FOR SHARE` on
+/// the event's row, so recording a receipt (an `UPDATE` of that row) waits for the send.
+pub enum EventHold {
+    None,
+    Postgres(#[allow(dead_code)] sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
 impl Store {
+    /// Reads an event's receipt count and outcome under a hold (see `send_guard`).
+    pub async fn hold_event(&self, id: &EventId) -> Result<(EventHold, i64, Outcome), StoreError> {
+        match &self.pool {
+            super::Pool::Sqlite(pool) => {
+                let (receipts, o): (i64, String) = sqlx::query_as("SELECT receipts, outcome FROM events WHERE id = $1")
+                    .bind(id.as_str())
+                    .fetch_one(pool)
+                    .await?;
+                Ok((EventHold::None, receipts, outcome(&o)?))
+            }
+            super::Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let (receipts, o): (i64, String) =
+                    sqlx::query_as("SELECT receipts, outcome FROM events WHERE id = $1 FOR SHARE")
+                        .bind(id.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                Ok((EventHold::Postgres(tx), receipts, outcome(&o)?))
+            }
+        }
+    }
+
     /// The source and outcome of an event, or `None` when there is no such event.
-    pub async fn event_source(
-        &self,
-        id: &EventId,
-    ) -> Result<Option<(String, Outcome)>, StoreError> {
+    pub async fn event_source(&self, id: &EventId) -> Result<Option<(String, Outcome)>, StoreError> {
         let row: Option<(String, String)> = with_pool!(self, pool => {
             sqlx::query_as("SELECT source, outcome FROM events WHERE id = $1").bind(id.as_str()).fetch_optional(pool).await?
         });
-        row.map(|(source, o)| Ok((source, outcome(&o)?)))
-            .transpose()
+        row.map(|(source, o)| Ok((source, outcome(&o)?))).transpose()
     }
 
     /// Records a receipt idempotently and moves the event's outcome.
@@ -120,15 +145,16 @@ impl Store {
                 .bind(r.received_at)
                 .fetch_one(&mut *tx)
                 .await?;
+            if self.backend() == super::Backend::Postgres {
+                // Delivered on commit: running replays on every gateway drop the event at once.
+                sqlx::query("SELECT pg_notify('hookwarden_receipts', $1)").bind(r.event_id.as_str()).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(Recorded::New(outcome(&new_outcome)?))
         })
     }
 
-    pub async fn list_receipts(
-        &self,
-        event_id: &EventId,
-    ) -> Result<Vec<StoredReceipt>, StoreError> {
+    pub async fn list_receipts(&self, event_id: &EventId) -> Result<Vec<StoredReceipt>, StoreError> {
         with_pool!(self, pool => {
             let rows = sqlx::query(
                 "SELECT receipt_id, key_id, status, target_record_id, error_code, detail, signed_at, received_at, via \

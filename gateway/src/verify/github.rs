@@ -30,18 +30,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         headers.insert(HEADER, sig.parse().unwrap());
-        assert_eq!(
-            verify(b"It's a Secret to Everybody", &headers, b"Hello, World!"),
-            Ok(())
-        );
-        assert_eq!(
-            verify(b"wrong", &headers, b"Hello, World!"),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(verify(b"It's a Secret to Everybody", &headers, b"Hello, World!"), Ok(()));
+        assert_eq!(verify(b"wrong", &headers, b"Hello, World!"), Err(VerifyError::Mismatch));
         headers.insert(HEADER, "sha1=abc".parse().unwrap());
-        assert!(matches!(
-            verify(b"x", &headers, b""),
-            Err(VerifyError::MalformedHeader(_))
-        ));
+        assert!(matches!(verify(b"x", &headers, b""), Err(VerifyError::MalformedHeader(_))));
     }
 }

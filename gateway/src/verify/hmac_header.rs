@@ -16,14 +16,10 @@ pub(super) fn verify(
     body: &[u8],
 ) -> Result<(), VerifyError> {
     let value = header(headers, name)?.trim();
-    let encoded = value
-        .strip_prefix(prefix)
-        .ok_or_else(|| VerifyError::MalformedHeader(name.to_string()))?;
+    let encoded = value.strip_prefix(prefix).ok_or_else(|| VerifyError::MalformedHeader(name.to_string()))?;
     let sig = match encoding {
         HmacEncoding::Hex => hex::decode(encoded).ok(),
-        HmacEncoding::Base64 => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok(),
+        HmacEncoding::Base64 => base64::engine::general_purpose::STANDARD.decode(encoded).ok(),
     }
     .ok_or_else(|| VerifyError::MalformedHeader(name.to_string()))?;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
@@ -42,37 +38,13 @@ mod tests {
         let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
         let mut headers = HeaderMap::new();
         headers.insert("x-sig", format!("sha256={sig}").parse().unwrap());
+        assert_eq!(verify(b"k", "x-sig", HmacEncoding::Base64, "sha256=", &headers, b"body"), Ok(()));
         assert_eq!(
-            verify(
-                b"k",
-                "x-sig",
-                HmacEncoding::Base64,
-                "sha256=",
-                &headers,
-                b"body"
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            verify(
-                b"k",
-                "x-sig",
-                HmacEncoding::Base64,
-                "sha256=",
-                &headers,
-                b"other"
-            ),
+            verify(b"k", "x-sig", HmacEncoding::Base64, "sha256=", &headers, b"other"),
             Err(VerifyError::Mismatch)
         );
         assert!(matches!(
-            verify(
-                b"k",
-                "x-sig",
-                HmacEncoding::Hex,
-                "sha256=",
-                &headers,
-                b"body"
-            ),
+            verify(b"k", "x-sig", HmacEncoding::Hex, "sha256=", &headers, b"body"),
             Err(VerifyError::MalformedHeader(_))
         ));
     }

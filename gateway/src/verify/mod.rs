@@ -17,21 +17,13 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub enum Verifier {
     /// `Stripe-Signature: t=…,v1=…` over `{t}.{body}`.
-    Stripe {
-        secret: Vec<u8>,
-        tolerance: Duration,
-    },
+    Stripe { secret: Vec<u8>, tolerance: Duration },
     /// `X-Hub-Signature-256: sha256=…` over the body.
     Github { secret: Vec<u8> },
     /// Standard Webhooks / Svix, `v1` and `v1a`.
     Standard(WebhookVerifier),
     /// A plain HMAC-SHA256 of the body in a configured header.
-    Hmac {
-        secret: Vec<u8>,
-        header: String,
-        encoding: HmacEncoding,
-        prefix: String,
-    },
+    Hmac { secret: Vec<u8>, header: String, encoding: HmacEncoding, prefix: String },
     /// Explicitly unauthenticated.
     None,
 }
@@ -77,12 +69,8 @@ impl VerifyError {
 }
 
 pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
-    let value = headers
-        .get(name)
-        .ok_or_else(|| VerifyError::MissingHeader(name.to_string()))?;
-    value
-        .to_str()
-        .map_err(|_| VerifyError::MalformedHeader(name.to_string()))
+    let value = headers.get(name).ok_or_else(|| VerifyError::MissingHeader(name.to_string()))?;
+    value.to_str().map_err(|_| VerifyError::MalformedHeader(name.to_string()))
 }
 
 impl Verifier {
@@ -97,16 +85,9 @@ impl Verifier {
     }
 
     /// Checks the request's signature at `now_secs` (unix seconds).
-    pub fn verify(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_secs: i64,
-    ) -> Result<(), VerifyError> {
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_secs: i64) -> Result<(), VerifyError> {
         match self {
-            Verifier::Stripe { secret, tolerance } => {
-                stripe::verify(secret, *tolerance, headers, body, now_secs)
-            }
+            Verifier::Stripe { secret, tolerance } => stripe::verify(secret, *tolerance, headers, body, now_secs),
             Verifier::Github { secret } => github::verify(secret, headers, body),
             Verifier::Standard(verifier) => {
                 let found = WebhookHeaders {
@@ -115,21 +96,16 @@ impl Verifier {
                     signature: header(headers, "webhook-signature")?,
                 };
                 verifier.verify(found, body, now_secs).map_err(|e| match e {
-                    receipts_sdk::webhook::WebhookError::StaleTimestamp => {
-                        VerifyError::StaleTimestamp
-                    }
+                    receipts_sdk::webhook::WebhookError::StaleTimestamp => VerifyError::StaleTimestamp,
                     receipts_sdk::webhook::WebhookError::InvalidTimestamp => {
                         VerifyError::MalformedHeader("webhook-timestamp".into())
                     }
                     _ => VerifyError::Mismatch,
                 })
             }
-            Verifier::Hmac {
-                secret,
-                header: name,
-                encoding,
-                prefix,
-            } => hmac_header::verify(secret, name, *encoding, prefix, headers, body),
+            Verifier::Hmac { secret, header: name, encoding, prefix } => {
+                hmac_header::verify(secret, name, *encoding, prefix, headers, body)
+            }
             Verifier::None => Ok(()),
         }
     }
@@ -170,19 +146,10 @@ impl Verifier {
     }
 }
 
-fn extract(
-    what: &Extract,
-    headers: &HeaderMap,
-    json: Option<&serde_json::Value>,
-) -> Option<String> {
+fn extract(what: &Extract, headers: &HeaderMap, json: Option<&serde_json::Value>) -> Option<String> {
     let value = match what {
         Extract::Header(name) if name.is_empty() => return None,
-        Extract::Header(name) => headers
-            .get(name.as_str())?
-            .to_str()
-            .ok()?
-            .trim()
-            .to_string(),
+        Extract::Header(name) => headers.get(name.as_str())?.to_str().ok()?.trim().to_string(),
         Extract::JsonPointer(pointer) => match json?.pointer(pointer)? {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Number(n) => n.to_string(),
@@ -199,10 +166,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
-            map.insert(
-                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            map.insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         map
     }
@@ -211,34 +175,12 @@ mod tests {
     fn dedup_key_falls_back_to_body_hash() {
         let body = br#"{"id":"evt_1","type":"charge.succeeded"}"#;
         let json: serde_json::Value = serde_json::from_slice(body).unwrap();
-        let stripe = Verifier::Stripe {
-            secret: b"s".to_vec(),
-            tolerance: Duration::from_secs(300),
-        };
-        assert_eq!(
-            stripe.dedup_key(None, &HeaderMap::new(), body, Some(&json)),
-            "evt_1"
-        );
-        assert_eq!(
-            stripe
-                .event_type(None, &HeaderMap::new(), Some(&json))
-                .as_deref(),
-            Some("charge.succeeded")
-        );
+        let stripe = Verifier::Stripe { secret: b"s".to_vec(), tolerance: Duration::from_secs(300) };
+        assert_eq!(stripe.dedup_key(None, &HeaderMap::new(), body, Some(&json)), "evt_1");
+        assert_eq!(stripe.event_type(None, &HeaderMap::new(), Some(&json)).as_deref(), Some("charge.succeeded"));
         let none = Verifier::None;
-        assert!(
-            none.dedup_key(None, &HeaderMap::new(), body, Some(&json))
-                .starts_with("sha256:")
-        );
+        assert!(none.dedup_key(None, &HeaderMap::new(), body, Some(&json)).starts_with("sha256:"));
         let by_header = Extract::Header("x-request-id".into());
-        assert_eq!(
-            none.dedup_key(
-                Some(&by_header),
-                &headers(&[("x-request-id", "r-9")]),
-                body,
-                None
-            ),
-            "r-9"
-        );
+        assert_eq!(none.dedup_key(Some(&by_header), &headers(&[("x-request-id", "r-9")]), body, None), "r-9");
     }
 }

@@ -1,0 +1,7 @@
+//! Guardrailed replay: the filter language, the planner (the dry run) and the executor.
+//!
+//! Architecture invariants: a replay never sends an event outside its mandatory scope; a
+//! `confirmed` event is only eligible under an override that carries its own note; every
+//! send goes through `send_guard`, so nothing is sent after its receipt was recorded.
+
+pub mod filter;

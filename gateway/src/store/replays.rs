@@ -1,0 +1,445 @@
+//! Replay jobs and their items: the plan's counts and sample, the persisted job, and the
+//! executor's bookkeeping (claims, item states, counters).
+//!
+//! Item states: `queued` → `sending` (written before the request goes out, so a resumed job
+//! never sends an item twice) → `succeeded` | `failed`; or `queued` → `skipped_receipt` |
+//! `skipped_outcome` | `cancelled`; a `sending` item found after a crash is `interrupted`.
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::{Backend, Store, StoreError, with_pool};
+use crate::domain::{EventId, Outcome};
+
+/// A value bound to a placeholder of a [`Selection`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlParam {
+    Text(String),
+    Int(i64),
+}
+
+/// A condition over `events`, written with `?` placeholders that the store numbers when it
+/// places the condition into a statement. Only code writes the SQL; users' values are params.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    sql: Vec<String>,
+    params: Vec<SqlParam>,
+}
+
+impl Selection {
+    /// Adds `AND (clause)`; `clause` has one `?` per param, in order.
+    pub fn and(&mut self, clause: &str, params: Vec<SqlParam>) -> &mut Self {
+        debug_assert_eq!(clause.matches('?').count(), params.len());
+        self.sql.push(format!("({clause})"));
+        self.params.extend(params);
+        self
+    }
+
+    /// The condition with placeholders numbered from `$first`.
+    fn render(&self, first: usize) -> String {
+        if self.sql.is_empty() {
+            return "1 = 1".into();
+        }
+        let joined = self.sql.join(" AND ");
+        let mut out = String::with_capacity(joined.len() + 16);
+        let mut n = first;
+        for ch in joined.chars() {
+            if ch == '?' {
+                out.push_str(&format!("${n}"));
+                n += 1;
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    }
+}
+
+macro_rules! bind_all {
+    ($query:expr, $params:expr) => {{
+        let mut q = $query;
+        for p in $params {
+            q = match p {
+                SqlParam::Text(t) => q.bind(t.clone()),
+                SqlParam::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }};
+}
+
+/// A new job, as the planner made it.
+#[derive(Debug, Clone)]
+pub struct NewReplay {
+    pub id: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub request: serde_json::Value,
+    pub destination: Option<String>,
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayCounts {
+    pub eligible: i64,
+    pub sent: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub skipped_receipt: i64,
+    pub skipped_other: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayJob {
+    pub id: String,
+    pub state: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub request: serde_json::Value,
+    pub destination: Option<String>,
+    pub rate: f64,
+    pub current_rate: f64,
+    pub counts: ReplayCounts,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayItem {
+    pub seq: i64,
+    pub event_id: EventId,
+    pub receipts_at_plan: i64,
+}
+
+/// A change of one item's state.
+#[derive(Debug, Clone)]
+pub struct ItemResult {
+    pub seq: i64,
+    /// `sending`, `succeeded`, `failed`, `skipped_receipt`, `skipped_outcome`, `cancelled`.
+    pub state: &'static str,
+    pub status_code: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub error: Option<String>,
+    pub at: i64,
+}
+
+const JOB_COLUMNS: &str = "id, state, created_by, created_at, request, destination, rate, current_rate, eligible, sent, \
+     succeeded, failed, skipped_receipt, skipped_other, finished_at, error";
+
+macro_rules! job_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        let request: String = row.try_get("request")?;
+        Ok::<_, StoreError>(ReplayJob {
+            id: row.try_get("id")?,
+            state: row.try_get("state")?,
+            created_by: row.try_get("created_by")?,
+            created_at: row.try_get("created_at")?,
+            request: serde_json::from_str(&request).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            destination: row.try_get("destination")?,
+            rate: row.try_get("rate")?,
+            current_rate: row.try_get("current_rate")?,
+            counts: ReplayCounts {
+                eligible: row.try_get("eligible")?,
+                sent: row.try_get("sent")?,
+                succeeded: row.try_get("succeeded")?,
+                failed: row.try_get("failed")?,
+                skipped_receipt: row.try_get("skipped_receipt")?,
+                skipped_other: row.try_get("skipped_other")?,
+            },
+            finished_at: row.try_get("finished_at")?,
+            error: row.try_get("error")?,
+        })
+    }};
+}
+
+/// How an item state moves the job's counters: (sent, succeeded, failed, skipped_receipt, skipped_other).
+fn deltas(state: &str) -> [i64; 5] {
+    match state {
+        "sending" => [1, 0, 0, 0, 0],
+        "succeeded" => [0, 1, 0, 0, 0],
+        "failed" | "interrupted" => [0, 0, 1, 0, 0],
+        "skipped_receipt" => [0, 0, 0, 1, 0],
+        _ => [0, 0, 0, 0, 1],
+    }
+}
+
+impl Store {
+    /// Outcome counts over a selection (the dry run's table).
+    pub async fn outcome_counts(&self, sel: &Selection) -> Result<HashMap<Outcome, i64>, StoreError> {
+        let sql = format!("SELECT outcome, COUNT(*) FROM events WHERE {} GROUP BY outcome", sel.render(1));
+        let rows: Vec<(String, i64)> = with_pool!(self, pool => {
+            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &sel.params).fetch_all(pool).await?
+        });
+        let mut out = HashMap::new();
+        for (outcome, n) in rows {
+            let outcome =
+                Outcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt(format!("outcome `{outcome}`")))?;
+            out.insert(outcome, n);
+        }
+        Ok(out)
+    }
+
+    /// Creates a running job with its items (the first `limit` events of `eligible`, in the
+    /// order they were received), and returns how many items it has.
+    pub async fn create_replay(&self, job: &NewReplay, eligible: &Selection, limit: i64) -> Result<i64, StoreError> {
+        let items = format!(
+            "INSERT INTO replay_items (replay_id, seq, event_id, receipts_at_plan, state) \
+             SELECT $1, ROW_NUMBER() OVER (ORDER BY id), id, receipts, 'queued' \
+             FROM (SELECT id, receipts FROM events WHERE {} ORDER BY id LIMIT {}) picked",
+            eligible.render(2),
+            limit.max(0)
+        );
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO replays (id, state, created_by, created_at, request, destination, rate, current_rate, eligible) \
+                 VALUES ($1, 'running', $2, $3, $4, $5, $6, $6, 0)",
+            )
+            .bind(&job.id)
+            .bind(&job.created_by)
+            .bind(job.created_at)
+            .bind(job.request.to_string())
+            .bind(job.destination.as_deref())
+            .bind(job.rate)
+            .execute(&mut *tx)
+            .await?;
+            let n = bind_all!(sqlx::query(sqlx::AssertSqlSafe(items)).bind(&job.id), &eligible.params)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as i64;
+            sqlx::query("UPDATE replays SET eligible = $2 WHERE id = $1").bind(&job.id).bind(n).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
+    }
+
+    pub async fn get_replay(&self, id: &str) -> Result<Option<ReplayJob>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM replays WHERE id = $1");
+        with_pool!(self, pool => {
+            match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await? {
+                Some(row) => Ok(Some(job_from_row!(&row)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Leases one running job whose lease is free or expired (a job of a dead gateway).
+    pub async fn claim_replay(&self, owner: &str, now: i64, lease_until: i64) -> Result<Option<ReplayJob>, StoreError> {
+        let lock = if self.backend() == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+        let sql = format!(
+            "UPDATE replays SET lease_owner = $1, lease_until = $2 WHERE id = (SELECT id FROM replays \
+             WHERE state = 'running' AND (lease_until IS NULL OR lease_until < $3) ORDER BY created_at LIMIT 1 {lock}) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        with_pool!(self, pool => {
+            match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(owner).bind(lease_until).bind(now).fetch_optional(pool).await? {
+                Some(row) => Ok(Some(job_from_row!(&row)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Extends a job's lease and records its current rate; answers the job's state, or `None`
+    /// when this gateway no longer holds the lease.
+    pub async fn renew_replay(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+        current_rate: f64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "UPDATE replays SET lease_until = $3, current_rate = $4 WHERE id = $1 AND lease_owner = $2 RETURNING state",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(current_rate)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// The next queued items of a job, in order.
+    pub async fn queued_items(&self, id: &str, limit: i64) -> Result<Vec<ReplayItem>, StoreError> {
+        let rows: Vec<(i64, String, i64)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT seq, event_id, receipts_at_plan FROM replay_items WHERE replay_id = $1 AND state = 'queued' ORDER BY seq LIMIT $2",
+        )
+        .bind(id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(seq, event_id, receipts_at_plan)| ReplayItem {
+                seq,
+                event_id: EventId::from_stored(event_id),
+                receipts_at_plan,
+            })
+            .collect())
+    }
+
+    /// Current receipt counts and outcomes of some events (re-read before each batch).
+    pub async fn receipt_counts(&self, ids: &[EventId]) -> Result<HashMap<EventId, (i64, Outcome)>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!("SELECT id, receipts, outcome FROM events WHERE id IN ({})", placeholders.join(", "));
+            let rows: Vec<(String, i64, String)> = with_pool!(self, pool => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    q = q.bind(id.as_str());
+                }
+                q.fetch_all(pool).await?
+            });
+            for (id, receipts, outcome) in rows {
+                let outcome =
+                    Outcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt(format!("outcome `{outcome}`")))?;
+                out.insert(EventId::from_stored(id), (receipts, outcome));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records item state changes and moves the job's counters, in one transaction.
+    pub async fn record_items(&self, id: &str, results: &[ItemResult]) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut totals = [0i64; 5];
+        for r in results {
+            for (t, d) in totals.iter_mut().zip(deltas(r.state)) {
+                *t += d;
+            }
+        }
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for r in results {
+                sqlx::query(
+                    "UPDATE replay_items SET state = $3, status_code = COALESCE($4, status_code), \
+                     latency_ms = COALESCE($5, latency_ms), error = COALESCE($6, error), at = $7 \
+                     WHERE replay_id = $1 AND seq = $2",
+                )
+                .bind(id)
+                .bind(r.seq)
+                .bind(r.state)
+                .bind(r.status_code)
+                .bind(r.latency_ms)
+                .bind(r.error.as_deref())
+                .bind(r.at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE replays SET sent = sent + $2, succeeded = succeeded + $3, failed = failed + $4, \
+                 skipped_receipt = skipped_receipt + $5, skipped_other = skipped_other + $6 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(totals[0])
+            .bind(totals[1])
+            .bind(totals[2])
+            .bind(totals[3])
+            .bind(totals[4])
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Items left `sending` by a crashed gateway: they may have gone out, so they are never
+    /// sent again; they count as failed with the reason.
+    pub async fn interrupt_sending(&self, id: &str, now: i64) -> Result<i64, StoreError> {
+        let seqs: Vec<i64> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT seq FROM replay_items WHERE replay_id = $1 AND state = 'sending'",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await?);
+        let results: Vec<ItemResult> = seqs
+            .iter()
+            .map(|&seq| ItemResult {
+                seq,
+                state: "interrupted",
+                status_code: None,
+                latency_ms: None,
+                error: Some("the gateway stopped while this item was being sent; not sent again".into()),
+                at: now,
+            })
+            .collect();
+        self.record_items(id, &results).await?;
+        Ok(results.len() as i64)
+    }
+
+    /// Marks every still-queued item cancelled.
+    pub async fn cancel_queued(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let items = self.queued_items(id, i64::MAX).await?;
+        let results: Vec<ItemResult> = items
+            .iter()
+            .map(|i| ItemResult {
+                seq: i.seq,
+                state: "cancelled",
+                status_code: None,
+                latency_ms: None,
+                error: None,
+                at: now,
+            })
+            .collect();
+        self.record_items(id, &results).await
+    }
+
+    /// Ends a running job (`completed`, `cancelled` or `failed`); `false` when it had ended.
+    pub async fn finish_replay(
+        &self,
+        id: &str,
+        state: &str,
+        now: i64,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let n = with_pool!(self, pool => sqlx::query(
+            "UPDATE replays SET state = $2, finished_at = $3, error = $4, lease_owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(now)
+        .bind(error)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Per-item results of a job, for its audit entry.
+    pub async fn replay_item_results(&self, id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT seq, event_id, state, status_code, latency_ms, error FROM replay_items WHERE replay_id = $1 ORDER BY seq",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(serde_json::json!({
+                        "event_id": row.try_get::<String, _>("event_id")?,
+                        "result": row.try_get::<String, _>("state")?,
+                        "status_code": row.try_get::<Option<i64>, _>("status_code")?,
+                        "latency_ms": row.try_get::<Option<i64>, _>("latency_ms")?,
+                        "error": row.try_get::<Option<String>, _>("error")?,
+                    }))
+                })
+                .collect()
+        })
+    }
+
+    /// Gives back every replay lease (a single-gateway SQLite store at start).
+    pub async fn release_replay_leases(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("UPDATE replays SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+}
