@@ -8,7 +8,9 @@ mod support;
 
 mod crash;
 mod delivery;
+mod handler;
 mod ingest;
 mod receipts;
+mod replay;
 mod replicas;
 mod store_contract;

@@ -10,21 +10,12 @@ use crate::support::receiver::Behaviour;
 use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, sign};
 
 fn key(id: &str, seed: u8) -> ReceiptKey {
-    use base64::Engine;
-    ReceiptKey::from_seed_base64(id, &base64::engine::general_purpose::STANDARD.encode([seed; 32])).unwrap()
+    sign::receipt_key(id, seed)
 }
 
 /// `orders` accepts keys `orders-1` and (revoked) `old-1`; `billing` accepts `billing-1`.
 async fn start(db: &TestDb, receiver: &Receiver, ladder: &[&str]) -> Gateway {
-    let keys = |entries: &[(&ReceiptKey, bool)]| {
-        let list: Vec<String> = entries
-            .iter()
-            .map(|(k, revoked)| {
-                format!("{{ id = \"{}\", public_key = \"{}\", revoked = {revoked} }}", k.id, k.public_key_base64())
-            })
-            .collect();
-        format!("receipt_keys = [{}]", list.join(", "))
-    };
+    let keys = sign::receipt_keys_line;
     let orders = SourceSpec::new("orders", "{ kind = \"none\" }", &receiver.url("/orders"))
         .with("dedup = { json_pointer = \"/id\" }")
         .with(&keys(&[(&key("orders-1", 1), false), (&key("old-1", 3), true)]))
@@ -42,12 +33,7 @@ async fn ingest(gw: &Gateway, id: &str) -> String {
 }
 
 async fn post(gw: &Gateway, signed: &SignedReceipt) -> (u16, Value) {
-    let mut request = crate::support::client().post(gw.url("/v1/receipts")).body(signed.body.clone());
-    for (name, value) in signed.headers() {
-        request = request.header(name, value);
-    }
-    let response = request.header("content-type", "application/json").send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    gw.post_receipt(signed).await
 }
 
 async fn outcome(gw: &Gateway, id: &str) -> Value {

@@ -44,6 +44,7 @@ use crate::delivery::Dispatcher;
 use crate::domain::EventId;
 use crate::domain::Stored;
 use crate::receipts::{ReceiptDesk, ReceiptKeys};
+use crate::replay::executor::{ReplaySettings, Replayer};
 use crate::send_guard::SendGuard;
 use crate::store::{Backend, Batcher, Store, StoreError};
 use tokio::sync::broadcast;
@@ -75,6 +76,7 @@ pub async fn run(
     if store.backend() == Backend::Sqlite {
         // One gateway per SQLite file: leases left by a crashed run are ours to take back.
         store.release_leases(None).await?;
+        store.release_replay_leases().await?;
     }
     let gateway_id = format!("gw-{}-{:08x}", std::process::id(), rand::random::<u32>());
     tracing::info!(%gateway_id, backend = ?store.backend(), listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway starting");
@@ -89,7 +91,21 @@ pub async fn run(
     if let Some(listener) = store.receipt_listener().await? {
         tokio::spawn(forward_receipt_notifications(listener, bus.clone()));
     }
-    let dispatcher = Dispatcher::new(store.clone(), &config, receipts.clone(), clock.clone(), gateway_id);
+    let dispatcher = Dispatcher::new(store.clone(), &config, receipts.clone(), clock.clone(), gateway_id.clone());
+    let sources = Arc::new(config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect::<HashMap<_, _>>());
+    let replayer = Replayer::new(
+        store.clone(),
+        sources.clone(),
+        receipts.clone(),
+        clock.clone(),
+        gateway_id.clone(),
+        ReplaySettings {
+            lease: config.delivery.lease,
+            poll_interval: config.delivery.poll_interval,
+            concurrency: if store.backend() == Backend::Sqlite { 32 } else { 8 },
+            timeout: config.delivery.timeout,
+        },
+    );
     let writer = store.clone();
     let ingest = Batcher::spawn(16_384, INGEST_BATCH, move |events: Vec<domain::NewEvent>| {
         let store = writer.clone();
@@ -103,17 +119,19 @@ pub async fn run(
     });
     let state = http::AppState {
         store: store.clone(),
-        sources: Arc::new(config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect::<HashMap<_, _>>()),
+        sources,
         config: Arc::new(config),
         ingest,
         dispatcher: dispatcher.handle(),
         receipts,
+        replayer: replayer.clone(),
         clock,
         metrics: metrics::handle(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let delivering = tokio::spawn(dispatcher.run(stop_rx));
+    let delivering = tokio::spawn(dispatcher.run(stop_rx.clone()));
+    let replaying = tokio::spawn(replayer.run(stop_rx));
     let app = http::router(state);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     if let Err(err) = served {
@@ -121,6 +139,7 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let _ = delivering.await;
+    let _ = replaying.await;
     store.close().await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use ed25519_dalek::VerifyingKey;
-use receipts_sdk::receipt::{Receipt, ReceiptError, ReceiptHeaders};
+use receipts_sdk::receipt::{self as format, Receipt, ReceiptError, ReceiptHeaders};
 
 use crate::config::SourceConfig;
+use crate::delivery::InlineReceipt;
 use crate::domain::{EventId, Outcome};
 use crate::send_guard::SendGuard;
 use crate::store::{NewReceipt, Recorded, Store, StoreError};
@@ -178,5 +179,20 @@ impl ReceiptDesk {
         let repeat_label = if repeat { "true" } else { "false" };
         metrics::counter!("hookwarden_receipts_total", "status" => record.status, "via" => record.via, "repeat" => repeat_label).increment(1);
         Ok(Accepted { event_id, receipt_id: record.receipt_id, outcome, repeat })
+    }
+
+    /// Records a receipt that rode on a handler's 2xx for `event`; a refused one is logged
+    /// and counted, never fatal to the delivery it came with.
+    pub async fn accept_inline(&self, event: &EventId, inline: &InlineReceipt, now_ms: i64) {
+        let body = inline.get(format::HEADER_BODY).map(format::decode_inline_body);
+        let result = match (ReceiptHeaders::read(|name| inline.get(name)), body) {
+            (Ok(headers), Some(Ok(body))) => self.accept(headers, &body, now_ms, Via::Inline).await.map(|_| ()),
+            (Err(err), _) | (_, Some(Err(err))) => Err(Refusal::Format(err)),
+            (_, None) => Err(Refusal::Format(ReceiptError::MissingHeader(format::HEADER_BODY))),
+        };
+        if let Err(refusal) = result {
+            metrics::counter!("hookwarden_inline_receipts_refused_total", "code" => refusal.code()).increment(1);
+            tracing::warn!(%event, code = refusal.code(), reason = %refusal, "inline receipt refused");
+        }
     }
 }

@@ -161,7 +161,6 @@ impl Gateway {
         format!("http://{}{}", self.addr, path)
     }
 
-
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -169,7 +168,6 @@ impl Gateway {
             let _ = child.wait();
         }
     }
-
 
     /// Starts the same config again (same port, same database).
     pub async fn restart(&mut self) {
@@ -186,6 +184,55 @@ impl Gateway {
         let response = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A request with `token` (the admin token when `None`) and an optional JSON body.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token.unwrap_or(ADMIN_TOKEN));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("admin request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST` an admin route with the admin token.
+    pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call("POST", path, None, Some(body)).await
+    }
+
+    /// `POST /v1/receipts` with a signed receipt.
+    pub async fn post_receipt(&self, signed: &receipts_sdk::receipt::SignedReceipt) -> (u16, Value) {
+        let mut request = self.http.post(self.url("/v1/receipts")).body(signed.body.clone());
+        for (name, value) in signed.headers() {
+            request = request.header(name, value);
+        }
+        let response = request.header("content-type", "application/json").send().await.expect("receipt request");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new operator token with `role`.
+    pub async fn token(&self, name: &str, role: &str) -> String {
+        let (status, answer) = self.admin_post("/v1/tokens", &serde_json::json!({ "name": name, "role": role })).await;
+        assert_eq!(status, 201, "{answer}");
+        answer["token"].as_str().unwrap().to_string()
+    }
+
+    /// Every audit entry, oldest first.
+    pub async fn audit(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let (status, page) = self.admin_get(&format!("/v1/audit?after={after}&limit=1000")).await;
+            assert_eq!(status, 200, "{page}");
+            out.extend(page["entries"].as_array().unwrap().iter().cloned());
+            match page["next_after"].as_i64() {
+                Some(next) => after = next,
+                None => return out,
+            }
+        }
     }
 
     /// The event, with its attempt log, or `None` when unknown.

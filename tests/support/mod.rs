@@ -15,9 +15,11 @@ pub use receiver::Receiver;
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// An HTTP client (reqwest is built without a default TLS provider; the gateway installs one).
+/// It keeps no idle connections: a test that makes the gateway close one (a 413 before the
+/// body was read) must not see the next request fail on it.
 pub fn client() -> reqwest::Client {
     hookwarden::tls::install_crypto_provider();
-    reqwest::Client::new()
+    reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client")
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.

@@ -28,6 +28,11 @@ impl Received {
         self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
+    /// The replay that sent this, if any.
+    pub fn replay_id(&self) -> Option<&str> {
+        self.headers.get("hookwarden-replay-id").and_then(|v| v.to_str().ok())
+    }
+
     /// The gateway's event id (`webhook-id`).
     pub fn event_id(&self) -> &str {
         self.header("webhook-id")
@@ -127,6 +132,10 @@ impl Receiver {
 
     pub fn set(&self, behaviour: Behaviour) {
         *self.inner.behaviour.lock().unwrap() = behaviour;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.received.lock().unwrap().clone()
     }
 
     /// The key inline receipts are signed with.

@@ -57,3 +57,24 @@ pub fn standard_v1a(key: &ed25519_dalek::SigningKey, msg_id: &str, t: i64, body:
 pub fn hmac_header(header: &str, secret: &str, body: &[u8]) -> Vec<(String, String)> {
     vec![(header.into(), hmac_hex(secret.as_bytes(), &[body]))]
 }
+
+/// A receipt key from a one-byte seed pattern (tests only).
+pub fn receipt_key(id: &str, seed: u8) -> receipts_sdk::receipt::ReceiptKey {
+    use base64::Engine;
+    receipts_sdk::receipt::ReceiptKey::from_seed_base64(
+        id,
+        &base64::engine::general_purpose::STANDARD.encode([seed; 32]),
+    )
+    .unwrap()
+}
+
+/// The `receipt_keys = [...]` config line for some keys, each `(key, revoked)`.
+pub fn receipt_keys_line(entries: &[(&receipts_sdk::receipt::ReceiptKey, bool)]) -> String {
+    let list: Vec<String> = entries
+        .iter()
+        .map(|(k, revoked)| {
+            format!("{{ id = \"{}\", public_key = \"{}\", revoked = {revoked} }}", k.id, k.public_key_base64())
+        })
+        .collect();
+    format!("receipt_keys = [{}]", list.join(", "))
+}

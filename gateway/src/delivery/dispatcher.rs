@@ -10,13 +10,12 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::{ForwardRequest, Forwarder, InlineReceipt, NextStep, idempotency_key};
+use super::{ForwardRequest, Forwarder, NextStep, idempotency_key};
 use crate::clock::SharedClock;
 use crate::config::{Config, DeliveryConfig, SourceConfig};
 use crate::domain::AttemptKind;
-use crate::receipts::{self, ReceiptDesk, Via};
+use crate::receipts::ReceiptDesk;
 use crate::store::{AttemptRecord, Batcher, Completion, DueDelivery, Store, StoreError};
-use receipts_sdk::receipt::{self as format, ReceiptHeaders};
 
 /// Most deliveries claimed in one pass.
 const CLAIM_BATCH: usize = 128;
@@ -211,6 +210,7 @@ impl Dispatcher {
             Completion::Delivered { .. } => "delivered",
             Completion::RetryAt(_) => "retry",
             Completion::Exhausted => "exhausted",
+            Completion::Replayed { .. } => "replayed",
         };
         metrics::counter!("hookwarden_delivery_attempts_total", "source" => due.source.clone(), "result" => label)
             .increment(1);
@@ -223,7 +223,7 @@ impl Dispatcher {
         record.response_excerpt = result.excerpt;
         self.record(record).await;
         if let Some(inline) = inline {
-            self.accept_inline(&due, &inline).await;
+            self.receipts.accept_inline(&due.event_id, &inline, self.clock.now_ms()).await;
         }
     }
 
@@ -254,22 +254,6 @@ impl Dispatcher {
                 tracing::warn!(%event, error = %err, "recording an attempt failed; the lease will expire and the event be retried")
             }
             None => tracing::warn!(%event, "attempt writer stopped"),
-        }
-    }
-
-    /// Records a receipt that rode on the handler's 2xx; a refused one is logged and counted.
-    async fn accept_inline(&self, due: &DueDelivery, inline: &InlineReceipt) {
-        let body = inline.get(format::HEADER_BODY).map(format::decode_inline_body);
-        let result = match (ReceiptHeaders::read(|name| inline.get(name)), body) {
-            (Ok(headers), Some(Ok(body))) => {
-                self.receipts.accept(headers, &body, self.clock.now_ms(), Via::Inline).await.map(|_| ())
-            }
-            (Err(err), _) | (_, Some(Err(err))) => Err(receipts::Refusal::Format(err)),
-            (_, None) => Err(receipts::Refusal::Format(format::ReceiptError::MissingHeader(format::HEADER_BODY))),
-        };
-        if let Err(refusal) = result {
-            metrics::counter!("hookwarden_inline_receipts_refused_total", "code" => refusal.code()).increment(1);
-            tracing::warn!(event = %due.event_id, code = refusal.code(), reason = %refusal, "inline receipt refused");
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Bearer tokens for the admin API. Today: the bootstrap admin token from the config or
-//! `HOOKWARDEN_ADMIN_TOKEN`, compared in constant time.
+//! Bearer tokens for the admin API: the bootstrap admin token (config or
+//! `HOOKWARDEN_ADMIN_TOKEN`, compared in constant time) and operator tokens created with
+//! `hookwarden tokens create`, stored as sha256 hashes. A token's name is the audit log's "who".
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -16,6 +17,37 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// What the store keeps of a token: its sha256, hex.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// A new bearer token: `hwt_` + 64 hex digits of randomness.
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("hwt_{}", hex::encode(bytes))
+}
+
 /// The authenticated caller of an admin route: the "who" of the audit log.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -28,7 +60,7 @@ impl Caller {
         if self.role >= role {
             Ok(())
         } else {
-            Err(ApiError::forbidden("role_insufficient", format!("this needs the {role:?} role")))
+            Err(ApiError::forbidden("role_insufficient", format!("this needs the {} role", role.as_str())))
         }
     }
 }
@@ -49,6 +81,8 @@ impl FromRequestParts<AppState> for Caller {
                 return Ok(Caller { name: "bootstrap-admin".into(), role: Role::Admin });
             }
         }
-        Err(ApiError::unauthorized("token_invalid", "the token is not valid"))
+        let invalid = || ApiError::unauthorized("token_invalid", "the token is not valid");
+        let (name, role) = app.store.find_token(&token_hash(token)).await?.ok_or_else(invalid)?;
+        Ok(Caller { name, role: Role::parse(&role).ok_or_else(invalid)? })
     }
 }

@@ -151,6 +151,56 @@ async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String
     Ok(Json(out))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resolve {
+    note: String,
+    /// `confirmed` (default) or `failed`.
+    outcome: Option<String>,
+}
+
+/// `POST /v1/events/{id}/resolve`: close a gap without replay, with a note (audited).
+async fn resolve(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<Resolve>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    if req.note.trim().is_empty() {
+        return Err(ApiError::bad_request("note_required", "resolving an event needs a `note`"));
+    }
+    let outcome = match req.outcome.as_deref().unwrap_or("confirmed") {
+        "confirmed" => Outcome::Confirmed,
+        "failed" => Outcome::Failed,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("`outcome` `{other}` is not confirmed or failed"),
+            ));
+        }
+    };
+    let not_found = || ApiError::not_found("event_unknown", format!("no event `{id}`"));
+    let event_id = EventId::parse(&id).ok_or_else(not_found)?;
+    let before = app.store.event_source(&event_id).await?.ok_or_else(not_found)?;
+    let now = app.clock.now_ms();
+    app.store.resolve_event(&event_id, outcome, &caller.name, &req.note, now).await?;
+    app.store
+        .append_audit(crate::store::NewAuditEntry {
+            at: now,
+            actor: caller.name,
+            action: "event.resolved".into(),
+            subject: Some(id.clone()),
+            details: json!({ "note": req.note, "outcome": outcome, "outcome_before": before.1, "source": before.0 }),
+        })
+        .await?;
+    Ok(Json(json!({ "event_id": id, "outcome": outcome })))
+}
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/events", get(list)).route("/v1/events/{id}", get(show))
+    Router::new()
+        .route("/v1/events", get(list))
+        .route("/v1/events/{id}", get(show))
+        .route("/v1/events/{id}/resolve", axum::routing::post(resolve))
 }

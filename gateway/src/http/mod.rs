@@ -4,13 +4,16 @@
 //! Architecture invariant: only `http/` knows about JSON bodies, status codes and headers of
 //! the API; it calls the store and the domain modules, never SQL.
 
+mod audit;
 mod auth;
 mod events;
 mod health;
 mod ingest;
 mod receipts;
+mod replays;
 mod summary;
 mod time;
+mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,9 +26,11 @@ use crate::config::{Config, SourceConfig};
 use crate::delivery::DispatcherHandle;
 use crate::domain::{NewEvent, Stored};
 use crate::receipts::ReceiptDesk;
+use crate::replay::executor::Replayer;
 use crate::store::{Batcher, Store};
 
 pub use auth::{Caller, Role};
+pub use time::{format_ms, parse_rfc3339};
 
 /// Everything a request handler may use.
 #[derive(Clone)]
@@ -37,6 +42,7 @@ pub struct AppState {
     pub ingest: Batcher<NewEvent, Result<Stored, String>>,
     pub dispatcher: DispatcherHandle,
     pub receipts: Arc<ReceiptDesk>,
+    pub replayer: Arc<Replayer>,
     pub clock: SharedClock,
     pub metrics: PrometheusHandle,
 }
@@ -46,6 +52,9 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(events::router())
         .merge(receipts::router())
+        .merge(replays::router())
+        .merge(audit::router())
+        .merge(tokens::router())
         .merge(summary::router())
         .merge(health::router())
         .with_state(state)

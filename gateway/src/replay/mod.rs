@@ -4,4 +4,7 @@
 //! `confirmed` event is only eligible under an override that carries its own note; every
 //! send goes through `send_guard`, so nothing is sent after its receipt was recorded.
 
+pub mod executor;
 pub mod filter;
+pub mod plan;
+pub mod rate;

@@ -36,6 +36,13 @@ const EXHAUSTED: &str = "UPDATE events SET attempts = attempts + 1, ladder_attem
      error_code = CASE WHEN outcome = 'unknown' THEN $3 ELSE error_code END \
      WHERE id = $1 AND lease_owner = $2";
 
+const REPLAY_DELIVERED: &str = "UPDATE events SET attempts = attempts + 1, delivery_state = 'delivered', \
+     delivered_at = $2, next_attempt_at = NULL, \
+     outcome = CASE WHEN receipts = 0 AND error_code = 'delivery_exhausted' THEN 'unknown' ELSE outcome END, \
+     error_code = CASE WHEN receipts = 0 AND error_code = 'delivery_exhausted' THEN NULL ELSE error_code END \
+     WHERE id = $1";
+const REPLAY_FAILED: &str = "UPDATE events SET attempts = attempts + 1 WHERE id = $1";
+
 /// An event claimed for delivery, with what the forward needs.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
@@ -59,6 +66,8 @@ pub enum Completion {
     RetryAt(i64),
     /// The ladder is used up: the event becomes `failed`.
     Exhausted,
+    /// An operator's replay (no lease, no ladder); `Some(at)` when the handler answered 2xx.
+    Replayed { delivered_at: Option<i64> },
 }
 
 /// One attempt's result, as it is written.
@@ -138,12 +147,17 @@ impl Store {
                 let update = match r.completion {
                     Completion::Delivered { at } => sqlx::query(DELIVERED).bind(r.event_id.as_str()).bind(&r.gateway).bind(at),
                     Completion::RetryAt(at) => sqlx::query(RETRY).bind(r.event_id.as_str()).bind(&r.gateway).bind(at),
+                    Completion::Replayed { delivered_at: Some(at) } => {
+                        sqlx::query(REPLAY_DELIVERED).bind(r.event_id.as_str()).bind(at)
+                    }
+                    Completion::Replayed { delivered_at: None } => sqlx::query(REPLAY_FAILED).bind(r.event_id.as_str()),
                     Completion::Exhausted => sqlx::query(EXHAUSTED)
                         .bind(r.event_id.as_str())
                         .bind(&r.gateway)
                         .bind(crate::domain::EXHAUSTED_ERROR_CODE),
                 };
-                held.push(update.execute(&mut *tx).await?.rows_affected() == 1);
+                let updated = update.execute(&mut *tx).await?.rows_affected() == 1;
+                held.push(updated || matches!(r.completion, Completion::Replayed { .. }));
             }
             tx.commit().await?;
         });

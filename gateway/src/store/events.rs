@@ -137,3 +137,30 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// An operator closes a gap without replay: sets the outcome, keeps who and why, and
+    /// cancels pending retries. `false` when there is no such event.
+    pub async fn resolve_event(
+        &self,
+        id: &EventId,
+        outcome: Outcome,
+        by: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let n = with_pool!(self, pool => sqlx::query(
+            "UPDATE events SET outcome = $2, error_code = CASE WHEN $2 = 'confirmed' THEN NULL ELSE error_code END, \
+             resolved_by = $3, resolved_note = $4, resolved_at = $5, outcome_at = $5, next_attempt_at = NULL WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(outcome.as_str())
+        .bind(by)
+        .bind(note)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(n == 1)
+    }
+}

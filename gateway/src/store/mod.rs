@@ -30,7 +30,9 @@ pub use batch::Batcher;
 pub use delivery::{AttemptRecord, Completion, DueDelivery};
 pub use events::{EventDetail, EventQuery};
 pub use receipts::{EventHold, NewReceipt, Recorded, StoredReceipt};
-pub use replays::{ItemResult, NewReplay, ReplayCounts, ReplayItem, ReplayJob, Selection, SqlParam};
+pub use replays::{
+    ItemResult, NewReplay, ReplayCounts, ReplayItem, ReplayJob, SampleEvent, Selection, SendableEvent, SqlParam,
+};
 pub use summary::{SummaryQuery, SummaryRow};
 pub use tokens::TokenRecord;
 
@@ -101,7 +103,7 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
             let pool = PgPoolOptions::new()
-                .max_connections(16)
+                .max_connections(32)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options)
                 .await?;

@@ -69,6 +69,27 @@ macro_rules! bind_all {
     }};
 }
 
+/// An event of a plan's sample.
+#[derive(Debug, Clone)]
+pub struct SampleEvent {
+    pub id: EventId,
+    pub source: String,
+    pub dedup_key: String,
+    pub event_type: Option<String>,
+    pub received_at: i64,
+    pub outcome: Outcome,
+}
+
+/// An event as a replay sends it.
+#[derive(Debug, Clone)]
+pub struct SendableEvent {
+    pub source: String,
+    pub dedup_key: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub attempts: i64,
+}
+
 /// A new job, as the planner made it.
 #[derive(Debug, Clone)]
 pub struct NewReplay {
@@ -157,9 +178,9 @@ macro_rules! job_from_row {
 /// How an item state moves the job's counters: (sent, succeeded, failed, skipped_receipt, skipped_other).
 fn deltas(state: &str) -> [i64; 5] {
     match state {
-        "sending" => [1, 0, 0, 0, 0],
-        "succeeded" => [0, 1, 0, 0, 0],
-        "failed" | "interrupted" => [0, 0, 1, 0, 0],
+        "sending" => [0, 0, 0, 0, 0],
+        "succeeded" => [1, 1, 0, 0, 0],
+        "failed" | "interrupted" => [1, 0, 1, 0, 0],
         "skipped_receipt" => [0, 0, 0, 1, 0],
         _ => [0, 0, 0, 0, 1],
     }
@@ -177,6 +198,55 @@ impl Store {
             let outcome =
                 Outcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt(format!("outcome `{outcome}`")))?;
             out.insert(outcome, n);
+        }
+        Ok(out)
+    }
+
+    /// The first events of a selection, in the order they were received (the plan's sample).
+    pub async fn sample_events(&self, sel: &Selection, limit: i64) -> Result<Vec<SampleEvent>, StoreError> {
+        let sql = format!(
+            "SELECT id, source, dedup_key, event_type, received_at, outcome FROM events WHERE {} ORDER BY id LIMIT {}",
+            sel.render(1),
+            limit.max(0)
+        );
+        let rows: Vec<(String, String, String, Option<String>, i64, String)> = with_pool!(self, pool => {
+            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &sel.params).fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(|(id, source, dedup_key, event_type, received_at, outcome)| {
+                Ok(SampleEvent {
+                    id: EventId::from_stored(id),
+                    source,
+                    dedup_key,
+                    event_type,
+                    received_at,
+                    outcome: Outcome::parse(&outcome)
+                        .ok_or_else(|| StoreError::Corrupt(format!("outcome `{outcome}`")))?,
+                })
+            })
+            .collect()
+    }
+
+    /// What sending needs of some events: their source, key, headers and body.
+    pub async fn load_for_send(&self, ids: &[EventId]) -> Result<HashMap<EventId, SendableEvent>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT id, source, dedup_key, headers, body, attempts FROM events WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let rows: Vec<(String, String, String, String, Vec<u8>, i64)> = with_pool!(self, pool => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    q = q.bind(id.as_str());
+                }
+                q.fetch_all(pool).await?
+            });
+            for (id, source, dedup_key, headers, body, attempts) in rows {
+                let headers = serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                out.insert(EventId::from_stored(id), SendableEvent { source, dedup_key, headers, body, attempts });
+            }
         }
         Ok(out)
     }

@@ -1,0 +1,52 @@
+//! `GET /v1/audit`: the append-only audit log, oldest first, in pages. Nothing here (or
+//! anywhere in the API) edits or deletes an entry.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AppState, Caller, Role, format_ms, parse_rfc3339};
+use crate::error::ApiError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    since: Option<String>,
+    until: Option<String>,
+    /// Entries after this sequence number (the cursor).
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "`limit` must be 1 to 1000"));
+    }
+    let since = p.since.as_deref().map(|t| parse_rfc3339("since", t)).transpose()?;
+    let until = p.until.as_deref().map(|t| parse_rfc3339("until", t)).transpose()?;
+    let entries = app.store.list_audit(p.after.unwrap_or(0), since, until, limit).await?;
+    let next = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.seq)).flatten();
+    let shown: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).expect("serialises");
+            v["time"] = json!(format_ms(e.at));
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "entries": shown, "next_after": next })))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/audit", get(list))
+}

@@ -1,0 +1,422 @@
+//! The executor: runs persisted replay jobs, on whichever gateway holds the job's lease.
+//!
+//! Per job: items go out in the order the events were received, in batches of at most 500.
+//! Before each batch every remaining item's outcome is read again; receipts announced on the
+//! bus (in-process, and from other gateways through PostgreSQL NOTIFY) drop queued items at
+//! once; and just before each send the item is checked under the send hold. An item is
+//! marked `sending` durably before it goes out, so a job resumed after a crash never sends an
+//! item twice. Pace: [`AdaptiveRate`]; concurrency: a semaphore.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
+
+use super::rate::AdaptiveRate;
+use crate::clock::SharedClock;
+use crate::config::SourceConfig;
+use crate::delivery::{ForwardRequest, Forwarder, idempotency_key};
+use crate::domain::{AttemptKind, EventId, Outcome};
+use crate::receipts::ReceiptDesk;
+use crate::store::{
+    AttemptRecord, Batcher, Completion, ItemResult, NewAuditEntry, ReplayItem, ReplayJob, SendableEvent, Store,
+    StoreError,
+};
+
+/// Items re-checked and sent per batch.
+pub const BATCH: i64 = 500;
+
+#[derive(Debug, Clone)]
+pub struct ReplaySettings {
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    /// Sends in flight at once per job.
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+pub struct Replayer {
+    store: Store,
+    sources: Arc<HashMap<String, SourceConfig>>,
+    forwarder: Forwarder,
+    receipts: Arc<ReceiptDesk>,
+    clock: SharedClock,
+    gateway_id: String,
+    settings: ReplaySettings,
+    wake: Notify,
+    /// Jobs running here, to stop them at once on cancel.
+    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+/// What a job's run ended in.
+enum End {
+    Completed,
+    Cancelled,
+    /// Another gateway holds the job now (ours stalled past the lease).
+    LeaseLost,
+}
+
+impl Replayer {
+    pub fn new(
+        store: Store,
+        sources: Arc<HashMap<String, SourceConfig>>,
+        receipts: Arc<ReceiptDesk>,
+        clock: SharedClock,
+        gateway_id: String,
+        settings: ReplaySettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            forwarder: Forwarder::new(settings.timeout),
+            store,
+            sources,
+            receipts,
+            clock,
+            gateway_id,
+            settings,
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A new job was created: look for it now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops a job running on this gateway (its state was already set to `cancelled`).
+    pub fn stop_local(&self, id: &str) {
+        if let Some(stop) = self.running.lock().expect("running lock").get(id) {
+            let _ = stop.send(true);
+        }
+    }
+
+    /// Claims and runs jobs until `shutdown`.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            let now = self.clock.now_ms();
+            let lease_until = now + self.settings.lease.as_millis() as i64;
+            match self.store.claim_replay(&self.gateway_id, now, lease_until).await {
+                Ok(Some(job)) => {
+                    tokio::spawn(self.clone().execute(job));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "claiming replay jobs failed"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        let stops: Vec<_> = self.running.lock().expect("running lock").values().cloned().collect();
+        for stop in stops {
+            let _ = stop.send(true);
+        }
+    }
+
+    async fn execute(self: Arc<Self>, job: ReplayJob) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        self.running.lock().expect("running lock").insert(job.id.clone(), stop_tx);
+        tracing::info!(replay = %job.id, eligible = job.counts.eligible, "replay running");
+        let result = self.drive(&job, stop_rx).await;
+        self.running.lock().expect("running lock").remove(&job.id);
+        let now = self.clock.now_ms();
+        let (state, error) = match result {
+            Ok(End::LeaseLost) => return,
+            Ok(End::Completed) => ("completed", None),
+            Ok(End::Cancelled) => ("cancelled", None),
+            Err(err) => ("failed", Some(err.to_string())),
+        };
+        if state == "cancelled" {
+            if let Err(err) = self.store.cancel_queued(&job.id, now).await {
+                tracing::warn!(replay = %job.id, error = %err, "marking cancelled items failed");
+            }
+        }
+        let finished = self.store.finish_replay(&job.id, state, now, error.as_deref()).await;
+        if let Err(err) = self.audit_finish(&job.id, state, error.as_deref()).await {
+            tracing::error!(replay = %job.id, error = %err, "writing the replay's audit entry failed");
+        }
+        tracing::info!(replay = %job.id, state, ended_here = finished.unwrap_or(false), "replay ended");
+    }
+
+    async fn audit_finish(&self, id: &str, state: &str, error: Option<&str>) -> Result<(), StoreError> {
+        let job = self.store.get_replay(id).await?;
+        let items = self.store.replay_item_results(id).await?;
+        let counts = job.as_ref().map(|j| json!(j.counts)).unwrap_or_default();
+        self.store
+            .append_audit(NewAuditEntry {
+                at: self.clock.now_ms(),
+                actor: job.map(|j| j.created_by).unwrap_or_default(),
+                action: "replay.finished".into(),
+                subject: Some(id.to_string()),
+                details: json!({ "state": state, "error": error, "counts": counts, "items": items, "gateway": self.gateway_id }),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs a job's items until none is queued, the job is cancelled, or the lease is lost.
+    async fn drive(self: &Arc<Self>, job: &ReplayJob, mut stop: watch::Receiver<bool>) -> Result<End, StoreError> {
+        let resumed = self.store.interrupt_sending(&job.id, self.clock.now_ms()).await?;
+        if resumed > 0 {
+            tracing::warn!(replay = %job.id, resumed, "resumed a job: items that were being sent are not sent again");
+        }
+        let eligible: HashSet<Outcome> = job.request["eligible_outcomes"]
+            .as_array()
+            .map(|list| list.iter().filter_map(|o| o.as_str().and_then(Outcome::parse)).collect())
+            .unwrap_or_else(|| HashSet::from([Outcome::Unknown]));
+        let concurrency = self.settings.concurrency.min(job.rate.ceil().max(1.0) as usize) as u32;
+        let run = Arc::new(JobRun {
+            id: job.id.clone(),
+            destination: job.destination.clone(),
+            eligible,
+            rate: AdaptiveRate::new(job.rate),
+            receipted: Mutex::new(HashSet::new()),
+            permits: Arc::new(Semaphore::new(concurrency as usize)),
+            concurrency,
+            results: self.result_writer(&job.id),
+        });
+        let mut bus = self.receipts.bus.subscribe();
+        let mut renewed_at = tokio::time::Instant::now();
+        loop {
+            let items = self.store.queued_items(&job.id, BATCH).await?;
+            if items.is_empty() {
+                run.drain().await;
+                return Ok(End::Completed);
+            }
+            let sendable = self.recheck_batch(&run, &mut bus, items).await?;
+            let events =
+                self.store.load_for_send(&sendable.iter().map(|i| i.event_id.clone()).collect::<Vec<_>>()).await?;
+            let chunk_size = (run.rate.current() / 2.0).clamp(1.0, 64.0) as usize;
+            for chunk in sendable.chunks(chunk_size) {
+                if renewed_at.elapsed() >= Duration::from_secs(1) {
+                    renewed_at = tokio::time::Instant::now();
+                    match self.renew(job, &run).await? {
+                        Some(end) => {
+                            run.drain().await;
+                            return Ok(end);
+                        }
+                        None => {}
+                    }
+                }
+                // Written before anything goes out: a crash from here on never resends these.
+                let now = self.clock.now_ms();
+                let sending: Vec<ItemResult> = chunk.iter().map(|i| item_result(i.seq, "sending", now)).collect();
+                self.store.record_items(&job.id, &sending).await?;
+                for (n, item) in chunk.iter().enumerate() {
+                    let stopped = tokio::select! {
+                        _ = run.rate.ready() => false,
+                        _ = stop.changed() => true,
+                    };
+                    if stopped || *stop.borrow() {
+                        // Marked `sending` but never sent: these were not sent, say so.
+                        let now = self.clock.now_ms();
+                        let unsent: Vec<ItemResult> =
+                            chunk[n..].iter().map(|i| item_result(i.seq, "cancelled", now)).collect();
+                        self.store.record_items(&job.id, &unsent).await?;
+                        run.drain().await;
+                        return Ok(End::Cancelled);
+                    }
+                    run.note_receipts(&mut bus);
+                    let Some(event) = events.get(&item.event_id).cloned() else {
+                        run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
+                        continue;
+                    };
+                    if run.receipted.lock().expect("receipted lock").contains(&item.event_id) {
+                        run.finish(item_result(item.seq, "skipped_receipt", self.clock.now_ms())).await;
+                        continue;
+                    }
+                    let permit = run.permits.clone().acquire_owned().await.expect("semaphore never closed");
+                    let me = self.clone();
+                    let run = run.clone();
+                    let item = item.clone();
+                    tokio::spawn(async move {
+                        me.send_one(&run, &item, event).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Extends the lease; `Some(end)` when the job must stop here.
+    async fn renew(&self, job: &ReplayJob, run: &JobRun) -> Result<Option<End>, StoreError> {
+        let until = self.clock.now_ms() + self.settings.lease.as_millis() as i64;
+        Ok(match self.store.renew_replay(&job.id, &self.gateway_id, until, run.rate.current()).await?.as_deref() {
+            Some("running") => None,
+            Some(_) => Some(End::Cancelled),
+            None => Some(End::LeaseLost),
+        })
+    }
+
+    /// Re-reads a batch's outcomes and drops what is no longer eligible; returns the rest.
+    async fn recheck_batch(
+        &self,
+        run: &JobRun,
+        bus: &mut broadcast::Receiver<EventId>,
+        items: Vec<ReplayItem>,
+    ) -> Result<Vec<ReplayItem>, StoreError> {
+        run.note_receipts(bus);
+        let ids: Vec<EventId> = items.iter().map(|i| i.event_id.clone()).collect();
+        let current = self.store.receipt_counts(&ids).await?;
+        let now = self.clock.now_ms();
+        let mut keep = Vec::with_capacity(items.len());
+        let mut dropped = Vec::new();
+        for item in items {
+            let receipted = run.receipted.lock().expect("receipted lock").contains(&item.event_id);
+            match current.get(&item.event_id) {
+                Some((receipts, _)) if *receipts > item.receipts_at_plan || receipted => {
+                    dropped.push(item_result(item.seq, "skipped_receipt", now))
+                }
+                Some((_, outcome)) if !run.eligible.contains(outcome) => {
+                    dropped.push(item_result(item.seq, "skipped_outcome", now))
+                }
+                Some(_) => keep.push(item),
+                None => dropped.push(item_result(item.seq, "skipped_outcome", now)),
+            }
+        }
+        self.store.record_items(&run.id, &dropped).await?;
+        Ok(keep)
+    }
+
+    /// Checks one item under the send hold and sends it, or drops it.
+    async fn send_one(&self, run: &JobRun, item: &ReplayItem, event: SendableEvent) {
+        let Some(source) = self.sources.get(&event.source) else {
+            run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
+            return;
+        };
+        let hold = match self.receipts.guard.hold(&item.event_id).await {
+            Ok(hold) => hold,
+            Err(err) => {
+                let mut failed = item_result(item.seq, "failed", self.clock.now_ms());
+                failed.error = Some(format!("could not check the event before sending: {err}"));
+                run.finish(failed).await;
+                return;
+            }
+        };
+        if hold.receipts > item.receipts_at_plan {
+            drop(hold);
+            run.finish(item_result(item.seq, "skipped_receipt", self.clock.now_ms())).await;
+            return;
+        }
+        if !run.eligible.contains(&hold.outcome) {
+            drop(hold);
+            run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
+            return;
+        }
+        let started_at = self.clock.now_ms();
+        let key = idempotency_key(&event.source, &event.dedup_key);
+        let result = self
+            .forwarder
+            .send(ForwardRequest {
+                url: run.destination.as_deref().unwrap_or(&source.forward_to),
+                event_id: item.event_id.as_str(),
+                source: &event.source,
+                idempotency_key: &key,
+                attempt: event.attempts + 1,
+                replay_id: Some(&run.id),
+                original_headers: &event.headers,
+                body: Bytes::from(event.body),
+                secret: &source.signing_secret,
+                now_secs: started_at.div_euclid(1000),
+            })
+            .await;
+        drop(hold);
+        let now = self.clock.now_ms();
+        let ok = result.succeeded();
+        if ok {
+            run.rate.succeeded();
+        } else if matches!(result.status, Some(429 | 503)) {
+            run.rate.throttled(result.retry_after);
+        }
+        metrics::counter!("hookwarden_replay_sends_total", "result" => if ok { "succeeded" } else { "failed" })
+            .increment(1);
+        let attempt = AttemptRecord {
+            event_id: item.event_id.clone(),
+            gateway: self.gateway_id.clone(),
+            kind: AttemptKind::Replay,
+            replay_id: Some(run.id.clone()),
+            started_at,
+            latency_ms: result.latency_ms,
+            status_code: result.status.map(i64::from),
+            error: result.error.clone(),
+            response_excerpt: result.excerpt.clone(),
+            completion: Completion::Replayed { delivered_at: ok.then_some(now) },
+        };
+        if let Err(err) = self.store.complete_attempts(&[attempt]).await {
+            tracing::warn!(replay = %run.id, event = %item.event_id, error = %err, "recording a replay attempt failed");
+        }
+        if let Some(inline) = result.inline_receipt.as_ref().filter(|_| ok) {
+            self.receipts.accept_inline(&item.event_id, inline, now).await;
+        }
+        let mut done = item_result(item.seq, if ok { "succeeded" } else { "failed" }, now);
+        done.status_code = result.status.map(i64::from);
+        done.latency_ms = Some(result.latency_ms);
+        done.error = result.error;
+        run.finish(done).await;
+    }
+
+    /// A group-commit writer of one job's item results.
+    fn result_writer(&self, id: &str) -> Batcher<ItemResult, ()> {
+        let store = self.store.clone();
+        let id = id.to_string();
+        Batcher::spawn(4096, 512, move |results: Vec<ItemResult>| {
+            let store = store.clone();
+            let id = id.clone();
+            async move {
+                if let Err(err) = store.record_items(&id, &results).await {
+                    tracing::error!(replay = %id, error = %err, "recording replay results failed");
+                }
+                vec![(); results.len()]
+            }
+        })
+    }
+}
+
+/// One job's running state on this gateway.
+struct JobRun {
+    id: String,
+    destination: Option<String>,
+    eligible: HashSet<Outcome>,
+    rate: AdaptiveRate,
+    /// Events whose receipts were announced since the run started.
+    receipted: Mutex<HashSet<EventId>>,
+    permits: Arc<Semaphore>,
+    /// The semaphore's size: holding all of it means nothing is in flight.
+    concurrency: u32,
+    results: Batcher<ItemResult, ()>,
+}
+
+impl JobRun {
+    fn note_receipts(&self, bus: &mut broadcast::Receiver<EventId>) {
+        let mut receipted = self.receipted.lock().expect("receipted lock");
+        loop {
+            match bus.try_recv() {
+                Ok(id) => {
+                    receipted.insert(id);
+                }
+                // Missed announcements are harmless: the batch re-read and the send hold decide.
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    async fn finish(&self, result: ItemResult) {
+        self.results.submit(result).await;
+    }
+
+    /// Waits until every send of this run has finished.
+    async fn drain(&self) {
+        let all = self.permits.acquire_many(self.concurrency).await;
+        drop(all);
+    }
+}
+
+fn item_result(seq: i64, state: &'static str, at: i64) -> ItemResult {
+    ItemResult { seq, state, status_code: None, latency_ms: None, error: None, at }
+}

@@ -1,0 +1,335 @@
+//! The planner: turns a replay request into a [`ReplayPlan`] (what a dry run shows and what a
+//! live run executes), refusing anything unscoped, unreasoned or unauthorised.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::filter::{self, Filter, FilterError};
+use crate::config::SourceConfig;
+use crate::delivery::idempotency_key;
+use crate::domain::{EventId, Outcome};
+use crate::http::Role;
+use crate::store::{Selection, SqlParam, Store, StoreError};
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 1_000_000;
+pub const DEFAULT_RATE: f64 = 2.0;
+pub const MAX_RATE: f64 = 10_000.0;
+const MAX_EVENT_IDS: usize = 10_000;
+const SAMPLE: i64 = 5;
+
+/// A replay as asked for (`POST /v1/replays`, or the CLI).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    pub source: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// RFC 3339, exclusive; now when absent.
+    pub until: Option<String>,
+    pub event_ids: Option<Vec<String>>,
+    pub filter: Option<String>,
+    pub limit: Option<i64>,
+    /// Sends per second.
+    pub rate: Option<f64>,
+    #[serde(default)]
+    pub include_failed: bool,
+    pub dry_run: Option<bool>,
+    pub reason: Option<String>,
+    pub override_confirmed: Option<Override>,
+    /// Another destination (admins only), e.g. a staging handler.
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub note: String,
+}
+
+/// Why a request cannot be planned; each maps to one status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("a replay needs a scope: `since` (and optionally `until`) or `event_ids`; there is no replay-everything")]
+    ScopeMissing,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("filter: {0}")]
+    Filter(#[from] FilterError),
+    #[error("no source named `{0}`")]
+    SourceUnknown(String),
+    #[error("a live replay needs a `reason`")]
+    ReasonMissing,
+    #[error("overriding confirmed events needs a non-empty `override_confirmed.note`")]
+    OverrideNoteMissing,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PlanError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            PlanError::ScopeMissing => "scope_required",
+            PlanError::Invalid(_) => "invalid_request",
+            PlanError::Filter(_) => "filter_invalid",
+            PlanError::SourceUnknown(_) => "source_unknown",
+            PlanError::ReasonMissing => "reason_required",
+            PlanError::OverrideNoteMissing => "override_note_required",
+            PlanError::Forbidden(_) => "role_insufficient",
+            PlanError::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+/// How much could go wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    /// Only events nobody confirmed.
+    Low,
+    /// Events the handler reported as failed are included.
+    Medium,
+    /// Confirmed events are resent under an override.
+    High,
+}
+
+/// What a replay would do: the dry run's answer and the live run's instructions.
+#[derive(Debug, Clone)]
+pub struct ReplayPlan {
+    pub request: ReplayRequest,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub filter: Option<Filter>,
+    /// Outcome counts over the whole scope.
+    pub counts: HashMap<Outcome, i64>,
+    pub eligible_outcomes: Vec<Outcome>,
+    /// Eligible events in the scope, before `limit`.
+    pub eligible_in_scope: i64,
+    /// What a live run would send: `min(limit, eligible_in_scope)`.
+    pub eligible: i64,
+    pub limit: i64,
+    pub rate: f64,
+    pub risk: Risk,
+    pub sample: Vec<Value>,
+    /// The selection of eligible events, for the executor.
+    pub selection: Selection,
+}
+
+impl ReplayPlan {
+    pub fn estimated_seconds(&self) -> f64 {
+        (self.eligible as f64 / self.rate).ceil()
+    }
+
+    /// The dry run's JSON.
+    pub fn to_json(&self) -> Value {
+        let count = |o| self.counts.get(&o).copied().unwrap_or(0);
+        json!({
+            "dry_run": true,
+            "scope": {
+                "source": self.request.source,
+                "since": self.request.since,
+                "until": self.request.until,
+                "event_ids": self.request.event_ids.as_ref().map(Vec::len),
+            },
+            "filter": self.filter.as_ref().map(ToString::to_string),
+            "counts": { "confirmed": count(Outcome::Confirmed), "unknown": count(Outcome::Unknown), "failed": count(Outcome::Failed) },
+            "eligible_outcomes": self.eligible_outcomes,
+            "eligible_in_scope": self.eligible_in_scope,
+            "eligible": self.eligible,
+            "limit": self.limit,
+            "rate": self.rate,
+            "include_failed": self.request.include_failed,
+            "override_confirmed": self.request.override_confirmed.is_some(),
+            "to": self.request.to,
+            "sample": self.sample,
+            "estimated_seconds": self.estimated_seconds(),
+            "risk": self.risk,
+        })
+    }
+}
+
+fn parse_time(field: &str, text: &str) -> Result<i64, PlanError> {
+    crate::http::parse_rfc3339(field, text).map_err(|e| PlanError::Invalid(e.message))
+}
+
+/// Checks a request and measures it against the store. `live` asks for the live run's
+/// requirements (a reason); `role` is the caller's.
+pub async fn plan(
+    store: &Store,
+    sources: &HashMap<String, SourceConfig>,
+    request: ReplayRequest,
+    role: Role,
+    now_ms: i64,
+) -> Result<ReplayPlan, PlanError> {
+    if role < Role::Operator {
+        return Err(PlanError::Forbidden("replays need the operator role".into()));
+    }
+    let live = request.dry_run == Some(false);
+    let mut selection = Selection::default();
+    if let Some(source) = &request.source {
+        if !sources.contains_key(source) {
+            return Err(PlanError::SourceUnknown(source.clone()));
+        }
+        selection.and("source = ?", vec![SqlParam::Text(source.clone())]);
+    }
+    let (mut since, mut until) = (None, None);
+    match (&request.since, &request.event_ids) {
+        (None, None) => return Err(PlanError::ScopeMissing),
+        (Some(_), Some(_)) => return Err(PlanError::Invalid("give a time window or `event_ids`, not both".into())),
+        (Some(s), None) => {
+            let start = parse_time("since", s)?;
+            let end = request.until.as_deref().map(|u| parse_time("until", u)).transpose()?.unwrap_or(now_ms);
+            if start >= end {
+                return Err(PlanError::Invalid("`since` must be before `until`".into()));
+            }
+            selection.and("received_at >= ? AND received_at < ?", vec![SqlParam::Int(start), SqlParam::Int(end)]);
+            (since, until) = (Some(start), Some(end));
+        }
+        (None, Some(ids)) => {
+            if ids.is_empty() || ids.len() > MAX_EVENT_IDS {
+                return Err(PlanError::Invalid(format!("`event_ids` takes 1 to {MAX_EVENT_IDS} ids")));
+            }
+            if request.until.is_some() {
+                return Err(PlanError::Invalid("`until` goes with `since`".into()));
+            }
+            let parsed = ids
+                .iter()
+                .map(|id| EventId::parse(id).ok_or_else(|| PlanError::Invalid(format!("`{id}` is not an event id"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let marks = vec!["?"; parsed.len()].join(", ");
+            selection.and(
+                &format!("id IN ({marks})"),
+                parsed.into_iter().map(|id| SqlParam::Text(id.to_string())).collect(),
+            );
+        }
+    }
+    let filter = match request.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+        Some(text) => {
+            let parsed = filter::parse(text)?;
+            let (sql, params) = parsed.to_sql(1);
+            selection.and(&numbered_to_marks(&sql), params.into_iter().map(to_store_param).collect());
+            Some(parsed)
+        }
+        None => None,
+    };
+    let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(PlanError::Invalid(format!("`limit` must be 1 to {MAX_LIMIT}")));
+    }
+    let rate = request.rate.unwrap_or(DEFAULT_RATE);
+    if !(rate > 0.0 && rate <= MAX_RATE) {
+        return Err(PlanError::Invalid(format!("`rate` must be above 0 and at most {MAX_RATE} per second")));
+    }
+    if let Some(o) = &request.override_confirmed {
+        if o.note.trim().is_empty() {
+            return Err(PlanError::OverrideNoteMissing);
+        }
+    }
+    if let Some(to) = &request.to {
+        if role < Role::Admin {
+            return Err(PlanError::Forbidden("replaying to another URL (`to`) needs the admin role".into()));
+        }
+        if !(to.starts_with("http://") || to.starts_with("https://")) {
+            return Err(PlanError::Invalid(format!("`to` `{to}` is not an http(s) URL")));
+        }
+    }
+    if live && request.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(PlanError::ReasonMissing);
+    }
+
+    let mut eligible_outcomes = vec![Outcome::Unknown];
+    if request.include_failed {
+        eligible_outcomes.push(Outcome::Failed);
+    }
+    if request.override_confirmed.is_some() {
+        eligible_outcomes.push(Outcome::Confirmed);
+    }
+    let risk = if request.override_confirmed.is_some() {
+        Risk::High
+    } else if request.include_failed {
+        Risk::Medium
+    } else {
+        Risk::Low
+    };
+    let counts = store.outcome_counts(&selection).await?;
+    let eligible_in_scope: i64 = eligible_outcomes.iter().map(|o| counts.get(o).copied().unwrap_or(0)).sum();
+    let marks = vec!["?"; eligible_outcomes.len()].join(", ");
+    selection.and(
+        &format!("outcome IN ({marks})"),
+        eligible_outcomes.iter().map(|o| SqlParam::Text(o.as_str().to_string())).collect(),
+    );
+    let sample = store
+        .sample_events(&selection, SAMPLE.min(limit))
+        .await?
+        .into_iter()
+        .map(|e| {
+            let destination = request
+                .to
+                .clone()
+                .or_else(|| sources.get(&e.source).map(|s| s.forward_to.clone()))
+                .unwrap_or_else(|| "(source no longer configured: skipped)".into());
+            json!({
+                "event_id": e.id,
+                "source": e.source,
+                "event_type": e.event_type,
+                "received_at": crate::http::format_ms(e.received_at),
+                "outcome": e.outcome,
+                "destination": destination,
+                "idempotency_key": idempotency_key(&e.source, &e.dedup_key),
+            })
+        })
+        .collect();
+    Ok(ReplayPlan {
+        eligible: eligible_in_scope.min(limit),
+        request,
+        since,
+        until,
+        filter,
+        counts,
+        eligible_outcomes,
+        eligible_in_scope,
+        limit,
+        rate,
+        risk,
+        sample,
+        selection,
+    })
+}
+
+/// The filter's `$n` placeholders as the `?` marks a [`Selection`] numbers itself.
+fn numbered_to_marks(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn to_store_param(p: filter::SqlParam) -> SqlParam {
+    match p {
+        filter::SqlParam::Text(t) => SqlParam::Text(t),
+        filter::SqlParam::Int(i) => SqlParam::Int(i),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_marks() {
+        assert_eq!(numbered_to_marks("(a = $1) AND (b IN ($2, $13))"), "(a = ?) AND (b IN (?, ?))");
+    }
+}
