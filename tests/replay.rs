@@ -17,7 +17,7 @@ fn handler_key() -> receipts_sdk::receipt::ReceiptKey {
     sign::receipt_key("orders-1", 1)
 }
 
-fn spec(db: &TestDb, receiver: &Receiver) -> GatewaySpec {
+pub(crate) fn spec(db: &TestDb, receiver: &Receiver) -> GatewaySpec {
     let source = SourceSpec::new("orders", "{ kind = \"none\" }", &receiver.url("/orders"))
         .with("dedup = { json_pointer = \"/id\" }")
         .with(&sign::receipt_keys_line(&[(&handler_key(), false)]))
@@ -29,7 +29,7 @@ fn spec(db: &TestDb, receiver: &Receiver) -> GatewaySpec {
 }
 
 /// Ingests `n` events while the handler is down; each gets one failed attempt.
-async fn outage(gw: &Gateway, receiver: &Receiver, prefix: &str, n: usize) -> Vec<String> {
+pub(crate) async fn outage(gw: &Gateway, receiver: &Receiver, prefix: &str, n: usize) -> Vec<String> {
     receiver.set(Behaviour { status: 500, ..Behaviour::default() });
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {

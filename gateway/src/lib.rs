@@ -17,6 +17,7 @@
 //!   leases that expire, never from an in-memory hand-off.
 
 pub mod audit;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;

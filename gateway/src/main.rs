@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use hookwarden::cli::{self, Api, CliError, ReplayArgs};
 use hookwarden::clock::SystemClock;
 use hookwarden::config::Config;
 
@@ -15,6 +16,20 @@ struct Cli {
     command: Command,
 }
 
+/// Where the admin API is, and who is asking.
+#[derive(Args, Clone)]
+struct Remote {
+    /// The gateway's base URL.
+    #[arg(long, env = "HOOKWARDEN_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// A bearer token (see `hookwarden tokens create`).
+    #[arg(long, env = "HOOKWARDEN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of a report.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
@@ -23,9 +38,129 @@ enum Command {
         #[arg(long, env = "HOOKWARDEN_CONFIG", default_value = "hookwarden.toml")]
         config: PathBuf,
     },
+    /// Replay a source's events: a dry run unless --no-dry-run.
+    Replay {
+        /// The source whose events to replay.
+        source: String,
+        /// Start of the window (inclusive): RFC 3339, or a duration ago such as 90m.
+        #[arg(long)]
+        since: Option<String>,
+        /// End of the window (exclusive); now when omitted.
+        #[arg(long)]
+        until: Option<String>,
+        /// Replay exactly these events instead of a window (repeatable).
+        #[arg(long = "event-id")]
+        event_ids: Vec<String>,
+        /// e.g. "outcome = unknown AND attempts < 3".
+        #[arg(long)]
+        filter: Option<String>,
+        /// Most events to send (default 50).
+        #[arg(long)]
+        limit: Option<i64>,
+        /// Sends per second (default 2).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Also replay events the handler reported as failed.
+        #[arg(long)]
+        include_failed: bool,
+        /// Also resend confirmed events (needs --note).
+        #[arg(long)]
+        override_confirmed: bool,
+        /// Why confirmed events must be resent (kept in the audit log).
+        #[arg(long)]
+        note: Option<String>,
+        /// Run it for real (needs --reason).
+        #[arg(long)]
+        no_dry_run: bool,
+        /// Why this replay runs (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Send to another URL instead (admins only), e.g. a staging handler.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Look at events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Outcome counts per time bucket: where the gaps are.
+    Summary {
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Bucket size, e.g. 5m or 1h.
+        #[arg(long)]
+        bucket: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The audit log; `audit verify` checks its hash chain.
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditCommand>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Operator tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Receipt keys for handlers.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// confirmed, unknown or failed.
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One event with its attempts and receipts.
+    Show {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain of the whole log.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create a token (admins only); it is shown once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long, default_value = "operator")]
+        role: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -55,7 +190,83 @@ fn main() -> ExitCode {
             generate_key(&id, json);
             ExitCode::SUCCESS
         }
+        command => remote(command),
     }
+}
+
+/// Runs one of the commands that talk to the admin API.
+fn remote(command: Command) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Replay {
+                source,
+                since,
+                until,
+                event_ids,
+                filter,
+                limit,
+                rate,
+                include_failed,
+                override_confirmed,
+                note,
+                no_dry_run,
+                reason,
+                to,
+                remote,
+            } => {
+                let args = ReplayArgs {
+                    source,
+                    since,
+                    until,
+                    event_ids,
+                    filter,
+                    limit,
+                    rate,
+                    include_failed,
+                    override_confirmed,
+                    note,
+                    live: no_dry_run,
+                    reason,
+                    to,
+                    json: remote.json,
+                };
+                cli::replay(&api(&remote), args).await
+            }
+            Command::Events(EventsCommand::List { source, since, until, outcome, limit, remote }) => {
+                cli::events_list(&api(&remote), source, since, until, outcome, limit, remote.json).await
+            }
+            Command::Events(EventsCommand::Show { id, remote }) => {
+                cli::event_show(&api(&remote), &id, remote.json).await
+            }
+            Command::Summary { source, since, until, bucket, remote } => {
+                cli::summary(&api(&remote), source, since, until, bucket, remote.json).await
+            }
+            Command::Audit { action: Some(AuditCommand::Verify), remote, .. } => cli::audit_verify(&api(&remote)).await,
+            Command::Audit { action: None, since, until, remote } => {
+                cli::audit(&api(&remote), since, until, remote.json).await
+            }
+            Command::Tokens(TokensCommand::Create { name, role, remote }) => {
+                cli::tokens_create(&api(&remote), &name, &role, remote.json).await
+            }
+            Command::Serve { .. } | Command::Keys(_) => unreachable!("handled in main"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err @ CliError::Usage(_)) => {
+            eprintln!("hookwarden: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("hookwarden: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn api(remote: &Remote) -> Api {
+    Api::new(&remote.server, remote.token.clone())
 }
 
 fn generate_key(id: &str, json: bool) {
