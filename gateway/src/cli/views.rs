@@ -10,6 +10,11 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
+/// A number for a table cell (a `Value` ignores width and alignment).
+fn n(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn events_list(
     api: &Api,
@@ -37,21 +42,21 @@ pub async fn events_list(
         return Ok(());
     }
     println!(
-        "{:<31} {:<10} {:<22} {:<25} {:<10} {:<10} {:>3}",
+        "{:<31} {:<10} {:<26} {:<25} {:<10} {:<10} {:>3}",
         "ID", "SOURCE", "TYPE", "RECEIVED", "OUTCOME", "DELIVERY", "ATT"
     );
     for e in page["data"].as_array().into_iter().flatten() {
         let outcome =
             if e["overdue"] == true { format!("{} (overdue)", s(&e["outcome"])) } else { s(&e["outcome"]).to_string() };
         println!(
-            "{:<31} {:<10} {:<22} {:<25} {:<10} {:<10} {:>3}",
+            "{:<31} {:<10} {:<26} {:<25} {:<10} {:<10} {:>3}",
             s(&e["id"]),
             s(&e["source"]),
             s(&e["event_type"]),
             s(&e["received_at"]),
             outcome,
             s(&e["delivery_state"]),
-            e["attempts"]
+            n(&e["attempts"])
         );
     }
     if let Some(next) = page["next_cursor"].as_str() {
