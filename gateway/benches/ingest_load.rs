@@ -84,10 +84,7 @@ fn parse_args() -> Result<Args, String> {
             _ => (arg.clone(), None),
         };
         let mut value = |what: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| raw.next())
-                .ok_or_else(|| format!("{what} needs a value"))
+            inline.clone().or_else(|| raw.next()).ok_or_else(|| format!("{what} needs a value"))
         };
         match name.as_str() {
             "--bench" => smoke = false,
@@ -127,9 +124,7 @@ fn parse_args() -> Result<Args, String> {
             "--tmpdir" => args.tmpdir = PathBuf::from(value("--tmpdir")?),
             "--pg-url" => args.pg_url = value("--pg-url")?,
             "--body-bytes" => {
-                args.body_bytes = value("--body-bytes")?
-                    .parse()
-                    .map_err(|_| "--body-bytes: an integer")?
+                args.body_bytes = value("--body-bytes")?.parse().map_err(|_| "--body-bytes: an integer")?
             }
             "--help" | "-h" => return Err(USAGE.into()),
             // cargo may pass a filter or libtest flags; they mean nothing here.
@@ -137,11 +132,7 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     args.smoke = smoke;
-    let (d_db, d_seconds, d_conns) = if smoke {
-        (Db::Sqlite, 1.0, 8)
-    } else {
-        (Db::Sqlite, 10.0, 64)
-    };
+    let (d_db, d_seconds, d_conns) = if smoke { (Db::Sqlite, 1.0, 8) } else { (Db::Sqlite, 10.0, 64) };
     args.db = db.unwrap_or(d_db);
     args.seconds = seconds.unwrap_or(d_seconds);
     args.connections = connections.unwrap_or(d_conns);
@@ -157,18 +148,10 @@ struct Sink {
     seen: Mutex<HashSet<Vec<u8>>>,
 }
 
-async fn sink_handler(
-    State(sink): State<Arc<Sink>>,
-    headers: HeaderMap,
-    _body: Bytes,
-) -> StatusCode {
+async fn sink_handler(State(sink): State<Arc<Sink>>, headers: HeaderMap, _body: Bytes) -> StatusCode {
     sink.posts.fetch_add(1, Ordering::Relaxed);
     if let Some(id) = headers.get("webhook-id") {
-        let fresh = sink
-            .seen
-            .lock()
-            .expect("sink lock")
-            .insert(id.as_bytes().to_vec());
+        let fresh = sink.seen.lock().expect("sink lock").insert(id.as_bytes().to_vec());
         if fresh {
             sink.distinct.fetch_add(1, Ordering::Relaxed);
         }
@@ -178,13 +161,9 @@ async fn sink_handler(
 
 async fn start_sink() -> Result<(Arc<Sink>, SocketAddr), String> {
     let sink = Arc::new(Sink::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("sink bind: {e}"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("sink bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = axum::Router::new()
-        .fallback(axum::routing::post(sink_handler))
-        .with_state(sink.clone());
+    let app = axum::Router::new().fallback(axum::routing::post(sink_handler)).with_state(sink.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -233,15 +212,45 @@ fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
     out
 }
 
+/// CPU ticks of every other process, split into PostgreSQL servers and the rest.
+fn other_ticks(skip: &[u32]) -> HashMap<u32, (bool, u64)> {
+    let mut out = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if skip.contains(&pid) {
+                continue;
+            }
+            if let Some((comm, ticks)) = read_stat(&entry.path().join("stat")) {
+                out.insert(pid, (comm.starts_with("postgres"), ticks));
+            }
+        }
+    }
+    out
+}
+
+/// (postgres, rest) ticks spent between two `other_ticks` snapshots.
+fn other_delta(before: &HashMap<u32, (bool, u64)>, after: &HashMap<u32, (bool, u64)>) -> (u64, u64) {
+    let (mut pg, mut rest) = (0, 0);
+    for (pid, (is_pg, t1)) in after {
+        let t0 = before.get(pid).map_or(0, |(_, t)| *t);
+        let d = t1.saturating_sub(t0);
+        if *is_pg {
+            pg += d;
+        } else {
+            rest += d;
+        }
+    }
+    (pg, rest)
+}
+
 /// Machine-wide (busy, iowait, total) ticks from /proc/stat.
 fn machine_ticks() -> (u64, u64, u64) {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let line = text.lines().next().unwrap_or_default();
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     let get = |i: usize| v.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal (guest is inside user).
     let (idle, iowait) = (get(3), get(4));
@@ -252,10 +261,7 @@ fn machine_ticks() -> (u64, u64, u64) {
 /// A `Vm*` line of /proc/<pid>/status, in KiB.
 fn vm_kib(pid: u32, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
+    text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok())
 }
 
 // ---- the gateway process, temp dir and database ----
@@ -271,9 +277,7 @@ impl Cleanup {
     fn stop_gateway(&mut self) -> Option<Duration> {
         let mut child = self.child.take()?;
         let started = Instant::now();
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         while started.elapsed() < Duration::from_secs(40) {
             if let Ok(Some(_)) = child.try_wait() {
                 return Some(started.elapsed());
@@ -310,9 +314,7 @@ fn log_tail(path: &Path) -> String {
 
 async fn create_pg_db(base: &str) -> Result<(String, String), String> {
     let name = format!("hw_bench_{:08x}", rand::random::<u32>());
-    let mut conn = sqlx::postgres::PgConnection::connect(base)
-        .await
-        .map_err(|e| format!("connect {base}: {e}"))?;
+    let mut conn = sqlx::postgres::PgConnection::connect(base).await.map_err(|e| format!("connect {base}: {e}"))?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -330,15 +332,11 @@ async fn create_pg_db(base: &str) -> Result<(String, String), String> {
 }
 
 async fn drop_pg_db(base: &str, name: &str) -> Result<(), String> {
-    let mut conn = sqlx::postgres::PgConnection::connect(base)
+    let mut conn = sqlx::postgres::PgConnection::connect(base).await.map_err(|e| format!("connect {base}: {e}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut conn)
         .await
-        .map_err(|e| format!("connect {base}: {e}"))?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await
-    .map_err(|e| format!("DROP DATABASE {name}: {e}"))?;
+        .map_err(|e| format!("DROP DATABASE {name}: {e}"))?;
     let _ = conn.close().await;
     Ok(())
 }
@@ -346,9 +344,7 @@ async fn drop_pg_db(base: &str, name: &str) -> Result<(), String> {
 // ---- the load ----
 
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A Stripe-looking event of about `target` bytes with a unique id.
@@ -398,9 +394,7 @@ async fn worker(
     while Instant::now() < deadline {
         let n = next.fetch_add(1, Ordering::Relaxed);
         let body = make_body(&tag, n, body_bytes);
-        let mut request = client
-            .post(&*url)
-            .header("content-type", "application/json");
+        let mut request = client.post(&*url).header("content-type", "application/json");
         if stripe {
             let sig = stripe_signature(STRIPE_SECRET.as_bytes(), unix_now(), body.as_bytes());
             request = request.header("stripe-signature", sig);
@@ -415,9 +409,7 @@ async fn worker(
                 match read {
                     Ok(_) if status == 200 => {
                         stats.accepted += 1;
-                        stats
-                            .latencies_us
-                            .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+                        stats.latencies_us.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
                     }
                     Ok(_) => *stats.statuses.entry(status).or_default() += 1,
                     Err(err) => {
@@ -434,6 +426,22 @@ async fn worker(
         }
     }
     stats
+}
+
+/// (count, sum) of the gateway's `hookwarden_ingest_batch_size` from `/metrics`.
+async fn scrape_batches(client: &reqwest::Client, base: &str) -> (u64, u64) {
+    let Ok(response) = client.get(format!("{base}/metrics")).send().await else {
+        return (0, 0);
+    };
+    let text = response.text().await.unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    (value("hookwarden_ingest_batch_size_count"), value("hookwarden_ingest_batch_size_sum"))
 }
 
 fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
@@ -470,25 +478,24 @@ struct Report {
     generator_cpu_pct: f64,
     machine_busy_pct: f64,
     machine_iowait_pct: f64,
+    postgres_cpu_pct: f64,
+    others_cpu_pct: f64,
     threads: Vec<(String, f64)>,
     shutdown_ms: Option<f64>,
+    batches: u64,
+    batched: u64,
     db_bytes: Option<u64>,
 }
 
 async fn bench(args: &Args) -> Result<Report, String> {
     hookwarden::tls::install_crypto_provider();
     let tag = format!("{:08x}", rand::random::<u32>());
-    let dir = args
-        .tmpdir
-        .join(format!("hookwarden-bench-{}-{tag}", std::process::id()));
+    let dir = args.tmpdir.join(format!("hookwarden-bench-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let mut cleanup = Cleanup { dir, child: None };
 
     let (db_url, pg_db) = match args.db {
-        Db::Sqlite => (
-            format!("sqlite://{}", cleanup.dir.join("bench.db").display()),
-            None,
-        ),
+        Db::Sqlite => (format!("sqlite://{}", cleanup.dir.join("bench.db").display()), None),
         Db::Postgres => {
             let (name, url) = create_pg_db(&args.pg_url).await?;
             (url, Some(name))
@@ -504,12 +511,7 @@ async fn bench(args: &Args) -> Result<Report, String> {
     result
 }
 
-async fn run_load(
-    args: &Args,
-    tag: &str,
-    db_url: &str,
-    cleanup: &mut Cleanup,
-) -> Result<Report, String> {
+async fn run_load(args: &Args, tag: &str, db_url: &str, cleanup: &mut Cleanup) -> Result<Report, String> {
     let (sink, sink_addr) = start_sink().await?;
     let port = free_port()?;
     let verify = match args.verify {
@@ -561,24 +563,14 @@ signing_secret = "{SIGNING_SECRET}"
     let waited = Instant::now();
     loop {
         if let Some(Ok(Some(status))) = cleanup.child.as_mut().map(|c| c.try_wait()) {
-            return Err(format!(
-                "the gateway exited ({status}) before it was up:\n{}",
-                log_tail(&log_path)
-            ));
+            return Err(format!("the gateway exited ({status}) before it was up:\n{}", log_tail(&log_path)));
         }
-        let ok = client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
+        let ok = client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success());
         if ok {
             break;
         }
         if waited.elapsed() > Duration::from_secs(60) {
-            return Err(format!(
-                "the gateway was not up after 60s:\n{}",
-                log_tail(&log_path)
-            ));
+            return Err(format!("the gateway was not up after 60s:\n{}", log_tail(&log_path)));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -586,20 +578,12 @@ signing_secret = "{SIGNING_SECRET}"
     // One probe through the whole path (ingest → store → dispatcher → sink) before timing.
     let url: Arc<str> = format!("{base}/ingest/bench").into();
     let probe = make_body(&format!("{tag}probe"), 0, args.body_bytes);
-    let mut request = client
-        .post(&*url)
-        .header("content-type", "application/json");
+    let mut request = client.post(&*url).header("content-type", "application/json");
     if args.verify == VerifyKind::Stripe {
-        request = request.header(
-            "stripe-signature",
-            stripe_signature(STRIPE_SECRET.as_bytes(), unix_now(), probe.as_bytes()),
-        );
+        request = request
+            .header("stripe-signature", stripe_signature(STRIPE_SECRET.as_bytes(), unix_now(), probe.as_bytes()));
     }
-    let response = request
-        .body(probe)
-        .send()
-        .await
-        .map_err(|e| format!("probe request: {e}"))?;
+    let response = request.body(probe).send().await.map_err(|e| format!("probe request: {e}"))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if status != StatusCode::OK {
@@ -608,10 +592,7 @@ signing_secret = "{SIGNING_SECRET}"
     let waited = Instant::now();
     while sink.distinct.load(Ordering::Relaxed) < 1 {
         if waited.elapsed() > Duration::from_secs(30) {
-            return Err(format!(
-                "the probe event was not delivered within 30s:\n{}",
-                log_tail(&log_path)
-            ));
+            return Err(format!("the probe event was not delivered within 30s:\n{}", log_tail(&log_path)));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -634,12 +615,8 @@ signing_secret = "{SIGNING_SECRET}"
 
     let ticks = clock_ticks();
     let me = std::process::id();
-    let (gw0, gen0, m0, th0) = (
-        process_ticks(pid),
-        process_ticks(me),
-        machine_ticks(),
-        thread_ticks(pid),
-    );
+    let (gw0, gen0, m0, th0, o0) =
+        (process_ticks(pid), process_ticks(me), machine_ticks(), thread_ticks(pid), other_ticks(&[pid, me]));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let next = Arc::new(AtomicU64::new(1));
@@ -672,12 +649,9 @@ signing_secret = "{SIGNING_SECRET}"
     }
     let load_end = Instant::now();
     let elapsed = (load_end - started).as_secs_f64();
-    let (gw1, gen1, m1, th1) = (
-        process_ticks(pid),
-        process_ticks(me),
-        machine_ticks(),
-        thread_ticks(pid),
-    );
+    let (gw1, gen1, m1, th1, o1) =
+        (process_ticks(pid), process_ticks(me), machine_ticks(), thread_ticks(pid), other_ticks(&[pid, me]));
+    let (pg_ticks, rest_ticks) = other_delta(&o0, &o1);
     let delivered_during = sink.distinct.load(Ordering::Relaxed) - baseline;
 
     // Does delivery keep pace? Wait until every accepted event reached the sink.
@@ -698,32 +672,22 @@ signing_secret = "{SIGNING_SECRET}"
     let sampled_peak = sampler.await.unwrap_or(0);
     let peak_rss_kib = vm_kib(pid, "VmHWM:").unwrap_or(0).max(sampled_peak);
     let db_bytes = db_url.strip_prefix("sqlite://").map(|path| {
-        ["", "-wal", "-shm"]
-            .iter()
-            .filter_map(|s| std::fs::metadata(format!("{path}{s}")).ok())
-            .map(|m| m.len())
-            .sum()
+        ["", "-wal", "-shm"].iter().filter_map(|s| std::fs::metadata(format!("{path}{s}")).ok()).map(|m| m.len()).sum()
     });
+    let (batches, batched) = scrape_batches(&client, &base).await;
     let shutdown = cleanup.stop_gateway();
 
     // CPU over the load window, as % of one core.
     let secs = elapsed.max(1e-9);
     let pct = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / ticks / secs * 100.0;
-    let (mt, mi, mtot) = (
-        m1.0.saturating_sub(m0.0),
-        m1.1.saturating_sub(m0.1),
-        m1.2.saturating_sub(m0.2).max(1),
-    );
+    let (mt, mi, mtot) = (m1.0.saturating_sub(m0.0), m1.1.saturating_sub(m0.1), m1.2.saturating_sub(m0.2).max(1));
     let mut by_comm: BTreeMap<String, u64> = BTreeMap::new();
     for (tid, (comm, t1)) in &th1 {
         let t0 = th0.get(tid).map_or(0, |(_, t)| *t);
         *by_comm.entry(comm.clone()).or_default() += t1.saturating_sub(t0);
     }
-    let mut threads: Vec<(String, f64)> = by_comm
-        .into_iter()
-        .map(|(c, t)| (c, t as f64 / ticks / secs * 100.0))
-        .filter(|(_, p)| *p >= 0.5)
-        .collect();
+    let mut threads: Vec<(String, f64)> =
+        by_comm.into_iter().map(|(c, t)| (c, t as f64 / ticks / secs * 100.0)).filter(|(_, p)| *p >= 0.5).collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
 
     let mut lat = all.latencies_us;
@@ -753,7 +717,11 @@ signing_secret = "{SIGNING_SECRET}"
         generator_cpu_pct: pct(gen0, gen1),
         machine_busy_pct: mt as f64 / mtot as f64 * 100.0,
         machine_iowait_pct: mi as f64 / mtot as f64 * 100.0,
+        postgres_cpu_pct: pct(0, pg_ticks),
+        others_cpu_pct: pct(0, rest_ticks),
         threads,
+        batches,
+        batched,
         shutdown_ms: shutdown.map(|d| d.as_secs_f64() * 1000.0),
         db_bytes,
     })
@@ -776,63 +744,50 @@ fn print_report(args: &Args, r: &Report) {
         args.body_bytes,
         args.tmpdir.display()
     );
-    println!(
-        "  duration        {:.2} s, {} requests",
-        r.elapsed_s, r.requests
-    );
+    println!("  duration        {:.2} s, {} requests", r.elapsed_s, r.requests);
     println!("  accepted        {} ({:.0} events/s)", r.accepted, r.rate);
-    println!(
-        "  latency (200)   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        r.p50, r.p90, r.p99, r.max
-    );
+    println!("  latency (200)   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms", r.p50, r.p90, r.p99, r.max);
     let statuses: Vec<String> = r.statuses.iter().map(|(c, n)| format!("{c}×{n}")).collect();
     println!(
         "  non-200         {}   transport errors {}{}",
-        if statuses.is_empty() {
-            "0".into()
-        } else {
-            statuses.join(" ")
-        },
+        if statuses.is_empty() { "0".into() } else { statuses.join(" ") },
         r.errors,
-        r.first_error
-            .as_deref()
-            .map(|e| format!(" (first: {e})"))
-            .unwrap_or_default()
+        r.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
     );
     println!(
         "  delivered       {} during load ({:.0}%), {} in all, {} repeated posts",
         r.delivered_during,
-        if r.accepted > 0 {
-            r.delivered_during as f64 / r.accepted as f64 * 100.0
-        } else {
-            0.0
-        },
+        if r.accepted > 0 { r.delivered_during as f64 / r.accepted as f64 * 100.0 } else { 0.0 },
         r.delivered_total,
         r.duplicate_posts
     );
     match r.catch_up_ms {
         Some(ms) => println!("  caught up       {ms:.0} ms after the load stopped"),
-        None => println!(
-            "  caught up       NO: {}/{} delivered when the wait ended",
-            r.delivered_total, r.accepted
-        ),
+        None => println!("  caught up       NO: {}/{} delivered when the wait ended", r.delivered_total, r.accepted),
     }
     println!(
         "  gateway         peak RSS {:.1} MiB, CPU {:.0}% of one core; shutdown {}",
         r.peak_rss_kib as f64 / 1024.0,
         r.gateway_cpu_pct,
-        r.shutdown_ms
-            .map_or("killed".into(), |ms| format!("{ms:.0} ms"))
+        r.shutdown_ms.map_or("killed".into(), |ms| format!("{ms:.0} ms"))
     );
-    let threads: Vec<String> = r
-        .threads
-        .iter()
-        .map(|(c, p)| format!("{c} {p:.0}%"))
-        .collect();
+    if r.batches > 0 {
+        println!(
+            "  ingest commits  {} group commits, {:.1} events each, {:.0} commits/s",
+            r.batches,
+            r.batched as f64 / r.batches as f64,
+            r.batches as f64 / r.elapsed_s
+        );
+    }
+    let threads: Vec<String> = r.threads.iter().map(|(c, p)| format!("{c} {p:.0}%")).collect();
     println!("  gateway threads {}", threads.join(", "));
     println!(
         "  generator+sink  CPU {:.0}%; machine busy {:.0}% of {cores} cores, iowait {:.1}%",
         r.generator_cpu_pct, r.machine_busy_pct, r.machine_iowait_pct
+    );
+    println!(
+        "  other processes postgres {:.0}%, everything else {:.0}% (of one core)",
+        r.postgres_cpu_pct, r.others_cpu_pct
     );
     if let Some(bytes) = r.db_bytes {
         println!("  sqlite files    {:.1} MiB", bytes as f64 / 1048576.0);
@@ -860,8 +815,12 @@ fn print_report(args: &Args, r: &Report) {
             "generator_cpu_pct": r.generator_cpu_pct,
             "machine_busy_pct": r.machine_busy_pct,
             "machine_iowait_pct": r.machine_iowait_pct,
+            "postgres_cpu_pct": r.postgres_cpu_pct,
+            "others_cpu_pct": r.others_cpu_pct,
             "cores": cores,
             "shutdown_ms": r.shutdown_ms,
+            "ingest_commits": r.batches,
+            "ingest_committed_events": r.batched,
         });
         println!("{line}");
     }
@@ -875,10 +834,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(bench(&args)) {
         Ok(report) => {
             print_report(&args, &report);
