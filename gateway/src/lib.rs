@@ -108,7 +108,8 @@ pub async fn run(
         },
     );
     let writer = store.clone();
-    let ingest = Batcher::spawn(16_384, INGEST_BATCH, move |events: Vec<domain::NewEvent>| {
+    let committers = if store.backend() == Backend::Postgres { 4 } else { 1 };
+    let ingest = Batcher::spawn_parallel(16_384, INGEST_BATCH, committers, move |events: Vec<domain::NewEvent>| {
         let store = writer.clone();
         async move {
             ::metrics::histogram!("hookwarden_ingest_batch_size").record(events.len() as f64);

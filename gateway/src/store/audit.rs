@@ -52,8 +52,8 @@ impl Store {
             }};
         }
         let (seq, prev_hash, hash) = match &self.pool {
-            super::Pool::Sqlite(pool) => {
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            super::Pool::Sqlite { write: pool, .. } => {
+                let mut tx = pool.begin().await?;
                 let out = append!(tx);
                 tx.commit().await?;
                 out

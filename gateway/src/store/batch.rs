@@ -7,6 +7,8 @@
 
 use std::future::Future;
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
 type Job<T, R> = (T, oneshot::Sender<R>);
@@ -27,21 +29,40 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// once for the lot; `write` returns one answer per item, in order.
     pub fn spawn<F, Fut>(queue: usize, max_batch: usize, write: F) -> Self
     where
-        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send,
     {
-        let (tx, mut rx) = mpsc::channel::<Job<T, R>>(queue);
-        tokio::spawn(async move {
-            let mut jobs = Vec::with_capacity(max_batch);
-            while rx.recv_many(&mut jobs, max_batch).await > 0 {
-                let (items, replies): (Vec<T>, Vec<_>) = jobs.drain(..).unzip();
-                let answers = write(items).await;
-                debug_assert_eq!(answers.len(), replies.len());
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(answer);
+        Self::spawn_parallel(queue, max_batch, 1, write)
+    }
+
+    /// Like [`Batcher::spawn`] with `workers` batches in flight at once, for a database that
+    /// commits concurrent transactions in parallel (PostgreSQL); SQLite has one writer.
+    pub fn spawn_parallel<F, Fut>(queue: usize, max_batch: usize, workers: usize, write: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send,
+    {
+        let (tx, rx) = mpsc::channel::<Job<T, R>>(queue);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let write = Arc::new(write);
+        for _ in 0..workers.max(1) {
+            let (rx, write) = (rx.clone(), write.clone());
+            tokio::spawn(async move {
+                let mut jobs = Vec::with_capacity(max_batch);
+                loop {
+                    // Take a batch, then let the next worker take its own while this one writes.
+                    if rx.lock().await.recv_many(&mut jobs, max_batch).await == 0 {
+                        return;
+                    }
+                    let (items, replies): (Vec<T>, Vec<_>) = jobs.drain(..).unzip();
+                    let answers = write(items).await;
+                    debug_assert_eq!(answers.len(), replies.len());
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
+                    }
                 }
-            }
-        });
+            });
+        }
         Self { tx }
     }
 
@@ -56,7 +77,6 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]

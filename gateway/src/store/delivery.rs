@@ -5,7 +5,7 @@
 //! runs out (its gateway died) makes the event claimable again. On PostgreSQL the claim skips
 //! rows another gateway is claiming at the same moment, so each due delivery goes to one.
 
-use super::{Backend, Store, StoreError, with_pool};
+use super::{Backend, Store, StoreError, with_writer};
 use crate::domain::{AttemptKind, EventId};
 use sqlx::Row;
 
@@ -99,7 +99,7 @@ impl Store {
             Backend::Sqlite => CLAIM_SQLITE,
             Backend::Postgres => CLAIM_POSTGRES,
         };
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let rows = sqlx::query(sql)
                 .bind(owner)
                 .bind(lease_until)
@@ -129,7 +129,7 @@ impl Store {
     /// another gateway, which then owns the schedule (the attempt is recorded either way).
     pub async fn complete_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
         let mut held = Vec::with_capacity(records.len());
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             for r in records {
                 sqlx::query(INSERT_ATTEMPT)
@@ -166,7 +166,7 @@ impl Store {
 
     /// Gives one claimed delivery back without an attempt (a receipt made it unnecessary).
     pub async fn release_lease(&self, event_id: &EventId, owner: &str) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("UPDATE events SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
+        with_writer!(self, pool => sqlx::query("UPDATE events SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
             .bind(event_id.as_str())
             .bind(owner)
             .execute(pool)
@@ -178,7 +178,7 @@ impl Store {
     /// Gives up leases: `owner`'s on a clean shutdown, or all of them (`None`) when a
     /// single-gateway SQLite store starts and no other gateway can hold one.
     pub async fn release_leases(&self, owner: Option<&str>) -> Result<u64, StoreError> {
-        let done = with_pool!(self, pool => match owner {
+        let done = with_writer!(self, pool => match owner {
             Some(owner) => sqlx::query("UPDATE events SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
                 .bind(owner)
                 .execute(pool)

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, with_pool};
+use super::{Store, StoreError, with_pool, with_writer};
 use crate::domain::{Attempt, AttemptKind, DeliveryState, EventId, EventSummary, Outcome};
 
 const COLUMNS: &str = "id, source, dedup_key, event_type, received_at, outcome, error_code, delivery_state, \
@@ -149,7 +149,7 @@ impl Store {
         note: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let n = with_pool!(self, pool => sqlx::query(
+        let n = with_writer!(self, pool => sqlx::query(
             "UPDATE events SET outcome = $2, error_code = CASE WHEN $2 = 'confirmed' THEN NULL ELSE error_code END, \
              resolved_by = $3, resolved_note = $4, resolved_at = $5, outcome_at = $5, next_attempt_at = NULL WHERE id = $1",
         )

@@ -59,7 +59,12 @@ pub enum Backend {
 
 #[derive(Clone)]
 enum Pool {
-    Sqlite(SqlitePool),
+    /// Readers, and the one writer: SQLite takes one writer at a time anyway, and queueing
+    /// writers here (async) beats colliding in SQLite's busy handler (sleeps of milliseconds).
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -69,16 +74,27 @@ pub struct Store {
     pool: Pool,
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool of either backend.
+/// Runs `$body` with `$pool` bound to the concrete pool of either backend, for reads.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
-            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Sqlite { read: $pool, .. } => $body,
             $crate::store::Pool::Postgres($pool) => $body,
         }
     };
 }
 pub(crate) use with_pool;
+
+/// Like [`with_pool!`], for statements that write.
+macro_rules! with_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite { write: $pool, .. } => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_writer;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -93,13 +109,19 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(false);
-            let pool = SqlitePoolOptions::new()
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(options.clone())
+                .await?;
+            SQLITE_MIGRATIONS.run(&write).await?;
+            // Readers cannot write: a statement sent to the wrong pool fails in every test.
+            let read = SqlitePoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
+                .connect_with(options.read_only(true))
                 .await?;
-            SQLITE_MIGRATIONS.run(&pool).await?;
-            Ok(Self { pool: Pool::Sqlite(pool) })
+            Ok(Self { pool: Pool::Sqlite { read, write } })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
             let pool = PgPoolOptions::new()
@@ -122,7 +144,7 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         match self.pool {
-            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Sqlite { .. } => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
         }
     }
@@ -136,7 +158,7 @@ impl Store {
     /// A listener for receipt notifications, on PostgreSQL (`None` on SQLite).
     pub async fn receipt_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
         match &self.pool {
-            Pool::Sqlite(_) => Ok(None),
+            Pool::Sqlite { .. } => Ok(None),
             Pool::Postgres(pool) => {
                 let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
                 listener.listen("hookwarden_receipts").await?;
@@ -146,6 +168,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Pool::Sqlite { write, .. } = &self.pool {
+            write.close().await;
+        }
         with_pool!(self, pool => pool.close().await)
     }
 }

@@ -6,7 +6,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, with_pool};
+use super::{Store, StoreError, with_pool, with_writer};
 use crate::domain::{EventId, Outcome};
 
 /// A verified receipt, as it is written.
@@ -77,7 +77,7 @@ impl Store {
     /// Reads an event's receipt count and outcome under a hold (see `send_guard`).
     pub async fn hold_event(&self, id: &EventId) -> Result<(EventHold, i64, Outcome), StoreError> {
         match &self.pool {
-            super::Pool::Sqlite(pool) => {
+            super::Pool::Sqlite { read: pool, .. } => {
                 let (receipts, o): (i64, String) = sqlx::query_as("SELECT receipts, outcome FROM events WHERE id = $1")
                     .bind(id.as_str())
                     .fetch_one(pool)
@@ -106,7 +106,7 @@ impl Store {
 
     /// Records a receipt idempotently and moves the event's outcome.
     pub async fn record_receipt(&self, r: &NewReceipt) -> Result<Recorded, StoreError> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(INSERT)
                 .bind(&r.receipt_id)

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError, with_pool};
+use super::{Backend, Store, StoreError, with_pool, with_writer};
 use crate::domain::{EventId, Outcome};
 
 /// A value bound to a placeholder of a [`Selection`].
@@ -261,7 +261,7 @@ impl Store {
             eligible.render(2),
             limit.max(0)
         );
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO replays (id, state, created_by, created_at, request, destination, rate, current_rate, eligible) \
@@ -303,7 +303,7 @@ impl Store {
              WHERE state = 'running' AND (lease_until IS NULL OR lease_until < $3) ORDER BY created_at LIMIT 1 {lock}) \
              RETURNING {JOB_COLUMNS}"
         );
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(owner).bind(lease_until).bind(now).fetch_optional(pool).await? {
                 Some(row) => Ok(Some(job_from_row!(&row)?)),
                 None => Ok(None),
@@ -320,7 +320,7 @@ impl Store {
         lease_until: i64,
         current_rate: f64,
     ) -> Result<Option<String>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_scalar(
+        Ok(with_writer!(self, pool => sqlx::query_scalar(
             "UPDATE replays SET lease_until = $3, current_rate = $4 WHERE id = $1 AND lease_owner = $2 RETURNING state",
         )
         .bind(id)
@@ -383,7 +383,7 @@ impl Store {
                 *t += d;
             }
         }
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             for r in results {
                 sqlx::query(
@@ -467,7 +467,7 @@ impl Store {
         now: i64,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let n = with_pool!(self, pool => sqlx::query(
+        let n = with_writer!(self, pool => sqlx::query(
             "UPDATE replays SET state = $2, finished_at = $3, error = $4, lease_owner = NULL, lease_until = NULL \
              WHERE id = $1 AND state = 'running'",
         )
@@ -506,7 +506,7 @@ impl Store {
 
     /// Gives back every replay lease (a single-gateway SQLite store at start).
     pub async fn release_replay_leases(&self) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("UPDATE replays SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
+        with_writer!(self, pool => sqlx::query("UPDATE replays SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
             .execute(pool)
             .await
             .map(|_| ()))?;

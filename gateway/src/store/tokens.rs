@@ -1,6 +1,6 @@
 //! Operator tokens, stored as sha256 hashes: the database never holds a usable token.
 
-use super::{Store, StoreError, with_pool};
+use super::{Store, StoreError, with_pool, with_writer};
 
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
@@ -15,7 +15,7 @@ pub struct TokenRecord {
 impl Store {
     /// Stores a new token; `false` when the name is taken.
     pub async fn insert_token(&self, t: &TokenRecord, token_hash: &str) -> Result<bool, StoreError> {
-        let done = with_pool!(self, pool => sqlx::query(
+        let done = with_writer!(self, pool => sqlx::query(
             "INSERT INTO tokens (id, name, role, token_hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (name) DO NOTHING",
         )
