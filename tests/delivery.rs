@@ -50,7 +50,7 @@ async fn forwards_verify_with_a_standard_webhooks_library_and_carry_stable_keys(
             assert_eq!(request.header("hookwarden-source"), "orders");
             assert_eq!(request.header("content-type"), "application/json");
             assert_eq!(request.header("hookwarden-replay-id"), "");
-            assert_eq!(&request.body[..], &body(&event["provider_event_id"].as_str().unwrap()[..])[..]);
+            assert_eq!(&request.body[..], &body(event["provider_event_id"].as_str().unwrap())[..]);
         }
         assert_eq!(got[0].header("idempotency-key"), got[1].header("idempotency-key"));
     }

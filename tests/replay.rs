@@ -416,10 +416,10 @@ async fn no_send_after_a_recorded_receipt(kind: Db, rounds: u64, events: usize) 
         assert_eq!(done["state"], "completed");
         let mut violations = Vec::new();
         for r in receiver.received().iter().filter(|r| r.replay_id() == Some(job_id.as_str())) {
-            if let Some(at) = recorded.get(r.event_id()) {
-                if r.at > *at {
-                    violations.push(r.event_id().to_string());
-                }
+            if let Some(at) = recorded.get(r.event_id())
+                && r.at > *at
+            {
+                violations.push(r.event_id().to_string());
             }
         }
         assert!(

@@ -76,10 +76,10 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("token_missing", "send `Authorization: Bearer <token>`"))?;
-        if let Some(admin) = &app.config.admin_token {
-            if bool::from(admin.0.as_bytes().ct_eq(token.as_bytes())) {
-                return Ok(Caller { name: "bootstrap-admin".into(), role: Role::Admin });
-            }
+        if let Some(admin) = &app.config.admin_token
+            && bool::from(admin.0.as_bytes().ct_eq(token.as_bytes()))
+        {
+            return Ok(Caller { name: "bootstrap-admin".into(), role: Role::Admin });
         }
         let invalid = || ApiError::unauthorized("token_invalid", "the token is not valid");
         let (name, role) = app.store.find_token(&token_hash(token)).await?.ok_or_else(invalid)?;

@@ -131,10 +131,10 @@ impl Replayer {
             Ok(End::Cancelled) => ("cancelled", None),
             Err(err) => ("failed", Some(err.to_string())),
         };
-        if state == "cancelled" {
-            if let Err(err) = self.store.cancel_queued(&job.id, now).await {
-                tracing::warn!(replay = %job.id, error = %err, "marking cancelled items failed");
-            }
+        if state == "cancelled"
+            && let Err(err) = self.store.cancel_queued(&job.id, now).await
+        {
+            tracing::warn!(replay = %job.id, error = %err, "marking cancelled items failed");
         }
         let finished = self.store.finish_replay(&job.id, state, now, error.as_deref()).await;
         if let Err(err) = self.audit_finish(&job.id, state, error.as_deref()).await {
@@ -195,12 +195,9 @@ impl Replayer {
             for chunk in sendable.chunks(chunk_size) {
                 if renewed_at.elapsed() >= Duration::from_secs(1) {
                     renewed_at = tokio::time::Instant::now();
-                    match self.renew(job, &run).await? {
-                        Some(end) => {
-                            run.drain().await;
-                            return Ok(end);
-                        }
-                        None => {}
+                    if let Some(end) = self.renew(job, &run).await? {
+                        run.drain().await;
+                        return Ok(end);
                     }
                 }
                 // Written before anything goes out: a crash from here on never resends these.

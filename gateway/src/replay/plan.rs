@@ -224,10 +224,10 @@ pub async fn plan(
     if !(rate > 0.0 && rate <= MAX_RATE) {
         return Err(PlanError::Invalid(format!("`rate` must be above 0 and at most {MAX_RATE} per second")));
     }
-    if let Some(o) = &request.override_confirmed {
-        if o.note.trim().is_empty() {
-            return Err(PlanError::OverrideNoteMissing);
-        }
+    if let Some(o) = &request.override_confirmed
+        && o.note.trim().is_empty()
+    {
+        return Err(PlanError::OverrideNoteMissing);
     }
     if let Some(to) = &request.to {
         if role < Role::Admin {
