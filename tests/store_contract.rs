@@ -99,6 +99,10 @@ async fn check_claims(kind: Db) {
     assert_eq!(failed.outcome, hookwarden::domain::Outcome::Failed);
     assert_eq!(failed.error_code.as_deref(), Some("delivery_exhausted"));
     assert_eq!(failed.next_attempt_at, None);
+    // Claims and results commit relaxed on SQLite; the writer must be back at FULL after.
+    if kind == Db::Sqlite {
+        assert_eq!(store.writer_synchronous().await.unwrap(), Some(2));
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 //! runs out (its gateway died) makes the event claimable again. On PostgreSQL the claim skips
 //! rows another gateway is claiming at the same moment, so each due delivery goes to one.
 
-use super::{Backend, Store, StoreError, with_writer};
+use sqlx::Connection;
+
+use super::{Backend, Store, StoreError, with_relaxed_writer, with_writer};
 use crate::domain::{AttemptKind, EventId};
 use sqlx::Row;
 
@@ -99,7 +101,7 @@ impl Store {
             Backend::Sqlite => CLAIM_SQLITE,
             Backend::Postgres => CLAIM_POSTGRES,
         };
-        with_writer!(self, pool => {
+        with_relaxed_writer!(self, pool => {
             let rows = sqlx::query(sql)
                 .bind(owner)
                 .bind(lease_until)
@@ -129,7 +131,7 @@ impl Store {
     /// another gateway, which then owns the schedule (the attempt is recorded either way).
     pub async fn complete_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
         let mut held = Vec::with_capacity(records.len());
-        with_writer!(self, pool => {
+        with_relaxed_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             for r in records {
                 sqlx::query(INSERT_ATTEMPT)
@@ -160,7 +162,8 @@ impl Store {
                 held.push(updated || matches!(r.completion, Completion::Replayed { .. }));
             }
             tx.commit().await?;
-        });
+            Ok::<(), StoreError>(())
+        })?;
         Ok(held)
     }
 

@@ -96,6 +96,33 @@ macro_rules! with_writer {
 }
 pub(crate) use with_writer;
 
+/// Like [`with_writer!`], for writes whose loss on a power failure (not a process crash) only
+/// means a delivery is repeated: claims and attempt results. On SQLite they commit with
+/// `synchronous=NORMAL` (no fsync of their own; the WAL is ordered, so the next fully
+/// synchronous commit makes them durable too); `$conn` is then the writer connection.
+macro_rules! with_relaxed_writer {
+    ($store:expr, $conn:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite { write, .. } => {
+                let mut held = write.acquire().await?;
+                sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *held).await?;
+                let result = {
+                    let $conn = &mut *held;
+                    async { $body }.await
+                };
+                if let Err(err) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *held).await {
+                    // Never hand a relaxed connection back to writers that need durability.
+                    held.close_on_drop();
+                    return Err(err.into());
+                }
+                result
+            }
+            $crate::store::Pool::Postgres($conn) => $body,
+        }
+    };
+}
+pub(crate) use with_relaxed_writer;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -153,6 +180,15 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
         Ok(())
+    }
+
+    /// The SQLite writer's `synchronous` level (2 = FULL), for diagnostics and the test that
+    /// relaxed writes hand the connection back at full durability; `None` on PostgreSQL.
+    pub async fn writer_synchronous(&self) -> Result<Option<i64>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite { write, .. } => Ok(Some(sqlx::query_scalar("PRAGMA synchronous").fetch_one(write).await?)),
+            Pool::Postgres(_) => Ok(None),
+        }
     }
 
     /// A listener for receipt notifications, on PostgreSQL (`None` on SQLite).
