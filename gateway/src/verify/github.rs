@@ -2,22 +2,14 @@
 //! timestamp, so replay protection rests on the `X-GitHub-Delivery` dedup key.
 
 use axum::http::HeaderMap;
-use hmac::{KeyInit, Mac};
 
-use super::{VerifyError, header};
+use super::{HmacEncoding, VerifyError, hmac_header};
 
 const HEADER: &str = "x-hub-signature-256";
 
+/// GitHub's scheme is the generic one with its header, prefix and hex.
 pub(super) fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
-    let value = header(headers, HEADER)?;
-    let sig = value
-        .trim()
-        .strip_prefix("sha256=")
-        .and_then(|hex_sig| hex::decode(hex_sig).ok())
-        .ok_or_else(|| VerifyError::MalformedHeader(HEADER.to_string()))?;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
-    mac.update(body);
-    mac.verify_slice(&sig).map_err(|_| VerifyError::Mismatch)
+    hmac_header::verify(secret, HEADER, HmacEncoding::Hex, "sha256=", headers, body)
 }
 
 #[cfg(test)]
