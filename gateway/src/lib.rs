@@ -83,12 +83,8 @@ pub async fn run(
     tracing::info!(%gateway_id, backend = ?store.backend(), listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway starting");
 
     let (bus, _) = broadcast::channel(RECEIPT_BUS);
-    let receipts = Arc::new(ReceiptDesk {
-        store: store.clone(),
-        keys: receipt_keys,
-        guard: Arc::new(SendGuard::new(store.clone())),
-        bus: bus.clone(),
-    });
+    let receipts =
+        Arc::new(ReceiptDesk::new(store.clone(), receipt_keys, Arc::new(SendGuard::new(store.clone())), bus.clone()));
     if let Some(listener) = store.receipt_listener().await? {
         tokio::spawn(forward_receipt_notifications(listener, bus.clone()));
     }

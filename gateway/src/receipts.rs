@@ -16,7 +16,7 @@ use crate::config::SourceConfig;
 use crate::delivery::InlineReceipt;
 use crate::domain::{EventId, Outcome};
 use crate::send_guard::SendGuard;
-use crate::store::{NewReceipt, Recorded, Store, StoreError};
+use crate::store::{Batcher, NewReceipt, Recorded, Store, StoreError};
 use tokio::sync::broadcast;
 
 /// The receipt keys of every source: which public key an id names, and where it may confirm.
@@ -120,9 +120,29 @@ pub struct ReceiptDesk {
     pub keys: ReceiptKeys,
     pub guard: Arc<SendGuard>,
     pub bus: broadcast::Sender<EventId>,
+    /// Group commit of receipts: concurrent receipts share one transaction and one fsync.
+    writer: Batcher<NewReceipt, Result<Recorded, String>>,
 }
 
+/// Largest group-committed batch of receipts.
+const RECEIPT_BATCH: usize = 256;
+
 impl ReceiptDesk {
+    pub fn new(store: Store, keys: ReceiptKeys, guard: Arc<SendGuard>, bus: broadcast::Sender<EventId>) -> Self {
+        let batch_store = store.clone();
+        let workers = if store.backend() == crate::store::Backend::Postgres { 4 } else { 1 };
+        let writer = Batcher::spawn_parallel(8192, RECEIPT_BATCH, workers, move |batch: Vec<NewReceipt>| {
+            let store = batch_store.clone();
+            async move {
+                match store.record_receipts(&batch).await {
+                    Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+                    Err(err) => batch.iter().map(|_| Err(err.to_string())).collect(),
+                }
+            }
+        });
+        Self { store, keys, guard, bus, writer }
+    }
+
     /// Checks a receipt in the contract's order and records it.
     pub async fn accept(
         &self,
@@ -166,7 +186,11 @@ impl ReceiptDesk {
         };
         let recorded = {
             let _hold = self.guard.for_receipt(&event_id).await;
-            self.store.record_receipt(&record).await?
+            match self.writer.submit(record.clone()).await {
+                Some(Ok(recorded)) => recorded,
+                Some(Err(err)) => return Err(Refusal::Store(StoreError::Batch(err))),
+                None => return Err(Refusal::Store(StoreError::Closed)),
+            }
         };
         let (outcome, repeat) = match recorded {
             Recorded::New(outcome) => (outcome, false),

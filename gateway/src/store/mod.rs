@@ -49,6 +49,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shutting down")]
     Closed,
+    /// A group-committed batch failed; each item of it gets the reason.
+    #[error("{0}")]
+    Batch(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -106,51 +106,68 @@ impl Store {
 
     /// Records a receipt idempotently and moves the event's outcome.
     pub async fn record_receipt(&self, r: &NewReceipt) -> Result<Recorded, StoreError> {
+        let mut recorded = self.record_receipts(std::slice::from_ref(r)).await?;
+        Ok(recorded.pop().expect("one answer per receipt"))
+    }
+
+    /// Records receipts in one transaction (group commit), each idempotently, in order.
+    pub async fn record_receipts(&self, batch: &[NewReceipt]) -> Result<Vec<Recorded>, StoreError> {
+        let postgres = self.backend() == super::Backend::Postgres;
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(INSERT)
-                .bind(&r.receipt_id)
-                .bind(r.event_id.as_str())
-                .bind(&r.key_id)
-                .bind(r.status)
-                .bind(r.target_record_id.as_deref())
-                .bind(r.error_code.as_deref())
-                .bind(r.detail.as_deref())
-                .bind(r.signed_at)
-                .bind(r.received_at)
-                .bind(r.via)
-                .bind(&r.body)
-                .bind(&r.signature)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if inserted == 0 {
-                let (event_id, body): (String, String) = sqlx::query_as("SELECT event_id, body FROM receipts WHERE receipt_id = $1")
+            let mut answers = Vec::with_capacity(batch.len());
+            for r in batch {
+                let inserted = sqlx::query(INSERT)
                     .bind(&r.receipt_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if event_id != r.event_id.as_str() || body != r.body {
-                    return Ok(Recorded::IdConflict);
-                }
-                let current: String = sqlx::query_scalar("SELECT outcome FROM events WHERE id = $1")
                     .bind(r.event_id.as_str())
+                    .bind(&r.key_id)
+                    .bind(r.status)
+                    .bind(r.target_record_id.as_deref())
+                    .bind(r.error_code.as_deref())
+                    .bind(r.detail.as_deref())
+                    .bind(r.signed_at)
+                    .bind(r.received_at)
+                    .bind(r.via)
+                    .bind(&r.body)
+                    .bind(&r.signature)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if inserted == 0 {
+                    let (event_id, body): (String, String) =
+                        sqlx::query_as("SELECT event_id, body FROM receipts WHERE receipt_id = $1")
+                            .bind(&r.receipt_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    if event_id != r.event_id.as_str() || body != r.body {
+                        answers.push(Recorded::IdConflict);
+                        continue;
+                    }
+                    let current: String = sqlx::query_scalar("SELECT outcome FROM events WHERE id = $1")
+                        .bind(r.event_id.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    answers.push(Recorded::Repeat(outcome(&current)?));
+                    continue;
+                }
+                let new_outcome: String = sqlx::query_scalar(APPLY)
+                    .bind(r.event_id.as_str())
+                    .bind(r.status)
+                    .bind(r.error_code.as_deref())
+                    .bind(r.received_at)
                     .fetch_one(&mut *tx)
                     .await?;
-                return Ok(Recorded::Repeat(outcome(&current)?));
-            }
-            let new_outcome: String = sqlx::query_scalar(APPLY)
-                .bind(r.event_id.as_str())
-                .bind(r.status)
-                .bind(r.error_code.as_deref())
-                .bind(r.received_at)
-                .fetch_one(&mut *tx)
-                .await?;
-            if self.backend() == super::Backend::Postgres {
-                // Delivered on commit: running replays on every gateway drop the event at once.
-                sqlx::query("SELECT pg_notify('hookwarden_receipts', $1)").bind(r.event_id.as_str()).execute(&mut *tx).await?;
+                if postgres {
+                    // Delivered on commit: running replays on every gateway drop the event at once.
+                    sqlx::query("SELECT pg_notify('hookwarden_receipts', $1)")
+                        .bind(r.event_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                answers.push(Recorded::New(outcome(&new_outcome)?));
             }
             tx.commit().await?;
-            Ok(Recorded::New(outcome(&new_outcome)?))
+            Ok(answers)
         })
     }
 
