@@ -49,6 +49,8 @@ pub struct Replayer {
     wake: Notify,
     /// Jobs running here, to stop them at once on cancel.
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Group commit of replay attempts into the events' attempt logs.
+    attempts: Batcher<AttemptRecord, Result<(), String>>,
 }
 
 /// What a job's run ended in.
@@ -68,7 +70,18 @@ impl Replayer {
         gateway_id: String,
         settings: ReplaySettings,
     ) -> Arc<Self> {
+        let writer = store.clone();
+        let attempts = Batcher::spawn(8192, 512, move |records: Vec<AttemptRecord>| {
+            let store = writer.clone();
+            async move {
+                match store.complete_attempts(&records).await {
+                    Ok(_) => records.iter().map(|_| Ok(())).collect(),
+                    Err(err) => records.iter().map(|_| Err(err.to_string())).collect(),
+                }
+            }
+        });
         Arc::new(Self {
+            attempts,
             forwarder: Forwarder::new(settings.timeout),
             store,
             sources,
@@ -344,7 +357,7 @@ impl Replayer {
             response_excerpt: result.excerpt.clone(),
             completion: Completion::Replayed { delivered_at: ok.then_some(now) },
         };
-        if let Err(err) = self.store.complete_attempts(&[attempt]).await {
+        if let Some(Err(err)) = self.attempts.submit(attempt).await {
             tracing::warn!(replay = %run.id, event = %item.event_id, error = %err, "recording a replay attempt failed");
         }
         if let Some(inline) = result.inline_receipt.as_ref().filter(|_| ok) {

@@ -21,13 +21,41 @@ const CLAIM_POSTGRES: &str = "UPDATE events SET lease_owner = $1, lease_until = 
                   FOR UPDATE SKIP LOCKED) \
      RETURNING id, source, dedup_key, headers, body, attempts, ladder_attempts";
 
-const INSERT_ATTEMPT: &str = "INSERT INTO attempts \
-     (event_id, number, kind, replay_id, gateway, started_at, latency_ms, status_code, error, response_excerpt) \
-     VALUES ($1, (SELECT attempts + 1 FROM events WHERE id = $1), $2, $3, $4, $5, $6, $7, $8, $9)";
+/// Attempt rows per multi-row statement (9 parameters each).
+const ATTEMPT_ROWS: usize = 300;
 
-const DELIVERED: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
-     delivery_state = 'delivered', delivered_at = $3, next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL \
-     WHERE id = $1 AND lease_owner = $2";
+/// `INSERT INTO attempts … VALUES (…), (…)` for `rows` attempts; each attempt's number is its
+/// event's attempt count plus one, read before the batch's updates.
+fn insert_attempts_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO attempts (event_id, number, kind, replay_id, gateway, started_at, latency_ms, status_code, \
+         error, response_excerpt) VALUES ",
+    );
+    for row in 0..rows {
+        let p = row * 9;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${e}, (SELECT attempts + 1 FROM events WHERE id = ${e}), ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8,
+            p + 9,
+            e = p + 1
+        ));
+    }
+    sql
+}
+
+/// Followed by `(ids…) RETURNING id`; `$1` is the delivery time, `$2` the lease owner.
+const DELIVERED_MANY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
+     delivery_state = 'delivered', delivered_at = $1, next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL \
+     WHERE lease_owner = $2 AND id IN";
 const RETRY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'pending', \
      next_attempt_at = CASE WHEN receipts > 0 THEN NULL ELSE $3 END, lease_owner = NULL, lease_until = NULL \
@@ -129,25 +157,36 @@ impl Store {
     /// Records finished attempts in one transaction. For each, `true` when the gateway still
     /// held the lease and the schedule was updated; `false` when the lease had passed to
     /// another gateway, which then owns the schedule (the attempt is recorded either way).
+    /// The common case, a 2xx, costs one statement per batch, not one per event; its
+    /// `delivered_at` is the batch's latest time.
     pub async fn complete_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
-        let mut held = Vec::with_capacity(records.len());
+        let mut held = vec![false; records.len()];
         with_relaxed_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            for r in records {
-                sqlx::query(INSERT_ATTEMPT)
-                    .bind(r.event_id.as_str())
-                    .bind(r.kind.as_str())
-                    .bind(r.replay_id.as_deref())
-                    .bind(&r.gateway)
-                    .bind(r.started_at)
-                    .bind(r.latency_ms)
-                    .bind(r.status_code)
-                    .bind(r.error.as_deref())
-                    .bind(r.response_excerpt.as_deref())
-                    .execute(&mut *tx)
-                    .await?;
+            for chunk in records.chunks(ATTEMPT_ROWS) {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_attempts_sql(chunk.len())));
+                for r in chunk {
+                    query = query
+                        .bind(r.event_id.as_str())
+                        .bind(r.kind.as_str())
+                        .bind(r.replay_id.as_deref())
+                        .bind(&r.gateway)
+                        .bind(r.started_at)
+                        .bind(r.latency_ms)
+                        .bind(r.status_code)
+                        .bind(r.error.as_deref())
+                        .bind(r.response_excerpt.as_deref());
+                }
+                query.execute(&mut *tx).await?;
+            }
+            // Delivered (the hot path): one UPDATE per gateway and chunk.
+            let mut delivered: Vec<(usize, &AttemptRecord)> = Vec::new();
+            for (i, r) in records.iter().enumerate() {
                 let update = match r.completion {
-                    Completion::Delivered { at } => sqlx::query(DELIVERED).bind(r.event_id.as_str()).bind(&r.gateway).bind(at),
+                    Completion::Delivered { .. } => {
+                        delivered.push((i, r));
+                        continue;
+                    }
                     Completion::RetryAt(at) => sqlx::query(RETRY).bind(r.event_id.as_str()).bind(&r.gateway).bind(at),
                     Completion::Replayed { delivered_at: Some(at) } => {
                         sqlx::query(REPLAY_DELIVERED).bind(r.event_id.as_str()).bind(at)
@@ -159,7 +198,26 @@ impl Store {
                         .bind(crate::domain::EXHAUSTED_ERROR_CODE),
                 };
                 let updated = update.execute(&mut *tx).await?.rows_affected() == 1;
-                held.push(updated || matches!(r.completion, Completion::Replayed { .. }));
+                held[i] = updated || matches!(r.completion, Completion::Replayed { .. });
+            }
+            delivered.sort_by(|a, b| a.1.gateway.cmp(&b.1.gateway));
+            for group in delivered.chunk_by(|a, b| a.1.gateway == b.1.gateway) {
+                for chunk in group.chunks(ATTEMPT_ROWS) {
+                    let at = chunk.iter().map(|(_, r)| match r.completion {
+                        Completion::Delivered { at } => at,
+                        _ => 0,
+                    }).max().unwrap_or(0);
+                    let marks: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 3)).collect();
+                    let sql = format!("{DELIVERED_MANY} ({}) RETURNING id", marks.join(", "));
+                    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(at).bind(&chunk[0].1.gateway);
+                    for (_, r) in chunk {
+                        query = query.bind(r.event_id.as_str());
+                    }
+                    let updated: std::collections::HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
+                    for (i, r) in chunk {
+                        held[*i] = updated.contains(r.event_id.as_str());
+                    }
+                }
             }
             tx.commit().await?;
             Ok::<(), StoreError>(())
