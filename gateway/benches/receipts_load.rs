@@ -1,0 +1,1071 @@
+//! Receipt load generator: drives `POST /v1/receipts` of the real `hookwarden` binary over
+//! loopback and reports accepted receipts/s, latency, and how close the endpoint comes to the
+//! raw ed25519 `verify_strict` rate of one core.
+//!
+//! `cargo bench -p hookwarden --bench receipts_load -- [--db sqlite|postgres] [--events N]
+//!     [--connections N] [--verify-seconds S] [--json] [--tmpdir DIR] [--pg-url URL]`
+//!
+//! Without `--bench` (what `cargo bench` passes), e.g. under `cargo test --all-targets`, it is
+//! a smoke run (200 events, 8 connections, SQLite) that exits 0 only if every receipt was
+//! accepted, recorded, and moved its event to `confirmed`.
+//!
+//! Steps: the bench opens the database itself with `Store::connect` and stores N events with
+//! `insert_events` (batches of 1,000), then puts them in the state a handler sees them in when
+//! it sends its receipt (delivered once, nothing scheduled: one direct `UPDATE`, so the
+//! dispatcher does not deliver 100,000 events while receipts are timed). It signs one `applied`
+//! receipt per event before the clock starts (signing is the handler's cost, not the gateway's;
+//! all are signed at one timestamp, so the run must end within the 5-minute tolerance), times
+//! raw `verify_strict` of the same messages in-process on one core, starts the gateway on the
+//! same database, and posts the receipts from C keep-alive connections, each receipt once.
+//! CPU figures are sampled from /proc over the load window, in % of one core.
+//!
+//! `--store-only` measures the database side alone: no gateway, no HTTP, no signature check;
+//! C tasks in this process call what the endpoint calls per receipt (`Store::event_source`,
+//! then `Store::record_receipt`), on the same pre-loaded database; then records the same
+//! receipts again under new receipt ids with `Store::record_receipts`, 256 per transaction
+//! (the gateway's group commit), for the ceiling of the writes alone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use hookwarden::domain::{EventId, NewEvent, Outcome};
+use hookwarden::store::{NewReceipt, Recorded, Store};
+use receipts_sdk::receipt::{Receipt, ReceiptHeaders, ReceiptKey, SignedReceipt};
+use serde_json::json;
+use sqlx::Connection;
+
+const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ADMIN_TOKEN: &str = "hwt_bench_receipts_load_admin_token";
+const KEY_ID: &str = "bench-receipts-1";
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const FILL_BATCH: usize = 1_000;
+/// Receipts are all signed at one timestamp; posting stops before the gateway's 5-minute
+/// tolerance would refuse them.
+const SIGNED_VALID_FOR: Duration = Duration::from_secs(285);
+
+// ---- arguments ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+impl Db {
+    fn name(self) -> &'static str {
+        match self {
+            Db::Sqlite => "sqlite",
+            Db::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Args {
+    smoke: bool,
+    db: Db,
+    events: usize,
+    connections: usize,
+    verify_seconds: f64,
+    json: bool,
+    tmpdir: PathBuf,
+    pg_url: String,
+    store_only: bool,
+}
+
+const USAGE: &str = "receipts_load [--db sqlite|postgres] [--events N] [--connections N] [--verify-seconds S] \
+[--json] [--tmpdir DIR] [--pg-url URL] [--store-only]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut raw = std::env::args().skip(1);
+    let mut smoke = true;
+    let (mut events, mut connections, mut verify_seconds) = (None, None, None);
+    let mut args = Args {
+        smoke: true,
+        db: Db::Sqlite,
+        events: 100_000,
+        connections: 64,
+        verify_seconds: 2.0,
+        json: false,
+        tmpdir: std::env::temp_dir(),
+        pg_url: std::env::var("HOOKWARDEN_BENCH_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into()),
+        store_only: false,
+    };
+    while let Some(arg) = raw.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<String, String> {
+            inline.clone().or_else(|| raw.next()).ok_or_else(|| format!("{what} needs a value"))
+        };
+        let positive = |text: String, what: &str| -> Result<usize, String> {
+            text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{what}: a positive integer"))
+        };
+        match name.as_str() {
+            "--bench" => smoke = false,
+            "--json" => args.json = true,
+            "--store-only" => args.store_only = true,
+            "--db" => {
+                args.db = match value("--db")?.as_str() {
+                    "sqlite" => Db::Sqlite,
+                    "postgres" | "pg" => Db::Postgres,
+                    other => return Err(format!("--db {other}: use sqlite or postgres")),
+                }
+            }
+            "--events" | "-n" => events = Some(positive(value("--events")?, "--events")?),
+            "--connections" | "-c" => connections = Some(positive(value("--connections")?, "--connections")?),
+            "--verify-seconds" => {
+                verify_seconds = Some(
+                    value("--verify-seconds")?
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| *s >= 0.0)
+                        .ok_or("--verify-seconds: a number ≥ 0")?,
+                )
+            }
+            "--tmpdir" => args.tmpdir = PathBuf::from(value("--tmpdir")?),
+            "--pg-url" => args.pg_url = value("--pg-url")?,
+            "--help" | "-h" => return Err(USAGE.into()),
+            // cargo may pass a filter or libtest flags; they mean nothing here.
+            other => eprintln!("receipts_load: ignoring argument `{other}`"),
+        }
+    }
+    args.smoke = smoke;
+    let (d_events, d_conns, d_verify) = if smoke { (200, 8, 0.2) } else { (100_000, 64, 2.0) };
+    args.events = events.unwrap_or(d_events);
+    args.connections = connections.unwrap_or(d_conns);
+    args.verify_seconds = verify_seconds.unwrap_or(d_verify);
+    Ok(args)
+}
+
+// ---- the sink (forward_to): nothing should reach it, the events are already delivered ----
+
+async fn sink_handler(State(posts): State<Arc<AtomicU64>>, _headers: HeaderMap, _body: Bytes) -> StatusCode {
+    posts.fetch_add(1, Ordering::Relaxed);
+    StatusCode::OK
+}
+
+async fn start_sink() -> Result<(Arc<AtomicU64>, SocketAddr), String> {
+    let posts = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("sink bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = axum::Router::new().fallback(axum::routing::post(sink_handler)).with_state(posts.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((posts, addr))
+}
+
+// ---- /proc sampling (as in ingest_load) ----
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// (comm, utime + stime in ticks) from a /proc/.../stat file.
+fn read_stat(path: &Path) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (open, close) = (text.find('(')?, text.rfind(')')?);
+    let comm = text[open + 1..close].to_string();
+    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+fn process_ticks(pid: u32) -> u64 {
+    read_stat(Path::new(&format!("/proc/{pid}/stat"))).map_or(0, |(_, t)| t)
+}
+
+/// Per thread: tid → (comm, ticks).
+fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
+    let mut out = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for entry in dir.flatten() {
+            if let Some(stat) = read_stat(&entry.path().join("stat")) {
+                out.insert(entry.file_name().to_string_lossy().into_owned(), stat);
+            }
+        }
+    }
+    out
+}
+
+/// Ticks of every other process: pid → (is a PostgreSQL server, ticks).
+fn other_ticks(skip: &[u32]) -> HashMap<u32, (bool, u64)> {
+    let mut out = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if !skip.contains(&pid)
+                && let Some((comm, ticks)) = read_stat(&entry.path().join("stat"))
+            {
+                out.insert(pid, (comm.starts_with("postgres"), ticks));
+            }
+        }
+    }
+    out
+}
+
+/// (postgres, rest) ticks spent between two `other_ticks` snapshots.
+fn other_delta(before: &HashMap<u32, (bool, u64)>, after: &HashMap<u32, (bool, u64)>) -> (u64, u64) {
+    let (mut pg, mut rest) = (0, 0);
+    for (pid, (is_pg, t1)) in after {
+        let d = t1.saturating_sub(before.get(pid).map_or(0, |(_, t)| *t));
+        if *is_pg {
+            pg += d;
+        } else {
+            rest += d;
+        }
+    }
+    (pg, rest)
+}
+
+/// Machine-wide (busy, iowait, total) ticks from /proc/stat.
+fn machine_ticks() -> (u64, u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = text.lines().next().unwrap_or_default();
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    let (idle, iowait) = (get(3), get(4));
+    let total: u64 = (0..8).map(get).sum();
+    (total - idle - iowait, iowait, total)
+}
+
+struct CpuSnapshot {
+    gateway: u64,
+    generator: u64,
+    machine: (u64, u64, u64),
+    threads: HashMap<String, (String, u64)>,
+    others: HashMap<u32, (bool, u64)>,
+}
+
+fn cpu_snapshot(gateway: u32) -> CpuSnapshot {
+    let me = std::process::id();
+    CpuSnapshot {
+        gateway: process_ticks(gateway),
+        generator: process_ticks(me),
+        machine: machine_ticks(),
+        threads: thread_ticks(gateway),
+        others: other_ticks(&[gateway, me]),
+    }
+}
+
+/// CPU over a window, in % of one core (machine figures in % of all cores).
+struct CpuShare {
+    gateway: f64,
+    generator: f64,
+    postgres: f64,
+    others: f64,
+    machine_busy: f64,
+    machine_iowait: f64,
+    /// Gateway threads grouped by name.
+    threads: Vec<(String, f64)>,
+}
+
+fn cpu_share(a: &CpuSnapshot, b: &CpuSnapshot, secs: f64) -> CpuShare {
+    let ticks = clock_ticks();
+    let secs = secs.max(1e-9);
+    let pct = |t: u64| t as f64 / ticks / secs * 100.0;
+    let (pg, rest) = other_delta(&a.others, &b.others);
+    let total = b.machine.2.saturating_sub(a.machine.2).max(1) as f64;
+    let mut by_comm: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, (comm, t1)) in &b.threads {
+        let t0 = a.threads.get(tid).map_or(0, |(_, t)| *t);
+        *by_comm.entry(comm.clone()).or_default() += t1.saturating_sub(t0);
+    }
+    let mut threads: Vec<(String, f64)> =
+        by_comm.into_iter().map(|(c, t)| (c, pct(t))).filter(|(_, p)| *p >= 0.5).collect();
+    threads.sort_by(|x, y| y.1.total_cmp(&x.1));
+    CpuShare {
+        gateway: pct(b.gateway.saturating_sub(a.gateway)),
+        generator: pct(b.generator.saturating_sub(a.generator)),
+        postgres: pct(pg),
+        others: pct(rest),
+        machine_busy: b.machine.0.saturating_sub(a.machine.0) as f64 / total * 100.0,
+        machine_iowait: b.machine.1.saturating_sub(a.machine.1) as f64 / total * 100.0,
+        threads,
+    }
+}
+
+// ---- the gateway process, temp dir and database ----
+
+/// Kills the gateway (if still running) and removes the temp dir, whatever happened.
+struct Cleanup {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Cleanup {
+    /// SIGTERM, then waits for the drain.
+    fn stop_gateway(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let started = Instant::now();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        while started.elapsed() < Duration::from_secs(40) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("receipts_load: the gateway did not stop on SIGTERM; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+async fn create_pg_db(base: &str) -> Result<(String, String), String> {
+    let name = format!("hw_bench_{:08x}", rand::random::<u32>());
+    let mut conn = sqlx::postgres::PgConnection::connect(base).await.map_err(|e| format!("connect {base}: {e}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
+    let _ = conn.close().await;
+    let url = match base.rsplit_once('/') {
+        Some((prefix, rest)) if !prefix.ends_with('/') => {
+            let query = rest.split_once('?').map(|(_, q)| format!("?{q}"));
+            format!("{prefix}/{name}{}", query.unwrap_or_default())
+        }
+        _ => format!("{}/{name}", base.trim_end_matches('/')),
+    };
+    Ok((name, url))
+}
+
+async fn drop_pg_db(base: &str, name: &str) -> Result<(), String> {
+    let mut conn = sqlx::postgres::PgConnection::connect(base).await.map_err(|e| format!("connect {base}: {e}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("DROP DATABASE {name}: {e}"))?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// Runs statements on the bench's own connection to the gateway's database (outside `Store`).
+async fn run_sql(db: Db, url: &str, statements: &[&str]) -> Result<Vec<u64>, String> {
+    let mut affected = Vec::new();
+    match db {
+        Db::Sqlite => {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                .map_err(|e| e.to_string())?
+                .busy_timeout(Duration::from_secs(30));
+            let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&options).await.map_err(|e| e.to_string())?;
+            for sql in statements {
+                let done = sqlx::query(sqlx::AssertSqlSafe(*sql)).execute(&mut conn).await;
+                affected.push(done.map_err(|e| format!("{sql}: {e}"))?.rows_affected());
+            }
+            let _ = conn.close().await;
+        }
+        Db::Postgres => {
+            let mut conn = sqlx::postgres::PgConnection::connect(url).await.map_err(|e| e.to_string())?;
+            for sql in statements {
+                let done = sqlx::query(sqlx::AssertSqlSafe(*sql)).execute(&mut conn).await;
+                affected.push(done.map_err(|e| format!("{sql}: {e}"))?.rows_affected());
+            }
+            let _ = conn.close().await;
+        }
+    }
+    Ok(affected)
+}
+
+async fn count_sql(db: Db, url: &str, sql: &str) -> Result<i64, String> {
+    match db {
+        Db::Sqlite => {
+            let mut conn = sqlx::sqlite::SqliteConnection::connect(url).await.map_err(|e| e.to_string())?;
+            let n = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await;
+            let _ = conn.close().await;
+            n.map_err(|e| format!("{sql}: {e}"))
+        }
+        Db::Postgres => {
+            let mut conn = sqlx::postgres::PgConnection::connect(url).await.map_err(|e| e.to_string())?;
+            let n = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await;
+            let _ = conn.close().await;
+            n.map_err(|e| format!("{sql}: {e}"))
+        }
+    }
+}
+
+// ---- filling and signing ----
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Stores `n` events of source `bench` and marks them delivered; returns their ids in order.
+async fn fill(db: Db, url: &str, n: usize) -> Result<(Vec<EventId>, Duration), String> {
+    let started = Instant::now();
+    let store = Store::connect(url).await.map_err(|e| format!("Store::connect: {e}"))?;
+    let base = unix_now_ms() - 3_600_000;
+    let mut ids = Vec::with_capacity(n);
+    let mut i = 0usize;
+    while i < n {
+        let batch: Vec<NewEvent> = (i..(i + FILL_BATCH).min(n))
+            .map(|k| NewEvent {
+                id: EventId::generate(),
+                source: "bench".into(),
+                dedup_key: format!("evt_bench_{k:07}"),
+                event_type: Some("bench.event".into()),
+                received_at: base + k as i64,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: format!(r#"{{"id":"evt_bench_{k:07}","type":"bench.event","data":{{"n":{k}}}}}"#).into_bytes(),
+            })
+            .collect();
+        i += batch.len();
+        let stored = store.insert_events(&batch).await.map_err(|e| format!("insert_events: {e}"))?;
+        if stored.len() != batch.len() {
+            return Err(format!("insert_events stored {} of {}", stored.len(), batch.len()));
+        }
+        ids.extend(batch.into_iter().map(|e| e.id));
+    }
+    store.close().await;
+    // What a handler sees when it sends its receipt: delivered once, no retry scheduled.
+    let marked = run_sql(
+        db,
+        url,
+        &["UPDATE events SET delivery_state = 'delivered', delivered_at = received_at + 20, attempts = 1, \
+           ladder_attempts = 1, next_attempt_at = NULL WHERE source = 'bench'"],
+    )
+    .await?;
+    if marked.first().copied() != Some(n as u64) {
+        return Err(format!("marking the events delivered touched {marked:?} rows, not {n}"));
+    }
+    Ok((ids, started.elapsed()))
+}
+
+/// One `applied` receipt per event, signed on every core at one timestamp.
+fn sign_all(key: &ReceiptKey, ids: &[EventId], timestamp: i64) -> Vec<SignedReceipt> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let chunk = ids.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = ids
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter().map(|id| key.sign(&Receipt::applied(id.as_str()), timestamp)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().expect("signing thread")).collect()
+    })
+}
+
+/// In-process, one core: (raw `verify_strict`/s, the gateway's header-parsing verify path/s).
+fn verify_rates(key: &ReceiptKey, signed: &[SignedReceipt], seconds: f64) -> Result<(f64, f64, u64), String> {
+    let public = receipts_sdk::webhook::decode_public_key(&key.public_key_base64()).ok_or("public key")?;
+    let prepared: Vec<(Vec<u8>, ed25519_dalek::Signature)> = signed
+        .iter()
+        .map(|s| {
+            let content = receipts_sdk::webhook::signed_content(&s.receipt_id, &s.timestamp, &s.body);
+            let sig = s.signature.strip_prefix("v1a,").and_then(receipts_sdk::webhook::decode_ed25519_signature);
+            sig.map(|sig| (content, sig)).ok_or_else(|| format!("signature `{}` does not decode", s.signature))
+        })
+        .collect::<Result<_, String>>()?;
+    let budget = Duration::from_secs_f64(seconds);
+    let mut raw = 0u64;
+    let started = Instant::now();
+    'raw: loop {
+        for (content, sig) in &prepared {
+            public.verify_strict(content, sig).map_err(|e| format!("verify_strict failed: {e}"))?;
+            raw += 1;
+            if raw.is_multiple_of(64) && started.elapsed() >= budget {
+                break 'raw;
+            }
+        }
+        if started.elapsed() >= budget {
+            break;
+        }
+    }
+    let raw_rate = raw as f64 / started.elapsed().as_secs_f64();
+    let mut path = 0u64;
+    let started = Instant::now();
+    'path: loop {
+        for s in signed {
+            let headers = s.headers();
+            let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+            let read = ReceiptHeaders::read(get).map_err(|e| e.to_string())?;
+            read.verify_signature(&s.body, &public).map_err(|e| e.to_string())?;
+            Receipt::parse(&s.body).map_err(|e| e.to_string())?;
+            path += 1;
+            if path.is_multiple_of(64) && started.elapsed() >= budget {
+                break 'path;
+            }
+        }
+        if started.elapsed() >= budget {
+            break;
+        }
+    }
+    Ok((raw_rate, path as f64 / started.elapsed().as_secs_f64(), raw))
+}
+
+// ---- the load ----
+
+#[derive(Default)]
+struct WorkerStats {
+    latencies_us: Vec<u32>,
+    accepted: u64,
+    not_confirmed: u64,
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+async fn worker(
+    client: reqwest::Client,
+    url: Arc<str>,
+    receipts: Arc<Vec<SignedReceipt>>,
+    next: Arc<AtomicUsize>,
+    deadline: Instant,
+) -> WorkerStats {
+    let mut stats = WorkerStats::default();
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(receipt) = receipts.get(i) else { break };
+        if Instant::now() >= deadline {
+            break;
+        }
+        let mut request = client.post(&*url).header("content-type", "application/json");
+        for (name, value) in receipt.headers() {
+            request = request.header(name, value);
+        }
+        let started = Instant::now();
+        match request.body(receipt.body.clone()).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let read = response.bytes().await;
+                let elapsed = started.elapsed();
+                match read {
+                    Ok(body) if status == 200 => {
+                        stats.accepted += 1;
+                        stats.latencies_us.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+                        // Cheap check of the answer: the event is now confirmed.
+                        if !body.windows(21).any(|w| w == br#""outcome":"confirmed""#) {
+                            stats.not_confirmed += 1;
+                        }
+                    }
+                    Ok(body) => {
+                        *stats.statuses.entry(status).or_default() += 1;
+                        stats.first_error.get_or_insert_with(|| {
+                            format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))
+                        });
+                    }
+                    Err(err) => {
+                        stats.errors += 1;
+                        stats.first_error.get_or_insert_with(|| err.to_string());
+                    }
+                }
+            }
+            Err(err) => {
+                stats.errors += 1;
+                stats.first_error.get_or_insert_with(|| format!("{err:?}"));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    stats
+}
+
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted_us.len() - 1) as f64).round() as usize;
+    sorted_us[i.min(sorted_us.len() - 1)] as f64 / 1000.0
+}
+
+/// The database side alone: C tasks record the receipts through `Store`, as the endpoint does.
+async fn store_only(
+    args: &Args,
+    db_url: &str,
+    ids: &[EventId],
+    receipts: &[SignedReceipt],
+) -> Result<(u64, f64, Vec<u32>, f64, i64), String> {
+    let store = Store::connect(db_url).await.map_err(|e| format!("Store::connect: {e}"))?;
+    let work: Arc<Vec<(EventId, SignedReceipt)>> =
+        Arc::new(ids.iter().cloned().zip(receipts.iter().cloned()).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.connections)
+        .map(|_| {
+            let (store, work, next) = (store.clone(), work.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((id, signed)) = work.get(i) else { break };
+                    let t = Instant::now();
+                    store.event_source(id).await.map_err(|e| e.to_string())?.ok_or("event not found")?;
+                    let now = unix_now_ms();
+                    let record = NewReceipt {
+                        receipt_id: signed.receipt_id.clone(),
+                        event_id: id.clone(),
+                        key_id: signed.key_id.clone(),
+                        status: "applied",
+                        target_record_id: None,
+                        error_code: None,
+                        detail: None,
+                        signed_at: signed.timestamp.parse::<i64>().unwrap_or_default() * 1000,
+                        received_at: now,
+                        via: "post",
+                        body: String::from_utf8_lossy(&signed.body).into_owned(),
+                        signature: signed.signature.clone(),
+                    };
+                    match store.record_receipt(&record).await.map_err(|e| e.to_string())? {
+                        Recorded::New(Outcome::Confirmed) => {}
+                        other => return Err(format!("record_receipt: {other:?}")),
+                    }
+                    lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+                Ok::<_, String>(lat)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for task in tasks {
+        lat.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The writes alone, grouped as the gateway's receipt writer groups them.
+    let now = unix_now_ms();
+    let again: Vec<NewReceipt> = work
+        .iter()
+        .map(|(id, signed)| NewReceipt {
+            receipt_id: receipts_sdk::receipt::new_receipt_id(),
+            event_id: id.clone(),
+            key_id: signed.key_id.clone(),
+            status: "applied",
+            target_record_id: None,
+            error_code: None,
+            detail: None,
+            signed_at: now,
+            received_at: now,
+            via: "post",
+            body: String::from_utf8_lossy(&signed.body).into_owned(),
+            signature: signed.signature.clone(),
+        })
+        .collect();
+    let grouped_started = Instant::now();
+    for batch in again.chunks(256) {
+        store.record_receipts(batch).await.map_err(|e| format!("record_receipts: {e}"))?;
+    }
+    let grouped = again.len() as f64 / grouped_started.elapsed().as_secs_f64();
+    store.close().await;
+    lat.sort_unstable();
+    let ledger = count_sql(args.db, db_url, "SELECT COUNT(*) FROM receipts").await? - again.len() as i64;
+    Ok((lat.len() as u64, elapsed, lat, grouped, ledger))
+}
+
+struct Report {
+    db: Db,
+    events: usize,
+    connections: usize,
+    fill_s: f64,
+    sign_s: f64,
+    elapsed_s: f64,
+    posted: u64,
+    accepted: u64,
+    not_confirmed: u64,
+    rate: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+    first_error: Option<String>,
+    cut_off: bool,
+    verify_raw: f64,
+    verify_path: f64,
+    verify_checked: u64,
+    cpu: CpuShare,
+    sink_posts: u64,
+    /// Receipts in the ledger and confirmed events after the run (direct SQL).
+    ledger: i64,
+    confirmed: i64,
+    /// `GET /v1/events/{id}` of the first and last receipted events said `confirmed`.
+    spot_check: Result<(), String>,
+}
+
+/// `None`: a `--store-only` run that printed its own report and passed its check.
+async fn bench(args: &Args) -> Result<Option<Report>, String> {
+    hookwarden::tls::install_crypto_provider();
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let dir = args.tmpdir.join(format!("hookwarden-receipts-bench-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let mut cleanup = Cleanup { dir, child: None };
+    let (db_url, pg_db) = match args.db {
+        Db::Sqlite => (format!("sqlite://{}", cleanup.dir.join("bench.db").display()), None),
+        Db::Postgres => {
+            let (name, url) = create_pg_db(&args.pg_url).await?;
+            (url, Some(name))
+        }
+    };
+    let result = run_load(args, &db_url, &mut cleanup).await;
+    cleanup.stop_gateway();
+    if let Some(name) = pg_db
+        && let Err(err) = drop_pg_db(&args.pg_url, &name).await
+    {
+        eprintln!("receipts_load: {err}");
+    }
+    result
+}
+
+async fn run_load(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<Option<Report>, String> {
+    eprintln!("receipts_load: storing {} events ({})…", args.events, args.db.name());
+    let (ids, fill_time) = fill(args.db, db_url, args.events).await?;
+
+    let key = ReceiptKey::generate(KEY_ID);
+    let signing = Instant::now();
+    let signed_at = unix_now_ms().div_euclid(1000);
+    let receipts = {
+        let (key, ids) = (key.clone(), ids.clone());
+        tokio::task::spawn_blocking(move || sign_all(&key, &ids, signed_at)).await.map_err(|e| e.to_string())?
+    };
+    let valid_until = signing + SIGNED_VALID_FOR;
+    let sign_time = signing.elapsed();
+    eprintln!(
+        "receipts_load: signed {} receipts in {:.2} s; timing verify_strict…",
+        receipts.len(),
+        sign_time.as_secs_f64()
+    );
+    let (verify_raw, verify_path, verify_checked) = {
+        let (key, sample) = (key.clone(), receipts[..receipts.len().min(10_000)].to_vec());
+        let seconds = args.verify_seconds;
+        tokio::task::spawn_blocking(move || verify_rates(&key, &sample, seconds)).await.map_err(|e| e.to_string())??
+    };
+
+    if args.store_only {
+        let me = std::process::id();
+        let (t0, m0, wall) = (process_ticks(me), machine_ticks(), Instant::now());
+        let (done, elapsed, lat, grouped, ledger) = store_only(args, db_url, &ids, &receipts).await?;
+        let (t1, m1, wall) = (process_ticks(me), machine_ticks(), wall.elapsed().as_secs_f64());
+        let busy = m1.0.saturating_sub(m0.0) as f64 / m1.2.saturating_sub(m0.2).max(1) as f64 * 100.0;
+        println!(
+            "hookwarden receipts_load --store-only: db={} events={} tasks={}: event_source + record_receipt {done} in \
+             {elapsed:.2} s = {:.0}/s (p50 {:.2} ms, p99 {:.2} ms); record_receipts × 256 {grouped:.0}/s; \
+             this process {:.0}% of one core, machine busy {busy:.0}% (both passes); ledger {ledger}",
+            args.db.name(),
+            args.events,
+            args.connections,
+            done as f64 / elapsed,
+            percentile_ms(&lat, 50.0),
+            percentile_ms(&lat, 99.0),
+            t1.saturating_sub(t0) as f64 / clock_ticks() / wall * 100.0,
+        );
+        if ledger != done as i64 || done == 0 {
+            return Err(format!("store-only: {done} recorded, {ledger} in the ledger"));
+        }
+        return Ok(None);
+    }
+    let (sink_posts, sink_addr) = start_sink().await?;
+    let port = free_port()?;
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+
+[database]
+url = "{db_url}"
+
+[admin]
+token = "{ADMIN_TOKEN}"
+
+[[sources]]
+name = "bench"
+verify = {{ kind = "none" }}
+forward_to = "http://{sink_addr}/webhooks/bench"
+signing_secret = "{SIGNING_SECRET}"
+receipt_keys = [{{ id = "{KEY_ID}", public_key = "{public}" }}]
+"#,
+        public = key.public_key_base64()
+    );
+    let config_path = cleanup.dir.join("hookwarden.toml");
+    let log_path = cleanup.dir.join("gateway.log");
+    std::fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
+    let log = std::fs::File::create(&log_path).map_err(|e| format!("create log: {e}"))?;
+    let child = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env_remove("HOOKWARDEN_CONFIG")
+        .env_remove("HOOKWARDEN_ADMIN_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("spawn gateway: {e}"))?;
+    let pid = child.id();
+    cleanup.child = Some(child);
+
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(args.connections + 8)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| format!("client: {e}"))?;
+    let waited = Instant::now();
+    loop {
+        if let Some(Ok(Some(status))) = cleanup.child.as_mut().map(|c| c.try_wait()) {
+            return Err(format!("the gateway exited ({status}) before it was up:\n{}", log_tail(&log_path)));
+        }
+        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        if waited.elapsed() > Duration::from_secs(60) {
+            return Err(format!("the gateway was not up after 60s:\n{}", log_tail(&log_path)));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let sink_before = sink_posts.load(Ordering::Relaxed);
+
+    let url: Arc<str> = format!("{base}/v1/receipts").into();
+    let receipts = Arc::new(receipts);
+    let next = Arc::new(AtomicUsize::new(0));
+    let before = cpu_snapshot(pid);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.connections)
+        .map(|_| tokio::spawn(worker(client.clone(), url.clone(), receipts.clone(), next.clone(), valid_until)))
+        .collect();
+    let mut all = WorkerStats::default();
+    for w in workers {
+        let s = w.await.map_err(|e| format!("worker: {e}"))?;
+        all.latencies_us.extend(s.latencies_us);
+        all.accepted += s.accepted;
+        all.not_confirmed += s.not_confirmed;
+        all.errors += s.errors;
+        for (code, n) in s.statuses {
+            *all.statuses.entry(code).or_default() += n;
+        }
+        if all.first_error.is_none() {
+            all.first_error = s.first_error;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = cpu_snapshot(pid);
+    let cpu = cpu_share(&before, &after, elapsed);
+    let sink_posts = sink_posts.load(Ordering::Relaxed) - sink_before;
+    let non_ok: u64 = all.statuses.values().sum();
+    let posted = all.accepted + non_ok + all.errors;
+    let cut_off = (posted as usize) < receipts.len();
+
+    // Through the admin API: the first and last receipted events are confirmed.
+    let mut spot_check = Ok(());
+    for id in [ids.first(), ids.get((posted as usize).saturating_sub(1))].into_iter().flatten() {
+        let response = client.get(format!("{base}/v1/events/{id}")).bearer_auth(ADMIN_TOKEN).send().await;
+        let outcome = match response {
+            Ok(r) => r.json::<serde_json::Value>().await.ok().and_then(|v| {
+                v.pointer("/outcome").or_else(|| v.pointer("/event/outcome")).and_then(|o| o.as_str()).map(String::from)
+            }),
+            Err(_) => None,
+        };
+        if outcome.as_deref() != Some("confirmed") {
+            spot_check = Err(format!("GET /v1/events/{id}: outcome {outcome:?}, expected confirmed"));
+        }
+    }
+    cleanup.stop_gateway();
+    let ledger = count_sql(args.db, db_url, "SELECT COUNT(*) FROM receipts").await?;
+    let confirmed = count_sql(args.db, db_url, "SELECT COUNT(*) FROM events WHERE outcome = 'confirmed'").await?;
+
+    let mut lat = all.latencies_us;
+    lat.sort_unstable();
+    Ok(Some(Report {
+        db: args.db,
+        events: args.events,
+        connections: args.connections,
+        fill_s: fill_time.as_secs_f64(),
+        sign_s: sign_time.as_secs_f64(),
+        elapsed_s: elapsed,
+        posted,
+        accepted: all.accepted,
+        not_confirmed: all.not_confirmed,
+        rate: all.accepted as f64 / elapsed.max(1e-9),
+        p50: percentile_ms(&lat, 50.0),
+        p90: percentile_ms(&lat, 90.0),
+        p99: percentile_ms(&lat, 99.0),
+        max: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
+        statuses: all.statuses,
+        errors: all.errors,
+        first_error: all.first_error,
+        cut_off,
+        verify_raw,
+        verify_path,
+        verify_checked,
+        cpu,
+        sink_posts,
+        ledger,
+        confirmed,
+        spot_check,
+    }))
+}
+
+fn print_report(args: &Args, r: &Report) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mode = if args.smoke { "smoke" } else { "bench" };
+    println!(
+        "hookwarden receipts_load ({mode}): db={} events={} connections={} tmpdir={}",
+        r.db.name(),
+        r.events,
+        r.connections,
+        args.tmpdir.display()
+    );
+    println!("  setup           fill+mark {:.2} s, signing {:.2} s (excluded)", r.fill_s, r.sign_s);
+    println!(
+        "  load            {} posted in {:.2} s{}",
+        r.posted,
+        r.elapsed_s,
+        if r.cut_off { " (CUT OFF: the signed timestamps were about to expire)" } else { "" }
+    );
+    println!("  accepted        {} ({:.0} receipts/s)", r.accepted, r.rate);
+    println!("  latency (200)   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms", r.p50, r.p90, r.p99, r.max);
+    let statuses: Vec<String> = r.statuses.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+    println!(
+        "  errors          non-200 {}   transport {}   200-but-not-confirmed {}{}",
+        if statuses.is_empty() { "0".into() } else { statuses.join(" ") },
+        r.errors,
+        r.not_confirmed,
+        r.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+    );
+    println!(
+        "  ed25519 (1 core) verify_strict {:.0}/s; headers+verify+parse {:.0}/s; endpoint = {:.0}% of 1 core's verify_strict",
+        r.verify_raw,
+        r.verify_path,
+        r.rate / r.verify_raw.max(1e-9) * 100.0
+    );
+    let threads: Vec<String> = r.cpu.threads.iter().map(|(c, p)| format!("{c} {p:.0}%")).collect();
+    println!(
+        "  CPU (% of 1 core) gateway {:.0}%, generator {:.0}%, postgres {:.0}%, others {:.0}%; machine busy {:.0}% of {cores} cores, iowait {:.1}%",
+        r.cpu.gateway, r.cpu.generator, r.cpu.postgres, r.cpu.others, r.cpu.machine_busy, r.cpu.machine_iowait
+    );
+    println!("  gateway threads {}", threads.join(", "));
+    println!(
+        "  after           {} receipts in the ledger, {} events confirmed, {} posts reached the sink; spot check {}",
+        r.ledger,
+        r.confirmed,
+        r.sink_posts,
+        match &r.spot_check {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("FAILED: {e}"),
+        }
+    );
+    if args.json {
+        let line = json!({
+            "bench": "receipts_load",
+            "mode": mode,
+            "db": r.db.name(),
+            "events": r.events,
+            "connections": r.connections,
+            "duration_s": r.elapsed_s,
+            "posted": r.posted,
+            "accepted": r.accepted,
+            "receipts_per_s": r.rate,
+            "latency_ms": { "p50": r.p50, "p90": r.p90, "p99": r.p99, "max": r.max },
+            "non_200": r.statuses.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "errors": r.errors,
+            "not_confirmed": r.not_confirmed,
+            "cut_off": r.cut_off,
+            "verify_strict_per_s_1core": r.verify_raw,
+            "verify_path_per_s_1core": r.verify_path,
+            "verify_checked": r.verify_checked,
+            "gateway_cpu_pct": r.cpu.gateway,
+            "generator_cpu_pct": r.cpu.generator,
+            "postgres_cpu_pct": r.cpu.postgres,
+            "others_cpu_pct": r.cpu.others,
+            "machine_busy_pct": r.cpu.machine_busy,
+            "machine_iowait_pct": r.cpu.machine_iowait,
+            "gateway_threads": r.cpu.threads.iter().map(|(c, p)| (c.clone(), json!(p))).collect::<serde_json::Map<_, _>>(),
+            "ledger_receipts": r.ledger,
+            "confirmed_events": r.confirmed,
+            "sink_posts": r.sink_posts,
+            "cores": cores,
+        });
+        println!("{line}");
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("receipts_load: {err}\nusage: {USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(bench(&args)) {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(r)) => {
+            print_report(&args, &r);
+            let mut failures = Vec::new();
+            if r.accepted == 0 {
+                failures.push("no receipt was accepted".to_string());
+            }
+            if r.not_confirmed > 0 {
+                failures.push(format!("{} accepted receipts did not answer `confirmed`", r.not_confirmed));
+            }
+            if r.ledger != r.accepted as i64 || r.confirmed != r.accepted as i64 {
+                failures.push(format!(
+                    "{} accepted, but {} receipts in the ledger and {} confirmed events",
+                    r.accepted, r.ledger, r.confirmed
+                ));
+            }
+            if let Err(e) = &r.spot_check {
+                failures.push(e.clone());
+            }
+            if args.smoke && (r.accepted as usize) < r.events {
+                failures.push(format!("smoke: only {} of {} receipts were accepted", r.accepted, r.events));
+            }
+            if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("receipts_load: FAILED: {}", failures.join("; "));
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("receipts_load: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
