@@ -2,8 +2,9 @@
 
 use std::collections::HashSet;
 
+use hookwarden::domain::Outcome;
 use hookwarden::domain::{AttemptKind, EventId, NewEvent, Stored};
-use hookwarden::store::{AttemptRecord, Completion, Store};
+use hookwarden::store::{AttemptRecord, Completion, NewReceipt, Recorded, Store};
 
 use crate::support::{Db, TestDb};
 
@@ -113,4 +114,68 @@ async fn claims_sqlite() {
 #[tokio::test]
 async fn claims_postgres() {
     check_claims(Db::Postgres).await;
+}
+
+fn receipt(id: &str, event: &EventId, status: &'static str, code: Option<&str>) -> NewReceipt {
+    NewReceipt {
+        receipt_id: id.into(),
+        event_id: event.clone(),
+        key_id: "k".into(),
+        status,
+        target_record_id: None,
+        error_code: code.map(Into::into),
+        detail: None,
+        signed_at: 1_000,
+        received_at: 2_000,
+        via: "post",
+        body: format!("{{\"r\":\"{id}\"}}"),
+        signature: "v1a,x".into(),
+    }
+}
+
+async fn check_receipt_batches(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let events: Vec<_> = (0..4).map(|n| event("s", &format!("r{n}"), 100)).collect();
+    store.insert_events(&events).await.unwrap();
+    let (a, b, c) = (&events[0].id, &events[1].id, &events[2].id);
+    // Distinct events: the set-based path.
+    let first = store
+        .record_receipts(&[receipt("r1", a, "applied", None), receipt("r2", b, "failed", Some("E_DB"))])
+        .await
+        .unwrap();
+    assert_eq!(first, vec![Recorded::New(Outcome::Confirmed), Recorded::New(Outcome::Failed)]);
+    // Same event twice, a repeat and a conflicting reuse: row by row, in order.
+    let mixed = store
+        .record_receipts(&[
+            receipt("r3", c, "failed", Some("E_X")),
+            receipt("r4", c, "applied", None),
+            receipt("r5", c, "failed", Some("E_LATE")),
+            receipt("r1", a, "applied", None),
+            NewReceipt { body: "other".into(), ..receipt("r2", b, "failed", Some("E_DB")) },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed,
+        vec![
+            Recorded::New(Outcome::Failed),
+            Recorded::New(Outcome::Confirmed),
+            Recorded::New(Outcome::Confirmed),
+            Recorded::Repeat(Outcome::Confirmed),
+            Recorded::IdConflict,
+        ]
+    );
+    assert_eq!(store.list_receipts(c).await.unwrap().len(), 3);
+    assert_eq!(store.get_event(b).await.unwrap().unwrap().summary.error_code.as_deref(), Some("E_DB"));
+}
+
+#[tokio::test]
+async fn receipt_batches_sqlite() {
+    check_receipt_batches(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn receipt_batches_postgres() {
+    check_receipt_batches(Db::Postgres).await;
 }

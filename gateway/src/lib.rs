@@ -148,7 +148,7 @@ async fn forward_receipt_notifications(mut listener: sqlx::postgres::PgListener,
     loop {
         match listener.recv().await {
             Ok(note) => {
-                if let Some(id) = EventId::parse(note.payload()) {
+                for id in note.payload().split(',').filter_map(EventId::parse) {
                     let _ = bus.send(id);
                 }
             }

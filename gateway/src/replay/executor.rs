@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use serde_json::json;
-use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, watch};
 
 use super::rate::AdaptiveRate;
 use crate::clock::SharedClock;
@@ -28,6 +28,8 @@ use crate::store::{
 
 /// Items re-checked and sent per batch.
 pub const BATCH: i64 = 500;
+/// Send tasks whose results are not yet written, per job (bounds memory, not speed).
+const MAX_OUTSTANDING: u32 = 4096;
 
 #[derive(Debug, Clone)]
 pub struct ReplaySettings {
@@ -190,7 +192,7 @@ impl Replayer {
             rate: AdaptiveRate::new(job.rate),
             receipted: Mutex::new(HashSet::new()),
             permits: Arc::new(Semaphore::new(concurrency as usize)),
-            concurrency,
+            outstanding: Arc::new(Semaphore::new(MAX_OUTSTANDING as usize)),
             results: self.result_writer(&job.id),
         });
         let mut bus = self.receipts.bus.subscribe();
@@ -241,12 +243,13 @@ impl Replayer {
                         continue;
                     }
                     let permit = run.permits.clone().acquire_owned().await.expect("semaphore never closed");
+                    let task = run.outstanding.clone().acquire_owned().await.expect("semaphore never closed");
                     let me = self.clone();
                     let run = run.clone();
                     let item = item.clone();
                     tokio::spawn(async move {
-                        me.send_one(&run, &item, event).await;
-                        drop(permit);
+                        me.send_one(&run, &item, event, permit).await;
+                        drop(task);
                     });
                 }
             }
@@ -294,7 +297,9 @@ impl Replayer {
     }
 
     /// Checks one item under the send hold and sends it, or drops it.
-    async fn send_one(&self, run: &JobRun, item: &ReplayItem, event: SendableEvent) {
+    /// `permit` is one of the job's sends in flight: given back as soon as the send ended, so
+    /// the next send does not wait for this one's results to be written.
+    async fn send_one(&self, run: &JobRun, item: &ReplayItem, event: SendableEvent, permit: OwnedSemaphorePermit) {
         let Some(source) = self.sources.get(&event.source) else {
             run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
             return;
@@ -336,6 +341,7 @@ impl Replayer {
             })
             .await;
         drop(hold);
+        drop(permit);
         let now = self.clock.now_ms();
         let ok = result.succeeded();
         if ok {
@@ -396,8 +402,9 @@ struct JobRun {
     /// Events whose receipts were announced since the run started.
     receipted: Mutex<HashSet<EventId>>,
     permits: Arc<Semaphore>,
-    /// The semaphore's size: holding all of it means nothing is in flight.
-    concurrency: u32,
+    /// One permit per send task until its results are written: holding all of them means the
+    /// run has nothing outstanding.
+    outstanding: Arc<Semaphore>,
     results: Batcher<ItemResult, ()>,
 }
 
@@ -422,7 +429,7 @@ impl JobRun {
 
     /// Waits until every send of this run has finished.
     async fn drain(&self) {
-        let all = self.permits.acquire_many(self.concurrency).await;
+        let all = self.outstanding.acquire_many(MAX_OUTSTANDING).await;
         drop(all);
     }
 }

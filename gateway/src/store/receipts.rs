@@ -4,6 +4,8 @@
 //! one transaction, which also cancels the event's pending retries. `confirmed` is sticky: a
 //! later `failed` receipt is kept and shown, but the outcome stays `confirmed`.
 
+use std::collections::HashSet;
+
 use sqlx::Row;
 
 use super::{Store, StoreError, with_pool, with_writer};
@@ -62,6 +64,49 @@ const APPLY: &str = "UPDATE events SET receipts = receipts + 1, next_attempt_at 
      error_code = CASE WHEN $2 = 'applied' THEN NULL WHEN outcome = 'confirmed' THEN error_code ELSE $3 END \
      WHERE id = $1 RETURNING outcome";
 
+/// Receipt rows per multi-row insert (12 parameters each).
+const RECEIPT_ROWS: usize = 256;
+/// Event ids per notification (PostgreSQL payloads stay under 8,000 bytes).
+const NOTIFY_IDS: usize = 200;
+
+/// Followed by `(event ids…)`; `$1` is the time. Only for `applied` receipts of distinct events.
+const CONFIRM_MANY: &str = "UPDATE events SET receipts = receipts + 1, next_attempt_at = NULL, outcome_at = $1, \
+     outcome = 'confirmed', error_code = NULL WHERE id IN";
+
+fn insert_receipts_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO receipts (receipt_id, event_id, key_id, status, target_record_id, error_code, detail, \
+         signed_at, received_at, via, body, signature) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let marks: Vec<String> = (1..=12).map(|n| format!("${}", row * 12 + n)).collect();
+        sql.push_str(&format!("({})", marks.join(", ")));
+    }
+    sql.push_str(" ON CONFLICT (receipt_id) DO NOTHING RETURNING receipt_id");
+    sql
+}
+
+macro_rules! bind_receipt {
+    ($query:expr, $r:expr) => {
+        $query
+            .bind(&$r.receipt_id)
+            .bind($r.event_id.as_str())
+            .bind(&$r.key_id)
+            .bind($r.status)
+            .bind($r.target_record_id.as_deref())
+            .bind($r.error_code.as_deref())
+            .bind($r.detail.as_deref())
+            .bind($r.signed_at)
+            .bind($r.received_at)
+            .bind($r.via)
+            .bind(&$r.body)
+            .bind(&$r.signature)
+    };
+}
+
 fn outcome(text: &str) -> Result<Outcome, StoreError> {
     Outcome::parse(text).ok_or_else(|| StoreError::Corrupt(format!("outcome `{text}`")))
 }
@@ -111,43 +156,66 @@ impl Store {
     }
 
     /// Records receipts in one transaction (group commit), each idempotently, in order.
+    /// A batch of distinct events and receipt ids (the usual case) costs one multi-row insert
+    /// and one update for its `applied` receipts; anything else goes row by row, in order.
     pub async fn record_receipts(&self, batch: &[NewReceipt]) -> Result<Vec<Recorded>, StoreError> {
         let postgres = self.backend() == super::Backend::Postgres;
+        let events: HashSet<&str> = batch.iter().map(|r| r.event_id.as_str()).collect();
+        let ids: HashSet<&str> = batch.iter().map(|r| r.receipt_id.as_str()).collect();
+        let set_based = events.len() == batch.len() && ids.len() == batch.len();
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut answers = Vec::with_capacity(batch.len());
-            for r in batch {
-                let inserted = sqlx::query(INSERT)
-                    .bind(&r.receipt_id)
-                    .bind(r.event_id.as_str())
-                    .bind(&r.key_id)
-                    .bind(r.status)
-                    .bind(r.target_record_id.as_deref())
-                    .bind(r.error_code.as_deref())
-                    .bind(r.detail.as_deref())
-                    .bind(r.signed_at)
-                    .bind(r.received_at)
-                    .bind(r.via)
-                    .bind(&r.body)
-                    .bind(&r.signature)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if inserted == 0 {
+            let mut answers: Vec<Option<Recorded>> = vec![None; batch.len()];
+            let mut new_ones: HashSet<String> = HashSet::new();
+            if set_based {
+                for chunk in batch.chunks(RECEIPT_ROWS) {
+                    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(insert_receipts_sql(chunk.len())));
+                    for r in chunk {
+                        query = bind_receipt!(query, r);
+                    }
+                    new_ones.extend(query.fetch_all(&mut *tx).await?);
+                }
+                let applied: Vec<&NewReceipt> =
+                    batch.iter().filter(|r| r.status == "applied" && new_ones.contains(&r.receipt_id)).collect();
+                for chunk in applied.chunks(RECEIPT_ROWS) {
+                    let marks: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 2)).collect();
+                    let sql = format!("{CONFIRM_MANY} ({})", marks.join(", "));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chunk.iter().map(|r| r.received_at).max());
+                    for r in chunk {
+                        query = query.bind(r.event_id.as_str());
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                for (i, r) in batch.iter().enumerate() {
+                    if r.status == "applied" && new_ones.contains(&r.receipt_id) {
+                        answers[i] = Some(Recorded::New(Outcome::Confirmed));
+                    }
+                }
+            }
+            for (i, r) in batch.iter().enumerate() {
+                if answers[i].is_some() {
+                    continue;
+                }
+                let inserted = if set_based {
+                    new_ones.contains(&r.receipt_id)
+                } else {
+                    bind_receipt!(sqlx::query(INSERT), r).execute(&mut *tx).await?.rows_affected() == 1
+                };
+                if !inserted {
                     let (event_id, body): (String, String) =
                         sqlx::query_as("SELECT event_id, body FROM receipts WHERE receipt_id = $1")
                             .bind(&r.receipt_id)
                             .fetch_one(&mut *tx)
                             .await?;
                     if event_id != r.event_id.as_str() || body != r.body {
-                        answers.push(Recorded::IdConflict);
+                        answers[i] = Some(Recorded::IdConflict);
                         continue;
                     }
                     let current: String = sqlx::query_scalar("SELECT outcome FROM events WHERE id = $1")
                         .bind(r.event_id.as_str())
                         .fetch_one(&mut *tx)
                         .await?;
-                    answers.push(Recorded::Repeat(outcome(&current)?));
+                    answers[i] = Some(Recorded::Repeat(outcome(&current)?));
                     continue;
                 }
                 let new_outcome: String = sqlx::query_scalar(APPLY)
@@ -157,17 +225,22 @@ impl Store {
                     .bind(r.received_at)
                     .fetch_one(&mut *tx)
                     .await?;
-                if postgres {
-                    // Delivered on commit: running replays on every gateway drop the event at once.
-                    sqlx::query("SELECT pg_notify('hookwarden_receipts', $1)")
-                        .bind(r.event_id.as_str())
-                        .execute(&mut *tx)
-                        .await?;
+                answers[i] = Some(Recorded::New(outcome(&new_outcome)?));
+            }
+            if postgres {
+                // Delivered on commit: running replays on every gateway drop these events at once.
+                let fresh: Vec<&str> = batch
+                    .iter()
+                    .zip(&answers)
+                    .filter(|(_, a)| matches!(a, Some(Recorded::New(_))))
+                    .map(|(r, _)| r.event_id.as_str())
+                    .collect();
+                for chunk in fresh.chunks(NOTIFY_IDS) {
+                    sqlx::query("SELECT pg_notify('hookwarden_receipts', $1)").bind(chunk.join(",")).execute(&mut *tx).await?;
                 }
-                answers.push(Recorded::New(outcome(&new_outcome)?));
             }
             tx.commit().await?;
-            Ok(answers)
+            Ok(answers.into_iter().map(|a| a.expect("every receipt answered")).collect())
         })
     }
 

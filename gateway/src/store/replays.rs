@@ -383,9 +383,31 @@ impl Store {
                 *t += d;
             }
         }
+        // State changes without details (sending, skips) go out one statement per state.
+        let (plain, detailed): (Vec<&ItemResult>, Vec<&ItemResult>) =
+            results.iter().partition(|r| r.status_code.is_none() && r.latency_ms.is_none() && r.error.is_none());
+        let mut groups: Vec<(&str, i64, Vec<i64>)> = Vec::new();
+        for r in plain {
+            match groups.iter_mut().find(|(state, at, seqs)| *state == r.state && *at == r.at && seqs.len() < 500) {
+                Some((_, _, seqs)) => seqs.push(r.seq),
+                None => groups.push((r.state, r.at, vec![r.seq])),
+            }
+        }
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            for r in results {
+            for (state, at, seqs) in &groups {
+                let marks: Vec<String> = (0..seqs.len()).map(|n| format!("${}", n + 4)).collect();
+                let sql = format!(
+                    "UPDATE replay_items SET state = $2, at = $3 WHERE replay_id = $1 AND seq IN ({})",
+                    marks.join(", ")
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(*state).bind(*at);
+                for seq in seqs {
+                    query = query.bind(*seq);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            for r in detailed {
                 sqlx::query(
                     "UPDATE replay_items SET state = $3, status_code = COALESCE($4, status_code), \
                      latency_ms = COALESCE($5, latency_ms), error = COALESCE($6, error), at = $7 \
