@@ -123,3 +123,25 @@ async fn pending_retries_resume_after_kill_9_sqlite() {
 async fn pending_retries_resume_after_kill_9_postgres() {
     pending_retries_resume_after_kill_9(Db::Postgres).await;
 }
+
+async fn sigterm_stops_the_gateway_cleanly(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let mut gw = Gateway::start(&spec(&db, &receiver, &["200ms"])).await;
+    for n in 0..20 {
+        let (status, _) = gw.ingest("orders", &[], json!({ "id": format!("t{n}") }).to_string().as_bytes()).await;
+        assert_eq!(status, 200);
+    }
+    let status = gw.terminate(Duration::from_secs(10)).await.expect("the gateway did not stop within 10 s of SIGTERM");
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_gateway_cleanly_sqlite() {
+    sigterm_stops_the_gateway_cleanly(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_gateway_cleanly_postgres() {
+    sigterm_stops_the_gateway_cleanly(Db::Postgres).await;
+}

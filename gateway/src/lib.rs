@@ -85,9 +85,9 @@ pub async fn run(
     let (bus, _) = broadcast::channel(RECEIPT_BUS);
     let receipts =
         Arc::new(ReceiptDesk::new(store.clone(), receipt_keys, Arc::new(SendGuard::new(store.clone())), bus.clone()));
-    if let Some(listener) = store.receipt_listener().await? {
-        tokio::spawn(forward_receipt_notifications(listener, bus.clone()));
-    }
+    // The listener holds a pooled connection: it is stopped before the pool is closed.
+    let listening =
+        store.receipt_listener().await?.map(|l| tokio::spawn(forward_receipt_notifications(l, bus.clone())));
     let dispatcher = Dispatcher::new(store.clone(), &config, receipts.clone(), clock.clone(), gateway_id.clone());
     let sources = Arc::new(config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect::<HashMap<_, _>>());
     let replayer = Replayer::new(
@@ -138,6 +138,10 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = delivering.await;
     let _ = replaying.await;
+    if let Some(listening) = listening {
+        listening.abort();
+        let _ = listening.await;
+    }
     store.close().await;
     tracing::info!("gateway stopped");
     Ok(())

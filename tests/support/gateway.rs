@@ -169,6 +169,22 @@ impl Gateway {
         }
     }
 
+    /// SIGTERM, then waits up to `within` for the process to exit; its exit status.
+    pub async fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Starts the same config again (same port, same database).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the gateway before restarting it");
