@@ -25,49 +25,32 @@
 //! receipts again under new receipt ids with `Store::record_receipts`, 256 per transaction
 //! (the gateway's group commit), for the ceiling of the writes alone.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{
+    Cleanup, CpuShare, Db, Latency, SIGNING_SECRET, WorkerStats, clock_ticks, count_sql, cpu_share, cpu_snapshot,
+    machine_ticks, percentile_ms, positive, process_ticks, run_sql, unix_now_ms,
+};
 use hookwarden::domain::{EventId, NewEvent, Outcome};
 use hookwarden::store::{NewReceipt, Recorded, Store};
 use receipts_sdk::receipt::{Receipt, ReceiptHeaders, ReceiptKey, SignedReceipt};
 use serde_json::json;
-use sqlx::Connection;
 
-const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ADMIN_TOKEN: &str = "hwt_bench_receipts_load_admin_token";
 const KEY_ID: &str = "bench-receipts-1";
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const FILL_BATCH: usize = 1_000;
 /// Receipts are all signed at one timestamp; posting stops before the gateway's 5-minute
 /// tolerance would refuse them.
 const SIGNED_VALID_FOR: Duration = Duration::from_secs(285);
 
 // ---- arguments ----
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-impl Db {
-    fn name(self) -> &'static str {
-        match self {
-            Db::Sqlite => "sqlite",
-            Db::Postgres => "postgres",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -97,31 +80,17 @@ fn parse_args() -> Result<Args, String> {
         verify_seconds: 2.0,
         json: false,
         tmpdir: std::env::temp_dir(),
-        pg_url: std::env::var("HOOKWARDEN_BENCH_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into()),
+        pg_url: common::default_pg_url(),
         store_only: false,
     };
     while let Some(arg) = raw.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |what: &str| -> Result<String, String> {
-            inline.clone().or_else(|| raw.next()).ok_or_else(|| format!("{what} needs a value"))
-        };
-        let positive = |text: String, what: &str| -> Result<usize, String> {
-            text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{what}: a positive integer"))
-        };
+        let (name, inline) = common::split_flag(&arg);
+        let mut value = |what: &str| common::flag_value(&inline, &mut raw, what);
         match name.as_str() {
             "--bench" => smoke = false,
             "--json" => args.json = true,
             "--store-only" => args.store_only = true,
-            "--db" => {
-                args.db = match value("--db")?.as_str() {
-                    "sqlite" => Db::Sqlite,
-                    "postgres" | "pg" => Db::Postgres,
-                    other => return Err(format!("--db {other}: use sqlite or postgres")),
-                }
-            }
+            "--db" => args.db = Db::parse(&value("--db")?)?,
             "--events" | "-n" => events = Some(positive(value("--events")?, "--events")?),
             "--connections" | "-c" => connections = Some(positive(value("--connections")?, "--connections")?),
             "--verify-seconds" => {
@@ -148,289 +117,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-// ---- the sink (forward_to): nothing should reach it, the events are already delivered ----
-
-async fn sink_handler(State(posts): State<Arc<AtomicU64>>, _headers: HeaderMap, _body: Bytes) -> StatusCode {
-    posts.fetch_add(1, Ordering::Relaxed);
-    StatusCode::OK
-}
-
-async fn start_sink() -> Result<(Arc<AtomicU64>, SocketAddr), String> {
-    let posts = Arc::new(AtomicU64::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("sink bind: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = axum::Router::new().fallback(axum::routing::post(sink_handler)).with_state(posts.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((posts, addr))
-}
-
-// ---- /proc sampling (as in ingest_load) ----
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// (comm, utime + stime in ticks) from a /proc/.../stat file.
-fn read_stat(path: &Path) -> Option<(String, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let (open, close) = (text.find('(')?, text.rfind(')')?);
-    let comm = text[open + 1..close].to_string();
-    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((comm, utime + stime))
-}
-
-fn process_ticks(pid: u32) -> u64 {
-    read_stat(Path::new(&format!("/proc/{pid}/stat"))).map_or(0, |(_, t)| t)
-}
-
-/// Per thread: tid → (comm, ticks).
-fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
-    let mut out = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for entry in dir.flatten() {
-            if let Some(stat) = read_stat(&entry.path().join("stat")) {
-                out.insert(entry.file_name().to_string_lossy().into_owned(), stat);
-            }
-        }
-    }
-    out
-}
-
-/// Ticks of every other process: pid → (is a PostgreSQL server, ticks).
-fn other_ticks(skip: &[u32]) -> HashMap<u32, (bool, u64)> {
-    let mut out = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if !skip.contains(&pid)
-                && let Some((comm, ticks)) = read_stat(&entry.path().join("stat"))
-            {
-                out.insert(pid, (comm.starts_with("postgres"), ticks));
-            }
-        }
-    }
-    out
-}
-
-/// (postgres, rest) ticks spent between two `other_ticks` snapshots.
-fn other_delta(before: &HashMap<u32, (bool, u64)>, after: &HashMap<u32, (bool, u64)>) -> (u64, u64) {
-    let (mut pg, mut rest) = (0, 0);
-    for (pid, (is_pg, t1)) in after {
-        let d = t1.saturating_sub(before.get(pid).map_or(0, |(_, t)| *t));
-        if *is_pg {
-            pg += d;
-        } else {
-            rest += d;
-        }
-    }
-    (pg, rest)
-}
-
-/// Machine-wide (busy, iowait, total) ticks from /proc/stat.
-fn machine_ticks() -> (u64, u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = text.lines().next().unwrap_or_default();
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    let get = |i: usize| v.get(i).copied().unwrap_or(0);
-    let (idle, iowait) = (get(3), get(4));
-    let total: u64 = (0..8).map(get).sum();
-    (total - idle - iowait, iowait, total)
-}
-
-struct CpuSnapshot {
-    gateway: u64,
-    generator: u64,
-    machine: (u64, u64, u64),
-    threads: HashMap<String, (String, u64)>,
-    others: HashMap<u32, (bool, u64)>,
-}
-
-fn cpu_snapshot(gateway: u32) -> CpuSnapshot {
-    let me = std::process::id();
-    CpuSnapshot {
-        gateway: process_ticks(gateway),
-        generator: process_ticks(me),
-        machine: machine_ticks(),
-        threads: thread_ticks(gateway),
-        others: other_ticks(&[gateway, me]),
-    }
-}
-
-/// CPU over a window, in % of one core (machine figures in % of all cores).
-struct CpuShare {
-    gateway: f64,
-    generator: f64,
-    postgres: f64,
-    others: f64,
-    machine_busy: f64,
-    machine_iowait: f64,
-    /// Gateway threads grouped by name.
-    threads: Vec<(String, f64)>,
-}
-
-fn cpu_share(a: &CpuSnapshot, b: &CpuSnapshot, secs: f64) -> CpuShare {
-    let ticks = clock_ticks();
-    let secs = secs.max(1e-9);
-    let pct = |t: u64| t as f64 / ticks / secs * 100.0;
-    let (pg, rest) = other_delta(&a.others, &b.others);
-    let total = b.machine.2.saturating_sub(a.machine.2).max(1) as f64;
-    let mut by_comm: BTreeMap<String, u64> = BTreeMap::new();
-    for (tid, (comm, t1)) in &b.threads {
-        let t0 = a.threads.get(tid).map_or(0, |(_, t)| *t);
-        *by_comm.entry(comm.clone()).or_default() += t1.saturating_sub(t0);
-    }
-    let mut threads: Vec<(String, f64)> =
-        by_comm.into_iter().map(|(c, t)| (c, pct(t))).filter(|(_, p)| *p >= 0.5).collect();
-    threads.sort_by(|x, y| y.1.total_cmp(&x.1));
-    CpuShare {
-        gateway: pct(b.gateway.saturating_sub(a.gateway)),
-        generator: pct(b.generator.saturating_sub(a.generator)),
-        postgres: pct(pg),
-        others: pct(rest),
-        machine_busy: b.machine.0.saturating_sub(a.machine.0) as f64 / total * 100.0,
-        machine_iowait: b.machine.1.saturating_sub(a.machine.1) as f64 / total * 100.0,
-        threads,
-    }
-}
-
-// ---- the gateway process, temp dir and database ----
-
-/// Kills the gateway (if still running) and removes the temp dir, whatever happened.
-struct Cleanup {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Cleanup {
-    /// SIGTERM, then waits for the drain.
-    fn stop_gateway(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let started = Instant::now();
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        while started.elapsed() < Duration::from_secs(40) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        eprintln!("receipts_load: the gateway did not stop on SIGTERM; killing it");
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-async fn create_pg_db(base: &str) -> Result<(String, String), String> {
-    let name = format!("hw_bench_{:08x}", rand::random::<u32>());
-    let mut conn = sqlx::postgres::PgConnection::connect(base).await.map_err(|e| format!("connect {base}: {e}"))?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
-    let _ = conn.close().await;
-    let url = match base.rsplit_once('/') {
-        Some((prefix, rest)) if !prefix.ends_with('/') => {
-            let query = rest.split_once('?').map(|(_, q)| format!("?{q}"));
-            format!("{prefix}/{name}{}", query.unwrap_or_default())
-        }
-        _ => format!("{}/{name}", base.trim_end_matches('/')),
-    };
-    Ok((name, url))
-}
-
-async fn drop_pg_db(base: &str, name: &str) -> Result<(), String> {
-    let mut conn = sqlx::postgres::PgConnection::connect(base).await.map_err(|e| format!("connect {base}: {e}"))?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| format!("DROP DATABASE {name}: {e}"))?;
-    let _ = conn.close().await;
-    Ok(())
-}
-
-/// Runs statements on the bench's own connection to the gateway's database (outside `Store`).
-async fn run_sql(db: Db, url: &str, statements: &[&str]) -> Result<Vec<u64>, String> {
-    let mut affected = Vec::new();
-    match db {
-        Db::Sqlite => {
-            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-                .map_err(|e| e.to_string())?
-                .busy_timeout(Duration::from_secs(30));
-            let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&options).await.map_err(|e| e.to_string())?;
-            for sql in statements {
-                let done = sqlx::query(sqlx::AssertSqlSafe(*sql)).execute(&mut conn).await;
-                affected.push(done.map_err(|e| format!("{sql}: {e}"))?.rows_affected());
-            }
-            let _ = conn.close().await;
-        }
-        Db::Postgres => {
-            let mut conn = sqlx::postgres::PgConnection::connect(url).await.map_err(|e| e.to_string())?;
-            for sql in statements {
-                let done = sqlx::query(sqlx::AssertSqlSafe(*sql)).execute(&mut conn).await;
-                affected.push(done.map_err(|e| format!("{sql}: {e}"))?.rows_affected());
-            }
-            let _ = conn.close().await;
-        }
-    }
-    Ok(affected)
-}
-
-async fn count_sql(db: Db, url: &str, sql: &str) -> Result<i64, String> {
-    match db {
-        Db::Sqlite => {
-            let mut conn = sqlx::sqlite::SqliteConnection::connect(url).await.map_err(|e| e.to_string())?;
-            let n = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await;
-            let _ = conn.close().await;
-            n.map_err(|e| format!("{sql}: {e}"))
-        }
-        Db::Postgres => {
-            let mut conn = sqlx::postgres::PgConnection::connect(url).await.map_err(|e| e.to_string())?;
-            let n = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await;
-            let _ = conn.close().await;
-            n.map_err(|e| format!("{sql}: {e}"))
-        }
-    }
-}
-
 // ---- filling and signing ----
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Stores `n` events of source `bench` and marks them delivered; returns their ids in order.
 async fn fill(db: Db, url: &str, n: usize) -> Result<(Vec<EventId>, Duration), String> {
@@ -540,16 +227,6 @@ fn verify_rates(key: &ReceiptKey, signed: &[SignedReceipt], seconds: f64) -> Res
 
 // ---- the load ----
 
-#[derive(Default)]
-struct WorkerStats {
-    latencies_us: Vec<u32>,
-    accepted: u64,
-    not_confirmed: u64,
-    statuses: BTreeMap<u16, u64>,
-    errors: u64,
-    first_error: Option<String>,
-}
-
 async fn worker(
     client: reqwest::Client,
     url: Arc<str>,
@@ -605,15 +282,6 @@ async fn worker(
     stats
 }
 
-fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return 0.0;
-    }
-    let i = ((p / 100.0) * (sorted_us.len() - 1) as f64).round() as usize;
-    sorted_us[i.min(sorted_us.len() - 1)] as f64 / 1000.0
-}
-
-/// The database side alone: C tasks record the receipts through `Store`, as the endpoint does.
 async fn store_only(
     args: &Args,
     db_url: &str,
@@ -706,10 +374,7 @@ struct Report {
     accepted: u64,
     not_confirmed: u64,
     rate: f64,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
+    latency: Latency,
     statuses: BTreeMap<u16, u64>,
     errors: u64,
     first_error: Option<String>,
@@ -730,23 +395,10 @@ struct Report {
 async fn bench(args: &Args) -> Result<Option<Report>, String> {
     hookwarden::tls::install_crypto_provider();
     let tag = format!("{:08x}", rand::random::<u32>());
-    let dir = args.tmpdir.join(format!("hookwarden-receipts-bench-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let mut cleanup = Cleanup { dir, child: None };
-    let (db_url, pg_db) = match args.db {
-        Db::Sqlite => (format!("sqlite://{}", cleanup.dir.join("bench.db").display()), None),
-        Db::Postgres => {
-            let (name, url) = create_pg_db(&args.pg_url).await?;
-            (url, Some(name))
-        }
-    };
+    let (mut cleanup, db_url, pg_db) =
+        common::setup(&args.tmpdir, "hookwarden-receipts-bench", &tag, args.db, &args.pg_url).await?;
     let result = run_load(args, &db_url, &mut cleanup).await;
-    cleanup.stop_gateway();
-    if let Some(name) = pg_db
-        && let Err(err) = drop_pg_db(&args.pg_url, &name).await
-    {
-        eprintln!("receipts_load: {err}");
-    }
+    common::teardown(&mut cleanup, &args.pg_url, pg_db).await;
     result
 }
 
@@ -797,8 +449,8 @@ async fn run_load(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<Op
         }
         return Ok(None);
     }
-    let (sink_posts, sink_addr) = start_sink().await?;
-    let port = free_port()?;
+    let (sink, sink_addr) = common::start_sink().await?;
+    let port = common::free_port()?;
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
@@ -818,47 +470,11 @@ receipt_keys = [{{ id = "{KEY_ID}", public_key = "{public}" }}]
 "#,
         public = key.public_key_base64()
     );
-    let config_path = cleanup.dir.join("hookwarden.toml");
-    let log_path = cleanup.dir.join("gateway.log");
-    std::fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("create log: {e}"))?;
-    let child = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env_remove("HOOKWARDEN_CONFIG")
-        .env_remove("HOOKWARDEN_ADMIN_TOKEN")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("spawn gateway: {e}"))?;
-    let pid = child.id();
-    cleanup.child = Some(child);
-
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .http1_only()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(args.connections + 8)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| format!("client: {e}"))?;
-    let waited = Instant::now();
-    loop {
-        if let Some(Ok(Some(status))) = cleanup.child.as_mut().map(|c| c.try_wait()) {
-            return Err(format!("the gateway exited ({status}) before it was up:\n{}", log_tail(&log_path)));
-        }
-        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        if waited.elapsed() > Duration::from_secs(60) {
-            return Err(format!("the gateway was not up after 60s:\n{}", log_tail(&log_path)));
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let sink_before = sink_posts.load(Ordering::Relaxed);
+    let client = common::http_client(Some(args.connections + 8), Duration::from_secs(60))?;
+    let env_remove = ["HOOKWARDEN_CONFIG", "HOOKWARDEN_ADMIN_TOKEN", "RUST_LOG"];
+    let gw = common::start_gateway(cleanup, port, &config, &env_remove, &client).await?;
+    let (pid, base) = (gw.pid, gw.base);
+    let sink_before = sink.posts.load(Ordering::Relaxed);
 
     let url: Arc<str> = format!("{base}/v1/receipts").into();
     let receipts = Arc::new(receipts);
@@ -870,22 +486,12 @@ receipt_keys = [{{ id = "{KEY_ID}", public_key = "{public}" }}]
         .collect();
     let mut all = WorkerStats::default();
     for w in workers {
-        let s = w.await.map_err(|e| format!("worker: {e}"))?;
-        all.latencies_us.extend(s.latencies_us);
-        all.accepted += s.accepted;
-        all.not_confirmed += s.not_confirmed;
-        all.errors += s.errors;
-        for (code, n) in s.statuses {
-            *all.statuses.entry(code).or_default() += n;
-        }
-        if all.first_error.is_none() {
-            all.first_error = s.first_error;
-        }
+        all.absorb(w.await.map_err(|e| format!("worker: {e}"))?);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let after = cpu_snapshot(pid);
     let cpu = cpu_share(&before, &after, elapsed);
-    let sink_posts = sink_posts.load(Ordering::Relaxed) - sink_before;
+    let sink_posts = sink.posts.load(Ordering::Relaxed) - sink_before;
     let non_ok: u64 = all.statuses.values().sum();
     let posted = all.accepted + non_ok + all.errors;
     let cut_off = (posted as usize) < receipts.len();
@@ -908,8 +514,6 @@ receipt_keys = [{{ id = "{KEY_ID}", public_key = "{public}" }}]
     let ledger = count_sql(args.db, db_url, "SELECT COUNT(*) FROM receipts").await?;
     let confirmed = count_sql(args.db, db_url, "SELECT COUNT(*) FROM events WHERE outcome = 'confirmed'").await?;
 
-    let mut lat = all.latencies_us;
-    lat.sort_unstable();
     Ok(Some(Report {
         db: args.db,
         events: args.events,
@@ -921,10 +525,7 @@ receipt_keys = [{{ id = "{KEY_ID}", public_key = "{public}" }}]
         accepted: all.accepted,
         not_confirmed: all.not_confirmed,
         rate: all.accepted as f64 / elapsed.max(1e-9),
-        p50: percentile_ms(&lat, 50.0),
-        p90: percentile_ms(&lat, 90.0),
-        p99: percentile_ms(&lat, 99.0),
-        max: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
+        latency: Latency::from_us(all.latencies_us),
         statuses: all.statuses,
         errors: all.errors,
         first_error: all.first_error,
@@ -941,7 +542,7 @@ receipt_keys = [{{ id = "{KEY_ID}", public_key = "{public}" }}]
 }
 
 fn print_report(args: &Args, r: &Report) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = common::cores();
     let mode = if args.smoke { "smoke" } else { "bench" };
     println!(
         "hookwarden receipts_load ({mode}): db={} events={} connections={} tmpdir={}",
@@ -958,14 +559,13 @@ fn print_report(args: &Args, r: &Report) {
         if r.cut_off { " (CUT OFF: the signed timestamps were about to expire)" } else { "" }
     );
     println!("  accepted        {} ({:.0} receipts/s)", r.accepted, r.rate);
-    println!("  latency (200)   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms", r.p50, r.p90, r.p99, r.max);
-    let statuses: Vec<String> = r.statuses.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+    println!("  latency (200)   {}", r.latency.show());
     println!(
         "  errors          non-200 {}   transport {}   200-but-not-confirmed {}{}",
-        if statuses.is_empty() { "0".into() } else { statuses.join(" ") },
+        common::statuses_text(&r.statuses),
         r.errors,
         r.not_confirmed,
-        r.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        common::first_error_text(&r.first_error)
     );
     println!(
         "  ed25519 (1 core) verify_strict {:.0}/s; headers+verify+parse {:.0}/s; endpoint = {:.0}% of 1 core's verify_strict",
@@ -973,12 +573,11 @@ fn print_report(args: &Args, r: &Report) {
         r.verify_path,
         r.rate / r.verify_raw.max(1e-9) * 100.0
     );
-    let threads: Vec<String> = r.cpu.threads.iter().map(|(c, p)| format!("{c} {p:.0}%")).collect();
     println!(
         "  CPU (% of 1 core) gateway {:.0}%, generator {:.0}%, postgres {:.0}%, others {:.0}%; machine busy {:.0}% of {cores} cores, iowait {:.1}%",
         r.cpu.gateway, r.cpu.generator, r.cpu.postgres, r.cpu.others, r.cpu.machine_busy, r.cpu.machine_iowait
     );
-    println!("  gateway threads {}", threads.join(", "));
+    println!("  gateway threads {}", common::threads_text(&r.cpu.threads));
     println!(
         "  after           {} receipts in the ledger, {} events confirmed, {} posts reached the sink; spot check {}",
         r.ledger,
@@ -1000,8 +599,8 @@ fn print_report(args: &Args, r: &Report) {
             "posted": r.posted,
             "accepted": r.accepted,
             "receipts_per_s": r.rate,
-            "latency_ms": { "p50": r.p50, "p90": r.p90, "p99": r.p99, "max": r.max },
-            "non_200": r.statuses.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "latency_ms": r.latency.json(),
+            "non_200": common::statuses_json(&r.statuses),
             "errors": r.errors,
             "not_confirmed": r.not_confirmed,
             "cut_off": r.cut_off,
@@ -1014,7 +613,7 @@ fn print_report(args: &Args, r: &Report) {
             "others_cpu_pct": r.cpu.others,
             "machine_busy_pct": r.cpu.machine_busy,
             "machine_iowait_pct": r.cpu.machine_iowait,
-            "gateway_threads": r.cpu.threads.iter().map(|(c, p)| (c.clone(), json!(p))).collect::<serde_json::Map<_, _>>(),
+            "gateway_threads": common::threads_json(&r.cpu.threads),
             "ledger_receipts": r.ledger,
             "confirmed_events": r.confirmed,
             "sink_posts": r.sink_posts,
