@@ -7,19 +7,20 @@
 
 use sqlx::Connection;
 
-use super::{Backend, Store, StoreError, with_relaxed_writer, with_writer};
+use std::collections::HashMap;
+
+use super::{Backend, Store, StoreError, with_pool, with_relaxed_writer, with_writer};
 use crate::domain::{AttemptKind, EventId};
-use sqlx::Row;
 
 const CLAIM_SQLITE: &str = "UPDATE events SET lease_owner = $1, lease_until = $2 \
      WHERE id IN (SELECT id FROM events WHERE next_attempt_at <= $3 \
                   AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at LIMIT $4) \
-     RETURNING id, source, dedup_key, headers, body, attempts, ladder_attempts";
+     RETURNING id, source, dedup_key, attempts, ladder_attempts";
 const CLAIM_POSTGRES: &str = "UPDATE events SET lease_owner = $1, lease_until = $2 \
      WHERE id IN (SELECT id FROM events WHERE next_attempt_at <= $3 \
                   AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at LIMIT $4 \
                   FOR UPDATE SKIP LOCKED) \
-     RETURNING id, source, dedup_key, headers, body, attempts, ladder_attempts";
+     RETURNING id, source, dedup_key, attempts, ladder_attempts";
 
 /// Attempt rows per multi-row statement (9 parameters each).
 const ATTEMPT_ROWS: usize = 300;
@@ -129,29 +130,41 @@ impl Store {
             Backend::Sqlite => CLAIM_SQLITE,
             Backend::Postgres => CLAIM_POSTGRES,
         };
-        with_relaxed_writer!(self, pool => {
-            let rows = sqlx::query(sql)
-                .bind(owner)
-                .bind(lease_until)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(|row| {
-                    let headers: String = row.try_get("headers")?;
-                    Ok(DueDelivery {
-                        event_id: EventId::from_stored(row.try_get("id")?),
-                        source: row.try_get("source")?,
-                        dedup_key: row.try_get("dedup_key")?,
-                        headers: serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        body: row.try_get("body")?,
-                        attempts: row.try_get("attempts")?,
-                        ladder_attempts: row.try_get("ladder_attempts")?,
-                    })
+        let claimed: Vec<(String, String, String, i64, i64)> = with_relaxed_writer!(self, pool => {
+            sqlx::query_as(sql).bind(owner).bind(lease_until).bind(now).bind(limit).fetch_all(pool).await
+        })?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Payloads never change, so they are read after the claim committed, by a reader.
+        let marks: Vec<String> = (1..=claimed.len()).map(|n| format!("${n}")).collect();
+        let sql =
+            format!("SELECT event_id, headers, body FROM event_payloads WHERE event_id IN ({})", marks.join(", "));
+        let payloads: Vec<(String, String, Vec<u8>)> = with_pool!(self, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for (id, ..) in &claimed {
+                query = query.bind(id.as_str());
+            }
+            query.fetch_all(pool).await?
+        });
+        let mut payloads: HashMap<String, (String, Vec<u8>)> =
+            payloads.into_iter().map(|(id, headers, body)| (id, (headers, body))).collect();
+        claimed
+            .into_iter()
+            .map(|(id, source, dedup_key, attempts, ladder_attempts)| {
+                let (headers, body) =
+                    payloads.remove(&id).ok_or_else(|| StoreError::Corrupt(format!("event `{id}` has no payload")))?;
+                Ok(DueDelivery {
+                    event_id: EventId::from_stored(id),
+                    source,
+                    dedup_key,
+                    headers: serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    body,
+                    attempts,
+                    ladder_attempts,
                 })
-                .collect()
-        })
+            })
+            .collect()
     }
 
     /// Records finished attempts in one transaction. For each, `true` when the gateway still

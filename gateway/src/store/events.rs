@@ -99,7 +99,8 @@ impl Store {
     }
 
     pub async fn get_event(&self, id: &EventId) -> Result<Option<EventDetail>, StoreError> {
-        let sql = format!("SELECT {COLUMNS}, headers, body FROM events WHERE id = $1");
+        let sql =
+            format!("SELECT {COLUMNS}, headers, body FROM events JOIN event_payloads ON event_id = id WHERE id = $1");
         with_pool!(self, pool => {
             let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(pool).await? else {
                 return Ok(None);

@@ -233,7 +233,8 @@ impl Store {
         for chunk in ids.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
             let sql = format!(
-                "SELECT id, source, dedup_key, headers, body, attempts FROM events WHERE id IN ({})",
+                "SELECT id, source, dedup_key, headers, body, attempts FROM events JOIN event_payloads ON event_id = id \
+                 WHERE id IN ({})",
                 placeholders.join(", ")
             );
             let rows: Vec<(String, String, String, String, Vec<u8>, i64)> = with_pool!(self, pool => {
