@@ -149,3 +149,34 @@ async fn a_repeated_provider_delivery_answers_the_same_id_and_is_forwarded_once(
     assert_eq!(counts.get(&gh), Some(&1), "{counts:?}");
     assert_eq!(gw.all_events().await.len(), 2);
 }
+
+#[tokio::test]
+async fn the_providers_own_libraries_sign_requests_the_gateway_accepts() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = start(&db, &receiver).await;
+    let b = body("evt_from_stripe_node");
+    let signed = tokio::task::spawn_blocking({
+        let b = b.clone();
+        move || sign::by_provider_library("stripe", STRIPE_SECRET, &b)
+    })
+    .await
+    .unwrap();
+    check(&gw, "stripe", signed, &b, 200).await;
+    let wrong = tokio::task::spawn_blocking({
+        let b = b.clone();
+        move || sign::by_provider_library("stripe", "whsec_not_this_one", &b)
+    })
+    .await
+    .unwrap();
+    check(&gw, "stripe", wrong, &b, 401).await;
+    let g = body("from-octokit");
+    let mut signed = tokio::task::spawn_blocking({
+        let g = g.clone();
+        move || sign::by_provider_library("github", GITHUB_SECRET, &g)
+    })
+    .await
+    .unwrap();
+    signed.push(("x-github-delivery".into(), "octokit-1".into()));
+    check(&gw, "github", signed, &g, 200).await;
+}

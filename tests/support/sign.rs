@@ -78,3 +78,28 @@ pub fn receipt_keys_line(entries: &[(&receipts_sdk::receipt::ReceiptKey, bool)])
         .collect();
     format!("receipt_keys = [{}]", list.join(", "))
 }
+
+/// Headers signed by the provider's own library (`stripe`, `@octokit/webhooks-methods`), run
+/// by Node.js from `tests/interop` (`npm ci --prefix tests/interop` installs them).
+pub fn by_provider_library(kind: &str, secret: &str, body: &[u8]) -> Vec<(String, String)> {
+    use std::io::Write;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/interop");
+    assert!(
+        std::path::Path::new(dir).join("node_modules").exists(),
+        "the providers' libraries are not installed: run `npm ci --prefix tests/interop`"
+    );
+    let mut child = std::process::Command::new("node")
+        .arg("sign.mjs")
+        .arg(kind)
+        .arg(secret)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node is needed for the interop tests");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "sign.mjs failed: {out:?}");
+    let headers: std::collections::BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    headers.into_iter().collect()
+}
