@@ -146,7 +146,7 @@ impl Dispatcher {
         Ok(started)
     }
 
-    async fn deliver(&self, due: DueDelivery) {
+    async fn deliver(&self, mut due: DueDelivery) {
         let Some(lane) = self.lanes.get(&due.source) else {
             tracing::warn!(event = %due.event_id, source = %due.source, "event of a source no longer configured");
             let now = self.clock.now_ms();
@@ -186,7 +186,7 @@ impl Dispatcher {
                 attempt: due.attempts + 1,
                 replay_id: None,
                 original_headers: &due.headers,
-                body: Bytes::from(due.body.clone()),
+                body: Bytes::from(std::mem::take(&mut due.body)),
                 secret: &lane.source.signing_secret,
                 now_secs: started_at.div_euclid(1000),
             })
