@@ -48,7 +48,7 @@ use common::{
 };
 use hookwarden::domain::{AttemptKind, EventId, NewEvent, Outcome};
 use hookwarden::http::Role;
-use hookwarden::replay::plan::{ReplayRequest, plan};
+use hookwarden::replay::plan::{ReplayRequest, numbered_to_marks, plan, to_store_param};
 use hookwarden::store::{AttemptRecord, Completion, EventQuery, Selection, SqlParam, Store};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -375,23 +375,6 @@ struct DryReport {
     cpu: CpuShare,
 }
 
-/// The filter's `$n` placeholders as `?` marks, the way the planner hands them to a `Selection`.
-fn to_marks(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            while chars.peek().is_some_and(char::is_ascii_digit) {
-                chars.next();
-            }
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 async fn query_plan(db: Db, url: &str, sql: &str, params: &[SqlParam]) -> Vec<String> {
     let run = async {
         match db {
@@ -490,15 +473,9 @@ async fn dry_runs(args: &Args, gw: &Gateway, db_url: &str, filled: &Filled) -> R
         let mut params = vec![SqlParam::Text("bench".into()), SqlParam::Int(filled.day.0), SqlParam::Int(filled.day.1)];
         if let Some(f) = filter {
             let (sql, filter_params) = hookwarden::replay::filter::parse(f).map_err(|e| e.to_string())?.to_sql(1);
-            let converted: Vec<SqlParam> = filter_params
-                .into_iter()
-                .map(|p| match p {
-                    hookwarden::replay::filter::SqlParam::Text(t) => SqlParam::Text(t),
-                    hookwarden::replay::filter::SqlParam::Int(i) => SqlParam::Int(i),
-                })
-                .collect();
-            selection.and(&to_marks(&sql), converted.clone());
-            where_sql.push_str(&format!(" AND ({})", to_marks(&sql)));
+            let converted: Vec<SqlParam> = filter_params.into_iter().map(to_store_param).collect();
+            selection.and(&numbered_to_marks(&sql), converted.clone());
+            where_sql.push_str(&format!(" AND ({})", numbered_to_marks(&sql)));
             params.extend(converted);
         }
         let mut counts_sql = Timings::default();

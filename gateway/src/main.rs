@@ -40,44 +40,8 @@ enum Command {
     },
     /// Replay a source's events: a dry run unless --no-dry-run.
     Replay {
-        /// The source whose events to replay.
-        source: String,
-        /// Start of the window (inclusive): RFC 3339, or a duration ago such as 90m.
-        #[arg(long)]
-        since: Option<String>,
-        /// End of the window (exclusive); now when omitted.
-        #[arg(long)]
-        until: Option<String>,
-        /// Replay exactly these events instead of a window (repeatable).
-        #[arg(long = "event-id")]
-        event_ids: Vec<String>,
-        /// e.g. "outcome = unknown AND attempts < 3".
-        #[arg(long)]
-        filter: Option<String>,
-        /// Most events to send (default 50).
-        #[arg(long)]
-        limit: Option<i64>,
-        /// Sends per second (default 2).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Also replay events the handler reported as failed.
-        #[arg(long)]
-        include_failed: bool,
-        /// Also resend confirmed events (needs --note).
-        #[arg(long)]
-        override_confirmed: bool,
-        /// Why confirmed events must be resent (kept in the audit log).
-        #[arg(long)]
-        note: Option<String>,
-        /// Run it for real (needs --reason).
-        #[arg(long)]
-        no_dry_run: bool,
-        /// Why this replay runs (kept in the audit log).
-        #[arg(long)]
-        reason: Option<String>,
-        /// Send to another URL instead (admins only), e.g. a staging handler.
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        args: ReplayArgs,
         #[command(flatten)]
         remote: Remote,
     },
@@ -199,38 +163,8 @@ fn remote(command: Command) -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match command {
-            Command::Replay {
-                source,
-                since,
-                until,
-                event_ids,
-                filter,
-                limit,
-                rate,
-                include_failed,
-                override_confirmed,
-                note,
-                no_dry_run,
-                reason,
-                to,
-                remote,
-            } => {
-                let args = ReplayArgs {
-                    source,
-                    since,
-                    until,
-                    event_ids,
-                    filter,
-                    limit,
-                    rate,
-                    include_failed,
-                    override_confirmed,
-                    note,
-                    live: no_dry_run,
-                    reason,
-                    to,
-                    json: remote.json,
-                };
+            Command::Replay { mut args, remote } => {
+                args.json = remote.json;
                 cli::replay(&api(&remote), args).await
             }
             Command::Events(EventsCommand::List { source, since, until, outcome, limit, remote }) => {

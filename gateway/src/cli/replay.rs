@@ -8,22 +8,49 @@ use time::OffsetDateTime;
 
 use super::{Api, CliError, print_json, time_arg};
 
-/// What the operator typed.
-#[derive(Debug, Clone, Default)]
+/// What the operator typed (the `hookwarden replay` arguments).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ReplayArgs {
+    /// The source whose events to replay.
     pub source: String,
+    /// Start of the window (inclusive): RFC 3339, or a duration ago such as 90m.
+    #[arg(long)]
     pub since: Option<String>,
+    /// End of the window (exclusive); now when omitted.
+    #[arg(long)]
     pub until: Option<String>,
+    /// Replay exactly these events instead of a window (repeatable).
+    #[arg(long = "event-id")]
     pub event_ids: Vec<String>,
+    /// e.g. "outcome = unknown AND attempts < 3".
+    #[arg(long)]
     pub filter: Option<String>,
+    /// Most events to send (default 50).
+    #[arg(long)]
     pub limit: Option<i64>,
+    /// Sends per second (default 2).
+    #[arg(long)]
     pub rate: Option<f64>,
+    /// Also replay events the handler reported as failed.
+    #[arg(long)]
     pub include_failed: bool,
+    /// Also resend confirmed events (needs --note).
+    #[arg(long)]
     pub override_confirmed: bool,
+    /// Why confirmed events must be resent (kept in the audit log).
+    #[arg(long)]
     pub note: Option<String>,
+    /// Run it for real (needs --reason).
+    #[arg(long = "no-dry-run")]
     pub live: bool,
+    /// Why this replay runs (kept in the audit log).
+    #[arg(long)]
     pub reason: Option<String>,
+    /// Send to another URL instead (admins only), e.g. a staging handler.
+    #[arg(long)]
     pub to: Option<String>,
+    /// Set from the global `--json`.
+    #[arg(skip)]
     pub json: bool,
 }
 

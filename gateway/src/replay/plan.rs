@@ -301,7 +301,7 @@ pub async fn plan(
 }
 
 /// The filter's `$n` placeholders as the `?` marks a [`Selection`] numbers itself.
-fn numbered_to_marks(sql: &str) -> String {
+pub fn numbered_to_marks(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut chars = sql.chars().peekable();
     while let Some(c) = chars.next() {
@@ -317,7 +317,8 @@ fn numbered_to_marks(sql: &str) -> String {
     out
 }
 
-fn to_store_param(p: filter::SqlParam) -> SqlParam {
+/// A filter parameter as the store binds it.
+pub fn to_store_param(p: filter::SqlParam) -> SqlParam {
     match p {
         filter::SqlParam::Text(t) => SqlParam::Text(t),
         filter::SqlParam::Int(i) => SqlParam::Int(i),
