@@ -1,4 +1,4 @@
-//! Several gateways on one PostgreSQL database.
+//! Several gateways on one PostgreSQL database; one gateway per SQLite file.
 
 use std::time::Duration;
 
@@ -77,4 +77,23 @@ async fn when_one_gateway_is_killed_the_other_delivers_its_leased_work() {
     for id in &ids {
         assert_eq!(receiver.for_event(id).len(), 2, "A's hung attempt, then B's");
     }
+}
+
+/// SQLite leases live in the gateway's memory, so a second gateway on the same file would
+/// resend events: it must refuse to start, and a killed gateway must not block the next.
+#[tokio::test]
+async fn a_second_gateway_on_one_sqlite_file_refuses_to_start() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let spec = spec(&db, &receiver);
+    let mut first = Gateway::start(&spec).await;
+    let (status, log) = Gateway::start_refused(&spec).await;
+    assert!(!status.success(), "a second gateway ran on the same SQLite file");
+    assert!(log.contains("another gateway is running on this SQLite database"), "{log}");
+
+    first.kill9();
+    let mut next = Gateway::start(&spec).await;
+    let (status, answer) = next.ingest("orders", &[], json!({ "id": "after" }).to_string().as_bytes()).await;
+    assert_eq!(status, 200, "{answer}");
+    next.terminate(Duration::from_secs(10)).await;
 }

@@ -12,7 +12,7 @@
 //! - [`audit`]: the hash chain of the append-only audit log.
 //!
 //! The guarantees, and where each lives:
-//! - never 200 before commit: `http::ingest` answers only after `store::Batcher` committed;
+//! - never 200 before commit: `http::ingest` answers only after `store::CommitQueue` committed;
 //! - nothing lost across a crash: delivery is driven from the database (`delivery`), under
 //!   leases that expire, never from an in-memory hand-off.
 
@@ -43,11 +43,10 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::delivery::Dispatcher;
 use crate::domain::EventId;
-use crate::domain::Stored;
 use crate::receipts::{ReceiptDesk, ReceiptKeys};
 use crate::replay::executor::{ReplaySettings, Replayer};
 use crate::send_guard::SendGuard;
-use crate::store::{Backend, Batcher, Store, StoreError};
+use crate::store::{Backend, CommitQueue, Store, StoreError};
 use tokio::sync::broadcast;
 
 /// Why a gateway could not run.
@@ -59,8 +58,6 @@ pub enum RunError {
     Store(#[from] StoreError),
 }
 
-/// Largest group-commit batch of inbound events.
-const INGEST_BATCH: usize = 512;
 /// Receipt notifications buffered for running replays.
 const RECEIPT_BUS: usize = 65_536;
 
@@ -74,6 +71,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let receipt_keys = ReceiptKeys::from_sources(&config.sources).map_err(RunError::Config)?;
     let store = Store::connect(&config.database_url).await?;
+    let _sole = store.lock_sole_gateway()?;
     if store.backend() == Backend::Sqlite {
         // One gateway per SQLite file: leases left by a crashed run are ours to take back.
         store.release_leases(None).await?;
@@ -88,7 +86,9 @@ pub async fn run(
     // The listener holds a pooled connection: it is stopped before the pool is closed.
     let listening =
         store.receipt_listener().await?.map(|l| tokio::spawn(forward_receipt_notifications(l, bus.clone())));
-    let dispatcher = Dispatcher::new(store.clone(), &config, receipts.clone(), clock.clone(), gateway_id.clone());
+    let commits = CommitQueue::spawn(&store);
+    let dispatcher =
+        Dispatcher::new(store.clone(), commits.clone(), &config, receipts.clone(), clock.clone(), gateway_id.clone());
     let sources = Arc::new(config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect::<HashMap<_, _>>());
     let replayer = Replayer::new(
         store.clone(),
@@ -103,23 +103,11 @@ pub async fn run(
             timeout: config.delivery.timeout,
         },
     );
-    let writer = store.clone();
-    let committers = if store.backend() == Backend::Postgres { 4 } else { 1 };
-    let ingest = Batcher::spawn_parallel(16_384, INGEST_BATCH, committers, move |events: Vec<domain::NewEvent>| {
-        let store = writer.clone();
-        async move {
-            ::metrics::histogram!("hookwarden_ingest_batch_size").record(events.len() as f64);
-            match store.insert_events(&events).await {
-                Ok(stored) => stored.into_iter().map(Ok).collect(),
-                Err(err) => events.iter().map(|_| Err::<Stored, _>(err.to_string())).collect(),
-            }
-        }
-    });
     let state = http::AppState {
         store: store.clone(),
         sources,
         config: Arc::new(config),
-        ingest,
+        commits,
         dispatcher: dispatcher.handle(),
         receipts,
         replayer: replayer.clone(),

@@ -16,7 +16,7 @@ use crate::config::SourceConfig;
 use crate::delivery::InlineReceipt;
 use crate::domain::{EventId, Outcome};
 use crate::send_guard::SendGuard;
-use crate::store::{Batcher, NewReceipt, Recorded, Store, StoreError};
+use crate::store::{Batcher, NewReceipt, Recorded, Store, StoreError, Workers};
 use tokio::sync::broadcast;
 
 /// The receipt keys of every source: which public key an id names, and where it may confirm.
@@ -130,8 +130,8 @@ const RECEIPT_BATCH: usize = 256;
 impl ReceiptDesk {
     pub fn new(store: Store, keys: ReceiptKeys, guard: Arc<SendGuard>, bus: broadcast::Sender<EventId>) -> Self {
         let batch_store = store.clone();
-        let workers = if store.backend() == crate::store::Backend::Postgres { 4 } else { 1 };
-        let writer = Batcher::spawn_parallel(8192, RECEIPT_BATCH, workers, move |batch: Vec<NewReceipt>| {
+        let workers = Workers::for_backend(store.backend(), 4, "hw-receipts");
+        let writer = Batcher::spawn(8192, RECEIPT_BATCH, workers, move |batch: Vec<NewReceipt>| {
             let store = batch_store.clone();
             async move {
                 match store.record_receipts(&batch).await {

@@ -185,6 +185,26 @@ impl Gateway {
         None
     }
 
+    /// Starts a gateway that is expected to refuse to run: its exit status and log.
+    pub async fn start_refused(spec: &GatewaySpec) -> (std::process::ExitStatus, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("hookwarden.toml");
+        std::fs::write(&config_path, spec.toml(free_port())).expect("write config");
+        let run = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("HOOKWARDEN_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(20), tokio::task::spawn_blocking(move || run))
+            .await
+            .expect("the gateway kept running")
+            .expect("join")
+            .expect("start hookwarden");
+        (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+
     /// Starts the same config again (same port, same database).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the gateway before restarting it");

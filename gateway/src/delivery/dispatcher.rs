@@ -15,7 +15,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, DeliveryConfig, SourceConfig};
 use crate::domain::AttemptKind;
 use crate::receipts::ReceiptDesk;
-use crate::store::{AttemptRecord, Batcher, Completion, DueDelivery, Store, StoreError};
+use crate::store::{AttemptRecord, CommitQueue, Completion, DueDelivery, Store, StoreError};
 
 /// Most deliveries claimed in one pass.
 const CLAIM_BATCH: usize = 128;
@@ -37,7 +37,7 @@ pub struct Dispatcher {
     clock: SharedClock,
     wake: Arc<Notify>,
     in_flight: Arc<Semaphore>,
-    completions: Batcher<AttemptRecord, Result<bool, String>>,
+    commits: CommitQueue,
     receipts: Arc<ReceiptDesk>,
 }
 
@@ -56,6 +56,7 @@ impl DispatcherHandle {
 impl Dispatcher {
     pub fn new(
         store: Store,
+        commits: CommitQueue,
         config: &Config,
         receipts: Arc<ReceiptDesk>,
         clock: SharedClock,
@@ -66,16 +67,6 @@ impl Dispatcher {
             .iter()
             .map(|s| (s.name.clone(), Lane { source: s.clone(), permits: Arc::new(Semaphore::new(s.max_in_flight)) }))
             .collect();
-        let writer = store.clone();
-        let completions = Batcher::spawn(4096, 256, move |records: Vec<AttemptRecord>| {
-            let store = writer.clone();
-            async move {
-                match store.complete_attempts(&records).await {
-                    Ok(held) => held.into_iter().map(Ok).collect(),
-                    Err(err) => records.iter().map(|_| Err(err.to_string())).collect(),
-                }
-            }
-        });
         Arc::new(Self {
             store,
             lanes,
@@ -85,7 +76,7 @@ impl Dispatcher {
             clock,
             wake: Arc::new(Notify::new()),
             in_flight: Arc::new(Semaphore::new(config.delivery.max_in_flight)),
-            completions,
+            commits,
             receipts,
         })
     }
@@ -245,7 +236,7 @@ impl Dispatcher {
 
     async fn record(&self, record: AttemptRecord) {
         let event = record.event_id.clone();
-        match self.completions.submit(record).await {
+        match self.commits.attempt(record).await {
             Some(Ok(true)) => {}
             Some(Ok(false)) => {
                 tracing::info!(%event, "lease passed to another gateway before the result was written")

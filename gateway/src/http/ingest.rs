@@ -63,8 +63,8 @@ async fn ingest(
     };
     // The commit runs in its own task: a provider that hangs up now cancels this handler,
     // but not the write of an event that already passed every check.
-    let ingest = app.ingest.clone();
-    let committed = tokio::spawn(async move { ingest.submit(event).await }).await.ok().flatten();
+    let commits = app.commits.clone();
+    let committed = tokio::spawn(async move { commits.event(event).await }).await.ok().flatten();
     let stored = match committed {
         Some(Ok(stored)) => stored,
         Some(Err(err)) => {

@@ -24,10 +24,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::clock::SharedClock;
 use crate::config::{Config, SourceConfig};
 use crate::delivery::DispatcherHandle;
-use crate::domain::{NewEvent, Stored};
 use crate::receipts::ReceiptDesk;
 use crate::replay::executor::Replayer;
-use crate::store::{Batcher, Store};
+use crate::store::{CommitQueue, Store};
 
 pub use auth::{Caller, Role};
 pub use time::{format_ms, parse_rfc3339};
@@ -38,8 +37,8 @@ pub struct AppState {
     pub store: Store,
     pub sources: Arc<HashMap<String, SourceConfig>>,
     pub config: Arc<Config>,
-    /// Group commit for inbound events.
-    pub ingest: Batcher<NewEvent, Result<Stored, String>>,
+    /// Group commit for inbound events (shared with attempt results).
+    pub commits: CommitQueue,
     pub dispatcher: DispatcherHandle,
     pub receipts: Arc<ReceiptDesk>,
     pub replayer: Arc<Replayer>,

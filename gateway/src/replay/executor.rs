@@ -23,7 +23,7 @@ use crate::domain::{AttemptKind, EventId, Outcome};
 use crate::receipts::ReceiptDesk;
 use crate::store::{
     AttemptRecord, Batcher, Completion, ItemResult, NewAuditEntry, ReplayItem, ReplayJob, SendableEvent, Store,
-    StoreError,
+    StoreError, Workers,
 };
 
 /// Items re-checked and sent per batch.
@@ -73,15 +73,20 @@ impl Replayer {
         settings: ReplaySettings,
     ) -> Arc<Self> {
         let writer = store.clone();
-        let attempts = Batcher::spawn(8192, 512, move |records: Vec<AttemptRecord>| {
-            let store = writer.clone();
-            async move {
-                match store.complete_attempts(&records).await {
-                    Ok(_) => records.iter().map(|_| Ok(())).collect(),
-                    Err(err) => records.iter().map(|_| Err(err.to_string())).collect(),
+        let attempts = Batcher::spawn(
+            8192,
+            512,
+            Workers::for_backend(store.backend(), 1, "hw-replay-commit"),
+            move |records: Vec<AttemptRecord>| {
+                let store = writer.clone();
+                async move {
+                    match store.complete_attempts(&records).await {
+                        Ok(_) => records.iter().map(|_| Ok(())).collect(),
+                        Err(err) => records.iter().map(|_| Err(err.to_string())).collect(),
+                    }
                 }
-            }
-        });
+            },
+        );
         Arc::new(Self {
             attempts,
             forwarder: Forwarder::new(settings.timeout),
@@ -380,7 +385,7 @@ impl Replayer {
     fn result_writer(&self, id: &str) -> Batcher<ItemResult, ()> {
         let store = self.store.clone();
         let id = id.to_string();
-        Batcher::spawn(4096, 512, move |results: Vec<ItemResult>| {
+        Batcher::spawn(4096, 512, Workers::Shared(1), move |results: Vec<ItemResult>| {
             let store = store.clone();
             let id = id.clone();
             async move {

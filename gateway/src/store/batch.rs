@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::Backend;
+
 type Job<T, R> = (T, oneshot::Sender<R>);
 
 /// A handle to a group-commit task.
@@ -24,20 +26,32 @@ impl<T, R> Clone for Batcher<T, R> {
     }
 }
 
-impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
-    /// Starts the task: it takes whatever is queued (at most `max_batch`) and calls `write`
-    /// once for the lot; `write` returns one answer per item, in order.
-    pub fn spawn<F, Fut>(queue: usize, max_batch: usize, write: F) -> Self
-    where
-        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<R>> + Send,
-    {
-        Self::spawn_parallel(queue, max_batch, 1, write)
-    }
+/// Where a group-commit task runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Workers {
+    /// This many tasks on the shared runtime, each with a batch in flight: for PostgreSQL,
+    /// which commits concurrent transactions in parallel.
+    Shared(usize),
+    /// One task on a thread of its own: for SQLite's single writer. Every statement is a round
+    /// trip to the database's thread; on the shared runtime the task's turn after each one
+    /// waits behind request handling, which under load doubled the time a batch held the writer.
+    OwnThread(&'static str),
+}
 
-    /// Like [`Batcher::spawn`] with `workers` batches in flight at once, for a database that
-    /// commits concurrent transactions in parallel (PostgreSQL); SQLite has one writer.
-    pub fn spawn_parallel<F, Fut>(queue: usize, max_batch: usize, workers: usize, write: F) -> Self
+impl Workers {
+    /// [`Workers::OwnThread`] on SQLite, `postgres` shared tasks on PostgreSQL.
+    pub fn for_backend(backend: Backend, postgres: usize, thread: &'static str) -> Self {
+        match backend {
+            Backend::Sqlite => Workers::OwnThread(thread),
+            Backend::Postgres => Workers::Shared(postgres),
+        }
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+    /// Starts the task(s): each takes whatever is queued (at most `max_batch`) and calls
+    /// `write` once for the lot; `write` returns one answer per item, in order.
+    pub fn spawn<F, Fut>(queue: usize, max_batch: usize, workers: Workers, write: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send,
@@ -45,9 +59,13 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         let (tx, rx) = mpsc::channel::<Job<T, R>>(queue);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let write = Arc::new(write);
-        for _ in 0..workers.max(1) {
+        let count = match workers {
+            Workers::Shared(n) => n.max(1),
+            Workers::OwnThread(_) => 1,
+        };
+        for _ in 0..count {
             let (rx, write) = (rx.clone(), write.clone());
-            tokio::spawn(async move {
+            let task = async move {
                 let mut jobs = Vec::with_capacity(max_batch);
                 loop {
                     // Take a batch, then let the next worker take its own while this one writes.
@@ -61,7 +79,22 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                         let _ = reply.send(answer);
                     }
                 }
-            });
+            };
+            match workers {
+                Workers::Shared(_) => {
+                    tokio::spawn(task);
+                }
+                Workers::OwnThread(name) => {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the group-commit thread");
+                    std::thread::Builder::new()
+                        .name(name.into())
+                        .spawn(move || runtime.block_on(task))
+                        .expect("spawn the group-commit thread");
+                }
+            }
         }
         Self { tx }
     }
@@ -83,7 +116,7 @@ mod tests {
     async fn concurrent_items_share_batches_and_get_their_own_answers() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let batcher = Batcher::spawn(1024, 64, move |items: Vec<u32>| {
+        let batcher = Batcher::spawn(1024, 64, Workers::Shared(1), move |items: Vec<u32>| {
             counted.fetch_add(1, Ordering::SeqCst);
             async move {
                 tokio::task::yield_now().await;

@@ -1,33 +1,63 @@
 //! The durable delivery schedule: claiming due deliveries under a lease, and recording what
 //! each attempt did.
 //!
-//! A claim sets `lease_owner`/`lease_until`; only the owner may complete it, and a lease that
-//! runs out (its gateway died) makes the event claimable again. On PostgreSQL the claim skips
-//! rows another gateway is claiming at the same moment, so each due delivery goes to one.
-
-use sqlx::Connection;
+//! A claim leases an event to one gateway until a deadline; only the owner may complete it,
+//! and a lease that runs out (its gateway died) makes the event claimable again. On
+//! PostgreSQL, where several gateways share a database, leases are columns of the event
+//! (`lease_owner`/`lease_until`) and a claim skips rows another gateway is claiming at the
+//! same moment, so each due delivery goes to one. On SQLite one gateway process owns the
+//! file, so leases live in memory ([`MemoryLeases`]): a claim is a read, not a write that
+//! would cost the single writer a transaction per pass, and a crash loses nothing (the
+//! events are still due when the gateway starts again).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use super::{Backend, Store, StoreError, with_pool, with_relaxed_writer, with_writer};
+use super::{Pool, Store, StoreError, with_writer};
 use crate::domain::{AttemptKind, EventId};
 
-const CLAIM_SQLITE: &str = "UPDATE events SET lease_owner = $1, lease_until = $2 \
-     WHERE id IN (SELECT id FROM events WHERE next_attempt_at <= $3 \
-                  AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at LIMIT $4) \
-     RETURNING id, source, dedup_key, attempts, ladder_attempts";
 const CLAIM_POSTGRES: &str = "UPDATE events SET lease_owner = $1, lease_until = $2 \
      WHERE id IN (SELECT id FROM events WHERE next_attempt_at <= $3 \
                   AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at LIMIT $4 \
                   FOR UPDATE SKIP LOCKED) \
      RETURNING id, source, dedup_key, attempts, ladder_attempts";
+/// Due events and their payloads, less those leased (`$2`, a JSON array of ids).
+const DUE_SQLITE: &str = "SELECT e.id, e.source, e.dedup_key, e.attempts, e.ladder_attempts, p.headers, p.body \
+     FROM events e JOIN event_payloads p ON p.event_id = e.id \
+     WHERE e.next_attempt_at <= $1 AND e.id NOT IN (SELECT value FROM json_each($2)) \
+     ORDER BY e.next_attempt_at LIMIT $3";
+
+/// In-memory leases of a SQLite store: event id to (owner, until). Semantics match the
+/// PostgreSQL columns: a lease is live while `until >= now`; an expired one can be taken over.
+#[derive(Clone, Default)]
+pub(super) struct MemoryLeases {
+    held: Arc<Mutex<HashMap<String, (String, i64)>>>,
+    /// One claim at a time, so two claimers never read the same due rows.
+    claiming: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl MemoryLeases {
+    pub(super) fn owned_by(&self, event: &str, owner: &str) -> bool {
+        self.held.lock().expect("lease map").get(event).is_some_and(|(o, _)| o == owner)
+    }
+
+    /// Drops `owner`'s leases of `events` (after the write that ends them committed).
+    pub(super) fn release<'a>(&self, owner: &str, events: impl IntoIterator<Item = &'a str>) {
+        let mut held = self.held.lock().expect("lease map");
+        for event in events {
+            if held.get(event).is_some_and(|(o, _)| o == owner) {
+                held.remove(event);
+            }
+        }
+    }
+}
 
 /// Attempt rows per multi-row statement (9 parameters each).
-const ATTEMPT_ROWS: usize = 300;
+pub(super) const ATTEMPT_ROWS: usize = 300;
 
 /// `INSERT INTO attempts … VALUES (…), (…)` for `rows` attempts; each attempt's number is its
 /// event's attempt count plus one, read before the batch's updates.
-fn insert_attempts_sql(rows: usize) -> String {
+pub(super) fn insert_attempts_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO attempts (event_id, number, kind, replay_id, gateway, started_at, latency_ms, status_code, \
          error, response_excerpt) VALUES ",
@@ -53,26 +83,33 @@ fn insert_attempts_sql(rows: usize) -> String {
     sql
 }
 
-/// Followed by `(ids…) RETURNING id`; `$1` is the delivery time, `$2` the lease owner.
-const DELIVERED_MANY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
+/// Followed by `(ids…)`; `$1` is the delivery time, `$2` the lease owner on PostgreSQL.
+pub(super) const DELIVERED_MANY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'delivered', delivered_at = $1, next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL \
      WHERE lease_owner = $2 AND id IN";
-const RETRY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
+pub(super) const DELIVERED_MANY_SQLITE: &str = "UPDATE events SET attempts = attempts + 1, \
+     ladder_attempts = ladder_attempts + 1, delivery_state = 'delivered', delivered_at = $1, next_attempt_at = NULL \
+     WHERE id IN";
+/// `$1` event, `$2` retry time; followed by [`OWNED`] on PostgreSQL.
+pub(super) const RETRY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'pending', \
-     next_attempt_at = CASE WHEN receipts > 0 THEN NULL ELSE $3 END, lease_owner = NULL, lease_until = NULL \
-     WHERE id = $1 AND lease_owner = $2";
-const EXHAUSTED: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
+     next_attempt_at = CASE WHEN receipts > 0 THEN NULL ELSE $2 END, lease_owner = NULL, lease_until = NULL \
+     WHERE id = $1";
+/// `$1` event, `$2` error code; followed by [`OWNED`] on PostgreSQL.
+pub(super) const EXHAUSTED: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'exhausted', next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, \
      outcome = CASE WHEN outcome = 'unknown' THEN 'failed' ELSE outcome END, \
-     error_code = CASE WHEN outcome = 'unknown' THEN $3 ELSE error_code END \
-     WHERE id = $1 AND lease_owner = $2";
+     error_code = CASE WHEN outcome = 'unknown' THEN $2 ELSE error_code END \
+     WHERE id = $1";
+/// The lease check of a PostgreSQL schedule update; `$3` is the owner.
+pub(super) const OWNED: &str = " AND lease_owner = $3";
 
-const REPLAY_DELIVERED: &str = "UPDATE events SET attempts = attempts + 1, delivery_state = 'delivered', \
+pub(super) const REPLAY_DELIVERED: &str = "UPDATE events SET attempts = attempts + 1, delivery_state = 'delivered', \
      delivered_at = $2, next_attempt_at = NULL, \
      outcome = CASE WHEN receipts = 0 AND error_code = 'delivery_exhausted' THEN 'unknown' ELSE outcome END, \
      error_code = CASE WHEN receipts = 0 AND error_code = 'delivery_exhausted' THEN NULL ELSE error_code END \
      WHERE id = $1";
-const REPLAY_FAILED: &str = "UPDATE events SET attempts = attempts + 1 WHERE id = $1";
+pub(super) const REPLAY_FAILED: &str = "UPDATE events SET attempts = attempts + 1 WHERE id = $1";
 
 /// An event claimed for delivery, with what the forward needs.
 #[derive(Debug, Clone)]
@@ -117,6 +154,23 @@ pub struct AttemptRecord {
     pub completion: Completion,
 }
 
+/// Decodes a claimed row's stored headers.
+fn due_delivery(
+    (id, source, dedup_key, attempts, ladder_attempts): (String, String, String, i64, i64),
+    headers: &str,
+    body: Vec<u8>,
+) -> Result<DueDelivery, StoreError> {
+    Ok(DueDelivery {
+        event_id: EventId::from_stored(id),
+        source,
+        dedup_key,
+        headers: serde_json::from_str(headers).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        body,
+        attempts,
+        ladder_attempts,
+    })
+}
+
 impl Store {
     /// Leases up to `limit` deliveries due at `now` to `owner` until `lease_until`.
     pub async fn claim_due(
@@ -126,132 +180,97 @@ impl Store {
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let sql = match self.backend() {
-            Backend::Sqlite => CLAIM_SQLITE,
-            Backend::Postgres => CLAIM_POSTGRES,
-        };
-        let claimed: Vec<(String, String, String, i64, i64)> = with_relaxed_writer!(self, pool => {
-            sqlx::query_as(sql).bind(owner).bind(lease_until).bind(now).bind(limit).fetch_all(pool).await
-        })?;
-        if claimed.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Payloads never change, so they are read after the claim committed, by a reader.
-        let marks: Vec<String> = (1..=claimed.len()).map(|n| format!("${n}")).collect();
-        let sql =
-            format!("SELECT event_id, headers, body FROM event_payloads WHERE event_id IN ({})", marks.join(", "));
-        let payloads: Vec<(String, String, Vec<u8>)> = with_pool!(self, pool => {
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for (id, ..) in &claimed {
-                query = query.bind(id.as_str());
+        match &self.pool {
+            Pool::Sqlite { read, leases, .. } => {
+                let _one = leases.claiming.lock().await;
+                let live: Vec<String> = leases
+                    .held
+                    .lock()
+                    .expect("lease map")
+                    .iter()
+                    .filter(|(_, (_, until))| *until >= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let live = serde_json::to_string(&live).expect("ids serialise");
+                let rows: Vec<(String, String, String, i64, i64, String, Vec<u8>)> =
+                    sqlx::query_as(DUE_SQLITE).bind(now).bind(live).bind(limit).fetch_all(read).await?;
+                let mut held = leases.held.lock().expect("lease map");
+                rows.into_iter()
+                    .map(|(id, source, key, attempts, ladder, headers, body)| {
+                        held.insert(id.clone(), (owner.to_string(), lease_until));
+                        due_delivery((id, source, key, attempts, ladder), &headers, body)
+                    })
+                    .collect()
             }
-            query.fetch_all(pool).await?
-        });
-        let mut payloads: HashMap<String, (String, Vec<u8>)> =
-            payloads.into_iter().map(|(id, headers, body)| (id, (headers, body))).collect();
-        claimed
-            .into_iter()
-            .map(|(id, source, dedup_key, attempts, ladder_attempts)| {
-                let (headers, body) =
-                    payloads.remove(&id).ok_or_else(|| StoreError::Corrupt(format!("event `{id}` has no payload")))?;
-                Ok(DueDelivery {
-                    event_id: EventId::from_stored(id),
-                    source,
-                    dedup_key,
-                    headers: serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    body,
-                    attempts,
-                    ladder_attempts,
-                })
-            })
-            .collect()
+            Pool::Postgres(pool) => {
+                let claimed: Vec<(String, String, String, i64, i64)> = sqlx::query_as(CLAIM_POSTGRES)
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                if claimed.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Payloads never change, so they are read after the claim committed.
+                let marks: Vec<String> = (1..=claimed.len()).map(|n| format!("${n}")).collect();
+                let sql = format!(
+                    "SELECT event_id, headers, body FROM event_payloads WHERE event_id IN ({})",
+                    marks.join(", ")
+                );
+                let mut query = sqlx::query_as::<_, (String, String, Vec<u8>)>(sqlx::AssertSqlSafe(sql));
+                for (id, ..) in &claimed {
+                    query = query.bind(id.as_str());
+                }
+                let mut payloads: HashMap<String, (String, Vec<u8>)> =
+                    query.fetch_all(pool).await?.into_iter().map(|(id, headers, body)| (id, (headers, body))).collect();
+                claimed
+                    .into_iter()
+                    .map(|row| {
+                        let (headers, body) = payloads
+                            .remove(&row.0)
+                            .ok_or_else(|| StoreError::Corrupt(format!("event `{}` has no payload", row.0)))?;
+                        due_delivery(row, &headers, body)
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// Records finished attempts in one transaction. For each, `true` when the gateway still
     /// held the lease and the schedule was updated; `false` when the lease had passed to
     /// another gateway, which then owns the schedule (the attempt is recorded either way).
-    /// The common case, a 2xx, costs one statement per batch, not one per event; its
-    /// `delivered_at` is the batch's latest time.
     pub async fn complete_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
-        let mut held = vec![false; records.len()];
-        with_relaxed_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for chunk in records.chunks(ATTEMPT_ROWS) {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_attempts_sql(chunk.len())));
-                for r in chunk {
-                    query = query
-                        .bind(r.event_id.as_str())
-                        .bind(r.kind.as_str())
-                        .bind(r.replay_id.as_deref())
-                        .bind(&r.gateway)
-                        .bind(r.started_at)
-                        .bind(r.latency_ms)
-                        .bind(r.status_code)
-                        .bind(r.error.as_deref())
-                        .bind(r.response_excerpt.as_deref());
-                }
-                query.execute(&mut *tx).await?;
-            }
-            // Delivered (the hot path): one UPDATE per gateway and chunk.
-            let mut delivered: Vec<(usize, &AttemptRecord)> = Vec::new();
-            for (i, r) in records.iter().enumerate() {
-                let update = match r.completion {
-                    Completion::Delivered { .. } => {
-                        delivered.push((i, r));
-                        continue;
-                    }
-                    Completion::RetryAt(at) => sqlx::query(RETRY).bind(r.event_id.as_str()).bind(&r.gateway).bind(at),
-                    Completion::Replayed { delivered_at: Some(at) } => {
-                        sqlx::query(REPLAY_DELIVERED).bind(r.event_id.as_str()).bind(at)
-                    }
-                    Completion::Replayed { delivered_at: None } => sqlx::query(REPLAY_FAILED).bind(r.event_id.as_str()),
-                    Completion::Exhausted => sqlx::query(EXHAUSTED)
-                        .bind(r.event_id.as_str())
-                        .bind(&r.gateway)
-                        .bind(crate::domain::EXHAUSTED_ERROR_CODE),
-                };
-                let updated = update.execute(&mut *tx).await?.rows_affected() == 1;
-                held[i] = updated || matches!(r.completion, Completion::Replayed { .. });
-            }
-            delivered.sort_by(|a, b| a.1.gateway.cmp(&b.1.gateway));
-            for group in delivered.chunk_by(|a, b| a.1.gateway == b.1.gateway) {
-                for chunk in group.chunks(ATTEMPT_ROWS) {
-                    let at = chunk.iter().map(|(_, r)| match r.completion {
-                        Completion::Delivered { at } => at,
-                        _ => 0,
-                    }).max().unwrap_or(0);
-                    let marks: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 3)).collect();
-                    let sql = format!("{DELIVERED_MANY} ({}) RETURNING id", marks.join(", "));
-                    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(at).bind(&chunk[0].1.gateway);
-                    for (_, r) in chunk {
-                        query = query.bind(r.event_id.as_str());
-                    }
-                    let updated: std::collections::HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
-                    for (i, r) in chunk {
-                        held[*i] = updated.contains(r.event_id.as_str());
-                    }
-                }
-            }
-            tx.commit().await?;
-            Ok::<(), StoreError>(())
-        })?;
-        Ok(held)
+        Ok(self.commit_group(&[], records).await?.1)
     }
 
     /// Gives one claimed delivery back without an attempt (a receipt made it unnecessary).
     pub async fn release_lease(&self, event_id: &EventId, owner: &str) -> Result<(), StoreError> {
-        with_writer!(self, pool => sqlx::query("UPDATE events SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
-            .bind(event_id.as_str())
-            .bind(owner)
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
+        match &self.pool {
+            Pool::Sqlite { leases, .. } => leases.release(owner, [event_id.as_str()]),
+            Pool::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE events SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+                )
+                .bind(event_id.as_str())
+                .bind(owner)
+                .execute(pool)
+                .await?;
+            }
+        }
         Ok(())
     }
 
     /// Gives up leases: `owner`'s on a clean shutdown, or all of them (`None`) when a
-    /// single-gateway SQLite store starts and no other gateway can hold one.
+    /// single-gateway SQLite store starts (leases written by versions that kept them in rows).
     pub async fn release_leases(&self, owner: Option<&str>) -> Result<u64, StoreError> {
+        if let (Pool::Sqlite { leases, .. }, Some(owner)) = (&self.pool, owner) {
+            let mut held = leases.held.lock().expect("lease map");
+            let before = held.len();
+            held.retain(|_, (o, _)| o != owner);
+            return Ok((before - held.len()) as u64);
+        }
         let done = with_writer!(self, pool => match owner {
             Some(owner) => sqlx::query("UPDATE events SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
                 .bind(owner)

@@ -11,6 +11,7 @@
 
 mod audit;
 mod batch;
+mod commit;
 mod delivery;
 mod events;
 mod ingest;
@@ -26,7 +27,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::NewAuditEntry;
-pub use batch::Batcher;
+pub use batch::{Batcher, Workers};
+pub use commit::CommitQueue;
 pub use delivery::{AttemptRecord, Completion, DueDelivery};
 pub use events::{EventDetail, EventQuery};
 pub use receipts::{EventHold, NewReceipt, Recorded, StoredReceipt};
@@ -49,6 +51,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shutting down")]
     Closed,
+    #[error(
+        "another gateway is running on this SQLite database (it holds {0}); run one gateway per SQLite file, or use PostgreSQL for several"
+    )]
+    InUse(String),
+    #[error("{0}")]
+    LockFile(String),
     /// A group-committed batch failed; each item of it gets the reason.
     #[error("{0}")]
     Batch(String),
@@ -67,6 +75,8 @@ enum Pool {
     Sqlite {
         read: SqlitePool,
         write: SqlitePool,
+        leases: delivery::MemoryLeases,
+        file: std::path::PathBuf,
     },
     Postgres(PgPool),
 }
@@ -99,33 +109,6 @@ macro_rules! with_writer {
 }
 pub(crate) use with_writer;
 
-/// Like [`with_writer!`], for writes whose loss on a power failure (not a process crash) only
-/// means a delivery is repeated: claims and attempt results. On SQLite they commit with
-/// `synchronous=NORMAL` (no fsync of their own; the WAL is ordered, so the next fully
-/// synchronous commit makes them durable too); `$conn` is then the writer connection.
-macro_rules! with_relaxed_writer {
-    ($store:expr, $conn:ident => $body:expr) => {
-        match &$store.pool {
-            $crate::store::Pool::Sqlite { write, .. } => {
-                let mut held = write.acquire().await?;
-                sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *held).await?;
-                let result = {
-                    let $conn = &mut *held;
-                    async { $body }.await
-                };
-                if let Err(err) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *held).await {
-                    // Never hand a relaxed connection back to writers that need durability.
-                    held.close_on_drop();
-                    return Err(err.into());
-                }
-                result
-            }
-            $crate::store::Pool::Postgres($conn) => $body,
-        }
-    };
-}
-pub(crate) use with_relaxed_writer;
-
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -139,8 +122,11 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(false);
+            let file = options.get_filename().to_path_buf();
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
+                // A local file needs no liveness check; on the one writer it cost a round trip per turn.
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options.clone())
                 .await?;
@@ -148,10 +134,11 @@ impl Store {
             // Readers cannot write: a statement sent to the wrong pool fails in every test.
             let read = SqlitePoolOptions::new()
                 .max_connections(8)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options.read_only(true))
                 .await?;
-            Ok(Self { pool: Pool::Sqlite { read, write } })
+            Ok(Self { pool: Pool::Sqlite { read, write, leases: Default::default(), file } })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
             let pool = PgPoolOptions::new()
@@ -176,6 +163,31 @@ impl Store {
         match self.pool {
             Pool::Sqlite { .. } => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Makes this process the only gateway on a SQLite file, for as long as the returned lock
+    /// file stays open (the OS releases it when the process ends, even on `kill -9`). SQLite
+    /// leases live in memory, so a second gateway on the same file would resend events.
+    /// `None` on PostgreSQL, where gateways share a database by design.
+    pub fn lock_sole_gateway(&self) -> Result<Option<std::fs::File>, StoreError> {
+        let Pool::Sqlite { file, .. } = &self.pool else {
+            return Ok(None);
+        };
+        let mut path = file.clone().into_os_string();
+        path.push(".gateway-lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::LockFile(format!("cannot open {}: {e}", path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Some(lock)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(path.display().to_string())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(StoreError::LockFile(format!("cannot lock {}: {e}", path.display())))
+            }
         }
     }
 

@@ -1,0 +1,278 @@
+//! The one transaction that inbound events and attempt results share.
+//!
+//! On SQLite every write goes through one connection, so each transaction costs the whole
+//! gateway a turn and an fsync. Committing a cycle's new events together with the results of
+//! the deliveries that finished meanwhile pays that once, and leaves both fully durable.
+
+use std::collections::HashSet;
+
+use super::delivery::{
+    ATTEMPT_ROWS, DELIVERED_MANY, DELIVERED_MANY_SQLITE, EXHAUSTED, OWNED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY,
+    insert_attempts_sql,
+};
+use super::ingest::{EXISTING, ROWS_PER_STATEMENT, insert_payloads_sql, insert_sql};
+use super::{AttemptRecord, Backend, Batcher, Completion, Pool, Store, StoreError, Workers, with_writer};
+use crate::domain::{EventId, NewEvent, Stored};
+
+impl Store {
+    /// Stores `events` and records `attempts` in one transaction.
+    ///
+    /// Events: a provider's repeat (same source and dedup key, also within the batch) is not
+    /// stored again and answers the first event's id. Attempts: `true` when the gateway still
+    /// held the event's lease and the schedule was updated; `false` when the lease had passed
+    /// to another gateway, which then owns the schedule (the attempt is recorded either way).
+    /// A 2xx, the common case, costs one statement per batch; its `delivered_at` is the
+    /// batch's latest time.
+    pub async fn commit_group(
+        &self,
+        events: &[NewEvent],
+        attempts: &[AttemptRecord],
+    ) -> Result<(Vec<Stored>, Vec<bool>), StoreError> {
+        let headers: Vec<String> =
+            events.iter().map(|e| serde_json::to_string(&e.headers).expect("headers serialise")).collect();
+        // SQLite keeps leases in memory: they are checked here, before the transaction.
+        // PostgreSQL keeps them in the rows: each update checks its own, in the transaction.
+        let memory = match &self.pool {
+            Pool::Sqlite { leases, .. } => Some(leases),
+            Pool::Postgres(_) => None,
+        };
+        let mut held: Vec<bool> = attempts
+            .iter()
+            .map(|r| match (memory, r.completion) {
+                (_, Completion::Replayed { .. }) => true,
+                (Some(leases), _) => leases.owned_by(r.event_id.as_str(), &r.gateway),
+                (None, _) => false,
+            })
+            .collect();
+        let mut stored = Vec::with_capacity(events.len());
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+
+            let mut inserted: HashSet<&str> = HashSet::with_capacity(events.len());
+            for (chunk, chunk_headers) in events.chunks(ROWS_PER_STATEMENT).zip(headers.chunks(ROWS_PER_STATEMENT)) {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len())));
+                for event in chunk {
+                    query = query
+                        .bind(event.id.as_str())
+                        .bind(&event.source)
+                        .bind(&event.dedup_key)
+                        .bind(event.event_type.as_deref())
+                        .bind(event.received_at);
+                }
+                let rows = query.execute(&mut *tx).await?.rows_affected() as usize;
+                // Usually nothing repeats and every row went in: no need to ask which.
+                let new: HashSet<&str> = if rows == chunk.len() {
+                    chunk.iter().map(|e| e.id.as_str()).collect()
+                } else {
+                    let marks: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+                    let sql = format!("SELECT id FROM events WHERE id IN ({})", marks.join(", "));
+                    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+                    for event in chunk {
+                        query = query.bind(event.id.as_str());
+                    }
+                    let found: HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
+                    chunk.iter().map(|e| e.id.as_str()).filter(|id| found.contains(*id)).collect()
+                };
+                let fresh: Vec<(&NewEvent, &String)> =
+                    chunk.iter().zip(chunk_headers).filter(|(e, _)| new.contains(e.id.as_str())).collect();
+                if !fresh.is_empty() {
+                    let mut payloads = sqlx::query(sqlx::AssertSqlSafe(insert_payloads_sql(fresh.len())));
+                    for (event, headers) in &fresh {
+                        payloads = payloads.bind(event.id.as_str()).bind(headers.as_str()).bind(&event.body[..]);
+                    }
+                    payloads.execute(&mut *tx).await?;
+                }
+                inserted.extend(new);
+            }
+            for event in events {
+                if inserted.contains(event.id.as_str()) {
+                    stored.push(Stored::New(event.id.clone()));
+                    continue;
+                }
+                let id: String = sqlx::query_scalar(EXISTING)
+                    .bind(&event.source)
+                    .bind(&event.dedup_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                stored.push(Stored::Duplicate(EventId::from_stored(id)));
+            }
+
+            for chunk in attempts.chunks(ATTEMPT_ROWS) {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_attempts_sql(chunk.len())));
+                for r in chunk {
+                    query = query
+                        .bind(r.event_id.as_str())
+                        .bind(r.kind.as_str())
+                        .bind(r.replay_id.as_deref())
+                        .bind(&r.gateway)
+                        .bind(r.started_at)
+                        .bind(r.latency_ms)
+                        .bind(r.status_code)
+                        .bind(r.error.as_deref())
+                        .bind(r.response_excerpt.as_deref());
+                }
+                query.execute(&mut *tx).await?;
+            }
+            let leased = |sql: &str| if memory.is_some() { sql.to_string() } else { format!("{sql}{OWNED}") };
+            let mut delivered: Vec<(usize, &AttemptRecord)> = Vec::new();
+            for (i, r) in attempts.iter().enumerate() {
+                if memory.is_some() && !held[i] {
+                    continue;
+                }
+                let on_schedule = !matches!(r.completion, Completion::Replayed { .. });
+                let update = match r.completion {
+                    Completion::Delivered { .. } => {
+                        delivered.push((i, r));
+                        continue;
+                    }
+                    Completion::RetryAt(at) => sqlx::query(sqlx::AssertSqlSafe(leased(RETRY))).bind(r.event_id.as_str()).bind(at),
+                    Completion::Exhausted => sqlx::query(sqlx::AssertSqlSafe(leased(EXHAUSTED)))
+                        .bind(r.event_id.as_str())
+                        .bind(crate::domain::EXHAUSTED_ERROR_CODE),
+                    Completion::Replayed { delivered_at: Some(at) } => {
+                        sqlx::query(sqlx::AssertSqlSafe(REPLAY_DELIVERED.to_string())).bind(r.event_id.as_str()).bind(at)
+                    }
+                    Completion::Replayed { delivered_at: None } => {
+                        sqlx::query(sqlx::AssertSqlSafe(REPLAY_FAILED.to_string())).bind(r.event_id.as_str())
+                    }
+                };
+                let update = if memory.is_none() && on_schedule { update.bind(&r.gateway) } else { update };
+                let updated = update.execute(&mut *tx).await?.rows_affected() == 1;
+                held[i] = held[i] || updated;
+            }
+            // Delivered (the hot path): one UPDATE per gateway and chunk.
+            delivered.sort_by(|a, b| a.1.gateway.cmp(&b.1.gateway));
+            for group in delivered.chunk_by(|a, b| a.1.gateway == b.1.gateway) {
+                for chunk in group.chunks(ATTEMPT_ROWS) {
+                    let at = chunk.iter().map(|(_, r)| match r.completion {
+                        Completion::Delivered { at } => at,
+                        _ => 0,
+                    }).max().unwrap_or(0);
+                    if memory.is_some() {
+                        let marks: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 2)).collect();
+                        let sql = format!("{DELIVERED_MANY_SQLITE} ({})", marks.join(", "));
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at);
+                        for (_, r) in chunk {
+                            query = query.bind(r.event_id.as_str());
+                        }
+                        query.execute(&mut *tx).await?;
+                        continue;
+                    }
+                    let marks: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 3)).collect();
+                    let sql = format!("{DELIVERED_MANY} ({}) RETURNING id", marks.join(", "));
+                    let mut query =
+                        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(at).bind(&chunk[0].1.gateway);
+                    for (_, r) in chunk {
+                        query = query.bind(r.event_id.as_str());
+                    }
+                    let updated: HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
+                    for (i, r) in chunk {
+                        held[*i] = updated.contains(r.event_id.as_str());
+                    }
+                }
+            }
+            tx.commit().await?;
+        });
+        // A lease ends only once the result is committed: a claim in between would resend.
+        if let Some(leases) = memory {
+            for r in attempts.iter().filter(|r| !matches!(r.completion, Completion::Replayed { .. })) {
+                leases.release(&r.gateway, [r.event_id.as_str()]);
+            }
+        }
+        Ok((stored, held))
+    }
+}
+
+/// One write waiting for a group commit.
+enum Write {
+    Event(NewEvent),
+    Attempt(AttemptRecord),
+}
+
+/// Its answer; errors as text, since a batch's error is every item's.
+enum Written {
+    Event(Result<Stored, String>),
+    Attempt(Result<bool, String>),
+}
+
+/// Largest group commit.
+const GROUP: usize = 512;
+/// Concurrent group commits of inbound events on PostgreSQL, which commits them in parallel.
+const POSTGRES_COMMITTERS: usize = 4;
+
+/// The group commit of inbound events and attempt results. On SQLite both kinds share one
+/// queue and so one transaction per cycle; on PostgreSQL inbound events commit in several
+/// parallel transactions and results in their own.
+#[derive(Clone)]
+pub struct CommitQueue {
+    events: Batcher<Write, Written>,
+    attempts: Batcher<Write, Written>,
+}
+
+impl CommitQueue {
+    pub fn spawn(store: &Store) -> Self {
+        let write = move |store: Store| {
+            move |writes: Vec<Write>| {
+                let store = store.clone();
+                async move {
+                    let (mut events, mut attempts) = (Vec::new(), Vec::new());
+                    let kinds: Vec<bool> = writes.iter().map(|w| matches!(w, Write::Event(_))).collect();
+                    for write in writes {
+                        match write {
+                            Write::Event(e) => events.push(e),
+                            Write::Attempt(a) => attempts.push(a),
+                        }
+                    }
+                    if !events.is_empty() {
+                        ::metrics::histogram!("hookwarden_ingest_batch_size").record(events.len() as f64);
+                    }
+                    let (mut stored, mut held) = match store.commit_group(&events, &attempts).await {
+                        Ok((stored, held)) => (
+                            stored.into_iter().map(Ok).collect::<Vec<_>>(),
+                            held.into_iter().map(Ok).collect::<Vec<_>>(),
+                        ),
+                        Err(err) => (
+                            events.iter().map(|_| Err(err.to_string())).collect(),
+                            attempts.iter().map(|_| Err(err.to_string())).collect(),
+                        ),
+                    };
+                    stored.reverse();
+                    held.reverse();
+                    kinds
+                        .into_iter()
+                        .map(|event| match event {
+                            true => Written::Event(stored.pop().expect("one answer per event")),
+                            false => Written::Attempt(held.pop().expect("one answer per attempt")),
+                        })
+                        .collect()
+                }
+            }
+        };
+        match store.backend() {
+            Backend::Sqlite => {
+                let one = Batcher::spawn(16_384, GROUP, Workers::OwnThread("hw-commit"), write(store.clone()));
+                Self { events: one.clone(), attempts: one }
+            }
+            Backend::Postgres => Self {
+                events: Batcher::spawn(16_384, GROUP, Workers::Shared(POSTGRES_COMMITTERS), write(store.clone())),
+                attempts: Batcher::spawn(4096, GROUP, Workers::Shared(1), write(store.clone())),
+            },
+        }
+    }
+
+    /// Stores one inbound event once its group committed; `None` if the queue stopped.
+    pub async fn event(&self, event: NewEvent) -> Option<Result<Stored, String>> {
+        match self.events.submit(Write::Event(event)).await? {
+            Written::Event(answer) => Some(answer),
+            Written::Attempt(_) => unreachable!("an event is answered as an event"),
+        }
+    }
+
+    /// Records one attempt's result once its group committed (see [`Store::commit_group`]).
+    pub async fn attempt(&self, record: AttemptRecord) -> Option<Result<bool, String>> {
+        match self.attempts.submit(Write::Attempt(record)).await? {
+            Written::Attempt(answer) => Some(answer),
+            Written::Event(_) => unreachable!("an attempt is answered as an attempt"),
+        }
+    }
+}
