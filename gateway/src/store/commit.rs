@@ -45,18 +45,20 @@ impl Store {
             })
             .collect();
         let mut stored = Vec::with_capacity(events.len());
+        let backend = self.backend();
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
 
             let mut inserted: HashSet<&str> = HashSet::with_capacity(events.len());
             for (chunk, chunk_headers) in events.chunks(ROWS_PER_STATEMENT).zip(headers.chunks(ROWS_PER_STATEMENT)) {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len())));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql(backend, chunk.len())));
                 for event in chunk {
                     query = query
                         .bind(event.id.as_str())
                         .bind(&event.source)
                         .bind(&event.dedup_key)
                         .bind(event.event_type.as_deref())
+                        .bind(event.received_at)
                         .bind(event.received_at);
                 }
                 let rows = query.execute(&mut *tx).await?.rows_affected() as usize;
@@ -76,7 +78,7 @@ impl Store {
                 let fresh: Vec<(&NewEvent, &String)> =
                     chunk.iter().zip(chunk_headers).filter(|(e, _)| new.contains(e.id.as_str())).collect();
                 if !fresh.is_empty() {
-                    let mut payloads = sqlx::query(sqlx::AssertSqlSafe(insert_payloads_sql(fresh.len())));
+                    let mut payloads = sqlx::query(sqlx::AssertSqlSafe(insert_payloads_sql(backend, fresh.len())));
                     for (event, headers) in &fresh {
                         payloads = payloads.bind(event.id.as_str()).bind(headers.as_str()).bind(&event.body[..]);
                     }
@@ -98,9 +100,10 @@ impl Store {
             }
 
             for chunk in attempts.chunks(ATTEMPT_ROWS) {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_attempts_sql(chunk.len())));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_attempts_sql(backend, chunk.len())));
                 for r in chunk {
                     query = query
+                        .bind(r.event_id.as_str())
                         .bind(r.event_id.as_str())
                         .bind(r.kind.as_str())
                         .bind(r.replay_id.as_deref())
@@ -149,8 +152,8 @@ impl Store {
                         _ => 0,
                     }).max().unwrap_or(0);
                     if memory.is_some() {
-                        let marks: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 2)).collect();
-                        let sql = format!("{DELIVERED_MANY_SQLITE} ({})", marks.join(", "));
+                        let marks = vec!["?"; chunk.len()].join(", ");
+                        let sql = format!("{DELIVERED_MANY_SQLITE} ({marks})");
                         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at);
                         for (_, r) in chunk {
                             query = query.bind(r.event_id.as_str());

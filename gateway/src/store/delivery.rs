@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{Pool, Store, StoreError, with_writer};
+use super::{Backend, Pool, Store, StoreError, row_marks, with_writer};
 use crate::domain::{AttemptKind, EventId};
 
 const CLAIM_POSTGRES: &str = "UPDATE events SET lease_owner = $1, lease_until = $2 \
@@ -52,43 +52,38 @@ impl MemoryLeases {
     }
 }
 
-/// Attempt rows per multi-row statement (9 parameters each).
+/// Attempt rows per multi-row statement (10 parameters each).
 pub(super) const ATTEMPT_ROWS: usize = 300;
 
-/// `INSERT INTO attempts … VALUES (…), (…)` for `rows` attempts; each attempt's number is its
-/// event's attempt count plus one, read before the batch's updates.
-pub(super) fn insert_attempts_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO attempts (event_id, number, kind, replay_id, gateway, started_at, latency_ms, status_code, \
-         error, response_excerpt) VALUES ",
-    );
-    for row in 0..rows {
-        let p = row * 9;
-        if row > 0 {
-            sql.push_str(", ");
+/// `INSERT INTO attempts … VALUES (…), (…)` for `rows` attempts, each bound as (event, event,
+/// kind, replay, gateway, started, latency, status, error, excerpt): the attempt's number is
+/// its event's attempt count plus one, read before the batch's updates.
+pub(super) fn insert_attempts_sql(backend: Backend, rows: usize) -> String {
+    let marks = row_marks(backend, rows, 10, 1);
+    // The second mark of each row becomes the subquery that numbers the attempt.
+    let mut values = String::with_capacity(marks.len() + rows * 48);
+    for (i, row) in marks.split("), (").enumerate() {
+        let row = row.trim_start_matches('(').trim_end_matches(')');
+        let (event, rest) = row.split_once(", ").expect("ten marks");
+        let (again, rest) = rest.split_once(", ").expect("ten marks");
+        if i > 0 {
+            values.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(${e}, (SELECT attempts + 1 FROM events WHERE id = ${e}), ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8,
-            p + 9,
-            e = p + 1
-        ));
+        values.push_str(&format!("({event}, (SELECT attempts + 1 FROM events WHERE id = {again}), {rest})"));
     }
-    sql
+    format!(
+        "INSERT INTO attempts (event_id, number, kind, replay_id, gateway, started_at, latency_ms, status_code, \
+         error, response_excerpt) VALUES {values}"
+    )
 }
 
-/// Followed by `(ids…)`; `$1` is the delivery time, `$2` the lease owner on PostgreSQL.
+/// Followed by `(ids…)`; `$1` is the delivery time, `$2` the lease owner (PostgreSQL; the
+/// SQLite form binds the time, then the ids, all as `?`).
 pub(super) const DELIVERED_MANY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'delivered', delivered_at = $1, next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL \
      WHERE lease_owner = $2 AND id IN";
 pub(super) const DELIVERED_MANY_SQLITE: &str = "UPDATE events SET attempts = attempts + 1, \
-     ladder_attempts = ladder_attempts + 1, delivery_state = 'delivered', delivered_at = $1, next_attempt_at = NULL \
+     ladder_attempts = ladder_attempts + 1, delivery_state = 'delivered', delivered_at = ?, next_attempt_at = NULL \
      WHERE id IN";
 /// `$1` event, `$2` retry time; followed by [`OWNED`] on PostgreSQL.
 pub(super) const RETRY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \

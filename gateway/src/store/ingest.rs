@@ -2,33 +2,26 @@
 //! statement per up to [`ROWS_PER_STATEMENT`] events (a round trip per row would cost more
 //! than the fsync the batch shares).
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError, row_marks};
 use crate::domain::{NewEvent, Stored};
 
 /// Rows per `INSERT`: at most 5 parameters each stays well under both backends' limits.
 pub(super) const ROWS_PER_STATEMENT: usize = 500;
 pub(super) const EXISTING: &str = "SELECT id FROM events WHERE source = $1 AND dedup_key = $2";
 
-/// `INSERT … VALUES (…), (…) … ON CONFLICT DO NOTHING` for `rows` events; the
-/// new events are due for delivery at once (`next_attempt_at` = `received_at`).
-pub(super) fn insert_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(120 + rows * 32);
-    sql.push_str("INSERT INTO events (id, source, dedup_key, event_type, received_at, next_attempt_at) VALUES ");
-    for row in 0..rows {
-        let p = row * 5;
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 5));
-    }
-    sql.push_str(" ON CONFLICT (source, dedup_key) DO NOTHING");
-    sql
+/// `INSERT … VALUES (…), (…) … ON CONFLICT DO NOTHING` for `rows` events, each bound as
+/// (id, source, dedup key, type, received at, received at): new events are due at once.
+pub(super) fn insert_sql(backend: Backend, rows: usize) -> String {
+    format!(
+        "INSERT INTO events (id, source, dedup_key, event_type, received_at, next_attempt_at) VALUES {} \
+         ON CONFLICT (source, dedup_key) DO NOTHING",
+        row_marks(backend, rows, 6, 1)
+    )
 }
 
-/// The payloads of `rows` new events.
-pub(super) fn insert_payloads_sql(rows: usize) -> String {
-    let marks: Vec<String> = (0..rows).map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3)).collect();
-    format!("INSERT INTO event_payloads (event_id, headers, body) VALUES {}", marks.join(", "))
+/// The payloads of `rows` new events, each bound as (id, headers, body).
+pub(super) fn insert_payloads_sql(backend: Backend, rows: usize) -> String {
+    format!("INSERT INTO event_payloads (event_id, headers, body) VALUES {}", row_marks(backend, rows, 3, 1))
 }
 
 impl Store {
@@ -41,11 +34,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::{Backend, insert_sql};
+
     #[test]
-    fn numbered_rows() {
-        assert_eq!(
-            super::insert_sql(2).split("VALUES ").nth(1).unwrap().split(" ON").next().unwrap(),
-            "($1, $2, $3, $4, $5, $5), ($6, $7, $8, $9, $10, $10)"
-        );
+    fn numbered_rows_on_postgres_anonymous_on_sqlite() {
+        let values = |sql: String| sql.split("VALUES ").nth(1).unwrap().split(" ON").next().unwrap().to_string();
+        assert_eq!(values(insert_sql(Backend::Postgres, 2)), "($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)");
+        assert_eq!(values(insert_sql(Backend::Sqlite, 2)), "(?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)");
     }
 }
