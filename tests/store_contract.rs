@@ -100,7 +100,15 @@ async fn check_claims(kind: Db) {
     assert_eq!(failed.outcome, hookwarden::domain::Outcome::Failed);
     assert_eq!(failed.error_code.as_deref(), Some("delivery_exhausted"));
     assert_eq!(failed.next_attempt_at, None);
-    // Claims and results commit relaxed on SQLite; the writer must be back at FULL after.
+    // Results commit with full durability on SQLite too: the writer never leaves FULL.
+    if kind == Db::Sqlite {
+        assert_eq!(store.writer_synchronous().await.unwrap(), Some(2));
+    }
+    // Replay attempts commit without an fsync of their own, and hand the writer back at FULL.
+    let mut replayed = record(other, "gw-c", Completion::Replayed { delivered_at: Some(40_000) });
+    replayed.kind = AttemptKind::Replay;
+    assert_eq!(store.record_replay_attempts(&[replayed]).await.unwrap(), vec![true]);
+    assert_eq!(store.get_event(other).await.unwrap().unwrap().attempts.len(), 2);
     if kind == Db::Sqlite {
         assert_eq!(store.writer_synchronous().await.unwrap(), Some(2));
     }

@@ -14,7 +14,8 @@
 //! The guarantees, and where each lives:
 //! - never 200 before commit: `http::ingest` answers only after `store::CommitQueue` committed;
 //! - nothing lost across a crash: delivery is driven from the database (`delivery`), under
-//!   leases that expire, never from an in-memory hand-off.
+//!   leases that expire (rows on PostgreSQL; memory on SQLite, one gateway per file, locked),
+//!   never from an in-memory hand-off.
 
 pub mod audit;
 pub mod cli;

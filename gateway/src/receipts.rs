@@ -130,7 +130,7 @@ const RECEIPT_BATCH: usize = 256;
 impl ReceiptDesk {
     pub fn new(store: Store, keys: ReceiptKeys, guard: Arc<SendGuard>, bus: broadcast::Sender<EventId>) -> Self {
         let batch_store = store.clone();
-        let workers = Workers::for_backend(store.backend(), 4, "hw-receipts");
+        let workers = Workers::Shared(if store.backend() == crate::store::Backend::Postgres { 4 } else { 1 });
         let writer = Batcher::spawn(8192, RECEIPT_BATCH, workers, move |batch: Vec<NewReceipt>| {
             let store = batch_store.clone();
             async move {

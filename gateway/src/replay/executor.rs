@@ -73,20 +73,15 @@ impl Replayer {
         settings: ReplaySettings,
     ) -> Arc<Self> {
         let writer = store.clone();
-        let attempts = Batcher::spawn(
-            8192,
-            512,
-            Workers::for_backend(store.backend(), 1, "hw-replay-commit"),
-            move |records: Vec<AttemptRecord>| {
-                let store = writer.clone();
-                async move {
-                    match store.complete_attempts(&records).await {
-                        Ok(_) => records.iter().map(|_| Ok(())).collect(),
-                        Err(err) => records.iter().map(|_| Err(err.to_string())).collect(),
-                    }
+        let attempts = Batcher::spawn(8192, 512, Workers::Shared(1), move |records: Vec<AttemptRecord>| {
+            let store = writer.clone();
+            async move {
+                match store.record_replay_attempts(&records).await {
+                    Ok(_) => records.iter().map(|_| Ok(())).collect(),
+                    Err(err) => records.iter().map(|_| Err(err.to_string())).collect(),
                 }
-            },
-        );
+            }
+        });
         Arc::new(Self {
             attempts,
             forwarder: Forwarder::new(settings.timeout),

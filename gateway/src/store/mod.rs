@@ -223,7 +223,7 @@ impl Store {
     }
 
     /// The SQLite writer's `synchronous` level (2 = FULL), for diagnostics and the test that
-    /// relaxed writes hand the connection back at full durability; `None` on PostgreSQL.
+    /// every write path leaves it at full durability; `None` on PostgreSQL.
     pub async fn writer_synchronous(&self) -> Result<Option<i64>, StoreError> {
         match &self.pool {
             Pool::Sqlite { write, .. } => Ok(Some(sqlx::query_scalar("PRAGMA synchronous").fetch_one(write).await?)),
