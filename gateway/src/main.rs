@@ -9,11 +9,6 @@ use hookwarden::cli::{self, Api, CliError, ReplayArgs};
 use hookwarden::clock::SystemClock;
 use hookwarden::config::Config;
 
-/// glibc's allocator spent a tenth of the gateway's CPU under load freeing and consolidating
-/// the many short-lived buffers of request handling; mimalloc does it for much less.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "hookwarden", version, about = "A receipt-aware webhook gateway with guardrailed replay")]
 struct Cli {
