@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, Pool, Store, StoreError, row_marks, with_writer};
+use super::{Backend, Pool, Store, StoreError, mark, row_marks, with_writer};
 use crate::domain::{AttemptKind, EventId};
 
 const CLAIM_POSTGRES: &str = "UPDATE events SET lease_owner = $1, lease_until = $2 \
@@ -41,10 +41,11 @@ impl MemoryLeases {
         self.held.lock().expect("lease map").get(event).is_some_and(|(o, _)| o == owner)
     }
 
-    /// Drops `owner`'s leases of `events` (after the write that ends them committed).
-    pub(super) fn release<'a>(&self, owner: &str, events: impl IntoIterator<Item = &'a str>) {
+    /// Ends leases given as (owner, event), each only if that owner still holds it (after the
+    /// write that ends them committed).
+    pub(super) fn release<'a>(&self, ended: impl IntoIterator<Item = (&'a str, &'a str)>) {
         let mut held = self.held.lock().expect("lease map");
-        for event in events {
+        for (owner, event) in ended {
             if held.get(event).is_some_and(|(o, _)| o == owner) {
                 held.remove(event);
             }
@@ -59,21 +60,17 @@ pub(super) const ATTEMPT_ROWS: usize = 300;
 /// kind, replay, gateway, started, latency, status, error, excerpt): the attempt's number is
 /// its event's attempt count plus one, read before the batch's updates.
 pub(super) fn insert_attempts_sql(backend: Backend, rows: usize) -> String {
-    let marks = row_marks(backend, rows, 10, 1);
-    // The second mark of each row becomes the subquery that numbers the attempt.
-    let mut values = String::with_capacity(marks.len() + rows * 48);
-    for (i, row) in marks.split("), (").enumerate() {
-        let row = row.trim_start_matches('(').trim_end_matches(')');
-        let (event, rest) = row.split_once(", ").expect("ten marks");
-        let (again, rest) = rest.split_once(", ").expect("ten marks");
-        if i > 0 {
-            values.push_str(", ");
-        }
-        values.push_str(&format!("({event}, (SELECT attempts + 1 FROM events WHERE id = {again}), {rest})"));
-    }
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let m = |col: usize| mark(backend, row * 10 + col + 1);
+            let rest: Vec<String> = (2..10).map(m).collect();
+            format!("({}, (SELECT attempts + 1 FROM events WHERE id = {}), {})", m(0), m(1), rest.join(", "))
+        })
+        .collect();
     format!(
         "INSERT INTO attempts (event_id, number, kind, replay_id, gateway, started_at, latency_ms, status_code, \
-         error, response_excerpt) VALUES {values}"
+         error, response_excerpt) VALUES {}",
+        values.join(", ")
     )
 }
 
@@ -209,10 +206,9 @@ impl Store {
                     return Ok(Vec::new());
                 }
                 // Payloads never change, so they are read after the claim committed.
-                let marks: Vec<String> = (1..=claimed.len()).map(|n| format!("${n}")).collect();
                 let sql = format!(
-                    "SELECT event_id, headers, body FROM event_payloads WHERE event_id IN ({})",
-                    marks.join(", ")
+                    "SELECT event_id, headers, body FROM event_payloads WHERE event_id IN {}",
+                    row_marks(Backend::Postgres, 1, claimed.len(), 1)
                 );
                 let mut query = sqlx::query_as::<_, (String, String, Vec<u8>)>(sqlx::AssertSqlSafe(sql));
                 for (id, ..) in &claimed {
@@ -243,7 +239,7 @@ impl Store {
     /// Gives one claimed delivery back without an attempt (a receipt made it unnecessary).
     pub async fn release_lease(&self, event_id: &EventId, owner: &str) -> Result<(), StoreError> {
         match &self.pool {
-            Pool::Sqlite { leases, .. } => leases.release(owner, [event_id.as_str()]),
+            Pool::Sqlite { leases, .. } => leases.release([(owner, event_id.as_str())]),
             Pool::Postgres(pool) => {
                 sqlx::query(
                     "UPDATE events SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
@@ -278,5 +274,24 @@ impl Store {
                 .rows_affected(),
         });
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Backend, insert_attempts_sql};
+
+    #[test]
+    fn each_attempt_row_numbers_itself_from_its_event() {
+        let values = |sql: String| sql.split("VALUES ").nth(1).unwrap().to_string();
+        assert_eq!(
+            values(insert_attempts_sql(Backend::Postgres, 2)),
+            "($1, (SELECT attempts + 1 FROM events WHERE id = $2), $3, $4, $5, $6, $7, $8, $9, $10), \
+             ($11, (SELECT attempts + 1 FROM events WHERE id = $12), $13, $14, $15, $16, $17, $18, $19, $20)"
+        );
+        assert!(
+            values(insert_attempts_sql(Backend::Sqlite, 1))
+                .starts_with("(?, (SELECT attempts + 1 FROM events WHERE id = ?), ?")
+        );
     }
 }

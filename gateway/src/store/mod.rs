@@ -109,29 +109,27 @@ macro_rules! with_writer {
 }
 pub(crate) use with_writer;
 
-/// `rows` groups of `per_row` placeholders, `(…), (…)`, for a multi-row statement whose
-/// parameters each appear once, in binding order: `$n` on PostgreSQL, plain `?` on SQLite.
-/// SQLite looks a named parameter up by a linear search, which made binding a statement of a
-/// few hundred parameters quadratic (a visible share of the writer's CPU).
-pub(crate) fn row_marks(backend: Backend, rows: usize, per_row: usize, first: usize) -> String {
-    let mut out = String::with_capacity(rows * per_row * 5);
-    for row in 0..rows {
-        out.push_str(if row == 0 { "(" } else { ", (" });
-        for col in 0..per_row {
-            if col > 0 {
-                out.push_str(", ");
-            }
-            match backend {
-                Backend::Sqlite => out.push('?'),
-                Backend::Postgres => {
-                    out.push('$');
-                    out.push_str(&(first + row * per_row + col).to_string());
-                }
-            }
-        }
-        out.push(')');
+/// The placeholder of the `n`th parameter (from 1) of a statement whose parameters each
+/// appear once, in binding order: `$n` on PostgreSQL, plain `?` on SQLite. SQLite looks a
+/// named parameter up by a linear search, which made binding a statement of a few hundred
+/// parameters quadratic (a visible share of the writer's CPU).
+pub(crate) fn mark(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => "?".to_string(),
+        Backend::Postgres => format!("${n}"),
     }
-    out
+}
+
+/// `rows` groups of `per_row` placeholders, `(…), (…)`, numbered from `first` (see [`mark`]);
+/// one group of `n` is an `IN (…)` list.
+pub(crate) fn row_marks(backend: Backend, rows: usize, per_row: usize, first: usize) -> String {
+    let groups: Vec<String> = (0..rows)
+        .map(|row| {
+            let marks: Vec<String> = (0..per_row).map(|col| mark(backend, first + row * per_row + col)).collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect();
+    groups.join(", ")
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
