@@ -260,33 +260,19 @@ fn print(args: &Args, r: &Report) {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("{err}");
-            return ExitCode::from(2);
+    common::run_main("backlog_memory", USAGE, parse_args(), |args| async move {
+        let report = bench(&args).await?;
+        print(&args, &report);
+        let mut failures = Vec::new();
+        if report.attempts == 0 {
+            failures.push("the gateway made no attempts".to_string());
         }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    match runtime.block_on(bench(&args)) {
-        Ok(report) => {
-            print(&args, &report);
-            if report.attempts == 0 {
-                eprintln!("backlog_memory: the gateway made no attempts");
-                return ExitCode::FAILURE;
-            }
-            if report.still_due < report.events as i64 {
-                eprintln!(
-                    "backlog_memory: {} events left the backlog against a refusing handler",
-                    report.events as i64 - report.still_due
-                );
-                return ExitCode::FAILURE;
-            }
-            ExitCode::SUCCESS
+        if report.still_due < report.events as i64 {
+            failures.push(format!(
+                "{} events left the backlog against a refusing handler",
+                report.events as i64 - report.still_due
+            ));
         }
-        Err(err) => {
-            eprintln!("backlog_memory: {err}");
-            ExitCode::FAILURE
-        }
-    }
+        Ok(failures)
+    })
 }

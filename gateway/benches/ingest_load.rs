@@ -488,27 +488,13 @@ fn print_report(args: &Args, r: &Report) {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("ingest_load: {err}\nusage: {USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(bench(&args)) {
-        Ok(report) => {
-            print_report(&args, &report);
-            if report.accepted > 0 && report.delivered_total > 0 {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("ingest_load: FAILED: nothing was accepted and delivered");
-                ExitCode::FAILURE
-            }
-        }
-        Err(err) => {
-            eprintln!("ingest_load: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main("ingest_load", USAGE, parse_args(), |args| async move {
+        let report = bench(&args).await?;
+        print_report(&args, &report);
+        Ok(if report.accepted > 0 && report.delivered_total > 0 {
+            Vec::new()
+        } else {
+            vec!["nothing was accepted and delivered".to_string()]
+        })
+    })
 }

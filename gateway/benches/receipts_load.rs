@@ -624,47 +624,30 @@ fn print_report(args: &Args, r: &Report) {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("receipts_load: {err}\nusage: {USAGE}");
-            return ExitCode::from(2);
+    common::run_main("receipts_load", USAGE, parse_args(), |args| async move {
+        let Some(r) = bench(&args).await? else {
+            return Ok(Vec::new());
+        };
+        print_report(&args, &r);
+        let mut failures = Vec::new();
+        if r.accepted == 0 {
+            failures.push("no receipt was accepted".to_string());
         }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(bench(&args)) {
-        Ok(None) => ExitCode::SUCCESS,
-        Ok(Some(r)) => {
-            print_report(&args, &r);
-            let mut failures = Vec::new();
-            if r.accepted == 0 {
-                failures.push("no receipt was accepted".to_string());
-            }
-            if r.not_confirmed > 0 {
-                failures.push(format!("{} accepted receipts did not answer `confirmed`", r.not_confirmed));
-            }
-            if r.ledger != r.accepted as i64 || r.confirmed != r.accepted as i64 {
-                failures.push(format!(
-                    "{} accepted, but {} receipts in the ledger and {} confirmed events",
-                    r.accepted, r.ledger, r.confirmed
-                ));
-            }
-            if let Err(e) = &r.spot_check {
-                failures.push(e.clone());
-            }
-            if args.smoke && (r.accepted as usize) < r.events {
-                failures.push(format!("smoke: only {} of {} receipts were accepted", r.accepted, r.events));
-            }
-            if failures.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("receipts_load: FAILED: {}", failures.join("; "));
-                ExitCode::FAILURE
-            }
+        if r.not_confirmed > 0 {
+            failures.push(format!("{} accepted receipts did not answer `confirmed`", r.not_confirmed));
         }
-        Err(err) => {
-            eprintln!("receipts_load: {err}");
-            ExitCode::FAILURE
+        if r.ledger != r.accepted as i64 || r.confirmed != r.accepted as i64 {
+            failures.push(format!(
+                "{} accepted, but {} receipts in the ledger and {} confirmed events",
+                r.accepted, r.ledger, r.confirmed
+            ));
         }
-    }
+        if let Err(e) = &r.spot_check {
+            failures.push(e.clone());
+        }
+        if args.smoke && (r.accepted as usize) < r.events {
+            failures.push(format!("smoke: only {} of {} receipts were accepted", r.accepted, r.events));
+        }
+        Ok(failures)
+    })
 }

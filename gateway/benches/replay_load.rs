@@ -895,29 +895,11 @@ fn failures(args: &Args, r: &Report) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("replay_load: {err}\nusage: {USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(bench(&args)) {
-        Ok(None) => ExitCode::SUCCESS,
-        Ok(Some(report)) => {
-            print_report(&args, &report);
-            let failed = failures(&args, &report);
-            if failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("replay_load: FAILED: {}", failed.join("; "));
-                ExitCode::FAILURE
-            }
-        }
-        Err(err) => {
-            eprintln!("replay_load: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main("replay_load", USAGE, parse_args(), |args| async move {
+        let Some(report) = bench(&args).await? else {
+            return Ok(Vec::new());
+        };
+        print_report(&args, &report);
+        Ok(failures(&args, &report))
+    })
 }

@@ -583,3 +583,32 @@ pub fn threads_json(threads: &[(String, f64)]) -> serde_json::Map<String, Value>
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Every bench's `main`: parses the arguments (exit 2 with the usage when they are wrong),
+/// runs `bench` on a multi-threaded runtime and turns its outcome into the exit code: an
+/// error, or any failure it lists, fails the run.
+pub fn run_main<A, F, Fut>(name: &str, usage: &str, args: Result<A, String>, bench: F) -> std::process::ExitCode
+where
+    F: FnOnce(A) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, String>>,
+{
+    let args = match args {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("{name}: {err}\nusage: {usage}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(bench(args)) {
+        Ok(failures) if failures.is_empty() => std::process::ExitCode::SUCCESS,
+        Ok(failures) => {
+            eprintln!("{name}: FAILED: {}", failures.join("; "));
+            std::process::ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("{name}: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
