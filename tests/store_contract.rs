@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use hookwarden::domain::Outcome;
 use hookwarden::domain::{AttemptKind, EventId, NewEvent, Stored};
-use hookwarden::store::{AttemptRecord, Completion, NewReceipt, Recorded, Store};
+use hookwarden::store::{AttemptRecord, CommitQueue, Completion, NewReceipt, Recorded, Store};
 
 use crate::support::{Db, TestDb};
 
@@ -186,4 +186,72 @@ async fn receipt_batches_sqlite() {
 #[tokio::test]
 async fn receipt_batches_postgres() {
     check_receipt_batches(Db::Postgres).await;
+}
+
+/// SQLite hands new events from the group commit to the dispatcher: only committed new ones,
+/// only as many as the queue holds, and a claim from the store never returns a queued one
+/// (it finds the ones that did not fit, and the dispatcher is told to look).
+#[tokio::test]
+async fn fresh_events_are_handed_off_once_sqlite() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (handoff, fresh) = hookwarden::store::handoff(2, "gw-a", wake.clone());
+    let commits = CommitQueue::spawn(&store, Some(handoff));
+    let events: Vec<_> = (0..4).map(|n| event("s", &format!("k{n}"), 100)).collect();
+    for e in &events[..3] {
+        assert_eq!(commits.event(e.clone()).await.unwrap().unwrap(), Stored::New(e.id.clone()));
+    }
+    // A provider's repeat is answered with the first id and queued nowhere.
+    let repeat = event("s", "k0", 100);
+    assert_eq!(commits.event(repeat).await.unwrap().unwrap(), Stored::Duplicate(events[0].id.clone()));
+    assert!(fresh.missed(), "the third event did not fit and the dispatcher must claim it");
+    assert!(!fresh.missed(), "told once");
+
+    // The queued ones are leased: a claim from the store finds only the third.
+    let claimed = store.claim_due("gw-a", 100, 10_000, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|d| d.event_id.clone()).collect::<Vec<_>>(), vec![events[2].id.clone()]);
+    let queued = fresh.take(10);
+    assert_eq!(
+        queued.iter().map(|d| d.event_id.clone()).collect::<Vec<_>>(),
+        vec![events[0].id.clone(), events[1].id.clone()]
+    );
+    assert_eq!(queued[0].body, events[0].body);
+    assert_eq!(queued[0].headers, events[0].headers);
+    assert_eq!((queued[0].attempts, queued[0].ladder_attempts), (0, 0));
+
+    // Taken from the queue, their leases run out like a claim's, and they become claimable.
+    store.lease_taken(&queued, "gw-a", 5_000);
+    assert!(store.claim_due("gw-b", 4_999, 10_000, 10).await.unwrap().is_empty());
+    let expired = store.claim_due("gw-b", 5_001, 10_000, 10).await.unwrap();
+    assert_eq!(expired.len(), 2);
+
+    // With room in the queue again, the next event goes there and nothing is missed.
+    let last = events[3].clone();
+    assert_eq!(commits.event(last.clone()).await.unwrap().unwrap(), Stored::New(last.id.clone()));
+    assert_eq!(fresh.take(10).iter().map(|d| d.event_id.clone()).collect::<Vec<_>>(), vec![last.id]);
+    assert!(!fresh.missed());
+}
+
+/// A group that fails inside SQLite (its statements are `OR ROLLBACK`, so SQLite itself ends
+/// the transaction) stores none of its rows, and the groups after it commit for real.
+#[tokio::test]
+async fn a_failed_group_stores_nothing_and_the_next_commits_sqlite() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let first = event("s", "a", 1);
+    store.insert_events(std::slice::from_ref(&first)).await.unwrap();
+    // Same id, another key: the primary key fails, with a new event before it in the group.
+    let mut clash = event("s", "b", 1);
+    clash.id = first.id.clone();
+    let before = event("s", "c", 1);
+    for _ in 0..2 {
+        assert!(store.insert_events(&[before.clone(), clash.clone()]).await.is_err());
+        assert!(store.get_event(&before.id).await.unwrap().is_none(), "half a group was stored");
+    }
+    // Committed for real: another connection (the readers) sees it.
+    let after = event("s", "d", 1);
+    assert_eq!(store.insert_events(std::slice::from_ref(&after)).await.unwrap(), vec![Stored::New(after.id.clone())]);
+    assert!(store.get_event(&after.id).await.unwrap().is_some(), "the next group did not commit");
+    assert_eq!(store.writer_synchronous().await.unwrap(), Some(2));
 }

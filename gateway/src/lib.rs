@@ -14,8 +14,11 @@
 //! The guarantees, and where each lives:
 //! - never 200 before commit: `http::ingest` answers only after `store::CommitQueue` committed;
 //! - nothing lost across a crash: delivery is driven from the database (`delivery`), under
-//!   leases that expire (rows on PostgreSQL; memory on SQLite, one gateway per file, locked),
-//!   never from an in-memory hand-off.
+//!   leases that expire (rows on PostgreSQL; memory on SQLite, one gateway per file, locked).
+//!   An event stays due in its row until its result commits; on SQLite the group commit also
+//!   queues new events for the dispatcher after they committed (`store::handoff`), and what
+//!   that queue misses or a crash drops is claimed from the database. A request handler
+//!   never hands anything over, so a provider that hangs up cannot strand an event.
 
 pub mod audit;
 pub mod cli;
@@ -38,7 +41,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -58,6 +61,10 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// New events queued from the group commit to the dispatcher (SQLite); beyond it the
+/// dispatcher claims them from the store.
+const FRESH_QUEUE: usize = 1024;
 
 /// Receipt notifications buffered for running replays.
 const RECEIPT_BUS: usize = 65_536;
@@ -87,9 +94,25 @@ pub async fn run(
     // The listener holds a pooled connection: it is stopped before the pool is closed.
     let listening =
         store.receipt_listener().await?.map(|l| tokio::spawn(forward_receipt_notifications(l, bus.clone())));
-    let commits = CommitQueue::spawn(&store);
-    let dispatcher =
-        Dispatcher::new(store.clone(), commits.clone(), &config, receipts.clone(), clock.clone(), gateway_id.clone());
+    let wake = Arc::new(Notify::new());
+    let (handoff, fresh) = match store.backend() {
+        Backend::Sqlite => {
+            let (handoff, fresh) = store::handoff(FRESH_QUEUE, &gateway_id, wake.clone());
+            (Some(handoff), Some(fresh))
+        }
+        Backend::Postgres => (None, None),
+    };
+    let commits = CommitQueue::spawn(&store, handoff);
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        commits.clone(),
+        &config,
+        receipts.clone(),
+        clock.clone(),
+        gateway_id.clone(),
+        wake,
+        fresh,
+    );
     let sources = Arc::new(config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect::<HashMap<_, _>>());
     let replayer = Replayer::new(
         store.clone(),

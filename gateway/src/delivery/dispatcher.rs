@@ -1,11 +1,14 @@
 //! The dispatcher: claims due deliveries from the store, forwards them with bounded
 //! concurrency, and writes each result back with the next rung of the ladder.
 //!
-//! [`Dispatcher::step`] is one pass and is what tests drive; [`Dispatcher::run`] is the loop
-//! around it, woken early by new ingests and otherwise polling every `poll_interval`.
+//! [`Dispatcher::step`] is one pass; [`Dispatcher::run`] is the loop around it, woken early
+//! by new ingests and otherwise polling every `poll_interval`. On SQLite, new events arrive
+//! from the group commit through a queue (`store::handoff`), and the store is claimed from
+//! every `poll_interval` (for retries) or when that queue overflowed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -15,7 +18,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, DeliveryConfig, SourceConfig};
 use crate::domain::AttemptKind;
 use crate::receipts::ReceiptDesk;
-use crate::store::{AttemptRecord, CommitQueue, Completion, DueDelivery, Store, StoreError};
+use crate::store::{AttemptRecord, CommitQueue, Completion, DueDelivery, FreshDeliveries, Store, StoreError};
 
 /// Most deliveries claimed in one pass.
 const CLAIM_BATCH: usize = 128;
@@ -39,6 +42,10 @@ pub struct Dispatcher {
     in_flight: Arc<Semaphore>,
     commits: CommitQueue,
     receipts: Arc<ReceiptDesk>,
+    /// New events from the group commit (SQLite); without it every pass claims from the store.
+    fresh: Option<FreshDeliveries>,
+    /// When the store is next claimed from, given a queue of fresh events.
+    next_claim: Mutex<Instant>,
 }
 
 /// Lets the ingest path nudge the dispatcher after a commit.
@@ -54,6 +61,8 @@ impl DispatcherHandle {
 }
 
 impl Dispatcher {
+    /// `wake` is the dispatcher's nudge; the hand-off of `fresh` events (if any) shares it.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         commits: CommitQueue,
@@ -61,6 +70,8 @@ impl Dispatcher {
         receipts: Arc<ReceiptDesk>,
         clock: SharedClock,
         gateway_id: String,
+        wake: Arc<Notify>,
+        fresh: Option<FreshDeliveries>,
     ) -> Arc<Self> {
         let lanes = config
             .sources
@@ -74,10 +85,12 @@ impl Dispatcher {
             settings: config.delivery.clone(),
             gateway_id,
             clock,
-            wake: Arc::new(Notify::new()),
+            wake,
             in_flight: Arc::new(Semaphore::new(config.delivery.max_in_flight)),
             commits,
             receipts,
+            fresh,
+            next_claim: Mutex::new(Instant::now()),
         })
     }
 
@@ -111,14 +124,29 @@ impl Dispatcher {
         }
     }
 
-    /// One pass: waits for room, claims what is due (as much as there is room for) and starts
-    /// each delivery. Returns how many it started.
+    /// One pass: waits for room, takes fresh events and claims what is due (as much as there
+    /// is room for) and starts each delivery. Returns how many it started.
     pub async fn step(self: &Arc<Self>) -> Result<usize, StoreError> {
         let first = self.in_flight.clone().acquire_owned().await.expect("semaphore never closed");
         let room = (1 + self.in_flight.available_permits()).min(CLAIM_BATCH);
         let now = self.clock.now_ms();
         let lease_until = now + self.settings.lease.as_millis() as i64;
-        let due = self.store.claim_due(&self.gateway_id, now, lease_until, room as i64).await?;
+        let mut due = match &self.fresh {
+            Some(fresh) => fresh.take(room),
+            None => Vec::new(),
+        };
+        self.store.lease_taken(&due, &self.gateway_id, lease_until);
+        if due.len() < room && self.claim_now() {
+            let wanted = room - due.len();
+            let claimed = self.store.claim_due(&self.gateway_id, now, lease_until, wanted as i64).await?;
+            if self.fresh.is_some() {
+                // A full claim may have left more behind: claim again at once.
+                let next =
+                    if claimed.len() < wanted { Instant::now() + self.settings.poll_interval } else { Instant::now() };
+                *self.next_claim.lock().expect("claim time") = next;
+            }
+            due.extend(claimed);
+        }
         let started = due.len();
         let mut first = Some(first);
         for delivery in due {
@@ -135,6 +163,13 @@ impl Dispatcher {
         metrics::gauge!("hookwarden_deliveries_in_flight")
             .set((self.settings.max_in_flight - self.in_flight.available_permits()) as f64);
         Ok(started)
+    }
+
+    /// Whether this pass claims from the store: always without a queue of fresh events;
+    /// with one, when it overflowed or a poll interval passed (retries come due in the store).
+    fn claim_now(&self) -> bool {
+        let Some(fresh) = &self.fresh else { return true };
+        fresh.missed() || Instant::now() >= *self.next_claim.lock().expect("claim time")
     }
 
     async fn deliver(&self, mut due: DueDelivery) {

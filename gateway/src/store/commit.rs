@@ -5,13 +5,16 @@
 //! the deliveries that finished meanwhile pays that once, and leaves both fully durable.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::delivery::{
     ATTEMPT_ROWS, DELIVERED_MANY, DELIVERED_MANY_SQLITE, EXHAUSTED, OWNED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY,
     insert_attempts_sql,
 };
 use super::ingest::{EXISTING, ROWS_PER_STATEMENT, insert_payloads_sql, insert_sql};
-use super::{AttemptRecord, Backend, Batcher, Completion, Pool, Store, StoreError, Workers, row_marks, with_writer};
+use super::{
+    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, Store, StoreError, Workers, row_marks, with_writer,
+};
 use crate::domain::{EventId, NewEvent, Stored};
 
 impl Store {
@@ -200,6 +203,11 @@ impl Store {
                 Ok::<(), StoreError>(())
             }
             .await;
+            if written.is_err() && backend == Backend::Sqlite {
+                // An `OR ROLLBACK` failure ended the transaction inside SQLite, which the
+                // connection's own bookkeeping does not see: a fresh connection replaces it.
+                conn.close_on_drop();
+            }
             if relaxed && let Err(err) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
                 // Never hand a relaxed connection back to writes that need durability.
                 conn.close_on_drop();
@@ -247,10 +255,13 @@ pub struct CommitQueue {
 }
 
 impl CommitQueue {
-    pub fn spawn(store: &Store) -> Self {
-        let write = move |store: Store| {
+    /// `handoff` (SQLite) queues each group's new events for this gateway's dispatcher.
+    pub fn spawn(store: &Store, handoff: Option<Handoff>) -> Self {
+        let handoff = handoff.map(Arc::new);
+        let write = move |store: Store, handoff: Option<Arc<Handoff>>| {
             move |writes: Vec<Write>| {
                 let store = store.clone();
+                let handoff = handoff.clone();
                 async move {
                     let (mut events, mut attempts) = (Vec::new(), Vec::new());
                     let kinds: Vec<bool> = writes.iter().map(|w| matches!(w, Write::Event(_))).collect();
@@ -263,13 +274,13 @@ impl CommitQueue {
                     if !events.is_empty() {
                         ::metrics::histogram!("hookwarden_ingest_batch_size").record(events.len() as f64);
                     }
-                    let (stored, held) = match store.commit_group(&events, &attempts).await {
+                    let (stored, held) = match store.commit_and_hand_off(events, &attempts, handoff.as_deref()).await {
                         Ok((stored, held)) => (
                             stored.into_iter().map(Ok).collect::<Vec<_>>(),
                             held.into_iter().map(Ok).collect::<Vec<_>>(),
                         ),
                         Err(err) => (
-                            events.iter().map(|_| Err(err.to_string())).collect(),
+                            kinds.iter().filter(|event| **event).map(|_| Err(err.to_string())).collect(),
                             attempts.iter().map(|_| Err(err.to_string())).collect(),
                         ),
                     };
@@ -286,12 +297,12 @@ impl CommitQueue {
         };
         match store.backend() {
             Backend::Sqlite => {
-                let one = Batcher::spawn(16_384, GROUP, Workers::OwnThread("hw-commit"), write(store.clone()));
+                let one = Batcher::spawn(16_384, GROUP, Workers::OwnThread("hw-commit"), write(store.clone(), handoff));
                 Self { events: one.clone(), attempts: one }
             }
             Backend::Postgres => Self {
-                events: Batcher::spawn(16_384, GROUP, Workers::Shared(POSTGRES_COMMITTERS), write(store.clone())),
-                attempts: Batcher::spawn(4096, GROUP, Workers::Shared(1), write(store.clone())),
+                events: Batcher::spawn(16_384, GROUP, Workers::Shared(POSTGRES_COMMITTERS), write(store.clone(), None)),
+                attempts: Batcher::spawn(4096, GROUP, Workers::Shared(1), write(store.clone(), None)),
             },
         }
     }

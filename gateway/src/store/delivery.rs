@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, Pool, Store, StoreError, mark, row_marks, with_writer};
+use super::{Backend, Pool, Store, StoreError, mark, or_rollback, row_marks, with_writer};
 use crate::domain::{AttemptKind, EventId};
 
 const CLAIM_POSTGRES: &str = "UPDATE events SET lease_owner = $1, lease_until = $2 \
@@ -39,6 +39,15 @@ pub(super) struct MemoryLeases {
 impl MemoryLeases {
     pub(super) fn owned_by(&self, event: &str, owner: &str) -> bool {
         self.held.lock().expect("lease map").get(event).is_some_and(|(o, _)| o == owner)
+    }
+
+    /// Leases events that are about to commit to `owner` until its dispatcher takes them
+    /// (see `handoff`); nobody else can hold a lease on an event that does not exist yet.
+    pub(super) fn hold_fresh<'a>(&self, events: impl IntoIterator<Item = &'a str>, owner: &str) {
+        let mut held = self.held.lock().expect("lease map");
+        for event in events {
+            held.insert(event.to_string(), (owner.to_string(), i64::MAX));
+        }
     }
 
     /// Ends leases given as (owner, event), each only if that owner still holds it (after the
@@ -68,8 +77,9 @@ pub(super) fn insert_attempts_sql(backend: Backend, rows: usize) -> String {
         })
         .collect();
     format!(
-        "INSERT INTO attempts (event_id, number, kind, replay_id, gateway, started_at, latency_ms, status_code, \
+        "INSERT {}INTO attempts (event_id, number, kind, replay_id, gateway, started_at, latency_ms, status_code, \
          error, response_excerpt) VALUES {}",
+        or_rollback(backend),
         values.join(", ")
     )
 }
@@ -79,7 +89,7 @@ pub(super) fn insert_attempts_sql(backend: Backend, rows: usize) -> String {
 pub(super) const DELIVERED_MANY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'delivered', delivered_at = $1, next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL \
      WHERE lease_owner = $2 AND id IN";
-pub(super) const DELIVERED_MANY_SQLITE: &str = "UPDATE events SET attempts = attempts + 1, \
+pub(super) const DELIVERED_MANY_SQLITE: &str = "UPDATE OR ROLLBACK events SET attempts = attempts + 1, \
      ladder_attempts = ladder_attempts + 1, delivery_state = 'delivered', delivered_at = ?, next_attempt_at = NULL \
      WHERE id IN";
 /// `$1` event, `$2` retry time; followed by [`OWNED`] on PostgreSQL.
@@ -146,6 +156,10 @@ pub struct AttemptRecord {
     pub completion: Completion,
 }
 
+/// A due row as the SQLite claim reads it: id, source, dedup key, attempts, ladder attempts,
+/// headers, body.
+type DueRow = (String, String, String, i64, i64, String, Vec<u8>);
+
 /// Decodes a claimed row's stored headers.
 fn due_delivery(
     (id, source, dedup_key, attempts, ladder_attempts): (String, String, String, i64, i64),
@@ -184,15 +198,19 @@ impl Store {
                     .map(|(id, _)| id.clone())
                     .collect();
                 let live = serde_json::to_string(&live).expect("ids serialise");
-                let rows: Vec<(String, String, String, i64, i64, String, Vec<u8>)> =
+                let rows: Vec<DueRow> =
                     sqlx::query_as(DUE_SQLITE).bind(now).bind(live).bind(limit).fetch_all(read).await?;
                 let mut held = leases.held.lock().expect("lease map");
-                rows.into_iter()
-                    .map(|(id, source, key, attempts, ladder, headers, body)| {
-                        held.insert(id.clone(), (owner.to_string(), lease_until));
-                        due_delivery((id, source, key, attempts, ladder), &headers, body)
-                    })
-                    .collect()
+                let mut claimed = Vec::with_capacity(rows.len());
+                for (id, source, key, attempts, ladder, headers, body) in rows {
+                    // Leased since the list above was taken (a fresh event handed off): skip.
+                    if held.get(&id).is_some_and(|(_, until)| *until >= now) {
+                        continue;
+                    }
+                    held.insert(id.clone(), (owner.to_string(), lease_until));
+                    claimed.push(due_delivery((id, source, key, attempts, ladder), &headers, body)?);
+                }
+                Ok(claimed)
             }
             Pool::Postgres(pool) => {
                 let claimed: Vec<(String, String, String, i64, i64)> = sqlx::query_as(CLAIM_POSTGRES)
@@ -234,6 +252,21 @@ impl Store {
     /// another gateway, which then owns the schedule (the attempt is recorded either way).
     pub async fn complete_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
         Ok(self.commit_group(&[], records).await?.1)
+    }
+
+    /// Renews the leases of fresh deliveries `owner`'s dispatcher took from its queue: they
+    /// were held without a limit while queued, and run out at `until` like a claim's.
+    pub fn lease_taken(&self, events: &[DueDelivery], owner: &str, until: i64) {
+        if let Pool::Sqlite { leases, .. } = &self.pool {
+            let mut held = leases.held.lock().expect("lease map");
+            for due in events {
+                if let Some(lease) = held.get_mut(due.event_id.as_str())
+                    && lease.0 == owner
+                {
+                    lease.1 = until;
+                }
+            }
+        }
     }
 
     /// Gives one claimed delivery back without an attempt (a receipt made it unnecessary).

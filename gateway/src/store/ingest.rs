@@ -2,7 +2,7 @@
 //! statement per up to [`ROWS_PER_STATEMENT`] events (a round trip per row would cost more
 //! than the fsync the batch shares).
 
-use super::{Backend, Store, StoreError, row_marks};
+use super::{Backend, Store, StoreError, or_rollback, row_marks};
 use crate::domain::{NewEvent, Stored};
 
 /// Rows per `INSERT`: at most 5 parameters each stays well under both backends' limits.
@@ -13,15 +13,20 @@ pub(super) const EXISTING: &str = "SELECT id FROM events WHERE source = $1 AND d
 /// (id, source, dedup key, type, received at, received at): new events are due at once.
 pub(super) fn insert_sql(backend: Backend, rows: usize) -> String {
     format!(
-        "INSERT INTO events (id, source, dedup_key, event_type, received_at, next_attempt_at) VALUES {} \
+        "INSERT {}INTO events (id, source, dedup_key, event_type, received_at, next_attempt_at) VALUES {} \
          ON CONFLICT (source, dedup_key) DO NOTHING",
+        or_rollback(backend),
         row_marks(backend, rows, 6, 1)
     )
 }
 
 /// The payloads of `rows` new events, each bound as (id, headers, body).
 pub(super) fn insert_payloads_sql(backend: Backend, rows: usize) -> String {
-    format!("INSERT INTO event_payloads (event_id, headers, body) VALUES {}", row_marks(backend, rows, 3, 1))
+    format!(
+        "INSERT {}INTO event_payloads (event_id, headers, body) VALUES {}",
+        or_rollback(backend),
+        row_marks(backend, rows, 3, 1)
+    )
 }
 
 impl Store {
