@@ -181,7 +181,7 @@ impl Dispatcher {
             self.record(record).await;
             return;
         };
-        let _lane_permit = lane.permits.acquire().await.expect("semaphore never closed");
+        let lane_permit = lane.permits.acquire().await.expect("semaphore never closed");
         // A retry whose receipt arrived since it was scheduled is not sent; the hold keeps a
         // receipt from being recorded between this check and the end of the send.
         let hold = if due.ladder_attempts > 0 {
@@ -219,6 +219,9 @@ impl Dispatcher {
             .await;
         // Released before the result is written: the write updates the row the hold locks.
         drop(hold);
+        // The source's limit is on requests its handler has in flight; this one is over, and
+        // waiting for the group commit of its result must not hold the next one back.
+        drop(lane_permit);
         let now = self.clock.now_ms();
         let completion = if result.succeeded() {
             Completion::Delivered { at: now }
