@@ -122,6 +122,8 @@ pub struct ReceiptDesk {
     pub bus: broadcast::Sender<EventId>,
     /// Group commit of receipts: concurrent receipts share one transaction and one fsync.
     writer: Batcher<NewReceipt, Result<Recorded, String>>,
+    /// Concurrent receipts' event lookups share one query.
+    lookups: Batcher<EventId, Result<Option<String>, String>>,
 }
 
 /// Largest group-committed batch of receipts.
@@ -140,7 +142,17 @@ impl ReceiptDesk {
                 }
             }
         });
-        Self { store, keys, guard, bus, writer }
+        let lookup_store = store.clone();
+        let lookups = Batcher::spawn(8192, RECEIPT_BATCH, Workers::Shared(2), move |ids: Vec<EventId>| {
+            let store = lookup_store.clone();
+            async move {
+                match store.event_sources(&ids).await {
+                    Ok(sources) => sources.into_iter().map(Ok).collect(),
+                    Err(err) => ids.iter().map(|_| Err(err.to_string())).collect(),
+                }
+            }
+        });
+        Self { store, keys, guard, bus, writer, lookups }
     }
 
     /// Checks a receipt in the contract's order and records it.
@@ -160,7 +172,11 @@ impl ReceiptDesk {
         let receipt = Receipt::parse(body).map_err(Refusal::Format)?;
         let unknown = || Refusal::EventUnknown(receipt.event_id.clone());
         let event_id = EventId::parse(&receipt.event_id).ok_or_else(unknown)?;
-        let (source, _) = self.store.event_source(&event_id).await?.ok_or_else(unknown)?;
+        let source = match self.lookups.submit(event_id.clone()).await {
+            Some(Ok(source)) => source.ok_or_else(unknown)?,
+            Some(Err(err)) => return Err(Refusal::Store(StoreError::Batch(err))),
+            None => return Err(Refusal::Store(StoreError::Closed)),
+        };
         match key.sources.get(&source) {
             None => return Err(Refusal::KeyForbidden { key: headers.key_id.to_string(), source_name: source }),
             Some(true) => return Err(Refusal::KeyRevoked(headers.key_id.to_string())),

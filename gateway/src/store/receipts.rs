@@ -4,11 +4,11 @@
 //! one transaction, which also cancels the event's pending retries. `confirmed` is sticky: a
 //! later `failed` receipt is kept and shown, but the outcome stays `confirmed`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
-use super::{Store, StoreError, with_pool, with_writer};
+use super::{Backend, Store, StoreError, mark, or_rollback, row_marks, with_pool, with_writer};
 use crate::domain::{EventId, Outcome};
 
 /// A verified receipt, as it is written.
@@ -64,29 +64,32 @@ const APPLY: &str = "UPDATE events SET receipts = receipts + 1, next_attempt_at 
      error_code = CASE WHEN $2 = 'applied' THEN NULL WHEN outcome = 'confirmed' THEN error_code ELSE $3 END \
      WHERE id = $1 RETURNING outcome";
 
+/// Event ids per source lookup.
+const SOURCE_LOOKUPS: usize = 500;
 /// Receipt rows per multi-row insert (12 parameters each).
 const RECEIPT_ROWS: usize = 256;
 /// Event ids per notification (PostgreSQL payloads stay under 8,000 bytes).
 const NOTIFY_IDS: usize = 200;
 
-/// Followed by `(event ids…)`; `$1` is the time. Only for `applied` receipts of distinct events.
-const CONFIRM_MANY: &str = "UPDATE events SET receipts = receipts + 1, next_attempt_at = NULL, outcome_at = $1, \
-     outcome = 'confirmed', error_code = NULL WHERE id IN";
+/// Confirms `rows` events by their `applied` receipts (distinct events only), bound as the
+/// time, then the event ids.
+fn confirm_many_sql(backend: Backend, rows: usize) -> String {
+    format!(
+        "UPDATE {}events SET receipts = receipts + 1, next_attempt_at = NULL, outcome_at = {}, \
+         outcome = 'confirmed', error_code = NULL WHERE id IN {}",
+        or_rollback(backend),
+        mark(backend, 1),
+        row_marks(backend, 1, rows, 2)
+    )
+}
 
-fn insert_receipts_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO receipts (receipt_id, event_id, key_id, status, target_record_id, error_code, detail, \
-         signed_at, received_at, via, body, signature) VALUES ",
-    );
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        let marks: Vec<String> = (1..=12).map(|n| format!("${}", row * 12 + n)).collect();
-        sql.push_str(&format!("({})", marks.join(", ")));
-    }
-    sql.push_str(" ON CONFLICT (receipt_id) DO NOTHING RETURNING receipt_id");
-    sql
+fn insert_receipts_sql(backend: Backend, rows: usize) -> String {
+    format!(
+        "INSERT {}INTO receipts (receipt_id, event_id, key_id, status, target_record_id, error_code, detail, \
+         signed_at, received_at, via, body, signature) VALUES {} ON CONFLICT (receipt_id) DO NOTHING RETURNING receipt_id",
+        or_rollback(backend),
+        row_marks(backend, rows, 12, 1)
+    )
 }
 
 macro_rules! bind_receipt {
@@ -149,6 +152,25 @@ impl Store {
         row.map(|(source, o)| Ok((source, outcome(&o)?))).transpose()
     }
 
+    /// The sources of `ids`, in order (`None` where there is no such event): one query for a
+    /// whole group of concurrent receipts instead of a round trip to a reader each.
+    pub async fn event_sources(&self, ids: &[EventId]) -> Result<Vec<Option<String>>, StoreError> {
+        let mut found: HashMap<String, String> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(SOURCE_LOOKUPS) {
+            let sql =
+                format!("SELECT id, source FROM events WHERE id IN {}", row_marks(self.backend(), 1, chunk.len(), 1));
+            let rows: Vec<(String, String)> = with_pool!(self, pool => {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(id.as_str());
+                }
+                query.fetch_all(pool).await?
+            });
+            found.extend(rows);
+        }
+        Ok(ids.iter().map(|id| found.get(id.as_str()).cloned()).collect())
+    }
+
     /// Records a receipt idempotently and moves the event's outcome.
     pub async fn record_receipt(&self, r: &NewReceipt) -> Result<Recorded, StoreError> {
         let mut recorded = self.record_receipts(std::slice::from_ref(r)).await?;
@@ -159,88 +181,97 @@ impl Store {
     /// A batch of distinct events and receipt ids (the usual case) costs one multi-row insert
     /// and one update for its `applied` receipts; anything else goes row by row, in order.
     pub async fn record_receipts(&self, batch: &[NewReceipt]) -> Result<Vec<Recorded>, StoreError> {
-        let postgres = self.backend() == super::Backend::Postgres;
+        let postgres = self.backend() == Backend::Postgres;
         let events: HashSet<&str> = batch.iter().map(|r| r.event_id.as_str()).collect();
         let ids: HashSet<&str> = batch.iter().map(|r| r.receipt_id.as_str()).collect();
         let set_based = events.len() == batch.len() && ids.len() == batch.len();
+        let backend = self.backend();
         with_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let mut answers: Vec<Option<Recorded>> = vec![None; batch.len()];
-            let mut new_ones: HashSet<String> = HashSet::new();
-            if set_based {
-                for chunk in batch.chunks(RECEIPT_ROWS) {
-                    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(insert_receipts_sql(chunk.len())));
-                    for r in chunk {
-                        query = bind_receipt!(query, r);
+            let mut conn = pool.acquire().await?;
+            let written = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let mut answers: Vec<Option<Recorded>> = vec![None; batch.len()];
+                let mut new_ones: HashSet<String> = HashSet::new();
+                if set_based {
+                    for chunk in batch.chunks(RECEIPT_ROWS) {
+                        let mut query =
+                            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(insert_receipts_sql(backend, chunk.len())));
+                        for r in chunk {
+                            query = bind_receipt!(query, r);
+                        }
+                        new_ones.extend(query.fetch_all(&mut *tx).await?);
                     }
-                    new_ones.extend(query.fetch_all(&mut *tx).await?);
-                }
-                let applied: Vec<&NewReceipt> =
-                    batch.iter().filter(|r| r.status == "applied" && new_ones.contains(&r.receipt_id)).collect();
-                for chunk in applied.chunks(RECEIPT_ROWS) {
-                    let marks: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 2)).collect();
-                    let sql = format!("{CONFIRM_MANY} ({})", marks.join(", "));
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chunk.iter().map(|r| r.received_at).max());
-                    for r in chunk {
-                        query = query.bind(r.event_id.as_str());
+                    let applied: Vec<&NewReceipt> =
+                        batch.iter().filter(|r| r.status == "applied" && new_ones.contains(&r.receipt_id)).collect();
+                    for chunk in applied.chunks(RECEIPT_ROWS) {
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(confirm_many_sql(backend, chunk.len()))).bind(chunk.iter().map(|r| r.received_at).max());
+                        for r in chunk {
+                            query = query.bind(r.event_id.as_str());
+                        }
+                        query.execute(&mut *tx).await?;
                     }
-                    query.execute(&mut *tx).await?;
+                    for (i, r) in batch.iter().enumerate() {
+                        if r.status == "applied" && new_ones.contains(&r.receipt_id) {
+                            answers[i] = Some(Recorded::New(Outcome::Confirmed));
+                        }
+                    }
                 }
                 for (i, r) in batch.iter().enumerate() {
-                    if r.status == "applied" && new_ones.contains(&r.receipt_id) {
-                        answers[i] = Some(Recorded::New(Outcome::Confirmed));
-                    }
-                }
-            }
-            for (i, r) in batch.iter().enumerate() {
-                if answers[i].is_some() {
-                    continue;
-                }
-                let inserted = if set_based {
-                    new_ones.contains(&r.receipt_id)
-                } else {
-                    bind_receipt!(sqlx::query(INSERT), r).execute(&mut *tx).await?.rows_affected() == 1
-                };
-                if !inserted {
-                    let (event_id, body): (String, String) =
-                        sqlx::query_as("SELECT event_id, body FROM receipts WHERE receipt_id = $1")
-                            .bind(&r.receipt_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    if event_id != r.event_id.as_str() || body != r.body {
-                        answers[i] = Some(Recorded::IdConflict);
+                    if answers[i].is_some() {
                         continue;
                     }
-                    let current: String = sqlx::query_scalar("SELECT outcome FROM events WHERE id = $1")
+                    let inserted = if set_based {
+                        new_ones.contains(&r.receipt_id)
+                    } else {
+                        bind_receipt!(sqlx::query(INSERT), r).execute(&mut *tx).await?.rows_affected() == 1
+                    };
+                    if !inserted {
+                        let (event_id, body): (String, String) =
+                            sqlx::query_as("SELECT event_id, body FROM receipts WHERE receipt_id = $1")
+                                .bind(&r.receipt_id)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                        if event_id != r.event_id.as_str() || body != r.body {
+                            answers[i] = Some(Recorded::IdConflict);
+                            continue;
+                        }
+                        let current: String = sqlx::query_scalar("SELECT outcome FROM events WHERE id = $1")
+                            .bind(r.event_id.as_str())
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        answers[i] = Some(Recorded::Repeat(outcome(&current)?));
+                        continue;
+                    }
+                    let new_outcome: String = sqlx::query_scalar(APPLY)
                         .bind(r.event_id.as_str())
+                        .bind(r.status)
+                        .bind(r.error_code.as_deref())
+                        .bind(r.received_at)
                         .fetch_one(&mut *tx)
                         .await?;
-                    answers[i] = Some(Recorded::Repeat(outcome(&current)?));
-                    continue;
+                    answers[i] = Some(Recorded::New(outcome(&new_outcome)?));
                 }
-                let new_outcome: String = sqlx::query_scalar(APPLY)
-                    .bind(r.event_id.as_str())
-                    .bind(r.status)
-                    .bind(r.error_code.as_deref())
-                    .bind(r.received_at)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                answers[i] = Some(Recorded::New(outcome(&new_outcome)?));
-            }
-            if postgres {
-                // Delivered on commit: running replays on every gateway drop these events at once.
-                let fresh: Vec<&str> = batch
-                    .iter()
-                    .zip(&answers)
-                    .filter(|(_, a)| matches!(a, Some(Recorded::New(_))))
-                    .map(|(r, _)| r.event_id.as_str())
-                    .collect();
-                for chunk in fresh.chunks(NOTIFY_IDS) {
-                    sqlx::query("SELECT pg_notify('hookwarden_receipts', $1)").bind(chunk.join(",")).execute(&mut *tx).await?;
+                if postgres {
+                    // Delivered on commit: running replays on every gateway drop these events at once.
+                    let fresh: Vec<&str> = batch
+                        .iter()
+                        .zip(&answers)
+                        .filter(|(_, a)| matches!(a, Some(Recorded::New(_))))
+                        .map(|(r, _)| r.event_id.as_str())
+                        .collect();
+                    for chunk in fresh.chunks(NOTIFY_IDS) {
+                        sqlx::query("SELECT pg_notify('hookwarden_receipts', $1)").bind(chunk.join(",")).execute(&mut *tx).await?;
+                    }
                 }
+                tx.commit().await?;
+                Ok::<_, StoreError>(answers.into_iter().map(|a| a.expect("every receipt answered")).collect())
             }
-            tx.commit().await?;
-            Ok(answers.into_iter().map(|a| a.expect("every receipt answered")).collect())
+            .await;
+            if written.is_err() && backend == Backend::Sqlite {
+                // As in `commit_group`: SQLite may have ended the transaction itself.
+                conn.close_on_drop();
+            }
+            written
         })
     }
 
@@ -277,5 +308,29 @@ impl Store {
             sqlx::query_scalar("SELECT receipts FROM events WHERE id = $1").bind(event_id.as_str()).fetch_one(pool).await?
         });
         Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Backend, confirm_many_sql, insert_receipts_sql};
+
+    /// SQLite gets anonymous `?` (a named one is looked up by a linear search per bind, which
+    /// was a seventh of the writer's time here) and `OR ROLLBACK` (no statement journal).
+    #[test]
+    fn receipt_statements_per_backend() {
+        assert_eq!(
+            confirm_many_sql(Backend::Sqlite, 2).split("outcome_at = ").nth(1).unwrap().split(',').next().unwrap(),
+            "?"
+        );
+        assert!(confirm_many_sql(Backend::Sqlite, 2).ends_with("WHERE id IN (?, ?)"));
+        assert!(confirm_many_sql(Backend::Sqlite, 2).starts_with("UPDATE OR ROLLBACK events"));
+        assert!(confirm_many_sql(Backend::Postgres, 2).ends_with("WHERE id IN ($2, $3)"));
+        assert!(confirm_many_sql(Backend::Postgres, 2).starts_with("UPDATE events"));
+        let sqlite = insert_receipts_sql(Backend::Sqlite, 2);
+        assert!(sqlite.starts_with("INSERT OR ROLLBACK INTO receipts"));
+        assert!(!sqlite.contains('$'));
+        assert_eq!(sqlite.matches('?').count(), 24);
+        assert!(insert_receipts_sql(Backend::Postgres, 2).contains("$24)"));
     }
 }
