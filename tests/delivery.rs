@@ -178,3 +178,18 @@ async fn a_provider_that_hangs_up_mid_request_never_strands_a_committed_event() 
         assert_ne!(n % 4, 0, "a cut-off request must not be stored");
     }
 }
+
+/// A source's `max_in_flight` bounds the requests its handler has open at once, and every
+/// event still goes out.
+#[tokio::test]
+async fn a_sources_in_flight_limit_bounds_concurrent_requests_to_its_handler() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    receiver.set(Behaviour { delay: Duration::from_millis(300), ..Behaviour::default() });
+    let gw = gateway(&db, orders(&receiver).with("max_in_flight = 2")).await;
+    for n in 0..6 {
+        ingest(&gw, &format!("slow-{n}")).await;
+    }
+    eventually(Duration::from_secs(10), "all six delivered", || async { (receiver.count() == 6).then_some(()) }).await;
+    assert_eq!(receiver.most_in_flight(), 2, "the handler saw more (or fewer) requests at once than the limit");
+}

@@ -2,6 +2,7 @@
 //! `standardwebhooks` crate, and answers as the test tells it to.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,9 @@ struct Inner {
     per_event: Mutex<HashMap<String, u32>>,
     behaviour: Mutex<Behaviour>,
     receipt_key: Mutex<Option<receipts_sdk::receipt::ReceiptKey>>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -77,6 +81,14 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
+    let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    inner.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    let answer = answer(&inner, uri, headers, body).await.into_response();
+    inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+    answer
+}
+
+async fn answer(inner: &Inner, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse + use<> {
     let verified = standardwebhooks::Webhook::new(SIGNING_SECRET).unwrap().verify(&body, &headers).is_ok();
     let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let id_for_receipt = id.clone();
@@ -141,6 +153,11 @@ impl Receiver {
     /// The key inline receipts are signed with.
     pub fn set_receipt_key(&self, key: receipts_sdk::receipt::ReceiptKey) {
         *self.inner.receipt_key.lock().unwrap() = Some(key);
+    }
+
+    /// The most requests the receiver was answering at one time.
+    pub fn most_in_flight(&self) -> usize {
+        self.inner.most_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn count(&self) -> usize {
