@@ -1,8 +1,10 @@
 //! The `hookwarden` operator commands, run as a person would, against a real gateway.
 
-use std::process::Output;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
-use tokio::process::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{ChildStderr, Command};
 
 use crate::replay::{outage, spec};
 use crate::support::{ADMIN_TOKEN, Db, Gateway, Receiver, TestDb};
@@ -65,4 +67,75 @@ async fn an_operator_previews_runs_and_verifies_a_replay_from_the_command_line()
     assert!(summary.contains("unknown 4"), "{summary}");
     let token = stdout(&hookwarden(&gw, &["tokens", "create", "--name", "otto", "--role", "viewer"]).await);
     assert!(token.contains("hwt_"), "{token}");
+}
+
+/// Reads `stderr` into `seen` until it holds `needle` (prompts end without a newline).
+async fn wait_for(stderr: &mut ChildStderr, seen: &mut String, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut chunk = [0u8; 1024];
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, stderr.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no `{needle}` on stderr; got:\n{seen}"))
+            .unwrap();
+        assert!(n > 0, "stderr closed before `{needle}`; got:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+}
+
+fn interrupt(pid: u32) {
+    let sent = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    assert!(sent.success());
+}
+
+/// Ctrl-C during a live run asks before cancelling: "n" leaves the job running, "y" cancels
+/// it, and what was sent so far stays sent.
+#[tokio::test]
+async fn ctrl_c_during_a_live_replay_asks_before_cancelling() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    outage(&gw, &receiver, "ctrlc", 6).await;
+    let posts_before = receiver.count();
+
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
+        .args(["replay", "orders", "--since", "1h", "--rate", "0.5", "--no-dry-run", "--reason", "INC-11"])
+        .env("HOOKWARDEN_URL", gw.url(""))
+        .env("HOOKWARDEN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = cli.id().unwrap();
+    let (mut stdin, mut stderr) = (cli.stdin.take().unwrap(), cli.stderr.take().unwrap());
+    let mut seen = String::new();
+    wait_for(&mut stderr, &mut seen, "Ctrl-C to cancel it").await;
+    // The handler is in place once the first status poll is back (well within this).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    interrupt(pid);
+    wait_for(&mut stderr, &mut seen, "[y/N] ").await;
+    stdin.write_all(b"n\n").await.unwrap();
+    wait_for(&mut stderr, &mut seen, "still running").await;
+    let id = seen.split("replay ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap().to_string();
+    let (_, job) = gw.admin_get(&format!("/v1/replays/{id}")).await;
+    assert_eq!(job["state"], "running", "{job}");
+
+    interrupt(pid);
+    seen.clear();
+    wait_for(&mut stderr, &mut seen, "[y/N] ").await;
+    stdin.write_all(b"y\n").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), cli.wait_with_output()).await.unwrap().unwrap();
+    // A run that did not complete is not a success for scripts either.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stdout(&out).contains("cancelled: sent"), "{out:?}");
+    let (_, job) = gw.admin_get(&format!("/v1/replays/{id}")).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    let sent = job["counts"]["sent"].as_i64().unwrap();
+    assert!(sent < 6, "the replay ran to its end: {job}");
+    assert_eq!(receiver.count() - posts_before, sent as usize, "what was sent stays sent, nothing more");
 }
