@@ -4,10 +4,11 @@
 //! gateway a turn and an fsync. Committing a cycle's new events together with the results of
 //! the deliveries that finished meanwhile pays that once, and leaves both fully durable.
 //!
-//! The multi-row statements are not kept prepared (`persistent(false)`, here and for
-//! receipts): each row count is a text of its own, so they seldom repeat, and sqlx's cache of
-//! 100 prepared statements full of them held tens of MiB (under a backlog of a million
-//! events, 53-80 MiB of RSS against 37-38 MiB without), for no measurable speed.
+//! Multi-row statements of more than a few rows are not kept prepared (`keep_prepared`, here
+//! and for receipts): each row count is a text of its own, so big ones seldom repeat, and
+//! sqlx's cache of 100 prepared statements full of them held tens of MiB (under a backlog of
+//! a million events, 53-80 MiB of RSS against 37-38 MiB without). Small ones, which groups
+//! at low load (and the replay executor's, at most 32 in flight) repeat, stay prepared.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use super::delivery::{
 };
 use super::ingest::{EXISTING, ROWS_PER_STATEMENT, insert_payloads_sql, insert_sql};
 use super::{
-    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, Store, StoreError, Workers, row_marks, with_writer,
+    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, Store, StoreError, Workers, keep_prepared, row_marks,
+    with_writer,
 };
 use crate::domain::{EventId, NewEvent, Stored};
 
@@ -84,7 +86,7 @@ impl Store {
 
                 let mut inserted: HashSet<&str> = HashSet::with_capacity(events.len());
                 for (chunk, chunk_headers) in events.chunks(ROWS_PER_STATEMENT).zip(headers.chunks(ROWS_PER_STATEMENT)) {
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql(backend, chunk.len()))).persistent(false);
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql(backend, chunk.len()))).persistent(keep_prepared(chunk.len()));
                     for event in chunk {
                         query = query
                             .bind(event.id.as_str())
@@ -100,7 +102,7 @@ impl Store {
                         chunk.iter().map(|e| e.id.as_str()).collect()
                     } else {
                         let sql = format!("SELECT id FROM events WHERE id IN {}", row_marks(backend, 1, chunk.len(), 1));
-                        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
+                        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(keep_prepared(chunk.len()));
                         for event in chunk {
                             query = query.bind(event.id.as_str());
                         }
@@ -110,7 +112,7 @@ impl Store {
                     let fresh: Vec<(&NewEvent, &String)> =
                         chunk.iter().zip(chunk_headers).filter(|(e, _)| new.contains(e.id.as_str())).collect();
                     if !fresh.is_empty() {
-                        let mut payloads = sqlx::query(sqlx::AssertSqlSafe(insert_payloads_sql(backend, fresh.len()))).persistent(false);
+                        let mut payloads = sqlx::query(sqlx::AssertSqlSafe(insert_payloads_sql(backend, fresh.len()))).persistent(keep_prepared(fresh.len()));
                         for (event, headers) in &fresh {
                             payloads = payloads.bind(event.id.as_str()).bind(headers.as_str()).bind(&event.body[..]);
                         }
@@ -132,7 +134,7 @@ impl Store {
                 }
 
                 for chunk in attempts.chunks(ATTEMPT_ROWS) {
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_attempts_sql(backend, chunk.len()))).persistent(false);
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_attempts_sql(backend, chunk.len()))).persistent(keep_prepared(chunk.len()));
                     for r in chunk {
                         query = query
                             .bind(r.event_id.as_str())
@@ -185,7 +187,7 @@ impl Store {
                         }).max().unwrap_or(0);
                         if memory.is_some() {
                             let sql = format!("{DELIVERED_MANY_SQLITE} {}", row_marks(backend, 1, chunk.len(), 2));
-                            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false).bind(at);
+                            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(keep_prepared(chunk.len())).bind(at);
                             for (_, r) in chunk {
                                 query = query.bind(r.event_id.as_str());
                             }
@@ -194,7 +196,7 @@ impl Store {
                         }
                         let sql = format!("{DELIVERED_MANY} {} RETURNING id", row_marks(backend, 1, chunk.len(), 3));
                         let mut query =
-                            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false).bind(at).bind(&chunk[0].1.gateway);
+                            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(keep_prepared(chunk.len())).bind(at).bind(&chunk[0].1.gateway);
                         for (_, r) in chunk {
                             query = query.bind(r.event_id.as_str());
                         }

@@ -134,6 +134,12 @@ pub(crate) fn or_rollback(backend: Backend) -> &'static str {
     }
 }
 
+/// Whether a multi-row statement of `rows` rows stays in sqlx's cache of prepared statements:
+/// only small ones, which repeat (see `commit`).
+pub(crate) fn keep_prepared(rows: usize) -> bool {
+    rows <= 32
+}
+
 /// `rows` groups of `per_row` placeholders, `(…), (…)`, numbered from `first` (see [`mark`]);
 /// one group of `n` is an `IN (…)` list.
 pub(crate) fn row_marks(backend: Backend, rows: usize, per_row: usize, first: usize) -> String {

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError, mark, or_rollback, row_marks, with_pool, with_writer};
+use super::{Backend, Store, StoreError, keep_prepared, mark, or_rollback, row_marks, with_pool, with_writer};
 use crate::domain::{EventId, Outcome};
 
 /// A verified receipt, as it is written.
@@ -195,7 +195,7 @@ impl Store {
                 if set_based {
                     for chunk in batch.chunks(RECEIPT_ROWS) {
                         let mut query =
-                            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(insert_receipts_sql(backend, chunk.len()))).persistent(false);
+                            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(insert_receipts_sql(backend, chunk.len()))).persistent(keep_prepared(chunk.len()));
                         for r in chunk {
                             query = bind_receipt!(query, r);
                         }
@@ -204,7 +204,7 @@ impl Store {
                     let applied: Vec<&NewReceipt> =
                         batch.iter().filter(|r| r.status == "applied" && new_ones.contains(&r.receipt_id)).collect();
                     for chunk in applied.chunks(RECEIPT_ROWS) {
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(confirm_many_sql(backend, chunk.len()))).persistent(false).bind(chunk.iter().map(|r| r.received_at).max());
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(confirm_many_sql(backend, chunk.len()))).persistent(keep_prepared(chunk.len())).bind(chunk.iter().map(|r| r.received_at).max());
                         for r in chunk {
                             query = query.bind(r.event_id.as_str());
                         }
