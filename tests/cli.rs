@@ -113,9 +113,8 @@ async fn ctrl_c_during_a_live_replay_asks_before_cancelling() {
     let pid = cli.id().unwrap();
     let (mut stdin, mut stderr) = (cli.stdin.take().unwrap(), cli.stderr.take().unwrap());
     let mut seen = String::new();
+    // At once: the handler is in place before the command says to press Ctrl-C.
     wait_for(&mut stderr, &mut seen, "Ctrl-C to cancel it").await;
-    // The handler is in place once the first status poll is back (well within this).
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     interrupt(pid);
     wait_for(&mut stderr, &mut seen, "[y/N] ").await;

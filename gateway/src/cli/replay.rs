@@ -260,10 +260,17 @@ async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value,
             .expect("template")
             .progress_chars("=> "),
     );
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    // Polled once now: the handler is in place before anyone is told to press Ctrl-C (until
+    // then a Ctrl-C would end this command without asking).
+    tokio::select! {
+        biased;
+        _ = &mut ctrl_c => {}
+        _ = std::future::ready(()) => {}
+    }
     if !quiet {
         eprintln!("replay {id} started; Ctrl-C to cancel it");
     }
-    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
     loop {
         let job = api.get(&format!("/v1/replays/{id}")).await?;
         let c = &job["counts"];
