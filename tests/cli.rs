@@ -9,15 +9,15 @@ use tokio::process::{ChildStderr, Command};
 use crate::replay::{outage, spec};
 use crate::support::{ADMIN_TOKEN, Db, Gateway, Receiver, TestDb};
 
+/// `hookwarden args…` as an operator pointed at `gw` with the admin token.
+fn command(gw: &Gateway, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookwarden"));
+    command.args(args).env("HOOKWARDEN_URL", gw.url("")).env("HOOKWARDEN_TOKEN", ADMIN_TOKEN).env("RUST_LOG", "error");
+    command
+}
+
 async fn hookwarden(gw: &Gateway, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hookwarden"))
-        .args(args)
-        .env("HOOKWARDEN_URL", gw.url(""))
-        .env("HOOKWARDEN_TOKEN", ADMIN_TOKEN)
-        .env("RUST_LOG", "error")
-        .output()
-        .await
-        .expect("run hookwarden")
+    command(gw, args).output().await.expect("run hookwarden")
 }
 
 fn stdout(out: &Output) -> String {
@@ -99,17 +99,14 @@ async fn ctrl_c_during_a_live_replay_asks_before_cancelling() {
     outage(&gw, &receiver, "ctrlc", 6).await;
     let posts_before = receiver.count();
 
-    let mut cli = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
-        .args(["replay", "orders", "--since", "1h", "--rate", "0.5", "--no-dry-run", "--reason", "INC-11"])
-        .env("HOOKWARDEN_URL", gw.url(""))
-        .env("HOOKWARDEN_TOKEN", ADMIN_TOKEN)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut cli =
+        command(&gw, &["replay", "orders", "--since", "1h", "--rate", "0.5", "--no-dry-run", "--reason", "INC-11"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
     let pid = cli.id().unwrap();
     let (mut stdin, mut stderr) = (cli.stdin.take().unwrap(), cli.stderr.take().unwrap());
     let mut seen = String::new();

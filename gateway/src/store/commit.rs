@@ -19,8 +19,8 @@ use super::delivery::{
 };
 use super::ingest::{EXISTING, ROWS_PER_STATEMENT, insert_payloads_sql, insert_sql};
 use super::{
-    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, Store, StoreError, Workers, keep_prepared, row_marks,
-    with_writer,
+    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, Store, StoreError, Workers, keep_prepared,
+    replace_if_failed, row_marks, with_writer,
 };
 use crate::domain::{EventId, NewEvent, Stored};
 
@@ -86,7 +86,8 @@ impl Store {
 
                 let mut inserted: HashSet<&str> = HashSet::with_capacity(events.len());
                 for (chunk, chunk_headers) in events.chunks(ROWS_PER_STATEMENT).zip(headers.chunks(ROWS_PER_STATEMENT)) {
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql(backend, chunk.len()))).persistent(keep_prepared(chunk.len()));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql(backend, chunk.len())))
+                        .persistent(keep_prepared(chunk.len()));
                     for event in chunk {
                         query = query
                             .bind(event.id.as_str())
@@ -102,7 +103,8 @@ impl Store {
                         chunk.iter().map(|e| e.id.as_str()).collect()
                     } else {
                         let sql = format!("SELECT id FROM events WHERE id IN {}", row_marks(backend, 1, chunk.len(), 1));
-                        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(keep_prepared(chunk.len()));
+                        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                            .persistent(keep_prepared(chunk.len()));
                         for event in chunk {
                             query = query.bind(event.id.as_str());
                         }
@@ -112,7 +114,8 @@ impl Store {
                     let fresh: Vec<(&NewEvent, &String)> =
                         chunk.iter().zip(chunk_headers).filter(|(e, _)| new.contains(e.id.as_str())).collect();
                     if !fresh.is_empty() {
-                        let mut payloads = sqlx::query(sqlx::AssertSqlSafe(insert_payloads_sql(backend, fresh.len()))).persistent(keep_prepared(fresh.len()));
+                        let mut payloads = sqlx::query(sqlx::AssertSqlSafe(insert_payloads_sql(backend, fresh.len())))
+                            .persistent(keep_prepared(fresh.len()));
                         for (event, headers) in &fresh {
                             payloads = payloads.bind(event.id.as_str()).bind(headers.as_str()).bind(&event.body[..]);
                         }
@@ -134,7 +137,8 @@ impl Store {
                 }
 
                 for chunk in attempts.chunks(ATTEMPT_ROWS) {
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_attempts_sql(backend, chunk.len()))).persistent(keep_prepared(chunk.len()));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_attempts_sql(backend, chunk.len())))
+                        .persistent(keep_prepared(chunk.len()));
                     for r in chunk {
                         query = query
                             .bind(r.event_id.as_str())
@@ -187,7 +191,9 @@ impl Store {
                         }).max().unwrap_or(0);
                         if memory.is_some() {
                             let sql = format!("{DELIVERED_MANY_SQLITE} {}", row_marks(backend, 1, chunk.len(), 2));
-                            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(keep_prepared(chunk.len())).bind(at);
+                            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                                .persistent(keep_prepared(chunk.len()))
+                                .bind(at);
                             for (_, r) in chunk {
                                 query = query.bind(r.event_id.as_str());
                             }
@@ -196,7 +202,10 @@ impl Store {
                         }
                         let sql = format!("{DELIVERED_MANY} {} RETURNING id", row_marks(backend, 1, chunk.len(), 3));
                         let mut query =
-                            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(keep_prepared(chunk.len())).bind(at).bind(&chunk[0].1.gateway);
+                            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                                .persistent(keep_prepared(chunk.len()))
+                                .bind(at)
+                                .bind(&chunk[0].1.gateway);
                         for (_, r) in chunk {
                             query = query.bind(r.event_id.as_str());
                         }
@@ -210,11 +219,7 @@ impl Store {
                 Ok::<(), StoreError>(())
             }
             .await;
-            if written.is_err() && backend == Backend::Sqlite {
-                // An `OR ROLLBACK` failure ended the transaction inside SQLite, which the
-                // connection's own bookkeeping does not see: a fresh connection replaces it.
-                conn.close_on_drop();
-            }
+            replace_if_failed(&mut conn, backend, &written);
             if relaxed && let Err(err) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
                 // Never hand a relaxed connection back to writes that need durability.
                 conn.close_on_drop();

@@ -50,6 +50,18 @@ impl MemoryLeases {
         }
     }
 
+    /// Sets the end of `owner`'s leases on `events` to `until` (leases of others stay).
+    fn renew<'a>(&self, events: impl IntoIterator<Item = &'a str>, owner: &str, until: i64) {
+        let mut held = self.held.lock().expect("lease map");
+        for event in events {
+            if let Some(lease) = held.get_mut(event)
+                && lease.0 == owner
+            {
+                lease.1 = until;
+            }
+        }
+    }
+
     /// Ends leases given as (owner, event), each only if that owner still holds it (after the
     /// write that ends them committed).
     pub(super) fn release<'a>(&self, ended: impl IntoIterator<Item = (&'a str, &'a str)>) {
@@ -258,14 +270,7 @@ impl Store {
     /// were held without a limit while queued, and run out at `until` like a claim's.
     pub fn lease_taken(&self, events: &[DueDelivery], owner: &str, until: i64) {
         if let Pool::Sqlite { leases, .. } = &self.pool {
-            let mut held = leases.held.lock().expect("lease map");
-            for due in events {
-                if let Some(lease) = held.get_mut(due.event_id.as_str())
-                    && lease.0 == owner
-                {
-                    lease.1 = until;
-                }
-            }
+            leases.renew(events.iter().map(|due| due.event_id.as_str()), owner, until);
         }
     }
 

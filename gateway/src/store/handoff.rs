@@ -53,11 +53,8 @@ impl Handoff {
     /// claim from the store, which the dispatcher is told to make.
     pub(super) fn reserve(&self, events: usize) -> Reserved<'_> {
         let room = events.min(self.sender.capacity());
-        if room < events {
-            self.missed.store(true, Ordering::Release);
-        }
-        let permits = if room == 0 { None } else { self.sender.try_reserve_many(room).ok() };
-        if permits.is_none() && events > 0 {
+        let permits = (room > 0).then(|| self.sender.try_reserve_many(room).ok()).flatten();
+        if permits.as_ref().map_or(0, ExactSizeIterator::len) < events {
             self.missed.store(true, Ordering::Release);
         }
         Reserved { permits, handoff: self }

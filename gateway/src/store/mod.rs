@@ -126,11 +126,24 @@ pub(crate) fn mark(backend: Backend, n: usize) -> String {
 /// PostgreSQL. Inside a transaction SQLite copies every page a multi-row statement may undo
 /// into a statement journal (about a tenth of the writer's time on the ingest path); a
 /// constraint failure that ends the whole transaction needs none, and the group fails as a
-/// whole anyway. After such a failure the connection is replaced (see [`Store::commit_group`]).
+/// whole anyway. After such a failure the connection is replaced ([`replace_if_failed`]).
 pub(crate) fn or_rollback(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => "OR ROLLBACK ",
         Backend::Postgres => "",
+    }
+}
+
+/// Closes the writer connection of a failed transaction on SQLite instead of handing it back:
+/// a failing `OR ROLLBACK` statement (see [`or_rollback`]) ends the transaction inside
+/// SQLite, which sqlx's own count of open transactions does not see.
+pub(crate) fn replace_if_failed<DB: sqlx::Database, T, E>(
+    conn: &mut sqlx::pool::PoolConnection<DB>,
+    backend: Backend,
+    written: &Result<T, E>,
+) {
+    if written.is_err() && backend == Backend::Sqlite {
+        conn.close_on_drop();
     }
 }
 

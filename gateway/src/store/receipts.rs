@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError, keep_prepared, mark, or_rollback, row_marks, with_pool, with_writer};
+use super::{
+    Backend, Store, StoreError, keep_prepared, mark, or_rollback, replace_if_failed, row_marks, with_pool, with_writer,
+};
 use crate::domain::{EventId, Outcome};
 
 /// A verified receipt, as it is written.
@@ -181,11 +183,11 @@ impl Store {
     /// A batch of distinct events and receipt ids (the usual case) costs one multi-row insert
     /// and one update for its `applied` receipts; anything else goes row by row, in order.
     pub async fn record_receipts(&self, batch: &[NewReceipt]) -> Result<Vec<Recorded>, StoreError> {
-        let postgres = self.backend() == Backend::Postgres;
+        let backend = self.backend();
+        let postgres = backend == Backend::Postgres;
         let events: HashSet<&str> = batch.iter().map(|r| r.event_id.as_str()).collect();
         let ids: HashSet<&str> = batch.iter().map(|r| r.receipt_id.as_str()).collect();
         let set_based = events.len() == batch.len() && ids.len() == batch.len();
-        let backend = self.backend();
         with_writer!(self, pool => {
             let mut conn = pool.acquire().await?;
             let written = async {
@@ -194,8 +196,9 @@ impl Store {
                 let mut new_ones: HashSet<String> = HashSet::new();
                 if set_based {
                     for chunk in batch.chunks(RECEIPT_ROWS) {
-                        let mut query =
-                            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(insert_receipts_sql(backend, chunk.len()))).persistent(keep_prepared(chunk.len()));
+                        let sql = insert_receipts_sql(backend, chunk.len());
+                        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                            .persistent(keep_prepared(chunk.len()));
                         for r in chunk {
                             query = bind_receipt!(query, r);
                         }
@@ -204,7 +207,9 @@ impl Store {
                     let applied: Vec<&NewReceipt> =
                         batch.iter().filter(|r| r.status == "applied" && new_ones.contains(&r.receipt_id)).collect();
                     for chunk in applied.chunks(RECEIPT_ROWS) {
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(confirm_many_sql(backend, chunk.len()))).persistent(keep_prepared(chunk.len())).bind(chunk.iter().map(|r| r.received_at).max());
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(confirm_many_sql(backend, chunk.len())))
+                            .persistent(keep_prepared(chunk.len()))
+                            .bind(chunk.iter().map(|r| r.received_at).max());
                         for r in chunk {
                             query = query.bind(r.event_id.as_str());
                         }
@@ -267,10 +272,7 @@ impl Store {
                 Ok::<_, StoreError>(answers.into_iter().map(|a| a.expect("every receipt answered")).collect())
             }
             .await;
-            if written.is_err() && backend == Backend::Sqlite {
-                // As in `commit_group`: SQLite may have ended the transaction itself.
-                conn.close_on_drop();
-            }
+            replace_if_failed(&mut conn, backend, &written);
             written
         })
     }
