@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, Db, SIGNING_SECRET, positive, unix_now_ms, vm_kib};
+use common::{Cleanup, Db, positive, unix_now_ms, vm_kib};
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -125,33 +125,19 @@ struct Report {
 }
 
 async fn bench(args: &Args) -> Result<Report, String> {
-    hookwarden::tls::install_crypto_provider();
-    let tag = format!("{:08x}", rand::random::<u32>());
-    let (mut cleanup, db_url, pg_db) =
-        common::setup(&args.tmpdir, "hookwarden-backlog", &tag, args.db, &args.pg_url).await?;
-    let result = run(args, &db_url, &mut cleanup).await;
-    common::teardown(&mut cleanup, &args.pg_url, pg_db).await;
-    result
+    common::in_database(&args.tmpdir, "hookwarden-backlog", args.db, &args.pg_url, async |_, db_url, cleanup| {
+        run(args, db_url, cleanup).await
+    })
+    .await
 }
 
 async fn run(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<Report, String> {
     // A port nothing listens on: every forward is refused at once.
     let refused = common::free_port()?;
     let port = common::free_port()?;
-    let config = format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-
-[database]
-url = "{db_url}"
-
-[[sources]]
-name = "bench"
-verify = {{ kind = "none" }}
-forward_to = "http://127.0.0.1:{refused}/webhooks/bench"
-signing_secret = "{SIGNING_SECRET}"
-"#
-    );
+    let forward_to = format!("http://127.0.0.1:{refused}/webhooks/bench");
+    let source = common::source_toml("bench", r#"{ kind = "none" }"#, &forward_to, "");
+    let config = common::gateway_config(port, db_url, None, &[source]);
     let client = common::http_client(None, Duration::from_secs(30))?;
     common::start_gateway(cleanup, port, &config, &["HOOKWARDEN_CONFIG", "RUST_LOG"], &client).await?;
     cleanup.stop_gateway().ok_or("the gateway did not stop after creating its schema")?;

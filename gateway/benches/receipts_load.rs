@@ -35,8 +35,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Cleanup, CpuShare, Db, Latency, SIGNING_SECRET, WorkerStats, clock_ticks, count_sql, cpu_share, cpu_snapshot,
-    machine_ticks, percentile_ms, positive, process_ticks, run_sql, unix_now_ms,
+    Cleanup, CpuShare, Db, Latency, WorkerStats, clock_ticks, count_sql, cpu_share, cpu_snapshot, machine_ticks,
+    percentile_ms, positive, process_ticks, run_sql, unix_now_ms,
 };
 use hookwarden::domain::{EventId, NewEvent, Outcome};
 use hookwarden::store::{NewReceipt, Recorded, Store};
@@ -393,13 +393,10 @@ struct Report {
 
 /// `None`: a `--store-only` run that printed its own report and passed its check.
 async fn bench(args: &Args) -> Result<Option<Report>, String> {
-    hookwarden::tls::install_crypto_provider();
-    let tag = format!("{:08x}", rand::random::<u32>());
-    let (mut cleanup, db_url, pg_db) =
-        common::setup(&args.tmpdir, "hookwarden-receipts-bench", &tag, args.db, &args.pg_url).await?;
-    let result = run_load(args, &db_url, &mut cleanup).await;
-    common::teardown(&mut cleanup, &args.pg_url, pg_db).await;
-    result
+    common::in_database(&args.tmpdir, "hookwarden-receipts-bench", args.db, &args.pg_url, async |_, db_url, cleanup| {
+        run_load(args, db_url, cleanup).await
+    })
+    .await
 }
 
 async fn run_load(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<Option<Report>, String> {
@@ -451,25 +448,10 @@ async fn run_load(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<Op
     }
     let (sink, sink_addr) = common::start_sink().await?;
     let port = common::free_port()?;
-    let config = format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-
-[database]
-url = "{db_url}"
-
-[admin]
-token = "{ADMIN_TOKEN}"
-
-[[sources]]
-name = "bench"
-verify = {{ kind = "none" }}
-forward_to = "http://{sink_addr}/webhooks/bench"
-signing_secret = "{SIGNING_SECRET}"
-receipt_keys = [{{ id = "{KEY_ID}", public_key = "{public}" }}]
-"#,
-        public = key.public_key_base64()
-    );
+    let keys = format!("receipt_keys = [{{ id = \"{KEY_ID}\", public_key = \"{}\" }}]\n", key.public_key_base64());
+    let source =
+        common::source_toml("bench", r#"{ kind = "none" }"#, &format!("http://{sink_addr}/webhooks/bench"), &keys);
+    let config = common::gateway_config(port, db_url, Some(ADMIN_TOKEN), &[source]);
     let client = common::http_client(Some(args.connections + 8), Duration::from_secs(60))?;
     let env_remove = ["HOOKWARDEN_CONFIG", "HOOKWARDEN_ADMIN_TOKEN", "RUST_LOG"];
     let gw = common::start_gateway(cleanup, port, &config, &env_remove, &client).await?;

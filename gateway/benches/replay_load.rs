@@ -43,8 +43,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::{
-    Cleanup, CpuShare, CpuSnapshot, Db, SIGNING_SECRET, Sink, count_sql, cpu_share, cpu_snapshot, positive, run_sql,
-    unix_now_ms,
+    Cleanup, CpuShare, CpuSnapshot, Db, Sink, count_sql, cpu_share, cpu_snapshot, positive, run_sql, unix_now_ms,
 };
 use hookwarden::domain::{AttemptKind, EventId, NewEvent, Outcome};
 use hookwarden::http::Role;
@@ -282,22 +281,9 @@ struct Gateway {
 
 async fn start_gateway(db_url: &str, sink: SocketAddr, cleanup: &mut Cleanup) -> Result<Gateway, String> {
     let port = common::free_port()?;
-    let source = |name: &str| {
-        format!(
-            r#"
-[[sources]]
-name = "{name}"
-verify = {{ kind = "none" }}
-forward_to = "http://{sink}/webhooks/{name}"
-signing_secret = "{SIGNING_SECRET}"
-"#
-        )
-    };
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nurl = \"{db_url}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n{}{}",
-        source("bench"),
-        source("exec")
-    );
+    let source =
+        |name: &str| common::source_toml(name, r#"{ kind = "none" }"#, &format!("http://{sink}/webhooks/{name}"), "");
+    let config = common::gateway_config(port, db_url, Some(ADMIN_TOKEN), &[source("bench"), source("exec")]);
     let client = common::http_client(None, Duration::from_secs(120))?;
     let env_remove = ["HOOKWARDEN_CONFIG", "HOOKWARDEN_ADMIN_TOKEN", "RUST_LOG"];
     let spawned = common::start_gateway(cleanup, port, &config, &env_remove, &client).await?;
@@ -718,13 +704,10 @@ struct Report {
 
 /// `None`: a `--store-only` run that printed its own report and passed its check.
 async fn bench(args: &Args) -> Result<Option<Report>, String> {
-    hookwarden::tls::install_crypto_provider();
-    let tag = format!("{:08x}", rand::random::<u32>());
-    let (mut cleanup, db_url, pg_db) =
-        common::setup(&args.tmpdir, "hookwarden-replay-bench", &tag, args.db, &args.pg_url).await?;
-    let result = run(args, &db_url, &mut cleanup).await;
-    common::teardown(&mut cleanup, &args.pg_url, pg_db).await;
-    result
+    common::in_database(&args.tmpdir, "hookwarden-replay-bench", args.db, &args.pg_url, async |_, db_url, cleanup| {
+        run(args, db_url, cleanup).await
+    })
+    .await
 }
 
 async fn run(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<Option<Report>, String> {

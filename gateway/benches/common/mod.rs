@@ -312,9 +312,43 @@ impl Drop for Cleanup {
     }
 }
 
+/// Runs `run(tag, database URL, cleanup)` with a temp dir `{tmpdir}/{prefix}-{pid}-{tag}` and a
+/// database of its own (a SQLite file there, or a new PostgreSQL database), then stops the
+/// gateway and drops that database whatever `run` returned.
+pub async fn in_database<T>(
+    tmpdir: &Path,
+    prefix: &str,
+    db: Db,
+    pg_url: &str,
+    run: impl AsyncFnOnce(&str, &str, &mut Cleanup) -> Result<T, String>,
+) -> Result<T, String> {
+    hookwarden::tls::install_crypto_provider();
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let (mut cleanup, db_url, pg_db) = setup(tmpdir, prefix, &tag, db, pg_url).await?;
+    let result = run(&tag, &db_url, &mut cleanup).await;
+    teardown(&mut cleanup, pg_url, pg_db).await;
+    result
+}
+
+/// A gateway config: `[server]` on `port`, `[database]`, an `[admin]` token if given, then
+/// `sources` (see [`source_toml`]).
+pub fn gateway_config(port: u16, db_url: &str, admin_token: Option<&str>, sources: &[String]) -> String {
+    let admin = admin_token.map(|t| format!("\n[admin]\ntoken = \"{t}\"\n")).unwrap_or_default();
+    format!("[server]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nurl = \"{db_url}\"\n{admin}{}", sources.concat())
+}
+
+/// One `[[sources]]` table signing with [`SIGNING_SECRET`]: `verify` is a TOML inline table,
+/// `extra` further lines of the table.
+pub fn source_toml(name: &str, verify: &str, forward_to: &str, extra: &str) -> String {
+    format!(
+        "\n[[sources]]\nname = \"{name}\"\nverify = {verify}\nforward_to = \"{forward_to}\"\n\
+         signing_secret = \"{SIGNING_SECRET}\"\n{extra}"
+    )
+}
+
 /// A run's temp dir `{tmpdir}/{prefix}-{pid}-{tag}` and its database: (cleanup, database URL,
 /// name of the PostgreSQL database to drop in `teardown`).
-pub async fn setup(
+async fn setup(
     tmpdir: &Path,
     prefix: &str,
     tag: &str,
@@ -337,7 +371,7 @@ pub async fn setup(
 }
 
 /// Stops the gateway, then drops the run's PostgreSQL database (a failure is only reported).
-pub async fn teardown(cleanup: &mut Cleanup, pg_url: &str, pg_db: Option<String>) {
+async fn teardown(cleanup: &mut Cleanup, pg_url: &str, pg_db: Option<String>) {
     cleanup.stop_gateway();
     if let Some(name) = pg_db
         && let Err(err) = drop_pg_db(pg_url, &name).await
