@@ -1,5 +1,7 @@
 //! `hookwarden replay`: the dry-run report, and the live run with its progress bar.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -260,14 +262,7 @@ async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value,
             .expect("template")
             .progress_chars("=> "),
     );
-    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
-    // Polled once now: the handler is in place before anyone is told to press Ctrl-C (until
-    // then a Ctrl-C would end this command without asking).
-    tokio::select! {
-        biased;
-        _ = &mut ctrl_c => {}
-        _ = std::future::ready(()) => {}
-    }
+    let mut ctrl_c = ctrl_c_listener().await;
     if !quiet {
         eprintln!("replay {id} started; Ctrl-C to cancel it");
     }
@@ -291,14 +286,32 @@ async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value,
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = &mut ctrl_c => {
-                ctrl_c = Box::pin(tokio::signal::ctrl_c());
                 let answer = bar.suspend(|| ask(&format!("Cancel replay {id}? Items already sent stay sent. [y/N] ")));
+                ctrl_c = ctrl_c_listener().await;
                 if answer {
                     api.post(&format!("/v1/replays/{id}/cancel"), &json!({})).await?;
                 } else {
                     eprintln!("still running; Ctrl-C again to cancel");
                 }
             }
+        }
+    }
+}
+
+/// A Ctrl-C listener that is already listening: tokio starts to on the first poll, and a
+/// Ctrl-C before that would go unseen (or, before the first, end the command unasked). So
+/// it is polled once here, before anyone is told to press Ctrl-C.
+async fn ctrl_c_listener() -> Pin<Box<impl Future<Output = std::io::Result<()>>>> {
+    loop {
+        let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+        let listening = tokio::select! {
+            biased;
+            _ = &mut ctrl_c => false,
+            _ = std::future::ready(()) => true,
+        };
+        // A finished listener must not be polled again: one that already fired is replaced.
+        if listening {
+            return ctrl_c;
         }
     }
 }
