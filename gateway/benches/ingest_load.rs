@@ -12,7 +12,8 @@
 //!
 //! Pieces, all in this process except the gateway: a sink handler (axum, answers 200 to every
 //! POST and counts distinct `webhook-id`s), the config and database it writes, the gateway
-//! child process, and the client (reqwest, one pooled keep-alive connection per worker).
+//! child process, and the client (hyper's HTTP/1 connection API, one keep-alive connection per worker;
+//! the probe and the metrics scrape use reqwest).
 
 mod common;
 
@@ -23,7 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
 use common::{Cleanup, Db, Latency, WorkerStats, cpu_share, cpu_snapshot, positive, unix_now, vm_kib};
 use hmac::{KeyInit, Mac};
 use serde_json::json;
@@ -137,10 +141,22 @@ fn stripe_signature(secret: &[u8], t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// One keep-alive HTTP/1 connection to `addr`, ready to send.
+async fn connect(addr: &str) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// One connection's closed loop: post, read the answer, repeat until `deadline`.
 #[allow(clippy::too_many_arguments)]
 async fn worker(
-    client: reqwest::Client,
-    url: Arc<str>,
+    addr: Arc<str>,
+    path: Arc<str>,
     stripe: bool,
     next: Arc<AtomicU64>,
     tag: Arc<str>,
@@ -148,36 +164,39 @@ async fn worker(
     deadline: Instant,
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
+    let mut sender = None;
     while Instant::now() < deadline {
         let n = next.fetch_add(1, Ordering::Relaxed);
         let body = make_body(&tag, n, body_bytes);
-        let mut request = client.post(&*url).header("content-type", "application/json");
+        let mut request = Request::post(&*path).header(HOST, &*addr).header(CONTENT_TYPE, "application/json");
         if stripe {
-            let sig = stripe_signature(STRIPE_SECRET.as_bytes(), unix_now(), body.as_bytes());
-            request = request.header("stripe-signature", sig);
+            request = request.header("stripe-signature", stripe_signature(STRIPE_SECRET.as_bytes(), unix_now(), body.as_bytes()));
         }
+        let request = request.body(Full::new(Bytes::from(body))).expect("a valid request");
         let started = Instant::now();
-        match request.body(body).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                // Read the answer to the end so the connection goes back to the pool.
-                let read = response.bytes().await;
-                let elapsed = started.elapsed();
-                match read {
-                    Ok(_) if status == 200 => {
-                        stats.accepted += 1;
-                        stats.latencies_us.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
-                    }
-                    Ok(_) => *stats.statuses.entry(status).or_default() += 1,
-                    Err(err) => {
-                        stats.errors += 1;
-                        stats.first_error.get_or_insert_with(|| err.to_string());
-                    }
-                }
+        let sent = async {
+            if sender.is_none() {
+                sender = Some(connect(&addr).await?);
             }
+            let conn = sender.as_mut().expect("connected above");
+            conn.ready().await.map_err(|e| e.to_string())?;
+            let response = conn.send_request(request).await.map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            // Read the answer to the end so the connection can carry the next request.
+            response.into_body().collect().await.map_err(|e| e.to_string())?;
+            Ok::<u16, String>(status)
+        }
+        .await;
+        match sent {
+            Ok(200) => {
+                stats.accepted += 1;
+                stats.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            Ok(status) => *stats.statuses.entry(status).or_default() += 1,
             Err(err) => {
                 stats.errors += 1;
-                stats.first_error.get_or_insert_with(|| format!("{err:?}"));
+                stats.first_error.get_or_insert(err);
+                sender = None;
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -198,6 +217,10 @@ async fn scrape_batches(client: &reqwest::Client, base: &str) -> (u64, u64) {
             .and_then(|v| v.parse::<f64>().ok())
             .map_or(0, |v| v as u64)
     };
+    for m in ["hw_tx_body_seconds", "hw_tx_commit_seconds", "hw_tx_wait_seconds", "hw_q_wait_seconds", "hw_q_write_seconds", "hw_q_ack_seconds"] {
+        eprintln!("{m} count {} sum_ms {}", value(&format!("{m}_count")), text.lines().find(|l| l.starts_with(&format!("{m}_sum"))).unwrap_or(""));
+    }
+    eprintln!("results batches {} sum {}", value("hookwarden_results_batch_size_count"), value("hookwarden_results_batch_size_sum"));
     (value("hookwarden_ingest_batch_size_count"), value("hookwarden_ingest_batch_size_sum"))
 }
 
@@ -297,11 +320,13 @@ async fn run_load(args: &Args, tag: &str, db_url: &str, cleanup: &mut Cleanup) -
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let next = Arc::new(AtomicU64::new(1));
     let tag: Arc<str> = tag.into();
+    let addr: Arc<str> = base.trim_start_matches("http://").into();
+    let path: Arc<str> = "/ingest/bench".into();
     let workers: Vec<_> = (0..args.connections)
         .map(|_| {
             tokio::spawn(worker(
-                client.clone(),
-                url.clone(),
+                addr.clone(),
+                path.clone(),
                 args.verify == VerifyKind::Stripe,
                 next.clone(),
                 tag.clone(),
