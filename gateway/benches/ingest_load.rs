@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::header::{CONTENT_TYPE, HOST};
 use axum::http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
 use common::{Cleanup, Db, Latency, WorkerStats, cpu_share, cpu_snapshot, positive, unix_now, vm_kib};
 use hmac::{KeyInit, Mac};
+use http_body_util::{BodyExt, Full};
 use serde_json::json;
 
 const STRIPE_SECRET: &str = "whsec_bench_stripe_endpoint_secret";
@@ -170,7 +170,8 @@ async fn worker(
         let body = make_body(&tag, n, body_bytes);
         let mut request = Request::post(&*path).header(HOST, &*addr).header(CONTENT_TYPE, "application/json");
         if stripe {
-            request = request.header("stripe-signature", stripe_signature(STRIPE_SECRET.as_bytes(), unix_now(), body.as_bytes()));
+            request = request
+                .header("stripe-signature", stripe_signature(STRIPE_SECRET.as_bytes(), unix_now(), body.as_bytes()));
         }
         let request = request.body(Full::new(Bytes::from(body))).expect("a valid request");
         let started = Instant::now();
@@ -217,10 +218,6 @@ async fn scrape_batches(client: &reqwest::Client, base: &str) -> (u64, u64) {
             .and_then(|v| v.parse::<f64>().ok())
             .map_or(0, |v| v as u64)
     };
-    for m in ["hw_tx_body_seconds", "hw_tx_commit_seconds", "hw_tx_wait_seconds", "hw_q_wait_seconds", "hw_q_write_seconds", "hw_q_ack_seconds"] {
-        eprintln!("{m} count {} sum_ms {}", value(&format!("{m}_count")), text.lines().find(|l| l.starts_with(&format!("{m}_sum"))).unwrap_or(""));
-    }
-    eprintln!("results batches {} sum {}", value("hookwarden_results_batch_size_count"), value("hookwarden_results_batch_size_sum"));
     (value("hookwarden_ingest_batch_size_count"), value("hookwarden_ingest_batch_size_sum"))
 }
 
