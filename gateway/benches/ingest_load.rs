@@ -12,7 +12,7 @@
 //!
 //! Pieces, all in this process except the gateway: a sink handler (axum, answers 200 to every
 //! POST and counts distinct `webhook-id`s), the config and database it writes, the gateway
-//! child process, and the client (hyper's HTTP/1 connection API, one keep-alive connection per worker;
+//! child process, and the client (`common::RawConnection`, one keep-alive HTTP/1 connection per worker;
 //! the probe and the metrics scrape use reqwest).
 
 mod common;
@@ -25,11 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::header::{CONTENT_TYPE, HOST};
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::{Cleanup, Db, Latency, WorkerStats, cpu_share, cpu_snapshot, positive, unix_now, vm_kib};
 use hmac::{KeyInit, Mac};
-use http_body_util::{BodyExt, Full};
 use serde_json::json;
 
 const STRIPE_SECRET: &str = "whsec_bench_stripe_endpoint_secret";
@@ -141,22 +139,9 @@ fn stripe_signature(secret: &[u8], t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// One keep-alive HTTP/1 connection to `addr`, ready to send.
-async fn connect(addr: &str) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
-    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
-
 /// One connection's closed loop: post, read the answer, repeat until `deadline`.
-#[allow(clippy::too_many_arguments)]
 async fn worker(
     addr: Arc<str>,
-    path: Arc<str>,
     stripe: bool,
     next: Arc<AtomicU64>,
     tag: Arc<str>,
@@ -164,40 +149,23 @@ async fn worker(
     deadline: Instant,
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
-    let mut sender = None;
+    let mut connection = common::RawConnection::new(addr);
     while Instant::now() < deadline {
         let n = next.fetch_add(1, Ordering::Relaxed);
         let body = make_body(&tag, n, body_bytes);
-        let mut request = Request::post(&*path).header(HOST, &*addr).header(CONTENT_TYPE, "application/json");
-        if stripe {
-            request = request
-                .header("stripe-signature", stripe_signature(STRIPE_SECRET.as_bytes(), unix_now(), body.as_bytes()));
-        }
-        let request = request.body(Full::new(Bytes::from(body))).expect("a valid request");
+        let signature = stripe.then(|| stripe_signature(STRIPE_SECRET.as_bytes(), unix_now(), body.as_bytes()));
+        let headers = std::iter::once(("content-type", "application/json"))
+            .chain(signature.as_deref().map(|sig| ("stripe-signature", sig)));
         let started = Instant::now();
-        let sent = async {
-            if sender.is_none() {
-                sender = Some(connect(&addr).await?);
-            }
-            let conn = sender.as_mut().expect("connected above");
-            conn.ready().await.map_err(|e| e.to_string())?;
-            let response = conn.send_request(request).await.map_err(|e| e.to_string())?;
-            let status = response.status().as_u16();
-            // Read the answer to the end so the connection can carry the next request.
-            response.into_body().collect().await.map_err(|e| e.to_string())?;
-            Ok::<u16, String>(status)
-        }
-        .await;
-        match sent {
-            Ok(200) => {
+        match connection.post("/ingest/bench", headers, Bytes::from(body)).await {
+            Ok((200, _)) => {
                 stats.accepted += 1;
                 stats.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
             }
-            Ok(status) => *stats.statuses.entry(status).or_default() += 1,
+            Ok((status, _)) => *stats.statuses.entry(status).or_default() += 1,
             Err(err) => {
                 stats.errors += 1;
                 stats.first_error.get_or_insert(err);
-                sender = None;
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -318,12 +286,10 @@ async fn run_load(args: &Args, tag: &str, db_url: &str, cleanup: &mut Cleanup) -
     let next = Arc::new(AtomicU64::new(1));
     let tag: Arc<str> = tag.into();
     let addr: Arc<str> = base.trim_start_matches("http://").into();
-    let path: Arc<str> = "/ingest/bench".into();
     let workers: Vec<_> = (0..args.connections)
         .map(|_| {
             tokio::spawn(worker(
                 addr.clone(),
-                path.clone(),
                 args.verify == VerifyKind::Stripe,
                 next.clone(),
                 tag.clone(),

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use common::{
     Cleanup, CpuShare, Db, Latency, WorkerStats, clock_ticks, count_sql, cpu_share, cpu_snapshot, machine_ticks,
     percentile_ms, positive, process_ticks, run_sql, unix_now_ms,
@@ -228,53 +229,41 @@ fn verify_rates(key: &ReceiptKey, signed: &[SignedReceipt], seconds: f64) -> Res
 // ---- the load ----
 
 async fn worker(
-    client: reqwest::Client,
-    url: Arc<str>,
+    addr: Arc<str>,
     receipts: Arc<Vec<SignedReceipt>>,
     next: Arc<AtomicUsize>,
     deadline: Instant,
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
+    let mut connection = common::RawConnection::new(addr);
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(receipt) = receipts.get(i) else { break };
         if Instant::now() >= deadline {
             break;
         }
-        let mut request = client.post(&*url).header("content-type", "application/json");
-        for (name, value) in receipt.headers() {
-            request = request.header(name, value);
-        }
+        let headers = receipt.headers();
+        let headers = std::iter::once(("content-type", "application/json"))
+            .chain(headers.iter().map(|(name, value)| (*name, value.as_str())));
         let started = Instant::now();
-        match request.body(receipt.body.clone()).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let read = response.bytes().await;
-                let elapsed = started.elapsed();
-                match read {
-                    Ok(body) if status == 200 => {
-                        stats.accepted += 1;
-                        stats.latencies_us.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
-                        // Cheap check of the answer: the event is now confirmed.
-                        if !body.windows(21).any(|w| w == br#""outcome":"confirmed""#) {
-                            stats.not_confirmed += 1;
-                        }
-                    }
-                    Ok(body) => {
-                        *stats.statuses.entry(status).or_default() += 1;
-                        stats.first_error.get_or_insert_with(|| {
-                            format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))
-                        });
-                    }
-                    Err(err) => {
-                        stats.errors += 1;
-                        stats.first_error.get_or_insert_with(|| err.to_string());
-                    }
+        match connection.post("/v1/receipts", headers, Bytes::from(receipt.body.clone())).await {
+            Ok((200, body)) => {
+                stats.accepted += 1;
+                stats.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                // Cheap check of the answer: the event is now confirmed.
+                if !body.windows(21).any(|w| w == br#""outcome":"confirmed""#) {
+                    stats.not_confirmed += 1;
                 }
+            }
+            Ok((status, body)) => {
+                *stats.statuses.entry(status).or_default() += 1;
+                stats.first_error.get_or_insert_with(|| {
+                    format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))
+                });
             }
             Err(err) => {
                 stats.errors += 1;
-                stats.first_error.get_or_insert_with(|| format!("{err:?}"));
+                stats.first_error.get_or_insert(err);
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -458,13 +447,13 @@ async fn run_load(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<Op
     let (pid, base) = (gw.pid, gw.base);
     let sink_before = sink.posts.load(Ordering::Relaxed);
 
-    let url: Arc<str> = format!("{base}/v1/receipts").into();
+    let addr: Arc<str> = base.trim_start_matches("http://").into();
     let receipts = Arc::new(receipts);
     let next = Arc::new(AtomicUsize::new(0));
     let before = cpu_snapshot(pid);
     let started = Instant::now();
     let workers: Vec<_> = (0..args.connections)
-        .map(|_| tokio::spawn(worker(client.clone(), url.clone(), receipts.clone(), next.clone(), valid_until)))
+        .map(|_| tokio::spawn(worker(addr.clone(), receipts.clone(), next.clone(), valid_until)))
         .collect();
     let mut all = WorkerStats::default();
     for w in workers {
