@@ -237,7 +237,7 @@ async fn run_load(args: &Args, tag: &str, db_url: &str, cleanup: &mut Cleanup) -
     };
     let source = common::source_toml("bench", &verify, &format!("http://{sink_addr}/webhooks/bench"), "");
     let config = common::gateway_config(port, db_url, None, &[source]);
-    let client = common::http_client(Some(args.connections + 8), Duration::from_secs(60))?;
+    let client = common::http_client(None, Duration::from_secs(60))?;
     // Unlike the other benches, RUST_LOG and HOOKWARDEN_ADMIN_TOKEN pass through to this gateway.
     let gw = common::start_gateway(cleanup, port, &config, &["HOOKWARDEN_CONFIG"], &client).await?;
     let (pid, base, log_path) = (gw.pid, gw.base, gw.log_path);

@@ -441,7 +441,7 @@ async fn run_load(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<Op
     let source =
         common::source_toml("bench", r#"{ kind = "none" }"#, &format!("http://{sink_addr}/webhooks/bench"), &keys);
     let config = common::gateway_config(port, db_url, Some(ADMIN_TOKEN), &[source]);
-    let client = common::http_client(Some(args.connections + 8), Duration::from_secs(60))?;
+    let client = common::http_client(None, Duration::from_secs(60))?;
     let env_remove = ["HOOKWARDEN_CONFIG", "HOOKWARDEN_ADMIN_TOKEN", "RUST_LOG"];
     let gw = common::start_gateway(cleanup, port, &config, &env_remove, &client).await?;
     let (pid, base) = (gw.pid, gw.base);
