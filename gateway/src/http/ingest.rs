@@ -64,7 +64,7 @@ async fn ingest(
     // The commit runs in its own task: a provider that hangs up now cancels this handler,
     // but not the write of an event that already passed every check.
     let commits = app.commits.clone();
-    let committed = tokio::spawn(async move { commits.event(event).await }).await.ok().flatten();
+    let committed = tokio::spawn(Box::pin(async move { commits.event(event).await })).await.ok().flatten();
     let stored = match committed {
         Some(Ok(stored)) => stored,
         Some(Err(err)) => {

@@ -247,10 +247,11 @@ impl Replayer {
                     let me = self.clone();
                     let run = run.clone();
                     let item = item.clone();
-                    tokio::spawn(async move {
+                    // Boxed for the reason the dispatcher's forwards are.
+                    tokio::spawn(Box::pin(async move {
                         me.send_one(&run, &item, event, permit).await;
                         drop(task);
-                    });
+                    }));
                 }
             }
         }
