@@ -75,7 +75,7 @@ impl MemoryLeases {
 }
 
 /// Attempt rows per multi-row statement (10 parameters each).
-pub(super) const ATTEMPT_ROWS: usize = 300;
+pub(super) const ATTEMPT_ROWS: usize = super::PREPARED_ROWS;
 
 /// `INSERT INTO attempts … VALUES (…), (…)` for `rows` attempts, each bound as (event, event,
 /// kind, replay, gateway, started, latency, status, error, excerpt): the attempt's number is

@@ -2,11 +2,11 @@
 //! statement per up to [`ROWS_PER_STATEMENT`] events (a round trip per row would cost more
 //! than the fsync the batch shares).
 
-use super::{Backend, Store, StoreError, or_rollback, row_marks};
+use super::{Backend, PREPARED_ROWS, Store, StoreError, or_rollback, row_marks};
 use crate::domain::{NewEvent, Stored};
 
-/// Rows per `INSERT`: at most 5 parameters each stays well under both backends' limits.
-pub(super) const ROWS_PER_STATEMENT: usize = 500;
+/// Rows per `INSERT`.
+pub(super) const ROWS_PER_STATEMENT: usize = PREPARED_ROWS;
 pub(super) const EXISTING: &str = "SELECT id FROM events WHERE source = $1 AND dedup_key = $2";
 
 /// `INSERT … VALUES (…), (…) … ON CONFLICT DO NOTHING` for `rows` events, each bound as

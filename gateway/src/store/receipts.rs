@@ -69,7 +69,7 @@ const APPLY: &str = "UPDATE events SET receipts = receipts + 1, next_attempt_at 
 /// Event ids per source lookup.
 const SOURCE_LOOKUPS: usize = 500;
 /// Receipt rows per multi-row insert (12 parameters each).
-const RECEIPT_ROWS: usize = 256;
+const RECEIPT_ROWS: usize = super::PREPARED_ROWS;
 /// Event ids per notification (PostgreSQL payloads stay under 8,000 bytes).
 const NOTIFY_IDS: usize = 200;
 
