@@ -48,11 +48,10 @@ async fn ingest(
             .increment(1);
         return Err(ApiError::unauthorized(err.code(), err.to_string()));
     }
-    let json: Option<Value> = serde_json::from_slice(&body).ok();
     let event = NewEvent {
         id: EventId::generate(),
-        dedup_key: source.verifier.dedup_key(source.dedup.as_ref(), &headers, &body, json.as_ref()),
-        event_type: source.verifier.event_type(source.event_type.as_ref(), &headers, json.as_ref()),
+        dedup_key: source.verifier.dedup_key(source.dedup.as_ref(), &headers, &body),
+        event_type: source.verifier.event_type(source.event_type.as_ref(), &headers, &body),
         source: source_name.clone(),
         received_at: now_ms,
         headers: headers
