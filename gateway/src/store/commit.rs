@@ -19,7 +19,7 @@ use super::delivery::{
 };
 use super::ingest::{EXISTING, ROWS_PER_STATEMENT, insert_payloads_sql, insert_sql};
 use super::{
-    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, Store, StoreError, Workers, keep_prepared,
+    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, SqlTexts, Store, StoreError, Workers, keep_prepared,
     replace_if_failed, row_marks, with_writer,
 };
 use crate::domain::{EventId, NewEvent, Stored};
@@ -86,7 +86,7 @@ impl Store {
 
                 let mut inserted: HashSet<&str> = HashSet::with_capacity(events.len());
                 for (chunk, chunk_headers) in events.chunks(ROWS_PER_STATEMENT).zip(headers.chunks(ROWS_PER_STATEMENT)) {
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql(backend, chunk.len())))
+                    let mut query = sqlx::query(INSERT_EVENTS.get(backend, chunk.len()))
                         .persistent(keep_prepared(chunk.len()));
                     for event in chunk {
                         query = query
@@ -114,7 +114,7 @@ impl Store {
                     let fresh: Vec<(&NewEvent, &String)> =
                         chunk.iter().zip(chunk_headers).filter(|(e, _)| new.contains(e.id.as_str())).collect();
                     if !fresh.is_empty() {
-                        let mut payloads = sqlx::query(sqlx::AssertSqlSafe(insert_payloads_sql(backend, fresh.len())))
+                        let mut payloads = sqlx::query(INSERT_PAYLOADS.get(backend, fresh.len()))
                             .persistent(keep_prepared(fresh.len()));
                         for (event, headers) in &fresh {
                             payloads = payloads.bind(event.id.as_str()).bind(headers.as_str()).bind(&event.body[..]);
@@ -137,7 +137,7 @@ impl Store {
                 }
 
                 for chunk in attempts.chunks(ATTEMPT_ROWS) {
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_attempts_sql(backend, chunk.len())))
+                    let mut query = sqlx::query(INSERT_ATTEMPTS.get(backend, chunk.len()))
                         .persistent(keep_prepared(chunk.len()));
                     for r in chunk {
                         query = query
@@ -190,8 +190,7 @@ impl Store {
                             _ => 0,
                         }).max().unwrap_or(0);
                         if memory.is_some() {
-                            let sql = format!("{DELIVERED_MANY_SQLITE} {}", row_marks(backend, 1, chunk.len(), 2));
-                            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                            let mut query = sqlx::query(DELIVERED_SQLITE.get(backend, chunk.len()))
                                 .persistent(keep_prepared(chunk.len()))
                                 .bind(at);
                             for (_, r) in chunk {
@@ -200,9 +199,8 @@ impl Store {
                             query.execute(&mut *tx).await?;
                             continue;
                         }
-                        let sql = format!("{DELIVERED_MANY} {} RETURNING id", row_marks(backend, 1, chunk.len(), 3));
                         let mut query =
-                            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                            sqlx::query_scalar::<_, String>(DELIVERED_OWNED.get(backend, chunk.len()))
                                 .persistent(keep_prepared(chunk.len()))
                                 .bind(at)
                                 .bind(&chunk[0].1.gateway);
@@ -239,6 +237,14 @@ impl Store {
         Ok((stored, held))
     }
 }
+
+static INSERT_EVENTS: SqlTexts = SqlTexts::new(insert_sql);
+static INSERT_PAYLOADS: SqlTexts = SqlTexts::new(insert_payloads_sql);
+static INSERT_ATTEMPTS: SqlTexts = SqlTexts::new(insert_attempts_sql);
+static DELIVERED_SQLITE: SqlTexts =
+    SqlTexts::new(|backend, rows| format!("{DELIVERED_MANY_SQLITE} {}", row_marks(backend, 1, rows, 2)));
+static DELIVERED_OWNED: SqlTexts =
+    SqlTexts::new(|backend, rows| format!("{DELIVERED_MANY} {} RETURNING id", row_marks(backend, 1, rows, 3)));
 
 /// One write waiting for a group commit.
 enum Write {

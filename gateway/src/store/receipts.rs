@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use sqlx::Row;
 
 use super::{
-    Backend, Store, StoreError, keep_prepared, mark, or_rollback, replace_if_failed, row_marks, with_pool, with_writer,
+    Backend, SqlTexts, Store, StoreError, keep_prepared, mark, or_rollback, replace_if_failed, row_marks, with_pool,
+    with_writer,
 };
 use crate::domain::{EventId, Outcome};
 
@@ -72,6 +73,9 @@ const SOURCE_LOOKUPS: usize = 500;
 const RECEIPT_ROWS: usize = super::PREPARED_ROWS;
 /// Event ids per notification (PostgreSQL payloads stay under 8,000 bytes).
 const NOTIFY_IDS: usize = 200;
+
+static INSERT_RECEIPTS: SqlTexts = SqlTexts::new(insert_receipts_sql);
+static CONFIRM_MANY: SqlTexts = SqlTexts::new(confirm_many_sql);
 
 /// Confirms `rows` events by their `applied` receipts (distinct events only), bound as the
 /// time, then the event ids.
@@ -196,8 +200,7 @@ impl Store {
                 let mut new_ones: HashSet<String> = HashSet::new();
                 if set_based {
                     for chunk in batch.chunks(RECEIPT_ROWS) {
-                        let sql = insert_receipts_sql(backend, chunk.len());
-                        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                        let mut query = sqlx::query_scalar::<_, String>(INSERT_RECEIPTS.get(backend, chunk.len()))
                             .persistent(keep_prepared(chunk.len()));
                         for r in chunk {
                             query = bind_receipt!(query, r);
@@ -207,7 +210,7 @@ impl Store {
                     let applied: Vec<&NewReceipt> =
                         batch.iter().filter(|r| r.status == "applied" && new_ones.contains(&r.receipt_id)).collect();
                     for chunk in applied.chunks(RECEIPT_ROWS) {
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(confirm_many_sql(backend, chunk.len())))
+                        let mut query = sqlx::query(CONFIRM_MANY.get(backend, chunk.len()))
                             .persistent(keep_prepared(chunk.len()))
                             .bind(chunk.iter().map(|r| r.received_at).max());
                         for r in chunk {
