@@ -298,6 +298,9 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
     if !(forward_to.starts_with("http://") || forward_to.starts_with("https://")) {
         return Err(err(format!("forward_to `{forward_to}` is not an http(s) URL")));
     }
+    if let Err(e) = reqwest::Url::parse(&forward_to) {
+        return Err(err(format!("forward_to `{forward_to}` is not a valid URL: {e}")));
+    }
     let rungs = match s.retry_ladder {
         Some(rungs) => rungs.iter().map(|r| parse_duration(r, "retry_ladder")).collect::<Result<Vec<_>, _>>()?,
         None => RetryLadder::default_rungs(),
@@ -421,5 +424,8 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         let bad_kind = BASE.replace("kind = \"stripe\"", "kind = \"paypal\"");
         let err = Config::parse(&bad_kind, &|_| Some("s".into())).unwrap_err().to_string();
         assert!(err.contains("paypal"), "{err}");
+        let bad_url = BASE.replace("http://127.0.0.1:3000/hook", "http://127.0.0.1:99999/hook");
+        let err = Config::parse(&bad_url, &|_| Some("s".into())).unwrap_err().to_string();
+        assert!(err.contains("not a valid URL"), "{err}");
     }
 }

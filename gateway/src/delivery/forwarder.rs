@@ -5,7 +5,17 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use receipts_sdk::receipt;
 use receipts_sdk::webhook::WebhookSecret;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
+
+// The forward's header names, made once (a name given as text is parsed on every send).
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const ATTEMPT: HeaderName = HeaderName::from_static("hookwarden-attempt");
+const SOURCE: HeaderName = HeaderName::from_static("hookwarden-source");
+const REPLAY_ID: HeaderName = HeaderName::from_static("hookwarden-replay-id");
 
 /// Longest excerpt of a handler's response kept with an attempt.
 const EXCERPT_BYTES: usize = 512;
@@ -22,7 +32,8 @@ pub fn idempotency_key(source: &str, dedup_key: &str) -> String {
 
 /// Everything one forward needs.
 pub struct ForwardRequest<'a> {
-    pub url: &'a str,
+    /// Parsed once per source (or replay), not per send.
+    pub url: &'a reqwest::Url,
     pub event_id: &'a str,
     pub source: &'a str,
     pub idempotency_key: &'a str,
@@ -111,16 +122,16 @@ impl Forwarder {
             .unwrap_or("application/json");
         let mut builder = self
             .client
-            .post(req.url)
-            .header("content-type", content_type)
-            .header("webhook-id", req.event_id)
-            .header("webhook-timestamp", req.now_secs.to_string())
-            .header("webhook-signature", signature)
-            .header("idempotency-key", req.idempotency_key)
-            .header("hookwarden-attempt", req.attempt.to_string())
-            .header("hookwarden-source", req.source);
+            .post(req.url.clone())
+            .header(CONTENT_TYPE, content_type)
+            .header(WEBHOOK_ID, req.event_id)
+            .header(WEBHOOK_TIMESTAMP, HeaderValue::from(req.now_secs))
+            .header(WEBHOOK_SIGNATURE, signature)
+            .header(IDEMPOTENCY_KEY, req.idempotency_key)
+            .header(ATTEMPT, HeaderValue::from(req.attempt))
+            .header(SOURCE, req.source);
         if let Some(replay_id) = req.replay_id {
-            builder = builder.header("hookwarden-replay-id", replay_id);
+            builder = builder.header(REPLAY_ID, replay_id);
         }
         let started = Instant::now();
         let result = builder.body(req.body).send().await;

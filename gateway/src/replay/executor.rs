@@ -324,12 +324,22 @@ impl Replayer {
             run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
             return;
         }
+        let url = match reqwest::Url::parse(run.destination.as_deref().unwrap_or(&source.forward_to)) {
+            Ok(url) => url,
+            Err(err) => {
+                drop(hold);
+                let mut failed = item_result(item.seq, "failed", self.clock.now_ms());
+                failed.error = Some(format!("the destination is not a URL: {err}"));
+                run.finish(failed).await;
+                return;
+            }
+        };
         let started_at = self.clock.now_ms();
         let key = idempotency_key(&event.source, &event.dedup_key);
         let result = self
             .forwarder
             .send(ForwardRequest {
-                url: run.destination.as_deref().unwrap_or(&source.forward_to),
+                url: &url,
                 event_id: item.event_id.as_str(),
                 source: &event.source,
                 idempotency_key: &key,
