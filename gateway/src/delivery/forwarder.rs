@@ -3,19 +3,19 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use receipts_sdk::receipt;
 use receipts_sdk::webhook::WebhookSecret;
+use receipts_sdk::{forwarded, receipt};
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
-// The forward's header names, made once (a name given as text is parsed on every send).
-const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
-const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
-const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-const ATTEMPT: HeaderName = HeaderName::from_static("hookwarden-attempt");
-const SOURCE: HeaderName = HeaderName::from_static("hookwarden-source");
-const REPLAY_ID: HeaderName = HeaderName::from_static("hookwarden-replay-id");
+// The SDK's header names as `HeaderName`s, made once (a name given as text is parsed on every send).
+const WEBHOOK_ID: HeaderName = HeaderName::from_static(forwarded::HEADER_WEBHOOK_ID);
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static(forwarded::HEADER_WEBHOOK_TIMESTAMP);
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static(forwarded::HEADER_WEBHOOK_SIGNATURE);
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(forwarded::HEADER_IDEMPOTENCY_KEY);
+const ATTEMPT: HeaderName = HeaderName::from_static(forwarded::HEADER_ATTEMPT);
+const SOURCE: HeaderName = HeaderName::from_static(forwarded::HEADER_SOURCE);
+const REPLAY_ID: HeaderName = HeaderName::from_static(forwarded::HEADER_REPLAY_ID);
 
 /// Longest excerpt of a handler's response kept with an attempt.
 const EXCERPT_BYTES: usize = 512;
