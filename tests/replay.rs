@@ -9,7 +9,7 @@ use receipts_sdk::receipt::Receipt;
 use serde_json::{Value, json};
 
 use crate::support::receiver::Behaviour;
-use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, sign};
+use crate::support::{ADMIN_TOKEN, Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, sign};
 
 const SINCE: &str = "2000-01-01T00:00:00Z";
 
@@ -112,6 +112,14 @@ async fn refusals_say_what_is_wrong() {
         op(),
         403,
         "role_insufficient",
+    )
+    .await;
+    let admin = || Some(ADMIN_TOKEN.to_string());
+    check(
+        json!({ "source": "orders", "since": SINCE, "to": "http://127.0.0.1:99999/x" }),
+        admin(),
+        400,
+        "invalid_request",
     )
     .await;
     check(json!({ "source": "nope", "since": SINCE }), op(), 404, "source_unknown").await;

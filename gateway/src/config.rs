@@ -80,6 +80,8 @@ pub struct SourceConfig {
     pub name: String,
     pub verifier: Verifier,
     pub forward_to: String,
+    /// `forward_to`, parsed once here for every forward.
+    pub forward_url: reqwest::Url,
     pub signing_secret: WebhookSecret,
     pub receipt_keys: Vec<ReceiptKeyConfig>,
     pub ladder: RetryLadder,
@@ -298,9 +300,8 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
     if !(forward_to.starts_with("http://") || forward_to.starts_with("https://")) {
         return Err(err(format!("forward_to `{forward_to}` is not an http(s) URL")));
     }
-    if let Err(e) = reqwest::Url::parse(&forward_to) {
-        return Err(err(format!("forward_to `{forward_to}` is not a valid URL: {e}")));
-    }
+    let forward_url = reqwest::Url::parse(&forward_to)
+        .map_err(|e| err(format!("forward_to `{forward_to}` is not a valid URL: {e}")))?;
     let rungs = match s.retry_ladder {
         Some(rungs) => rungs.iter().map(|r| parse_duration(r, "retry_ladder")).collect::<Result<Vec<_>, _>>()?,
         None => RetryLadder::default_rungs(),
@@ -322,6 +323,7 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
     Ok(SourceConfig {
         verifier,
         forward_to,
+        forward_url,
         signing_secret,
         receipt_keys: s.receipt_keys,
         ladder,

@@ -27,7 +27,6 @@ const ORPHAN_RETRY_MS: i64 = 3_600_000;
 
 struct Lane {
     source: SourceConfig,
-    url: reqwest::Url,
     permits: Arc<Semaphore>,
 }
 
@@ -77,10 +76,7 @@ impl Dispatcher {
         let lanes = config
             .sources
             .iter()
-            .map(|s| {
-                let url = reqwest::Url::parse(&s.forward_to).expect("forward_to is checked when the config loads");
-                (s.name.clone(), Lane { source: s.clone(), url, permits: Arc::new(Semaphore::new(s.max_in_flight)) })
-            })
+            .map(|s| (s.name.clone(), Lane { source: s.clone(), permits: Arc::new(Semaphore::new(s.max_in_flight)) }))
             .collect();
         Arc::new(Self {
             store,
@@ -211,7 +207,7 @@ impl Dispatcher {
         let result = self
             .forwarder
             .send(ForwardRequest {
-                url: &lane.url,
+                url: &lane.source.forward_url,
                 event_id: due.event_id.as_str(),
                 source: &due.source,
                 idempotency_key: &key,

@@ -187,7 +187,7 @@ impl Replayer {
         let concurrency = self.settings.concurrency.min(job.rate.ceil().max(1.0) as usize) as u32;
         let run = Arc::new(JobRun {
             id: job.id.clone(),
-            destination: job.destination.clone(),
+            destination: job.destination.as_deref().map(|to| reqwest::Url::parse(to).map_err(|e| e.to_string())),
             eligible,
             rate: AdaptiveRate::new(job.rate),
             receipted: Mutex::new(HashSet::new()),
@@ -324,9 +324,10 @@ impl Replayer {
             run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
             return;
         }
-        let url = match reqwest::Url::parse(run.destination.as_deref().unwrap_or(&source.forward_to)) {
-            Ok(url) => url,
-            Err(err) => {
+        let url = match &run.destination {
+            None => &source.forward_url,
+            Some(Ok(url)) => url,
+            Some(Err(err)) => {
                 drop(hold);
                 let mut failed = item_result(item.seq, "failed", self.clock.now_ms());
                 failed.error = Some(format!("the destination is not a URL: {err}"));
@@ -339,7 +340,7 @@ impl Replayer {
         let result = self
             .forwarder
             .send(ForwardRequest {
-                url: &url,
+                url,
                 event_id: item.event_id.as_str(),
                 source: &event.source,
                 idempotency_key: &key,
@@ -407,7 +408,9 @@ impl Replayer {
 /// One job's running state on this gateway.
 struct JobRun {
     id: String,
-    destination: Option<String>,
+    /// Another destination than the sources' own, parsed once; checked when the replay was
+    /// planned, so an error here is a job stored before that check.
+    destination: Option<Result<reqwest::Url, String>>,
     eligible: HashSet<Outcome>,
     rate: AdaptiveRate,
     /// Events whose receipts were announced since the run started.

@@ -236,6 +236,9 @@ pub async fn plan(
         if !(to.starts_with("http://") || to.starts_with("https://")) {
             return Err(PlanError::Invalid(format!("`to` `{to}` is not an http(s) URL")));
         }
+        if let Err(e) = reqwest::Url::parse(to) {
+            return Err(PlanError::Invalid(format!("`to` `{to}` is not a valid URL: {e}")));
+        }
     }
     if live && request.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
         return Err(PlanError::ReasonMissing);
