@@ -30,11 +30,12 @@ pub enum Workers {
     /// This many tasks on the shared runtime, each with a batch in flight: for PostgreSQL,
     /// which commits concurrent transactions in parallel.
     Shared(usize),
-    /// One task on a thread of its own, for the busiest queue on SQLite's single writer. Each
-    /// statement is a round trip to the database's thread; on the shared runtime the task's
-    /// turn after each one waited behind request handling. Measured on the ingest path: the
-    /// transaction held the writer ~30% shorter and ingest ran ~17% faster. (The receipts
-    /// queue measured slightly slower on its own thread, so it stays shared.)
+    /// One task on a thread of its own, for the busiest queue on SQLite's single writer: the
+    /// ingest group commit, which runs its transaction synchronously on this thread (see
+    /// `commit_sqlite`) and so must not block a worker of the shared runtime. (Through sqlx,
+    /// when each statement was a round trip, this thread alone made ingest ~17% faster. The
+    /// receipts queue, still on sqlx, measured slightly slower on its own thread and stays
+    /// shared.)
     OwnThread(&'static str),
 }
 

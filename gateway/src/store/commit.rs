@@ -4,23 +4,22 @@
 //! gateway a turn and an fsync. Committing a cycle's new events together with the results of
 //! the deliveries that finished meanwhile pays that once, and leaves both fully durable.
 //!
-//! Multi-row statements go in chunks of at most `PREPARED_ROWS` rows, and every row count
-//! stays prepared (`keep_prepared`, here and for receipts): each count is a text of its own,
-//! and parsing it afresh on most commits was ~12% of the instructions per ingested event.
-//! (Chunks of up to 500 rows were once left unprepared instead: a cache full of such big
-//! statements held tens of MiB.)
+//! On SQLite the commit task runs the transaction itself on the writer's handle
+//! ([`super::commit_sqlite`]). On PostgreSQL it goes through sqlx in multi-row statements,
+//! chunks of at most `PREPARED_ROWS` rows with every row count kept prepared
+//! (`keep_prepared`, here and for receipts): each count is a text of its own, and parsing it
+//! afresh on most commits was ~12% of the instructions per ingested event.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::delivery::{
-    ATTEMPT_ROWS, DELIVERED_MANY, DELIVERED_MANY_SQLITE, EXHAUSTED, OWNED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY,
-    insert_attempts_sql,
+    ATTEMPT_ROWS, DELIVERED_MANY, EXHAUSTED, OWNED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY, insert_attempts_sql,
 };
 use super::ingest::{EXISTING, ROWS_PER_STATEMENT, insert_payloads_sql, insert_sql};
 use super::{
-    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, SqlTexts, Store, StoreError, Workers, keep_prepared,
-    replace_if_failed, row_marks, with_writer,
+    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, SqlTexts, Store, StoreError, Workers, commit_sqlite,
+    keep_prepared, row_marks,
 };
 use crate::domain::{EventId, NewEvent, Stored};
 
@@ -31,8 +30,8 @@ impl Store {
     /// stored again and answers the first event's id. Attempts: `true` when the gateway still
     /// held the event's lease and the schedule was updated; `false` when the lease had passed
     /// to another gateway, which then owns the schedule (the attempt is recorded either way).
-    /// A 2xx, the common case, costs one statement per batch; its `delivered_at` is the
-    /// batch's latest time.
+    /// On PostgreSQL a 2xx, the common case, costs one statement per batch; its
+    /// `delivered_at` is the batch's latest time.
     pub async fn commit_group(
         &self,
         events: &[NewEvent],
@@ -57,192 +56,194 @@ impl Store {
         attempts: &[AttemptRecord],
         relaxed: bool,
     ) -> Result<(Vec<Stored>, Vec<bool>), StoreError> {
-        let relaxed = relaxed && self.backend() == Backend::Sqlite;
         let headers: Vec<String> =
             events.iter().map(|e| serde_json::to_string(&e.headers).expect("headers serialise")).collect();
-        // SQLite keeps leases in memory: they are checked here, before the transaction.
-        // PostgreSQL keeps them in the rows: each update checks its own, in the transaction.
-        let memory = match &self.pool {
-            Pool::Sqlite { leases, .. } => Some(leases),
-            Pool::Postgres(_) => None,
-        };
-        let mut held: Vec<bool> = attempts
-            .iter()
-            .map(|r| match (memory, r.completion) {
-                (_, Completion::Replayed { .. }) => true,
-                (Some(leases), _) => leases.owned_by(r.event_id.as_str(), &r.gateway),
-                (None, _) => false,
-            })
-            .collect();
-        let mut stored = Vec::with_capacity(events.len());
-        let backend = self.backend();
-        with_writer!(self, pool => {
-            let mut conn = pool.acquire().await?;
-            if relaxed {
-                sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-            }
-            let written = async {
-                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-
-                let mut inserted: HashSet<&str> = HashSet::with_capacity(events.len());
-                for (chunk, chunk_headers) in events.chunks(ROWS_PER_STATEMENT).zip(headers.chunks(ROWS_PER_STATEMENT)) {
-                    let mut query = sqlx::query(INSERT_EVENTS.get(backend, chunk.len()))
-                        .persistent(keep_prepared(chunk.len()));
-                    for event in chunk {
-                        query = query
-                            .bind(event.id.as_str())
-                            .bind(&event.source)
-                            .bind(&event.dedup_key)
-                            .bind(event.event_type.as_deref())
-                            .bind(event.received_at)
-                            .bind(event.received_at);
-                    }
-                    let rows = query.execute(&mut *tx).await?.rows_affected() as usize;
-                    // Usually nothing repeats and every row went in: no need to ask which.
-                    let new: HashSet<&str> = if rows == chunk.len() {
-                        chunk.iter().map(|e| e.id.as_str()).collect()
-                    } else {
-                        let sql = format!("SELECT id FROM events WHERE id IN {}", row_marks(backend, 1, chunk.len(), 1));
-                        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-                            .persistent(keep_prepared(chunk.len()));
-                        for event in chunk {
-                            query = query.bind(event.id.as_str());
-                        }
-                        let found: HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
-                        chunk.iter().map(|e| e.id.as_str()).filter(|id| found.contains(*id)).collect()
-                    };
-                    let fresh: Vec<(&NewEvent, &String)> =
-                        chunk.iter().zip(chunk_headers).filter(|(e, _)| new.contains(e.id.as_str())).collect();
-                    if !fresh.is_empty() {
-                        let mut payloads = sqlx::query(INSERT_PAYLOADS.get(backend, fresh.len()))
-                            .persistent(keep_prepared(fresh.len()));
-                        for (event, headers) in &fresh {
-                            payloads = payloads.bind(event.id.as_str()).bind(headers.as_str()).bind(&event.body[..]);
-                        }
-                        payloads.execute(&mut *tx).await?;
-                    }
-                    inserted.extend(new);
-                }
-                for event in events {
-                    if inserted.contains(event.id.as_str()) {
-                        stored.push(Stored::New(event.id.clone()));
-                        continue;
-                    }
-                    let id: String = sqlx::query_scalar(EXISTING)
-                        .bind(&event.source)
-                        .bind(&event.dedup_key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    stored.push(Stored::Duplicate(EventId::from_stored(id)));
-                }
-
-                for chunk in attempts.chunks(ATTEMPT_ROWS) {
-                    let mut query = sqlx::query(INSERT_ATTEMPTS.get(backend, chunk.len()))
-                        .persistent(keep_prepared(chunk.len()));
-                    for r in chunk {
-                        query = query
-                            .bind(r.event_id.as_str())
-                            .bind(r.event_id.as_str())
-                            .bind(r.kind.as_str())
-                            .bind(r.replay_id.as_deref())
-                            .bind(&r.gateway)
-                            .bind(r.started_at)
-                            .bind(r.latency_ms)
-                            .bind(r.status_code)
-                            .bind(r.error.as_deref())
-                            .bind(r.response_excerpt.as_deref());
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                let leased = |sql: &str| if memory.is_some() { sql.to_string() } else { format!("{sql}{OWNED}") };
-                let mut delivered: Vec<(usize, &AttemptRecord)> = Vec::new();
-                for (i, r) in attempts.iter().enumerate() {
-                    if memory.is_some() && !held[i] {
-                        continue;
-                    }
-                    let on_schedule = !matches!(r.completion, Completion::Replayed { .. });
-                    let update = match r.completion {
-                        Completion::Delivered { .. } => {
-                            delivered.push((i, r));
-                            continue;
-                        }
-                        Completion::RetryAt(at) => sqlx::query(sqlx::AssertSqlSafe(leased(RETRY))).bind(r.event_id.as_str()).bind(at),
-                        Completion::Exhausted => sqlx::query(sqlx::AssertSqlSafe(leased(EXHAUSTED)))
-                            .bind(r.event_id.as_str())
-                            .bind(crate::domain::EXHAUSTED_ERROR_CODE),
-                        Completion::Replayed { delivered_at: Some(at) } => {
-                            sqlx::query(sqlx::AssertSqlSafe(REPLAY_DELIVERED.to_string())).bind(r.event_id.as_str()).bind(at)
-                        }
-                        Completion::Replayed { delivered_at: None } => {
-                            sqlx::query(sqlx::AssertSqlSafe(REPLAY_FAILED.to_string())).bind(r.event_id.as_str())
-                        }
-                    };
-                    let update = if memory.is_none() && on_schedule { update.bind(&r.gateway) } else { update };
-                    let updated = update.execute(&mut *tx).await?.rows_affected() == 1;
-                    held[i] = held[i] || updated;
-                }
-                // Delivered (the hot path): one UPDATE per gateway and chunk.
-                delivered.sort_by(|a, b| a.1.gateway.cmp(&b.1.gateway));
-                for group in delivered.chunk_by(|a, b| a.1.gateway == b.1.gateway) {
-                    for chunk in group.chunks(ATTEMPT_ROWS) {
-                        let at = chunk.iter().map(|(_, r)| match r.completion {
-                            Completion::Delivered { at } => at,
-                            _ => 0,
-                        }).max().unwrap_or(0);
-                        if memory.is_some() {
-                            let mut query = sqlx::query(DELIVERED_SQLITE.get(backend, chunk.len()))
-                                .persistent(keep_prepared(chunk.len()))
-                                .bind(at);
-                            for (_, r) in chunk {
-                                query = query.bind(r.event_id.as_str());
-                            }
-                            query.execute(&mut *tx).await?;
-                            continue;
-                        }
-                        let mut query =
-                            sqlx::query_scalar::<_, String>(DELIVERED_OWNED.get(backend, chunk.len()))
-                                .persistent(keep_prepared(chunk.len()))
-                                .bind(at)
-                                .bind(&chunk[0].1.gateway);
-                        for (_, r) in chunk {
-                            query = query.bind(r.event_id.as_str());
-                        }
-                        let updated: HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
-                        for (i, r) in chunk {
-                            held[*i] = updated.contains(r.event_id.as_str());
-                        }
-                    }
-                }
-                tx.commit().await?;
-                Ok::<(), StoreError>(())
-            }
-            .await;
-            replace_if_failed(&mut conn, backend, &written);
-            if relaxed && let Err(err) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
-                // Never hand a relaxed connection back to writes that need durability.
-                conn.close_on_drop();
-                return Err(err.into());
-            }
-            written?;
-        });
-        // A lease ends only once the result is committed: a claim in between would resend.
-        if let Some(leases) = memory {
-            leases.release(
-                attempts
+        match &self.pool {
+            Pool::Sqlite { write, leases, .. } => {
+                // Leases live in memory on SQLite: checked before the transaction.
+                let held: Vec<bool> = attempts
                     .iter()
-                    .filter(|r| !matches!(r.completion, Completion::Replayed { .. }))
-                    .map(|r| (r.gateway.as_str(), r.event_id.as_str())),
-            );
+                    .map(|r| match r.completion {
+                        Completion::Replayed { .. } => true,
+                        _ => leases.owned_by(r.event_id.as_str(), &r.gateway),
+                    })
+                    .collect();
+                let mut conn = write.acquire().await?;
+                let mut handle = conn.lock_handle().await?;
+                let written = off_the_runtime(|| {
+                    // SAFETY: sqlx makes no call on the handle while `handle` is locked, and
+                    // `db` (which does not close a handle it did not open) and its statements
+                    // are gone before `handle` is unlocked.
+                    let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+                    let written = commit_sqlite::write_group(&db, events, &headers, attempts, &held, relaxed);
+                    // A connection left inside a transaction (its rollback failed) or relaxed
+                    // (its setting could not be restored) must not serve another write.
+                    Ok::<_, rusqlite::Error>((written, db.is_autocommit()))
+                });
+                drop(handle);
+                let (written, clean) = match written {
+                    Ok(answer) => answer,
+                    Err(err) => (Err(err), true),
+                };
+                if written.is_err() || !clean {
+                    conn.close_on_drop();
+                }
+                let stored = written?;
+                // A lease ends only once the result is committed: a claim in between would resend.
+                leases.release(
+                    attempts
+                        .iter()
+                        .filter(|r| !matches!(r.completion, Completion::Replayed { .. }))
+                        .map(|r| (r.gateway.as_str(), r.event_id.as_str())),
+                );
+                Ok((stored, held))
+            }
+            Pool::Postgres(pool) => write_postgres(pool, events, &headers, attempts).await,
         }
-        Ok((stored, held))
     }
+}
+
+/// Runs `f`, which blocks on the SQLite file, so that it holds up no other task: on the
+/// multi-threaded runtime the worker's other tasks move elsewhere meanwhile. The ingest
+/// group commit runs on a thread of its own (a current-thread runtime) and just blocks.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The group commit on PostgreSQL: multi-row statements through sqlx, each schedule update
+/// checking the lease in its row (several gateways share the database).
+async fn write_postgres(
+    pool: &sqlx::PgPool,
+    events: &[NewEvent],
+    headers: &[String],
+    attempts: &[AttemptRecord],
+) -> Result<(Vec<Stored>, Vec<bool>), StoreError> {
+    let backend = Backend::Postgres;
+    let mut held: Vec<bool> = attempts.iter().map(|r| matches!(r.completion, Completion::Replayed { .. })).collect();
+    let mut stored = Vec::with_capacity(events.len());
+    let mut tx = pool.begin().await?;
+
+    let mut inserted: HashSet<&str> = HashSet::with_capacity(events.len());
+    for (chunk, chunk_headers) in events.chunks(ROWS_PER_STATEMENT).zip(headers.chunks(ROWS_PER_STATEMENT)) {
+        let mut query = sqlx::query(INSERT_EVENTS.get(backend, chunk.len())).persistent(keep_prepared(chunk.len()));
+        for event in chunk {
+            query = query
+                .bind(event.id.as_str())
+                .bind(&event.source)
+                .bind(&event.dedup_key)
+                .bind(event.event_type.as_deref())
+                .bind(event.received_at)
+                .bind(event.received_at);
+        }
+        let rows = query.execute(&mut *tx).await?.rows_affected() as usize;
+        // Usually nothing repeats and every row went in: no need to ask which.
+        let new: HashSet<&str> = if rows == chunk.len() {
+            chunk.iter().map(|e| e.id.as_str()).collect()
+        } else {
+            let sql = format!("SELECT id FROM events WHERE id IN {}", row_marks(backend, 1, chunk.len(), 1));
+            let mut query =
+                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(keep_prepared(chunk.len()));
+            for event in chunk {
+                query = query.bind(event.id.as_str());
+            }
+            let found: HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
+            chunk.iter().map(|e| e.id.as_str()).filter(|id| found.contains(*id)).collect()
+        };
+        let fresh: Vec<(&NewEvent, &String)> =
+            chunk.iter().zip(chunk_headers).filter(|(e, _)| new.contains(e.id.as_str())).collect();
+        if !fresh.is_empty() {
+            let mut payloads =
+                sqlx::query(INSERT_PAYLOADS.get(backend, fresh.len())).persistent(keep_prepared(fresh.len()));
+            for (event, headers) in &fresh {
+                payloads = payloads.bind(event.id.as_str()).bind(headers.as_str()).bind(&event.body[..]);
+            }
+            payloads.execute(&mut *tx).await?;
+        }
+        inserted.extend(new);
+    }
+    for event in events {
+        if inserted.contains(event.id.as_str()) {
+            stored.push(Stored::New(event.id.clone()));
+            continue;
+        }
+        let id: String =
+            sqlx::query_scalar(EXISTING).bind(&event.source).bind(&event.dedup_key).fetch_one(&mut *tx).await?;
+        stored.push(Stored::Duplicate(EventId::from_stored(id)));
+    }
+
+    for chunk in attempts.chunks(ATTEMPT_ROWS) {
+        let mut query = sqlx::query(INSERT_ATTEMPTS.get(backend, chunk.len())).persistent(keep_prepared(chunk.len()));
+        for r in chunk {
+            query = query
+                .bind(r.event_id.as_str())
+                .bind(r.event_id.as_str())
+                .bind(r.kind.as_str())
+                .bind(r.replay_id.as_deref())
+                .bind(&r.gateway)
+                .bind(r.started_at)
+                .bind(r.latency_ms)
+                .bind(r.status_code)
+                .bind(r.error.as_deref())
+                .bind(r.response_excerpt.as_deref());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    let owned = |sql: &str| sqlx::AssertSqlSafe(format!("{sql}{OWNED}"));
+    let mut delivered: Vec<(usize, &AttemptRecord)> = Vec::new();
+    for (i, r) in attempts.iter().enumerate() {
+        let update = match r.completion {
+            Completion::Delivered { .. } => {
+                delivered.push((i, r));
+                continue;
+            }
+            Completion::RetryAt(at) => sqlx::query(owned(RETRY)).bind(r.event_id.as_str()).bind(at).bind(&r.gateway),
+            Completion::Exhausted => sqlx::query(owned(EXHAUSTED))
+                .bind(r.event_id.as_str())
+                .bind(crate::domain::EXHAUSTED_ERROR_CODE)
+                .bind(&r.gateway),
+            Completion::Replayed { delivered_at: Some(at) } => {
+                sqlx::query(REPLAY_DELIVERED).bind(r.event_id.as_str()).bind(at)
+            }
+            Completion::Replayed { delivered_at: None } => sqlx::query(REPLAY_FAILED).bind(r.event_id.as_str()),
+        };
+        let updated = update.execute(&mut *tx).await?.rows_affected() == 1;
+        held[i] = held[i] || updated;
+    }
+    // Delivered (the hot path): one UPDATE per gateway and chunk.
+    delivered.sort_by(|a, b| a.1.gateway.cmp(&b.1.gateway));
+    for group in delivered.chunk_by(|a, b| a.1.gateway == b.1.gateway) {
+        for chunk in group.chunks(ATTEMPT_ROWS) {
+            let at = chunk
+                .iter()
+                .map(|(_, r)| match r.completion {
+                    Completion::Delivered { at } => at,
+                    _ => 0,
+                })
+                .max()
+                .unwrap_or(0);
+            let mut query = sqlx::query_scalar::<_, String>(DELIVERED_OWNED.get(backend, chunk.len()))
+                .persistent(keep_prepared(chunk.len()))
+                .bind(at)
+                .bind(&chunk[0].1.gateway);
+            for (_, r) in chunk {
+                query = query.bind(r.event_id.as_str());
+            }
+            let updated: HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
+            for (i, r) in chunk {
+                held[*i] = updated.contains(r.event_id.as_str());
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok((stored, held))
 }
 
 static INSERT_EVENTS: SqlTexts = SqlTexts::new(insert_sql);
 static INSERT_PAYLOADS: SqlTexts = SqlTexts::new(insert_payloads_sql);
 static INSERT_ATTEMPTS: SqlTexts = SqlTexts::new(insert_attempts_sql);
-static DELIVERED_SQLITE: SqlTexts =
-    SqlTexts::new(|backend, rows| format!("{DELIVERED_MANY_SQLITE} {}", row_marks(backend, 1, rows, 2)));
 static DELIVERED_OWNED: SqlTexts =
     SqlTexts::new(|backend, rows| format!("{DELIVERED_MANY} {} RETURNING id", row_marks(backend, 1, rows, 3)));
 

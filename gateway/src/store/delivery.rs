@@ -96,14 +96,10 @@ pub(super) fn insert_attempts_sql(backend: Backend, rows: usize) -> String {
     )
 }
 
-/// Followed by `(ids…)`; `$1` is the delivery time, `$2` the lease owner (PostgreSQL; the
-/// SQLite form binds the time, then the ids, all as `?`).
+/// Followed by `(ids…)`; `$1` is the delivery time, `$2` the lease owner (PostgreSQL).
 pub(super) const DELIVERED_MANY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'delivered', delivered_at = $1, next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL \
      WHERE lease_owner = $2 AND id IN";
-pub(super) const DELIVERED_MANY_SQLITE: &str = "UPDATE OR ROLLBACK events SET attempts = attempts + 1, \
-     ladder_attempts = ladder_attempts + 1, delivery_state = 'delivered', delivered_at = ?, next_attempt_at = NULL \
-     WHERE id IN";
 /// `$1` event, `$2` retry time; followed by [`OWNED`] on PostgreSQL.
 pub(super) const RETRY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'pending', \

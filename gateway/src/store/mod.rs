@@ -12,6 +12,7 @@
 mod audit;
 mod batch;
 mod commit;
+mod commit_sqlite;
 mod delivery;
 mod events;
 mod handoff;
@@ -46,6 +47,9 @@ pub use tokens::TokenRecord;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the SQLite group commit, which runs on the writer's handle without sqlx.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url `{0}`: use sqlite://… or postgres://…")]
