@@ -1,12 +1,25 @@
 //! One signed forward of an event to its handler (SPEC.md "Forwarding to the handler").
+//!
+//! Forwards go out through hyper's pooled client directly. reqwest, which the gateway used
+//! here first, adds per request what a forward does not need: a redirect layer that copies
+//! each request, proxy matching, a second URL parse and a header map merge, ~20k
+//! instructions per forward (callgrind), a tenth of the gateway's work per ingested event.
+//! TLS is the same: rustls with the platform's verifier, HTTP/2 where ALPN offers it.
 
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use receipts_sdk::webhook::WebhookSecret;
 use receipts_sdk::{forwarded, receipt};
-use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use rustls_platform_verifier::BuilderVerifierExt;
 use sha2::{Digest, Sha256};
+use tokio::time::timeout_at;
 
 // The SDK's header names as `HeaderName`s, made once (a name given as text is parsed on every send).
 const WEBHOOK_ID: HeaderName = HeaderName::from_static(forwarded::HEADER_WEBHOOK_ID);
@@ -16,6 +29,7 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(forwarded::HEADER_ID
 const ATTEMPT: HeaderName = HeaderName::from_static(forwarded::HEADER_ATTEMPT);
 const SOURCE: HeaderName = HeaderName::from_static(forwarded::HEADER_SOURCE);
 const REPLAY_ID: HeaderName = HeaderName::from_static(forwarded::HEADER_REPLAY_ID);
+const AGENT: HeaderValue = HeaderValue::from_static(concat!("hookwarden/", env!("CARGO_PKG_VERSION")));
 
 /// Longest excerpt of a handler's response kept with an attempt.
 const EXCERPT_BYTES: usize = 512;
@@ -66,7 +80,7 @@ pub struct InlineReceipt {
 }
 
 impl InlineReceipt {
-    fn from_response(headers: &reqwest::header::HeaderMap) -> Option<Self> {
+    fn from_response(headers: &HeaderMap) -> Option<Self> {
         headers.get(receipt::HEADER_ID)?;
         let names = [
             receipt::HEADER_ID,
@@ -95,101 +109,160 @@ impl ForwardResult {
 /// A pooled HTTP client for handlers.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: reqwest::Client,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// For the whole exchange: connecting, the request, the response and its excerpt.
+    timeout: Duration,
+}
+
+/// Why a forward got no answer.
+enum Failure {
+    /// The request could not be made (a URL or header value HTTP cannot carry).
+    Request(String),
+    Timeout(Duration),
+    Client(hyper_util::client::legacy::Error),
+}
+
+impl Failure {
+    /// `timeout: …`, `connect: …` or `transport: …`, with the causes (at most 500 bytes).
+    fn describe(&self) -> String {
+        let mut text = match self {
+            Failure::Request(reason) => format!("request: {reason}"),
+            Failure::Timeout(limit) => format!("timeout: no answer within {limit:?}"),
+            Failure::Client(err) => {
+                let kind = if err.is_connect() { "connect" } else { "transport" };
+                let mut text = format!("{kind}: {err}");
+                let mut source = std::error::Error::source(err);
+                while let Some(inner) = source {
+                    text.push_str(&format!(": {inner}"));
+                    source = inner.source();
+                }
+                text
+            }
+        };
+        text.truncate(text.floor_char_boundary(500));
+        text
+    }
+}
+
+/// A handler's answer, as far as a forward reads it.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    excerpt: Vec<u8>,
 }
 
 impl Forwarder {
     pub fn new(timeout: Duration) -> Self {
         crate::tls::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+        let tls = rustls::ClientConfig::builder()
+            .with_platform_verifier()
+            .expect("the platform's certificate verifier loads")
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(256)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hookwarden/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client builds");
-        Self { client }
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Self { client, timeout }
     }
 
     pub async fn send(&self, req: ForwardRequest<'_>) -> ForwardResult {
-        let signature = req.secret.sign(req.event_id, req.now_secs, &req.body);
-        let content_type = req
-            .original_headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-            .map(|(_, value)| value.as_str())
-            .unwrap_or("application/json");
-        let mut builder = self
-            .client
-            .post(req.url.clone())
-            .header(CONTENT_TYPE, content_type)
-            .header(WEBHOOK_ID, req.event_id)
-            .header(WEBHOOK_TIMESTAMP, HeaderValue::from(req.now_secs))
-            .header(WEBHOOK_SIGNATURE, signature)
-            .header(IDEMPOTENCY_KEY, req.idempotency_key)
-            .header(ATTEMPT, HeaderValue::from(req.attempt))
-            .header(SOURCE, req.source);
-        if let Some(replay_id) = req.replay_id {
-            builder = builder.header(REPLAY_ID, replay_id);
-        }
         let started = Instant::now();
-        let result = builder.body(req.body).send().await;
-        match result {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
+        let answer = match request(&req) {
+            Ok(request) => self.exchange(request, tokio::time::Instant::from_std(started) + self.timeout).await,
+            Err(reason) => Err(Failure::Request(reason)),
+        };
+        let latency_ms = started.elapsed().as_millis() as i64;
+        match answer {
+            Ok(Answer { status, headers, excerpt }) => ForwardResult {
+                status: Some(status),
+                latency_ms,
+                error: None,
+                excerpt: (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned()),
+                retry_after: headers
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let inline_receipt = InlineReceipt::from_response(response.headers());
-                let mut excerpt = Vec::new();
-                while excerpt.len() < EXCERPT_BYTES {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) => excerpt.extend_from_slice(&chunk),
-                        _ => break,
-                    }
-                }
-                excerpt.truncate(EXCERPT_BYTES);
-                ForwardResult {
-                    status: Some(status),
-                    latency_ms: started.elapsed().as_millis() as i64,
-                    error: None,
-                    excerpt: (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned()),
-                    retry_after,
-                    inline_receipt,
-                }
-            }
-            Err(err) => ForwardResult {
+                    .map(Duration::from_secs),
+                inline_receipt: InlineReceipt::from_response(&headers),
+            },
+            Err(failure) => ForwardResult {
                 status: None,
-                latency_ms: started.elapsed().as_millis() as i64,
-                error: Some(describe(&err)),
+                latency_ms,
+                error: Some(failure.describe()),
                 excerpt: None,
                 retry_after: None,
                 inline_receipt: None,
             },
         }
     }
+
+    /// Sends `request` and reads the answer's head and up to [`EXCERPT_BYTES`] of its body,
+    /// all by `deadline`. A body still arriving at the deadline ends the excerpt; the status
+    /// stands.
+    async fn exchange(
+        &self,
+        request: hyper::Request<Full<Bytes>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Answer, Failure> {
+        let response = timeout_at(deadline, self.client.request(request))
+            .await
+            .map_err(|_| Failure::Timeout(self.timeout))?
+            .map_err(Failure::Client)?;
+        let (head, mut body) = response.into_parts();
+        let mut excerpt = Vec::new();
+        while excerpt.len() < EXCERPT_BYTES {
+            match timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        excerpt.extend_from_slice(data);
+                    }
+                }
+                _ => break,
+            }
+        }
+        excerpt.truncate(EXCERPT_BYTES);
+        Ok(Answer { status: head.status.as_u16(), headers: head.headers, excerpt })
+    }
 }
 
-fn describe(err: &reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timeout"
-    } else if err.is_connect() {
-        "connect"
-    } else {
-        "transport"
+/// The signed `POST` of one forward.
+fn request(req: &ForwardRequest<'_>) -> Result<hyper::Request<Full<Bytes>>, String> {
+    let uri = hyper::Uri::try_from(req.url.as_str()).map_err(|e| format!("URL `{}`: {e}", req.url))?;
+    let signature = req.secret.sign(req.event_id, req.now_secs, &req.body);
+    let content_type = req
+        .original_headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| value.as_str())
+        .unwrap_or("application/json");
+    let text = |name: &HeaderName, value: &str| {
+        HeaderValue::from_str(value).map_err(|_| format!("`{name}` cannot carry {value:?}"))
     };
-    let mut text = format!("{kind}: {err}");
-    let mut source = std::error::Error::source(err);
-    while let Some(inner) = source {
-        text.push_str(&format!(": {inner}"));
-        source = inner.source();
+    let mut request = hyper::Request::post(uri).body(Full::new(req.body.clone())).map_err(|e| e.to_string())?;
+    let headers = request.headers_mut();
+    headers.insert(CONTENT_TYPE, text(&CONTENT_TYPE, content_type)?);
+    headers.insert(USER_AGENT, AGENT);
+    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    headers.insert(WEBHOOK_ID, text(&WEBHOOK_ID, req.event_id)?);
+    headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(req.now_secs));
+    headers.insert(WEBHOOK_SIGNATURE, text(&WEBHOOK_SIGNATURE, &signature)?);
+    headers.insert(IDEMPOTENCY_KEY, text(&IDEMPOTENCY_KEY, req.idempotency_key)?);
+    headers.insert(ATTEMPT, HeaderValue::from(req.attempt));
+    headers.insert(SOURCE, text(&SOURCE, req.source)?);
+    if let Some(replay_id) = req.replay_id {
+        headers.insert(REPLAY_ID, text(&REPLAY_ID, replay_id)?);
     }
-    text.truncate(500);
-    text
+    Ok(request)
 }
 
 #[cfg(test)]
@@ -203,5 +276,73 @@ mod tests {
         assert_ne!(a, idempotency_key("github", "evt_1"));
         assert_ne!(idempotency_key("ab", "c"), idempotency_key("a", "bc"));
         assert_eq!(a.len(), 4 + 32);
+    }
+
+    /// Sends one forward to `url` with a `timeout` forwarder.
+    async fn forward(url: &str, timeout: Duration) -> ForwardResult {
+        let url = reqwest::Url::parse(url).unwrap();
+        let secret = WebhookSecret::generate();
+        Forwarder::new(timeout)
+            .send(ForwardRequest {
+                url: &url,
+                event_id: "evt_1",
+                source: "s",
+                idempotency_key: "idk_1",
+                attempt: 1,
+                replay_id: None,
+                original_headers: &[],
+                body: Bytes::from_static(b"{}"),
+                secret: &secret,
+                now_secs: 1,
+            })
+            .await
+    }
+
+    /// A handler that accepts connections and then answers with `answer` (raw HTTP), or never.
+    async fn handler(answer: Option<&'static [u8]>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    if let Some(answer) = answer {
+                        let _ = socket.write_all(answer).await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_silent_handler_is_a_timeout() {
+        let result = forward(&handler(None).await, Duration::from_millis(300)).await;
+        assert_eq!(result.status, None);
+        assert!(result.error.as_deref().unwrap().starts_with("timeout: "), "{:?}", result.error);
+        assert!((300..5_000).contains(&result.latency_ms), "{}", result.latency_ms);
+    }
+
+    /// The deadline ends the excerpt, not the answer: the status the handler sent stands.
+    #[tokio::test]
+    async fn a_body_still_arriving_at_the_deadline_keeps_the_status() {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\nretry-after: 7\r\n\r\npartial";
+        let result = forward(&handler(Some(answer)).await, Duration::from_millis(300)).await;
+        assert_eq!(result.status, Some(200), "{:?}", result.error);
+        assert_eq!(result.excerpt.as_deref(), Some("partial"));
+        assert_eq!(result.retry_after, Some(Duration::from_secs(7)));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        drop(listener);
+        let result = forward(&url, Duration::from_secs(5)).await;
+        assert_eq!(result.status, None);
+        assert!(result.error.as_deref().unwrap().starts_with("connect: "), "{:?}", result.error);
     }
 }
