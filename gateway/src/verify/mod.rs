@@ -120,10 +120,7 @@ impl Verifier {
             Verifier::Standard(_) => Extract::Header("webhook-id".into()),
             Verifier::Hmac { .. } | Verifier::None => Extract::Header(String::new()),
         };
-        configured
-            .or(Some(&usual))
-            .and_then(|e| extract(e, headers, body))
-            .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(body))))
+        configured.or(Some(&usual)).and_then(|e| extract(e, headers, body)).unwrap_or_else(|| body_hash(body))
     }
 
     /// The event type, when the provider states one.
@@ -134,6 +131,14 @@ impl Verifier {
         };
         extract(configured.unwrap_or(&usual), headers, body)
     }
+}
+
+/// `sha256:` and the body's digest in hex, the dedup key of a body without an id.
+fn body_hash(body: &[u8]) -> String {
+    let mut key = [0u8; 7 + 64];
+    key[..7].copy_from_slice(b"sha256:");
+    hex::encode_to_slice(Sha256::digest(body), &mut key[7..]).expect("32 bytes make 64 hex digits");
+    String::from_utf8(key.to_vec()).expect("hex digits are ASCII")
 }
 
 fn extract(what: &Extract, headers: &HeaderMap, body: &[u8]) -> Option<String> {
@@ -166,6 +171,11 @@ mod tests {
         assert!(stripe.dedup_key(None, &HeaderMap::new(), b"not json").starts_with("sha256:"));
         let none = Verifier::None;
         assert!(none.dedup_key(None, &HeaderMap::new(), body).starts_with("sha256:"));
+        // Stored keys depend on this exact form: the digest in lowercase hex.
+        assert_eq!(
+            none.dedup_key(None, &HeaderMap::new(), b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         let by_header = Extract::Header("x-request-id".into());
         assert_eq!(none.dedup_key(Some(&by_header), &headers(&[("x-request-id", "r-9")]), body), "r-9");
     }
