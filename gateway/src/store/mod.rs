@@ -159,6 +159,14 @@ pub(crate) fn replace_if_failed<DB: sqlx::Database, T, E>(
 /// afresh cost ~12% of the gateway's instructions per ingested event (callgrind).
 pub(crate) const PREPARED_ROWS: usize = 64;
 
+/// WAL pages after which the SQLite writer checkpoints (SQLite's default is 1,000). The
+/// checkpoint runs in the commit that crosses the line and holds up the group commits queued
+/// behind it; smaller ones, more often, trade a little median latency for a shorter tail.
+/// Measured at 128 connections: p99 15-19 ms against 19-21 ms at 1,000, the same throughput;
+/// at 64 connections p99 11-13 against 14-15 ms, throughput 5-10% lower. A checkpoint
+/// beside the writer, on a connection of its own, was tried and measured no better.
+const WRITER_CHECKPOINT_PAGES: u32 = 400;
+
 /// Room in the SQLite writer's cache of prepared statements: every row count up to
 /// [`PREPARED_ROWS`] of each multi-row statement, with the single-row ones beside them.
 const WRITER_STATEMENTS: usize = 640;
@@ -226,7 +234,12 @@ impl Store {
                 // A local file needs no liveness check; on the one writer it cost a round trip per turn.
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(60))
-                .connect_with(options.clone().statement_cache_capacity(WRITER_STATEMENTS))
+                .connect_with(
+                    options
+                        .clone()
+                        .statement_cache_capacity(WRITER_STATEMENTS)
+                        .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string()),
+                )
                 .await?;
             SQLITE_MIGRATIONS.run(&write).await?;
             // Readers cannot write: a statement sent to the wrong pool fails in every test.
