@@ -9,12 +9,15 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use percent_encoding::percent_decode_str;
 use receipts_sdk::webhook::WebhookSecret;
 use receipts_sdk::{forwarded, receipt};
 use rustls_platform_verifier::BuilderVerifierExt;
@@ -131,7 +134,13 @@ impl Failure {
             Failure::Request(reason) => format!("request: {reason}"),
             Failure::Timeout(limit) => format!("timeout: no answer within {limit:?}"),
             Failure::Client(err) => {
-                let kind = if err.is_connect() { "connect" } else { "transport" };
+                let kind = if timed_out(err) {
+                    "timeout"
+                } else if err.is_connect() {
+                    "connect"
+                } else {
+                    "transport"
+                };
                 let mut text = format!("{kind}: {err}");
                 let mut source = std::error::Error::source(err);
                 while let Some(inner) = source {
@@ -160,10 +169,15 @@ impl Forwarder {
             .with_platform_verifier()
             .expect("the platform's certificate verifier loads")
             .with_no_client_auth();
+        warn_of_proxy_settings();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+        // A pooled connection a middlebox dropped silently is found out in under a minute.
+        http.set_keepalive(Some(Duration::from_secs(15)));
+        http.set_keepalive_interval(Some(Duration::from_secs(15)));
+        http.set_keepalive_retries(Some(3));
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -180,7 +194,7 @@ impl Forwarder {
     pub async fn send(&self, req: ForwardRequest<'_>) -> ForwardResult {
         let started = Instant::now();
         let answer = match request(&req) {
-            Ok(request) => self.exchange(request, tokio::time::Instant::from_std(started) + self.timeout).await,
+            Ok(request) => self.exchange(request, deadline(started, self.timeout)).await,
             Err(reason) => Err(Failure::Request(reason)),
         };
         let latency_ms = started.elapsed().as_millis() as i64;
@@ -239,7 +253,11 @@ impl Forwarder {
 
 /// The signed `POST` of one forward.
 fn request(req: &ForwardRequest<'_>) -> Result<hyper::Request<Full<Bytes>>, String> {
-    let uri = hyper::Uri::try_from(req.url.as_str()).map_err(|e| format!("URL `{}`: {e}", req.url))?;
+    let (uri, basic) = match basic_auth(req.url) {
+        None => (hyper::Uri::try_from(req.url.as_str()), None),
+        Some((bare, header)) => (hyper::Uri::try_from(bare.as_str()), Some(header)),
+    };
+    let uri = uri.map_err(|e| format!("URL `{}`: {e}", req.url))?;
     let signature = req.secret.sign(req.event_id, req.now_secs, &req.body);
     let content_type = req
         .original_headers
@@ -264,7 +282,59 @@ fn request(req: &ForwardRequest<'_>) -> Result<hyper::Request<Full<Bytes>>, Stri
     if let Some(replay_id) = req.replay_id {
         headers.insert(REPLAY_ID, text(&REPLAY_ID, replay_id)?);
     }
+    if let Some(basic) = basic {
+        headers.insert(AUTHORIZATION, basic);
+    }
     Ok(request)
+}
+
+/// A `user:password@` in a forward URL goes out as HTTP Basic authentication (as reqwest,
+/// which forwards used first, sent it), never in the request's URI: the URL without it, and
+/// the header. `None` for a URL without credentials, the usual case.
+fn basic_auth(url: &reqwest::Url) -> Option<(reqwest::Url, HeaderValue)> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let user = percent_decode_str(url.username()).decode_utf8_lossy();
+    let password = url.password().map(|p| percent_decode_str(p).decode_utf8_lossy()).unwrap_or_default();
+    let token = BASE64_STANDARD.encode(format!("{user}:{password}"));
+    let mut header = HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header value");
+    header.set_sensitive(true);
+    let mut bare = url.clone();
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    Some((bare, header))
+}
+
+/// When a forward must have an answer: `timeout` after `started` (far off for a timeout too
+/// long to add).
+fn deadline(started: Instant, timeout: Duration) -> tokio::time::Instant {
+    let started = tokio::time::Instant::from_std(started);
+    started.checked_add(timeout).unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// Whether a client error was a timeout (connecting, within the connector's limit).
+fn timed_out(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(inner) = source {
+        if inner.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
+}
+
+/// Forwards connect directly. reqwest, which they used first, followed the proxy variables;
+/// say so once when one is set, rather than let connections fail without a word.
+fn warn_of_proxy_settings() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    const VARIABLES: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+    if let Some(name) = VARIABLES.iter().find(|name| std::env::var_os(name).is_some()) {
+        ONCE.call_once(|| {
+            tracing::warn!(variable = name, "forwards connect directly to handlers; proxy variables are not used")
+        });
+    }
 }
 
 #[cfg(test)]
@@ -338,6 +408,29 @@ mod tests {
         assert_eq!(result.status, Some(200), "{:?}", result.error);
         assert_eq!(result.excerpt.as_deref(), Some("partial"));
         assert_eq!(result.retry_after, Some(Duration::from_secs(7)));
+    }
+
+    /// Credentials in a forward URL go out as Basic authentication, not in the request line
+    /// or `Host`.
+    #[tokio::test]
+    async fn credentials_in_the_url_become_basic_authentication() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://us%40er:p%3Ass@{}/hook", listener.local_addr().unwrap());
+        let received = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 8192];
+            let n = socket.read(&mut request).await.unwrap();
+            socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+            String::from_utf8_lossy(&request[..n]).to_lowercase()
+        });
+        let result = forward(&url, Duration::from_secs(5)).await;
+        assert_eq!(result.status, Some(200), "{:?}", result.error);
+        let head = received.await.unwrap();
+        // base64("us@er:p:ss")
+        assert!(head.contains("authorization: basic dxnazxi6cdpzcw=="), "{head}");
+        assert!(head.starts_with("post /hook http/1.1\r\n"), "{head}");
+        assert!(!head.contains("us%40er") && !head.contains("p%3ass"), "{head}");
     }
 
     #[tokio::test]

@@ -8,6 +8,8 @@
 //! per row: SQLite answers for each row whether it went in, so a provider's repeat needs no
 //! second look at the batch.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 
 use super::delivery::{EXHAUSTED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY};
@@ -73,11 +75,8 @@ fn transaction(
                 continue;
             }
             // A repeat of an event stored before, or earlier in this group: the first one's id.
-            let existing = match &mut existing {
-                Some(statement) => statement,
-                None => existing.insert(tx.prepare(EXISTING)?),
-            };
-            let first: String = existing.query_row(params![event.source, event.dedup_key], |row| row.get(0))?;
+            let first: String = prepared(&mut existing, &tx, EXISTING)?
+                .query_row(params![event.source, event.dedup_key], |row| row.get(0))?;
             stored.push(Stored::Duplicate(EventId::from_stored(first)));
         }
     }
@@ -96,38 +95,57 @@ fn transaction(
                 r.response_excerpt,
             ])?;
         }
-        let mut delivered: Option<Statement<'_>> = None;
+        // Each kind of update prepared once per commit, when first needed.
+        let [mut delivered, mut retry, mut exhausted, mut replayed, mut replay_failed]: [Option<Statement<'_>>; 5] =
+            Default::default();
         for (r, _) in attempts.iter().zip(update).filter(|(_, update)| **update) {
             let id = r.event_id.as_str();
             match r.completion {
-                Completion::Delivered { at } => {
-                    let delivered = match &mut delivered {
-                        Some(statement) => statement,
-                        None => delivered.insert(tx.prepare(DELIVERED)?),
-                    };
-                    delivered.execute(params![id, at])?;
-                }
-                Completion::RetryAt(at) => {
-                    tx.execute(&numbered(RETRY), params![id, at])?;
-                }
+                Completion::Delivered { at } => prepared(&mut delivered, &tx, DELIVERED)?.execute(params![id, at])?,
+                Completion::RetryAt(at) => prepared(&mut retry, &tx, &UPDATES.retry)?.execute(params![id, at])?,
                 Completion::Exhausted => {
-                    tx.execute(&numbered(EXHAUSTED), params![id, EXHAUSTED_ERROR_CODE])?;
+                    prepared(&mut exhausted, &tx, &UPDATES.exhausted)?.execute(params![id, EXHAUSTED_ERROR_CODE])?
                 }
                 Completion::Replayed { delivered_at: Some(at) } => {
-                    tx.execute(&numbered(REPLAY_DELIVERED), params![id, at])?;
+                    prepared(&mut replayed, &tx, &UPDATES.replay_delivered)?.execute(params![id, at])?
                 }
                 Completion::Replayed { delivered_at: None } => {
-                    tx.execute(&numbered(REPLAY_FAILED), params![id])?;
+                    prepared(&mut replay_failed, &tx, &UPDATES.replay_failed)?.execute(params![id])?
                 }
-            }
+            };
         }
     }
     tx.commit()?;
     Ok(stored)
 }
 
-/// A statement shared with PostgreSQL, its `$n` parameters as SQLite's numbered `?n` (to
-/// SQLite, `$1` is a parameter *named* "$1", numbered by where it first appears).
-fn numbered(sql: &str) -> String {
-    sql.replace('$', "?")
+/// `slot`'s statement, prepared on first use.
+fn prepared<'s, 'c>(
+    slot: &'s mut Option<Statement<'c>>,
+    db: &'c Connection,
+    sql: &str,
+) -> rusqlite::Result<&'s mut Statement<'c>> {
+    if slot.is_none() {
+        *slot = Some(db.prepare(sql)?);
+    }
+    Ok(slot.as_mut().expect("prepared above"))
 }
+
+/// The schedule updates shared with PostgreSQL, their `$n` parameters as SQLite's numbered
+/// `?n` (to SQLite, `$1` is a parameter *named* "$1", numbered by where it first appears).
+struct Updates {
+    retry: String,
+    exhausted: String,
+    replay_delivered: String,
+    replay_failed: String,
+}
+
+static UPDATES: LazyLock<Updates> = LazyLock::new(|| {
+    let numbered = |sql: &str| sql.replace('$', "?");
+    Updates {
+        retry: numbered(RETRY),
+        exhausted: numbered(EXHAUSTED),
+        replay_delivered: numbered(REPLAY_DELIVERED),
+        replay_failed: numbered(REPLAY_FAILED),
+    }
+});

@@ -152,8 +152,8 @@ pub(crate) fn replace_if_failed<DB: sqlx::Database, T, E>(
     }
 }
 
-/// Most rows in one multi-row statement of the writer's hot paths (events, payloads,
-/// attempts, receipts). Each row count is a statement text of its own, and every one of them
+/// Most rows in one multi-row statement of the writer's hot paths (receipts on both
+/// databases; events, payloads and attempts on PostgreSQL). Each row count is a statement text of its own, and every one of them
 /// stays prepared ([`keep_prepared`], [`WRITER_STATEMENTS`]): a group of up to this many
 /// rows runs one statement per kind, a bigger one a few. Parsing and planning a statement
 /// afresh cost ~12% of the gateway's instructions per ingested event (callgrind).
@@ -168,8 +168,9 @@ pub(crate) const PREPARED_ROWS: usize = 64;
 const WRITER_CHECKPOINT_PAGES: u32 = 400;
 
 /// Room in the SQLite writer's cache of prepared statements: every row count up to
-/// [`PREPARED_ROWS`] of each multi-row statement, with the single-row ones beside them.
-const WRITER_STATEMENTS: usize = 640;
+/// [`PREPARED_ROWS`] of the receipts' two multi-row statements, with the single-row ones
+/// beside them. (The ingest group commit runs its own statements, `commit_sqlite`.)
+const WRITER_STATEMENTS: usize = 256;
 
 /// Whether a multi-row statement of `rows` rows stays in sqlx's cache of prepared statements:
 /// all that chunks of [`PREPARED_ROWS`] make. Longer ones (a few lookups of up to 500 ids)
