@@ -239,7 +239,7 @@ fn serve(path: PathBuf) -> ExitCode {
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        let listener = match listen(config.listen) {
             Ok(listener) => listener,
             Err(err) => {
                 eprintln!("hookwarden: cannot listen on {}: {err}", config.listen);
@@ -254,4 +254,17 @@ fn serve(path: PathBuf) -> ExitCode {
             }
         }
     })
+}
+
+/// Connections the kernel queues for the gateway before it accepts them. The standard
+/// library's 128 overflowed when ~200 connections opened at once (a load test; a fleet of
+/// provider retries after an outage looks the same), and each overflowed one waited a second
+/// for its SYN to be retried. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

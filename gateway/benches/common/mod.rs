@@ -121,7 +121,11 @@ async fn sink_handler(State(sink): State<Arc<Sink>>, headers: HeaderMap, _body: 
 /// An axum server answering 200 to every POST, on a free loopback port.
 pub async fn start_sink() -> Result<(Arc<Sink>, SocketAddr), String> {
     let sink = Arc::new(Sink::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("sink bind: {e}"))?;
+    // A listen queue as long as the gateway's (128, the default, overflows when the gateway
+    // opens a few hundred connections at once).
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| format!("sink socket: {e}"))?;
+    socket.bind("127.0.0.1:0".parse().expect("an address")).map_err(|e| format!("sink bind: {e}"))?;
+    let listener = socket.listen(1024).map_err(|e| format!("sink listen: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let app = axum::Router::new().fallback(axum::routing::post(sink_handler)).with_state(sink.clone());
     tokio::spawn(async move {
