@@ -285,6 +285,15 @@ fn secret_from(
     }
 }
 
+/// `text` as an http(s) URL, the form every forward destination takes (a source's
+/// `forward_to`, a replay's `to`); the error names the text.
+pub fn http_url(text: &str) -> Result<reqwest::Url, String> {
+    if !(text.starts_with("http://") || text.starts_with("https://")) {
+        return Err(format!("`{text}` is not an http(s) URL"));
+    }
+    reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL: {e}"))
+}
+
 fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<SourceConfig, ConfigError> {
     let name = s.name.clone();
     let err = |message: String| ConfigError::Source { source_name: name.clone(), message };
@@ -297,11 +306,7 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
         .ok_or_else(|| err("signing_secret (the gateway's whsec_ secret) is required".into()))?;
     let signing_secret = WebhookSecret::parse(&signing_text).map_err(|e| err(format!("signing_secret: {e}")))?;
     let forward_to = s.forward_to;
-    if !(forward_to.starts_with("http://") || forward_to.starts_with("https://")) {
-        return Err(err(format!("forward_to `{forward_to}` is not an http(s) URL")));
-    }
-    let forward_url = reqwest::Url::parse(&forward_to)
-        .map_err(|e| err(format!("forward_to `{forward_to}` is not a valid URL: {e}")))?;
+    let forward_url = http_url(&forward_to).map_err(|e| err(format!("forward_to {e}")))?;
     let rungs = match s.retry_ladder {
         Some(rungs) => rungs.iter().map(|r| parse_duration(r, "retry_ladder")).collect::<Result<Vec<_>, _>>()?,
         None => RetryLadder::default_rungs(),

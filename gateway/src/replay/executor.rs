@@ -187,7 +187,7 @@ impl Replayer {
         let concurrency = self.settings.concurrency.min(job.rate.ceil().max(1.0) as usize) as u32;
         let run = Arc::new(JobRun {
             id: job.id.clone(),
-            destination: job.destination.as_deref().map(|to| reqwest::Url::parse(to).map_err(|e| e.to_string())),
+            destination: job.destination.as_deref().map(crate::config::http_url),
             eligible,
             rate: AdaptiveRate::new(job.rate),
             receipted: Mutex::new(HashSet::new()),
@@ -330,7 +330,7 @@ impl Replayer {
             Some(Err(err)) => {
                 drop(hold);
                 let mut failed = item_result(item.seq, "failed", self.clock.now_ms());
-                failed.error = Some(format!("the destination is not a URL: {err}"));
+                failed.error = Some(format!("the destination {err}"));
                 run.finish(failed).await;
                 return;
             }

@@ -233,12 +233,7 @@ pub async fn plan(
         if role < Role::Admin {
             return Err(PlanError::Forbidden("replaying to another URL (`to`) needs the admin role".into()));
         }
-        if !(to.starts_with("http://") || to.starts_with("https://")) {
-            return Err(PlanError::Invalid(format!("`to` `{to}` is not an http(s) URL")));
-        }
-        if let Err(e) = reqwest::Url::parse(to) {
-            return Err(PlanError::Invalid(format!("`to` `{to}` is not a valid URL: {e}")));
-        }
+        crate::config::http_url(to).map_err(|e| PlanError::Invalid(format!("`to` {e}")))?;
     }
     if live && request.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
         return Err(PlanError::ReasonMissing);

@@ -75,17 +75,12 @@ impl Store {
                     // `db` (which does not close a handle it did not open) and its statements
                     // are gone before `handle` is unlocked.
                     let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-                    let written = commit_sqlite::write_group(&db, events, &headers, attempts, &held, relaxed);
-                    // A connection left inside a transaction (its rollback failed) or relaxed
-                    // (its setting could not be restored) must not serve another write.
-                    Ok::<_, rusqlite::Error>((written, db.is_autocommit()))
+                    commit_sqlite::write_group(&db, events, &headers, attempts, &held, relaxed)
                 });
                 drop(handle);
-                let (written, clean) = match written {
-                    Ok(answer) => answer,
-                    Err(err) => (Err(err), true),
-                };
-                if written.is_err() || !clean {
+                // After an error the connection may be inside a transaction (its rollback
+                // failed) or relaxed (its setting could not be restored): never reused.
+                if written.is_err() {
                     conn.close_on_drop();
                 }
                 let stored = written?;

@@ -1,6 +1,7 @@
-//! Storing inbound webhooks: the statements; [`Store::commit_group`] runs them, one multi-row
-//! statement per up to [`ROWS_PER_STATEMENT`] events (a round trip per row would cost more
-//! than the fsync the batch shares).
+//! Storing inbound webhooks: the PostgreSQL statements, which [`Store::commit_group`] runs as
+//! one multi-row statement per up to [`ROWS_PER_STATEMENT`] events (a round trip per row
+//! would cost more than the fsync the batch shares). SQLite's run row by row on the
+//! writer's own thread, without round trips (`commit_sqlite`).
 
 use super::{Backend, PREPARED_ROWS, Store, StoreError, or_rollback, row_marks};
 use crate::domain::{NewEvent, Stored};

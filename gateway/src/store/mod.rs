@@ -153,9 +153,10 @@ pub(crate) fn replace_if_failed<DB: sqlx::Database, T, E>(
 }
 
 /// Most rows in one multi-row statement of the writer's hot paths (receipts on both
-/// databases; events, payloads and attempts on PostgreSQL). Each row count is a statement text of its own, and every one of them
-/// stays prepared ([`keep_prepared`], [`WRITER_STATEMENTS`]): a group of up to this many
-/// rows runs one statement per kind, a bigger one a few. Parsing and planning a statement
+/// databases; events, payloads and attempts on PostgreSQL). Each row count is a statement
+/// text of its own, and every one of them stays prepared ([`keep_prepared`],
+/// [`WRITER_STATEMENTS`]): a group of up to this many rows runs one statement per kind, a
+/// bigger one a few. Parsing and planning a statement
 /// afresh cost ~12% of the gateway's instructions per ingested event (callgrind).
 pub(crate) const PREPARED_ROWS: usize = 64;
 
