@@ -584,6 +584,100 @@ pub async fn count_sql(db: Db, url: &str, sql: &str) -> Result<i64, String> {
     }
 }
 
+// ---- the machine's own speed ----
+
+/// How fast the machine is right now, measured without the gateway: this 2-core VM's speed
+/// drifts by a third within an hour, so a figure means little without one of these beside it.
+pub struct MachineCheck {
+    /// Closed-loop HTTP POSTs per second from the load connections to a sink in this process.
+    pub http_per_s: f64,
+    /// Latency of a 4 KiB `pwrite` plus `fsync` on the bench's temp dir, in ms.
+    pub fsync: Latency,
+}
+
+impl MachineCheck {
+    pub fn show(&self) -> String {
+        format!(
+            "loopback HTTP {:.0} POSTs/s, no gateway; fsync'd 4 KiB write p50 {:.2} ms p90 {:.2} ms",
+            self.http_per_s, self.fsync.p50, self.fsync.p90
+        )
+    }
+
+    pub fn json(&self) -> Value {
+        json!({ "http_per_s": self.http_per_s, "fsync_ms": self.fsync.json() })
+    }
+}
+
+/// `connections` keep-alive connections POST `body_bytes` bodies to a sink of their own for
+/// `seconds`, then `syncs` fsync'd writes to a file in `dir`, one after the other.
+pub async fn machine_check(
+    connections: usize,
+    body_bytes: usize,
+    seconds: f64,
+    syncs: usize,
+    dir: &Path,
+) -> Result<MachineCheck, String> {
+    let (_sink, addr) = start_sink().await?;
+    let addr: Arc<str> = addr.to_string().into();
+    let body = Bytes::from(vec![b'x'; body_bytes]);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (addr, body) = (addr.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut connection = RawConnection::new(addr);
+                let mut answered = 0u64;
+                while Instant::now() < deadline {
+                    let headers = [("content-type", "application/json")];
+                    match connection.post("/machine-check", headers, body.clone()).await {
+                        Ok((200, _)) => answered += 1,
+                        Ok((status, _)) => return Err(format!("machine check: the sink answered {status}")),
+                        Err(err) => return Err(format!("machine check: {err}")),
+                    }
+                }
+                Ok(answered)
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for worker in workers {
+        answered += worker.await.map_err(|e| format!("machine check worker: {e}"))??;
+    }
+    let http_per_s = answered as f64 / started.elapsed().as_secs_f64();
+
+    let dir = dir.to_path_buf();
+    let fsync = tokio::task::spawn_blocking(move || fsync_latencies(&dir, syncs))
+        .await
+        .map_err(|e| format!("machine check: {e}"))??;
+    Ok(MachineCheck { http_per_s, fsync: Latency::from_us(fsync) })
+}
+
+/// `n` rewrites of one 4 KiB block, each followed by `fsync`, as SQLite's WAL commits do.
+fn fsync_latencies(dir: &Path, n: usize) -> Result<Vec<u32>, String> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(format!("{BENCH}-fsync-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("machine check file {}: {e}", path.display()))?;
+    let block = [0x5au8; 4096];
+    let mut latencies = Vec::with_capacity(n);
+    let result = (0..n).try_for_each(|_| {
+        let started = Instant::now();
+        file.write_all_at(&block, 0)?;
+        file.sync_all()?;
+        latencies.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        Ok::<_, std::io::Error>(())
+    });
+    let _ = std::fs::remove_file(&path);
+    result.map_err(|e| format!("machine check fsync: {e}"))?;
+    Ok(latencies)
+}
+
 // ---- load workers and the report ----
 
 /// What one load worker saw; `not_confirmed` is receipts_load's own check.
