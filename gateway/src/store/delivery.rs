@@ -27,6 +27,9 @@ const DUE_SQLITE: &str = "SELECT e.id, e.source, e.dedup_key, e.attempts, e.ladd
      WHERE e.next_attempt_at <= $1 AND e.id NOT IN (SELECT value FROM json_each($2)) \
      ORDER BY e.next_attempt_at LIMIT $3";
 
+/// Event id to (owner, until).
+type LeaseMap = HashMap<String, (String, i64), foldhash::fast::RandomState>;
+
 /// In-memory leases of a SQLite store: event id to (owner, until). Semantics match the
 /// PostgreSQL columns: a lease is live while `until >= now`; an expired one can be taken over.
 ///
@@ -34,7 +37,7 @@ const DUE_SQLITE: &str = "SELECT e.id, e.source, e.dedup_key, e.attempts, e.ladd
 /// it hashes with foldhash rather than the (flood-resistant, slower) default.
 #[derive(Clone, Default)]
 pub(super) struct MemoryLeases {
-    held: Arc<Mutex<HashMap<String, (String, i64), foldhash::fast::RandomState>>>,
+    held: Arc<Mutex<LeaseMap>>,
     /// One claim at a time, so two claimers never read the same due rows.
     claiming: Arc<tokio::sync::Mutex<()>>,
 }
