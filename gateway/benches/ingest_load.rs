@@ -10,10 +10,6 @@
 //! and delivered; any run fails if the sink got an event twice. `--tmpdir /dev/shm` puts the SQLite file on tmpfs (fsync becomes free): a
 //! measurement aid, not a realistic setting.
 //!
-//! Before the gateway starts, a machine check (`common::machine_check`) measures the machine's
-//! speed of the moment without it: closed-loop HTTP over the same connections to a sink, and
-//! fsync'd 4 KiB writes; the report prints it beside the figures.
-//!
 //! Pieces, all in this process except the gateway: a sink handler (axum, answers 200 to every
 //! POST and counts distinct `webhook-id`s), the config and database it writes, the gateway
 //! child process, and the client (`common::RawConnection`, one keep-alive HTTP/1 connection per worker;
@@ -223,7 +219,6 @@ struct Report {
     batches: u64,
     batched: u64,
     db_bytes: Option<u64>,
-    machine: common::MachineCheck,
 }
 
 async fn bench(args: &Args) -> Result<Report, String> {
@@ -234,9 +229,6 @@ async fn bench(args: &Args) -> Result<Report, String> {
 }
 
 async fn run_load(args: &Args, tag: &str, db_url: &str, cleanup: &mut Cleanup) -> Result<Report, String> {
-    // Before the gateway starts, so that nothing else loads the machine meanwhile.
-    let (check_s, syncs) = if args.smoke { (0.2, 20) } else { (2.0, 200) };
-    let machine = common::machine_check(args.connections, args.body_bytes, check_s, syncs, &args.tmpdir).await?;
     let (sink, sink_addr) = common::start_sink().await?;
     let port = common::free_port()?;
     let verify = match args.verify {
@@ -371,7 +363,6 @@ async fn run_load(args: &Args, tag: &str, db_url: &str, cleanup: &mut Cleanup) -
         batched,
         shutdown_ms: shutdown.map(|d| d.as_secs_f64() * 1000.0),
         db_bytes,
-        machine,
     })
 }
 
@@ -435,7 +426,6 @@ fn print_report(args: &Args, r: &Report) {
     if let Some(bytes) = r.db_bytes {
         println!("  sqlite files    {:.1} MiB", bytes as f64 / 1048576.0);
     }
-    println!("  machine check   {}", r.machine.show());
     if args.json {
         let line = json!({
             "mode": mode,
@@ -465,7 +455,6 @@ fn print_report(args: &Args, r: &Report) {
             "shutdown_ms": r.shutdown_ms,
             "ingest_commits": r.batches,
             "ingest_committed_events": r.batched,
-            "machine_check": r.machine.json(),
         });
         println!("{line}");
     }
