@@ -2,8 +2,16 @@
 //! loopback and reports accepted events/s, latency, delivery catch-up and the gateway's peak RSS.
 //!
 //! `cargo bench -p hookwarden --bench ingest_load -- [--db sqlite|postgres] [--seconds N]
-//!     [--connections N] [--verify none|stripe] [--json] [--tmpdir DIR] [--pg-url URL]
-//!     [--body-bytes N]`
+//!     [--connections N] [--rate R] [--verify none|stripe] [--json] [--tmpdir DIR]
+//!     [--pg-url URL] [--body-bytes N]`
+//!
+//! By default each connection is a closed loop (the next request as soon as the last is
+//! answered): the gateway's capacity at that concurrency. `--rate R` offers R requests per
+//! second instead (open loop, as wrk2 does): connection i of N sends at i/R, i/R + N/R, …
+//! whether or not the gateway keeps up, and a request's latency counts from its scheduled
+//! time, so a gateway that falls behind shows it in its latency rather than by slowing the
+//! generator. tokio's timer fires on millisecond ticks: a send may leave up to ~1 ms late,
+//! and that lateness counts in its latency.
 //!
 //! Without `--bench` (what `cargo bench` passes), e.g. under `cargo test --benches`, it is a
 //! smoke run (1 s, 8 connections, SQLite) that exits 0 only if at least one event was accepted
@@ -46,6 +54,8 @@ struct Args {
     db: Db,
     seconds: f64,
     connections: usize,
+    /// Requests per second offered (open loop); `None`: closed loops.
+    rate: Option<f64>,
     verify: VerifyKind,
     json: bool,
     tmpdir: PathBuf,
@@ -53,7 +63,7 @@ struct Args {
     body_bytes: usize,
 }
 
-const USAGE: &str = "ingest_load [--db sqlite|postgres] [--seconds N] [--connections N] \
+const USAGE: &str = "ingest_load [--db sqlite|postgres] [--seconds N] [--connections N] [--rate R] \
 [--verify none|stripe] [--json] [--tmpdir DIR] [--pg-url URL] [--body-bytes N]";
 
 fn parse_args() -> Result<Args, String> {
@@ -65,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
         db: Db::Sqlite,
         seconds: 10.0,
         connections: 64,
+        rate: None,
         verify: VerifyKind::None,
         json: false,
         tmpdir: std::env::temp_dir(),
@@ -88,6 +99,10 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--connections" | "-c" => connections = Some(positive(value("--connections")?, "--connections")?),
+            "--rate" => {
+                args.rate =
+                    Some(value("--rate")?.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or("--rate: a positive number")?)
+            }
             "--verify" => {
                 args.verify = match value("--verify")?.as_str() {
                     "none" => VerifyKind::None,
@@ -139,24 +154,58 @@ fn stripe_signature(secret: &[u8], t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// One connection's closed loop: post, read the answer, repeat until `deadline`.
+/// When one connection sends: as soon as its last request was answered, or on a schedule.
+#[derive(Clone, Copy)]
+enum Pace {
+    Closed,
+    /// The first send at `first`, then one every `every`.
+    Open {
+        first: Instant,
+        every: Duration,
+    },
+}
+
+/// One connection's loop: post, read the answer, repeat (at once or at its next scheduled
+/// time) until `deadline`.
 async fn worker(
     addr: Arc<str>,
     stripe: bool,
     next: Arc<AtomicU64>,
     tag: Arc<str>,
     body_bytes: usize,
+    pace: Pace,
     deadline: Instant,
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let mut connection = common::RawConnection::new(addr);
-    while Instant::now() < deadline {
+    let mut scheduled = match pace {
+        Pace::Closed => None,
+        Pace::Open { first, .. } => Some(first),
+    };
+    loop {
+        // Latency counts from the scheduled time in an open loop, from the send in a closed one.
+        let started = match (pace, scheduled) {
+            (Pace::Open { every, .. }, Some(at)) => {
+                if at >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                scheduled = Some(at + every);
+                at
+            }
+            _ => {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                now
+            }
+        };
         let n = next.fetch_add(1, Ordering::Relaxed);
         let body = make_body(&tag, n, body_bytes);
         let signature = stripe.then(|| stripe_signature(STRIPE_SECRET.as_bytes(), unix_now(), body.as_bytes()));
         let headers = std::iter::once(("content-type", "application/json"))
             .chain(signature.as_deref().map(|sig| ("stripe-signature", sig)));
-        let started = Instant::now();
         match connection.post("/ingest/bench", headers, Bytes::from(body)).await {
             Ok((200, _)) => {
                 stats.accepted += 1;
@@ -195,6 +244,7 @@ struct Report {
     db: Db,
     verify: VerifyKind,
     connections: usize,
+    rate_offered: Option<f64>,
     elapsed_s: f64,
     requests: u64,
     accepted: u64,
@@ -287,13 +337,21 @@ async fn run_load(args: &Args, tag: &str, db_url: &str, cleanup: &mut Cleanup) -
     let tag: Arc<str> = tag.into();
     let addr: Arc<str> = base.trim_start_matches("http://").into();
     let workers: Vec<_> = (0..args.connections)
-        .map(|_| {
+        .map(|i| {
+            let pace = match args.rate {
+                None => Pace::Closed,
+                Some(rate) => Pace::Open {
+                    first: started + Duration::from_secs_f64(i as f64 / rate),
+                    every: Duration::from_secs_f64(args.connections as f64 / rate),
+                },
+            };
             tokio::spawn(worker(
                 addr.clone(),
                 args.verify == VerifyKind::Stripe,
                 next.clone(),
                 tag.clone(),
                 args.body_bytes,
+                pace,
                 deadline,
             ))
         })
@@ -339,6 +397,7 @@ async fn run_load(args: &Args, tag: &str, db_url: &str, cleanup: &mut Cleanup) -
         db: args.db,
         verify: args.verify,
         connections: args.connections,
+        rate_offered: args.rate,
         elapsed_s: elapsed,
         requests: all.accepted + non_ok + all.errors,
         accepted: all.accepted,
@@ -381,6 +440,9 @@ fn print_report(args: &Args, r: &Report) {
         args.tmpdir.display()
     );
     println!("  duration        {:.2} s, {} requests", r.elapsed_s, r.requests);
+    if let Some(offered) = r.rate_offered {
+        println!("  offered         {offered:.0} events/s (open loop; latency from each request's scheduled time)");
+    }
     println!("  accepted        {} ({:.0} events/s)", r.accepted, r.rate);
     println!("  latency (200)   {}", r.latency.show());
     println!(
@@ -432,6 +494,7 @@ fn print_report(args: &Args, r: &Report) {
             "db": db,
             "verify": verify,
             "connections": r.connections,
+            "rate_offered": r.rate_offered,
             "body_bytes": args.body_bytes,
             "duration_s": r.elapsed_s,
             "requests": r.requests,
