@@ -255,3 +255,31 @@ async fn a_failed_group_stores_nothing_and_the_next_commits_sqlite() {
     assert!(store.get_event(&after.id).await.unwrap().is_some(), "the next group did not commit");
     assert_eq!(store.writer_synchronous().await.unwrap(), Some(2));
 }
+
+/// Past 400 WAL pages the checkpoint runs on its own thread and connection, not in a commit;
+/// what it copied reads back whole.
+#[tokio::test]
+async fn the_wal_is_checkpointed_beside_the_writer_sqlite() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    assert_eq!(store.checkpoints_run(), 0);
+    // ~3 KiB bodies: a page or more each, 600 events, well below the writer's own 2,000.
+    let mut events = Vec::new();
+    for batch in 0..6 {
+        let mut group: Vec<NewEvent> = (0..100).map(|n| event("s", &format!("k{batch}-{n}"), 100)).collect();
+        for e in &mut group {
+            e.body = format!("{{\"pad\":\"{}\"}}", "x".repeat(3000)).into_bytes();
+        }
+        store.insert_events(&group).await.unwrap();
+        events.extend(group);
+    }
+    let waited = std::time::Instant::now();
+    while store.checkpoints_run() == 0 {
+        assert!(waited.elapsed().as_secs() < 10, "no checkpoint ran beside the writer");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let due = store.claim_due("gw", 100, 10_000, 1_000).await.unwrap();
+    assert_eq!(due.len(), events.len());
+    assert!(due.iter().all(|d| d.body == events[0].body));
+    assert_eq!(store.writer_synchronous().await.unwrap(), Some(2));
+}

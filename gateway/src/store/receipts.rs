@@ -276,6 +276,8 @@ impl Store {
             }
             .await;
             replace_if_failed(&mut conn, backend, &written);
+            drop(conn);
+            self.count_wal_pages().await;
             written
         })
     }
