@@ -165,9 +165,8 @@ pub(crate) fn replace_if_failed<DB: sqlx::Database, T, E>(
 pub(crate) const PREPARED_ROWS: usize = 64;
 
 /// WAL pages after which the SQLite writer checkpoints itself, inside the commit that crosses
-/// the line (holding up the group commits queued behind it). A backstop only: the
-/// checkpointer ([`checkpoint`]) copies the WAL on its own thread from 400 pages on, while
-/// the writer goes on committing.
+/// the line. The checkpointer ([`checkpoint`]) has copied most of the WAL by then, on its own
+/// thread from 400 pages on; this one finishes the copy so that the WAL can start over.
 const WRITER_BACKSTOP_PAGES: u32 = 2000;
 
 /// Room in the SQLite writer's cache of prepared statements: every row count up to
@@ -334,8 +333,8 @@ impl Store {
         }
     }
 
-    /// Tells the checkpointer what the SQLite writer wrote outside the group commit (which
-    /// counts its own): receipts, for one.
+    /// Tells SQLite's checkpointer what the writer wrote to the WAL outside the group commit
+    /// (which counts its own): receipts, for one. Nothing on PostgreSQL.
     pub(crate) async fn count_wal_pages(&self) {
         let Pool::Sqlite { write, checkpointer, .. } = &self.pool else { return };
         let Ok(mut conn) = write.acquire().await else { return };
@@ -345,17 +344,18 @@ impl Store {
         }
     }
 
-    /// WAL checkpoints the checkpointer thread has run (SQLite; 0 on PostgreSQL).
+    /// Checkpoint passes of the checkpointer thread that found WAL frames copied into the
+    /// database file (SQLite; 0 on PostgreSQL).
     pub fn checkpoints_run(&self) -> u64 {
         match &self.pool {
-            Pool::Sqlite { checkpointer, .. } => checkpointer.done(),
+            Pool::Sqlite { checkpointer, .. } => checkpointer.checkpoints(),
             Pool::Postgres(_) => 0,
         }
     }
 
     pub async fn close(&self) {
         if let Pool::Sqlite { write, checkpointer, .. } = &self.pool {
-            checkpointer.stop();
+            checkpointer.stop().await;
             write.close().await;
         }
         with_pool!(self, pool => pool.close().await)
