@@ -178,22 +178,24 @@ async fn worker(
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let mut connection = common::RawConnection::new(addr);
-    let mut scheduled = match pace {
+    // The next scheduled send and the gap between sends, in an open loop.
+    let mut schedule = match pace {
         Pace::Closed => None,
-        Pace::Open { first, .. } => Some(first),
+        Pace::Open { first, every } => Some((first, every)),
     };
     loop {
         // Latency counts from the scheduled time in an open loop, from the send in a closed one.
-        let started = match (pace, scheduled) {
-            (Pace::Open { every, .. }, Some(at)) => {
-                if at >= deadline {
+        let started = match &mut schedule {
+            Some((at, every)) => {
+                let this = *at;
+                if this >= deadline {
                     break;
                 }
-                tokio::time::sleep_until(at.into()).await;
-                scheduled = Some(at + every);
-                at
+                tokio::time::sleep_until(this.into()).await;
+                *at += *every;
+                this
             }
-            _ => {
+            None => {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
