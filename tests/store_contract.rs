@@ -283,3 +283,33 @@ async fn the_wal_is_checkpointed_beside_the_writer_sqlite() {
     assert!(due.iter().all(|d| d.body == events[0].body));
     assert_eq!(store.writer_synchronous().await.unwrap(), Some(2));
 }
+
+/// Every commit on the writer counts toward the checkpoint, not only the ingest group
+/// commit's: a gateway taking only receipts gets its WAL copied beside the writer too.
+#[tokio::test]
+async fn receipts_alone_wake_the_checkpointer_sqlite() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let events: Vec<NewEvent> = (0..600).map(|n| event("s", &format!("k{n}"), 100)).collect();
+    store.insert_events(&events).await.unwrap();
+    assert_eq!(store.checkpoints_run(), 0, "small events alone are below the threshold");
+    // ~3 KiB each: a page or more per receipt, 600 of them.
+    for chunk in events.chunks(100) {
+        let receipts: Vec<NewReceipt> = chunk
+            .iter()
+            .map(|e| NewReceipt {
+                detail: Some("x".repeat(3000)),
+                ..receipt(&format!("r-{}", e.id.as_str()), &e.id, "applied", None)
+            })
+            .collect();
+        store.record_receipts(&receipts).await.unwrap();
+    }
+    let waited = std::time::Instant::now();
+    while store.checkpoints_run() == 0 {
+        assert!(waited.elapsed().as_secs() < 10, "receipts' pages never woke the checkpointer");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let listed = store.list_receipts(&events[599].id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].detail.as_deref().map(str::len), Some(3000));
+}

@@ -2,31 +2,33 @@
 //!
 //! SQLite's automatic checkpoint runs inside the commit that crosses its threshold, so every
 //! request waiting on that group commit waits for the copy as well, and so does every request
-//! queued behind it. Here the group commit and the receipts' commits count the pages the
-//! writer connection wrote to the WAL (the count is the connection's, so it includes what
-//! replays and the audit log wrote on it in between) and, once [`CHECKPOINT_PAGES`] are
-//! pending, wake a thread that runs `PASSIVE` checkpoints on its own connection while the
-//! writer goes on committing (WAL mode allows both at once). A pass copies the frames that
-//! were in the WAL when it began; if the writer added more meanwhile, the thread runs another
-//! (a few at most).
+//! queued behind it. Here a WAL hook on the writer connection ([`WalHook`], called by SQLite
+//! after every commit on it, whoever made it: the ingest group commit, receipts, replays, the
+//! audit log) counts the pages the commit wrote and, once [`CHECKPOINT_PAGES`] are pending,
+//! wakes a thread that runs `PASSIVE` checkpoints on its own connection while the writer goes
+//! on committing (WAL mode allows both at once). A pass copies the frames that were in the WAL
+//! when it began; if the writer added more meanwhile, the thread runs another (a few at most).
 //!
-//! The writer keeps SQLite's automatic checkpoint at a higher threshold
-//! (`WRITER_BACKSTOP_PAGES` in `mod.rs`). SQLite starts the WAL over from its beginning only
-//! when a write transaction begins with every frame copied and no reader still on the WAL;
-//! under load that is mostly right after the writer's own checkpoint, so the WAL cycles
-//! through about that many frames, and that checkpoint, inside a commit, finds little left
-//! to copy (measured: 896 of 906 passes of the thread copied the whole WAL).
+//! A WAL hook replaces SQLite's automatic checkpoint, so the hook keeps a backstop of its own:
+//! past [`WRITER_BACKSTOP_FRAMES`] frames in the WAL it checkpoints inside the commit, as
+//! SQLite's would. SQLite starts the WAL over from its beginning only when a write transaction
+//! begins with every frame copied and no reader still on the WAL; under load that is mostly
+//! right after the backstop, so the WAL cycles through about that many frames, and the
+//! backstop, finding the thread's work done, has little left to copy (measured: 896 of 906
+//! passes of the thread copied the whole WAL).
 //!
 //! Durability is unchanged: SQLite syncs the WAL before a checkpoint copies from it, and
 //! syncs the database file before the WAL may start over.
 
+use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, ffi};
+use sqlx::sqlite::SqliteConnection;
 
 use super::StoreError;
 
@@ -35,22 +37,40 @@ use super::StoreError;
 /// 15-19 ms against 19-21 ms at 1,000). Other values are not measured for this thread.
 pub(super) const CHECKPOINT_PAGES: u64 = 400;
 
+/// Frames in the WAL after a commit at which the writer checkpoints itself, inside that
+/// commit: the backstop for a checkpointer that falls behind, and what lets the WAL start over.
+const WRITER_BACKSTOP_FRAMES: c_int = 2000;
+
 /// Passes per wake-up: the first copies most of the WAL, the next ones what the writer
 /// added meanwhile.
 const PASSES: usize = 4;
 
-/// The checkpointer's handle: the writer reports pages through it. The thread ends on
-/// [`Checkpointer::stop`] or when the last handle (the last clone of the store) is dropped.
+/// The name the hook's state is kept under on the writer connection, which frees it on close.
+const HOOK_DATA: &std::ffi::CStr = c"hookwarden-wal-hook";
+
+/// The checkpointer's handle. The thread ends on [`Checkpointer::stop`] or when the last
+/// handle (the last clone of the store) is dropped.
 #[derive(Clone)]
 pub(super) struct Checkpointer {
+    waker: Arc<Waker>,
+    thread: Arc<Mutex<Thread>>,
+}
+
+/// What wakes the thread; the writer's hook holds it weakly.
+struct Waker {
     shared: Arc<Shared>,
     wake: SyncSender<()>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+enum Thread {
+    NotStarted(Receiver<()>),
+    Running(JoinHandle<()>),
+    Ended,
 }
 
 #[derive(Default)]
 struct Shared {
-    /// Pages written to the WAL and not yet checkpointed (as far as the writer reported).
+    /// Pages written to the WAL and not yet checkpointed (as far as the hook counted).
     pending: AtomicU64,
     /// Checkpoint passes that found frames copied into the database file.
     checkpoints: AtomicU64,
@@ -58,70 +78,127 @@ struct Shared {
 }
 
 impl Checkpointer {
+    /// The handle, before the database exists: the writer's hook ([`Self::hook`]) is installed
+    /// as its connection opens, the thread started once it is migrated ([`Self::start`]).
+    pub(super) fn new() -> Self {
+        let (wake, woken) = sync_channel::<()>(1);
+        Self {
+            waker: Arc::new(Waker { shared: Arc::default(), wake }),
+            thread: Arc::new(Mutex::new(Thread::NotStarted(woken))),
+        }
+    }
+
     /// Opens a second connection to the (already migrated, WAL-mode) database `file` and
     /// starts the thread.
-    pub(super) fn spawn(file: &Path) -> Result<Self, StoreError> {
+    pub(super) fn start(&self, file: &Path) -> Result<(), StoreError> {
         let db =
             Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         db.pragma_update(None, "synchronous", "FULL")?;
-        let shared = Arc::new(Shared::default());
-        let (wake, woken) = sync_channel::<()>(1);
-        let theirs = shared.clone();
-        let thread = std::thread::Builder::new()
+        let mut thread = self.thread.lock().expect("checkpointer lock");
+        let Thread::NotStarted(woken) = std::mem::replace(&mut *thread, Thread::Ended) else { return Ok(()) };
+        let shared = self.waker.shared.clone();
+        let running = std::thread::Builder::new()
             .name("hw-checkpoint".into())
             .spawn(move || {
-                while woken.recv().is_ok() && !theirs.stop.load(Ordering::Relaxed) {
-                    theirs.checkpoint(&db);
+                while woken.recv().is_ok() && !shared.stop.load(Ordering::Relaxed) {
+                    shared.checkpoint(&db);
                 }
             })
             .map_err(|e| StoreError::Thread("checkpoint", e))?;
-        Ok(Self { shared, wake, thread: Arc::new(Mutex::new(Some(thread))) })
+        *thread = Thread::Running(running);
+        Ok(())
     }
 
-    /// Counts the pages the writer connection `db` wrote (to the WAL) since it was last
-    /// asked, and wakes the thread once enough are pending.
-    ///
-    /// # Safety
-    /// `db` is an open connection that no other thread uses during the call.
-    pub(super) unsafe fn count_written(&self, db: *mut rusqlite::ffi::sqlite3) {
-        let (mut current, mut highest) = (0, 0);
-        // SAFETY: the caller's promise; the out-pointers are valid. The last argument resets
-        // the count, so each page is counted once.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_db_status(
-                db,
-                rusqlite::ffi::SQLITE_DBSTATUS_CACHE_WRITE,
-                &mut current,
-                &mut highest,
-                1,
-            )
-        };
-        if rc == rusqlite::ffi::SQLITE_OK {
-            self.written(current.max(0) as u64);
-        }
-    }
-
-    fn written(&self, pages: u64) {
-        if self.shared.pending.fetch_add(pages, Ordering::Relaxed) + pages >= CHECKPOINT_PAGES {
-            // Full means a wake-up is already queued.
-            let _ = self.wake.try_send(());
-        }
+    /// The hook for the writer connection, to install on each one as it opens.
+    pub(super) fn hook(&self) -> WalHook {
+        WalHook { waker: Arc::downgrade(&self.waker) }
     }
 
     /// Ends the thread, closing its connection, once it has finished what it is doing.
     pub(super) async fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        let _ = self.wake.try_send(());
-        let thread = self.thread.lock().expect("checkpointer lock").take();
-        if let Some(thread) = thread {
+        self.waker.shared.stop.store(true, Ordering::Relaxed);
+        let _ = self.waker.wake.try_send(());
+        let thread = std::mem::replace(&mut *self.thread.lock().expect("checkpointer lock"), Thread::Ended);
+        if let Thread::Running(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
     /// Checkpoint passes of this thread that found frames copied into the database file.
     pub(super) fn checkpoints(&self) -> u64 {
-        self.shared.checkpoints.load(Ordering::Relaxed)
+        self.waker.shared.checkpoints.load(Ordering::Relaxed)
     }
+}
+
+impl Waker {
+    fn written(&self, pages: u64) {
+        if self.shared.pending.fetch_add(pages, Ordering::Relaxed) + pages >= CHECKPOINT_PAGES {
+            // Full means a wake-up is already queued.
+            let _ = self.wake.try_send(());
+        }
+    }
+}
+
+/// The writer connection's WAL hook: counts each commit's pages for the checkpointer and
+/// keeps the backstop. It holds the checkpointer weakly, so a connection that outlives the
+/// store keeps nothing else alive.
+#[derive(Clone)]
+pub(super) struct WalHook {
+    waker: Weak<Waker>,
+}
+
+impl WalHook {
+    /// Installs the hook on `conn`. Its state is attached to the connection, which frees it
+    /// when it closes.
+    pub(super) async fn install(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        let mut handle = conn.lock_handle().await?;
+        let db = handle.as_raw_handle().as_ptr();
+        let state = Box::into_raw(Box::new(self.clone())).cast::<c_void>();
+        // SAFETY: sqlx makes no call on the handle while it is locked. `state` is a live
+        // `WalHook`; SQLite calls `release` on it once, when the connection closes, or at once
+        // if it cannot keep it (then the hook is not installed).
+        let kept = unsafe { ffi::sqlite3_set_clientdata(db, HOOK_DATA.as_ptr(), state, Some(release)) };
+        if kept != ffi::SQLITE_OK {
+            return Err(sqlx::Error::Configuration("cannot keep the WAL hook's state on the writer connection".into()));
+        }
+        // SAFETY: as above; `state` lives as long as the connection, the hook with it.
+        unsafe { ffi::sqlite3_wal_hook(db, Some(on_commit), state) };
+        Ok(())
+    }
+}
+
+/// Frees a [`WalHook`] installed by [`WalHook::install`].
+unsafe extern "C" fn release(state: *mut c_void) {
+    // SAFETY: `state` came from `Box::into_raw` in `install`; SQLite calls this once.
+    drop(unsafe { Box::from_raw(state.cast::<WalHook>()) });
+}
+
+/// Called by SQLite after every commit on the writer, with the frames now in the WAL.
+unsafe extern "C" fn on_commit(state: *mut c_void, db: *mut ffi::sqlite3, name: *const c_char, frames: c_int) -> c_int {
+    // SAFETY: `state` is the `WalHook` installed with this hook; it lives until the
+    // connection closes, after its last commit.
+    let hook = unsafe { &*state.cast::<WalHook>() };
+    if frames >= WRITER_BACKSTOP_FRAMES {
+        // SAFETY: SQLite allows a WAL hook to checkpoint the connection that called it (its
+        // own automatic checkpoint is such a hook).
+        unsafe { ffi::sqlite3_wal_checkpoint(db, name) };
+    }
+    if let Some(waker) = hook.waker.upgrade() {
+        // SAFETY: `db` is the connection SQLite called the hook for, on its own thread.
+        waker.written(unsafe { pages_written(db) });
+    }
+    ffi::SQLITE_OK
+}
+
+/// The pages `db` wrote since the last call: the count is read and reset.
+///
+/// # Safety
+/// `db` is an open connection that no other thread uses during the call.
+unsafe fn pages_written(db: *mut ffi::sqlite3) -> u64 {
+    let (mut current, mut highest) = (0, 0);
+    // SAFETY: the caller's promise; the out-pointers are valid.
+    let rc = unsafe { ffi::sqlite3_db_status(db, ffi::SQLITE_DBSTATUS_CACHE_WRITE, &mut current, &mut highest, 1) };
+    if rc == ffi::SQLITE_OK { current.max(0) as u64 } else { 0 }
 }
 
 impl Shared {
@@ -157,5 +234,40 @@ impl Shared {
             }
         }
         self.pending.fetch_sub(pending, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection as _, Executor as _};
+
+    use super::*;
+
+    /// With the thread never started, the hook alone counts the pages and keeps the WAL
+    /// bounded by its backstop (without it, nothing would checkpoint this connection).
+    #[tokio::test]
+    async fn the_hook_counts_pages_and_keeps_the_backstop() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hook.db");
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", file.display())).await.unwrap();
+        conn.execute("PRAGMA journal_mode = WAL").await.unwrap();
+        conn.execute("CREATE TABLE t (b BLOB NOT NULL)").await.unwrap();
+        let checkpointer = Checkpointer::new();
+        checkpointer.hook().install(&mut conn).await.unwrap();
+        // 120 commits of 100 rows of 1 KiB, three to a page: ~4,400 pages in all.
+        for _ in 0..120 {
+            let mut tx = conn.begin().await.unwrap();
+            for _ in 0..100 {
+                sqlx::query("INSERT INTO t (b) VALUES (zeroblob(1024))").execute(&mut *tx).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+        let pending = checkpointer.waker.shared.pending.load(Ordering::Relaxed);
+        assert!(pending > 4000, "the hook counted {pending} pages");
+        let wal = std::fs::metadata(dir.path().join("hook.db-wal")).unwrap().len();
+        // The backstop's 2,000 frames and one commit's worth past them, of 4 KiB pages.
+        assert!(wal <= 2_100 * (4096 + 24), "the WAL grew to {wal} bytes");
+        assert_eq!(checkpointer.checkpoints(), 0, "the thread was never started");
+        conn.close().await.unwrap();
     }
 }

@@ -164,11 +164,6 @@ pub(crate) fn replace_if_failed<DB: sqlx::Database, T, E>(
 /// afresh cost ~12% of the gateway's instructions per ingested event (callgrind).
 pub(crate) const PREPARED_ROWS: usize = 64;
 
-/// WAL pages after which the SQLite writer checkpoints itself, inside the commit that crosses
-/// the line. The checkpointer ([`checkpoint`]) has copied most of the WAL by then, on its own
-/// thread from 400 pages on; this one finishes the copy so that the WAL can start over.
-const WRITER_BACKSTOP_PAGES: u32 = 2000;
-
 /// Room in the SQLite writer's cache of prepared statements: every row count up to
 /// [`PREPARED_ROWS`] of the receipts' two multi-row statements, with the single-row ones
 /// beside them. (The ingest group commit runs its own statements, `commit_sqlite`.)
@@ -232,17 +227,19 @@ impl Store {
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(false);
             let file = options.get_filename().to_path_buf();
+            let checkpointer = checkpoint::Checkpointer::new();
+            let hook = checkpointer.hook();
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 // A local file needs no liveness check; on the one writer it cost a round trip per turn.
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(60))
-                .connect_with(
-                    options
-                        .clone()
-                        .statement_cache_capacity(WRITER_STATEMENTS)
-                        .pragma("wal_autocheckpoint", WRITER_BACKSTOP_PAGES.to_string()),
-                )
+                // Every writer connection, a replacement too, reports its commits to the checkpointer.
+                .after_connect(move |conn, _| {
+                    let hook = hook.clone();
+                    Box::pin(async move { hook.install(conn).await })
+                })
+                .connect_with(options.clone().statement_cache_capacity(WRITER_STATEMENTS))
                 .await?;
             SQLITE_MIGRATIONS.run(&write).await?;
             // Readers cannot write: a statement sent to the wrong pool fails in every test.
@@ -252,7 +249,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options.read_only(true))
                 .await?;
-            let checkpointer = checkpoint::Checkpointer::spawn(&file)?;
+            checkpointer.start(&file)?;
             Ok(Self { pool: Pool::Sqlite { read, write, leases: Default::default(), file, checkpointer } })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
@@ -330,17 +327,6 @@ impl Store {
                 listener.listen("hookwarden_receipts").await?;
                 Ok(Some(listener))
             }
-        }
-    }
-
-    /// Tells SQLite's checkpointer what the writer wrote to the WAL outside the group commit
-    /// (which counts its own): receipts, for one. Nothing on PostgreSQL.
-    pub(crate) async fn count_wal_pages(&self) {
-        let Pool::Sqlite { write, checkpointer, .. } = &self.pool else { return };
-        let Ok(mut conn) = write.acquire().await else { return };
-        if let Ok(mut handle) = conn.lock_handle().await {
-            // SAFETY: sqlx makes no call on the handle while it is locked.
-            unsafe { checkpointer.count_written(handle.as_raw_handle().as_ptr()) };
         }
     }
 

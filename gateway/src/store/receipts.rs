@@ -277,10 +277,6 @@ impl Store {
             .await;
             replace_if_failed(&mut conn, backend, &written);
             drop(conn);
-            // Counted apart from the answer, on a turn of the writer of its own: a gateway
-            // taking only receipts otherwise leaves every checkpoint to the writer's backstop.
-            let store = self.clone();
-            tokio::spawn(async move { store.count_wal_pages().await });
             written
         })
     }
