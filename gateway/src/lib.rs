@@ -127,7 +127,7 @@ pub async fn run(
             timeout: config.delivery.timeout,
         },
     );
-    let state = http::AppState {
+    let state = http::AppState::new(http::App {
         store: store.clone(),
         sources,
         config: Arc::new(config),
@@ -137,7 +137,7 @@ pub async fn run(
         replayer: replayer.clone(),
         clock,
         metrics: metrics::handle(),
-    };
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let delivering = tokio::spawn(dispatcher.run(stop_rx.clone()));

@@ -86,7 +86,7 @@ enum Pool {
         read: SqlitePool,
         write: SqlitePool,
         leases: delivery::MemoryLeases,
-        file: std::path::PathBuf,
+        file: std::sync::Arc<std::path::Path>,
         checkpointer: checkpoint::Checkpointer,
     },
     Postgres(PgPool),
@@ -250,7 +250,7 @@ impl Store {
                 .connect_with(options.read_only(true))
                 .await?;
             checkpointer.start(&file)?;
-            Ok(Self { pool: Pool::Sqlite { read, write, leases: Default::default(), file, checkpointer } })
+            Ok(Self { pool: Pool::Sqlite { read, write, leases: Default::default(), file: file.into(), checkpointer } })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
             let pool = PgPoolOptions::new()
@@ -286,7 +286,7 @@ impl Store {
         let Pool::Sqlite { file, .. } = &self.pool else {
             return Ok(None);
         };
-        let mut path = file.clone().into_os_string();
+        let mut path = file.as_os_str().to_owned();
         path.push(".gateway-lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
