@@ -4,7 +4,8 @@
 //! request waiting on that group commit waits for the copy as well, and so does every request
 //! queued behind it. Here a WAL hook on the writer connection ([`WalHook`], called by SQLite
 //! after every commit on it, whoever made it: the ingest group commit, receipts, replays, the
-//! audit log) counts the pages the commit wrote and, once [`CHECKPOINT_PAGES`] are pending,
+//! audit log) reads and resets the connection's count of pages written (so, near enough, the
+//! pages that commit put in the WAL) and, once [`CHECKPOINT_PAGES`] are pending,
 //! wakes a thread that runs `PASSIVE` checkpoints on its own connection while the writer goes
 //! on committing (WAL mode allows both at once). A pass copies the frames that were in the WAL
 //! when it began; if the writer added more meanwhile, the thread runs another (a few at most).
@@ -22,7 +23,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -59,11 +60,18 @@ pub(super) struct Checkpointer {
 /// What wakes the thread; the writer's hook holds it weakly.
 struct Waker {
     shared: Arc<Shared>,
-    wake: SyncSender<()>,
+    wake: SyncSender<Wake>,
+}
+
+/// What the thread is told: pages are pending, or it is to end. A stop waits for room in the
+/// channel, so it is never lost to a wake-up already queued.
+enum Wake {
+    Pages,
+    Stop,
 }
 
 enum Thread {
-    NotStarted(Receiver<()>),
+    NotStarted(Receiver<Wake>),
     Running(JoinHandle<()>),
     Ended,
 }
@@ -74,14 +82,13 @@ struct Shared {
     pending: AtomicU64,
     /// Checkpoint passes that found frames copied into the database file.
     checkpoints: AtomicU64,
-    stop: AtomicBool,
 }
 
 impl Checkpointer {
     /// The handle, before the database exists: the writer's hook ([`Self::hook`]) is installed
     /// as its connection opens, the thread started once it is migrated ([`Self::start`]).
     pub(super) fn new() -> Self {
-        let (wake, woken) = sync_channel::<()>(1);
+        let (wake, woken) = sync_channel::<Wake>(1);
         Self {
             waker: Arc::new(Waker { shared: Arc::default(), wake }),
             thread: Arc::new(Mutex::new(Thread::NotStarted(woken))),
@@ -100,7 +107,7 @@ impl Checkpointer {
         let running = std::thread::Builder::new()
             .name("hw-checkpoint".into())
             .spawn(move || {
-                while woken.recv().is_ok() && !shared.stop.load(Ordering::Relaxed) {
+                while let Ok(Wake::Pages) = woken.recv() {
                     shared.checkpoint(&db);
                 }
             })
@@ -116,11 +123,15 @@ impl Checkpointer {
 
     /// Ends the thread, closing its connection, once it has finished what it is doing.
     pub(super) async fn stop(&self) {
-        self.waker.shared.stop.store(true, Ordering::Relaxed);
-        let _ = self.waker.wake.try_send(());
         let thread = std::mem::replace(&mut *self.thread.lock().expect("checkpointer lock"), Thread::Ended);
         if let Thread::Running(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            let wake = self.waker.wake.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                // An error means the thread is gone already.
+                let _ = wake.send(Wake::Stop);
+                thread.join()
+            })
+            .await;
         }
     }
 
@@ -134,7 +145,7 @@ impl Waker {
     fn written(&self, pages: u64) {
         if self.shared.pending.fetch_add(pages, Ordering::Relaxed) + pages >= CHECKPOINT_PAGES {
             // Full means a wake-up is already queued.
-            let _ = self.wake.try_send(());
+            let _ = self.wake.try_send(Wake::Pages);
         }
     }
 }
@@ -153,37 +164,49 @@ impl WalHook {
     pub(super) async fn install(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
         let mut handle = conn.lock_handle().await?;
         let db = handle.as_raw_handle().as_ptr();
-        let state = Box::into_raw(Box::new(self.clone())).cast::<c_void>();
+        let state = Box::into_raw(Box::new(Installed { hook: self.clone(), db })).cast::<c_void>();
         // SAFETY: sqlx makes no call on the handle while it is locked. `state` is a live
-        // `WalHook`; SQLite calls `release` on it once, when the connection closes, or at once
-        // if it cannot keep it (then the hook is not installed).
+        // `Installed`; SQLite calls `release` on it once: when the connection closes, when a
+        // second install replaces it, or at once if it cannot keep it (then the hook is not
+        // installed).
         let kept = unsafe { ffi::sqlite3_set_clientdata(db, HOOK_DATA.as_ptr(), state, Some(release)) };
         if kept != ffi::SQLITE_OK {
             return Err(sqlx::Error::Configuration("cannot keep the WAL hook's state on the writer connection".into()));
         }
-        // SAFETY: as above; `state` lives as long as the connection, the hook with it.
+        // SAFETY: as above; `release` removes the hook before it frees `state`.
         unsafe { ffi::sqlite3_wal_hook(db, Some(on_commit), state) };
         Ok(())
     }
 }
 
-/// Frees a [`WalHook`] installed by [`WalHook::install`].
+/// What the hook's argument points at.
+struct Installed {
+    hook: WalHook,
+    db: *mut ffi::sqlite3,
+}
+
+/// Removes the hook and frees its state (SQLite's destructor for the connection's client data).
 unsafe extern "C" fn release(state: *mut c_void) {
     // SAFETY: `state` came from `Box::into_raw` in `install`; SQLite calls this once.
-    drop(unsafe { Box::from_raw(state.cast::<WalHook>()) });
+    let installed = unsafe { Box::from_raw(state.cast::<Installed>()) };
+    // SAFETY: SQLite runs client-data destructors while the connection is still open (on
+    // close, before it is torn down). Unhooked first, a commit that could still come (a
+    // statement finishing after `sqlite3_close_v2`) finds no hook rather than freed state.
+    unsafe { ffi::sqlite3_wal_hook(installed.db, None, std::ptr::null_mut()) };
 }
 
 /// Called by SQLite after every commit on the writer, with the frames now in the WAL.
 unsafe extern "C" fn on_commit(state: *mut c_void, db: *mut ffi::sqlite3, name: *const c_char, frames: c_int) -> c_int {
-    // SAFETY: `state` is the `WalHook` installed with this hook; it lives until the
-    // connection closes, after its last commit.
-    let hook = unsafe { &*state.cast::<WalHook>() };
+    // SAFETY: `state` is the `Installed` registered with this hook; `release` unhooks it
+    // before freeing it.
+    let installed = unsafe { &*state.cast::<Installed>() };
     if frames >= WRITER_BACKSTOP_FRAMES {
         // SAFETY: SQLite allows a WAL hook to checkpoint the connection that called it (its
-        // own automatic checkpoint is such a hook).
+        // own automatic checkpoint is such a hook). Busy (a checkpoint of the thread's under
+        // way) is left for the next commit, as SQLite's hook leaves it.
         unsafe { ffi::sqlite3_wal_checkpoint(db, name) };
     }
-    if let Some(waker) = hook.waker.upgrade() {
+    if let Some(waker) = installed.hook.waker.upgrade() {
         // SAFETY: `db` is the connection SQLite called the hook for, on its own thread.
         waker.written(unsafe { pages_written(db) });
     }
@@ -267,7 +290,33 @@ mod tests {
         let wal = std::fs::metadata(dir.path().join("hook.db-wal")).unwrap().len();
         // The backstop's 2,000 frames and one commit's worth past them, of 4 KiB pages.
         assert!(wal <= 2_100 * (4096 + 24), "the WAL grew to {wal} bytes");
-        assert_eq!(checkpointer.checkpoints(), 0, "the thread was never started");
+        conn.close().await.unwrap();
+    }
+    /// A stop with a wake-up already queued still reaches the thread, which ends after the
+    /// passes it was asked for.
+    #[tokio::test]
+    async fn a_stop_behind_a_queued_wake_up_ends_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stop.db");
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", file.display())).await.unwrap();
+        conn.execute("PRAGMA journal_mode = WAL").await.unwrap();
+        conn.execute("CREATE TABLE t (b BLOB NOT NULL)").await.unwrap();
+        let checkpointer = Checkpointer::new();
+        checkpointer.hook().install(&mut conn).await.unwrap();
+        checkpointer.start(&file).unwrap();
+        // 20 commits of 150 rows of 1 KiB: ~1,000 pages, a few wake-ups.
+        for _ in 0..20 {
+            sqlx::query(
+                "INSERT INTO t (b) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 150) \
+                 SELECT zeroblob(1024) FROM n",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        let _ = checkpointer.waker.wake.try_send(Wake::Pages);
+        tokio::time::timeout(std::time::Duration::from_secs(10), checkpointer.stop()).await.expect("the thread ended");
+        assert!(checkpointer.checkpoints() > 0, "the thread ran before it stopped");
         conn.close().await.unwrap();
     }
 }
