@@ -141,13 +141,21 @@ async fn a_repeated_provider_delivery_answers_the_same_id_and_is_forwarded_once(
     let gh = check(&gw, "github", sign::github(GITHUB_SECRET, "d-7", "push", &g), &g, 200).await.unwrap();
     let (_, again) = gw.ingest("github", &sign::github(GITHUB_SECRET, "d-7", "push", &g), &g).await;
     assert_eq!(again["event_id"], gh.as_str());
-    eventually(Duration::from_secs(10), "both events delivered", || async { (receiver.count() >= 2).then_some(()) })
+    // Standard Webhooks: the retry has a new timestamp and signature, and the same webhook-id
+    // even over a different body (the id is the key, not the bytes).
+    let w = body("sw");
+    let sw = check(&gw, "acme", sign::standard(STANDARD_SECRET, "msg_7", sign::now_secs(), &w), &w, 200).await.unwrap();
+    let w2 = body("sw-changed");
+    let (_, again) = gw.ingest("acme", &sign::standard(STANDARD_SECRET, "msg_7", sign::now_secs() + 1, &w2), &w2).await;
+    assert_eq!((again["event_id"].as_str(), again["duplicate"].as_bool()), (Some(sw.as_str()), Some(true)), "{again}");
+    eventually(Duration::from_secs(10), "the events delivered", || async { (receiver.count() >= 3).then_some(()) })
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = receiver.counts_by_event();
     assert_eq!(counts.get(&first), Some(&1), "{counts:?}");
     assert_eq!(counts.get(&gh), Some(&1), "{counts:?}");
-    assert_eq!(gw.all_events().await.len(), 2);
+    assert_eq!(counts.get(&sw), Some(&1), "{counts:?}");
+    assert_eq!(gw.all_events().await.len(), 3);
 }
 
 #[tokio::test]
@@ -179,4 +187,16 @@ async fn the_providers_own_libraries_sign_requests_the_gateway_accepts() {
     .unwrap();
     signed.push(("x-github-delivery".into(), "octokit-1".into()));
     check(&gw, "github", signed, &g, 200).await;
+}
+
+#[tokio::test]
+async fn an_unknown_route_or_method_gets_a_json_error() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = start(&db, &receiver).await;
+    let (status, answer) = gw.call("GET", "/v1/nothing-here", None, None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("route_unknown")), "{answer}");
+    let (status, answer) = gw.call("GET", "/ingest/stripe", None, None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (405, Some("method_not_allowed")), "{answer}");
+    assert!(answer["error"]["message"].is_string(), "{answer}");
 }

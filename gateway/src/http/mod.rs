@@ -19,11 +19,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::StatusCode;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, SourceConfig};
 use crate::delivery::DispatcherHandle;
+use crate::error::ApiError;
 use crate::receipts::ReceiptDesk;
 use crate::replay::executor::Replayer;
 use crate::store::{CommitQueue, Store};
@@ -75,5 +77,10 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::router())
         .merge(summary::router())
         .merge(health::router())
+        // Errors are JSON everywhere, also for a path or method the API does not have.
+        .fallback(|| async { ApiError::not_found("route_unknown", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
         .with_state(state)
 }
