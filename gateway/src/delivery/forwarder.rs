@@ -72,7 +72,7 @@ pub struct ForwardResult {
     pub latency_ms: i64,
     pub error: Option<String>,
     pub excerpt: Option<String>,
-    /// A `Retry-After` in seconds, when the handler sent one.
+    /// A `Retry-After` (seconds, or an HTTP date from now), when the handler sent one.
     pub retry_after: Option<Duration>,
     /// A receipt the handler put on its response, when it did.
     pub inline_receipt: Option<InlineReceipt>,
@@ -211,8 +211,7 @@ impl Forwarder {
                 retry_after: headers
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs),
+                    .and_then(|v| retry_after(v, std::time::SystemTime::now())),
                 inline_receipt: InlineReceipt::from_response(&headers),
             },
             Err(failure) => ForwardResult {
@@ -310,6 +309,17 @@ fn basic_auth(url: &reqwest::Url) -> Option<(reqwest::Url, HeaderValue)> {
     Some((bare, header))
 }
 
+/// A `Retry-After` value: delay-seconds, or an HTTP date (a date already past asks for no
+/// wait). The date is the handler's wall clock, so it is read against the real one, `now`.
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// When a forward must have an answer: `timeout` after `started` (far off for a timeout too
 /// long to add).
 fn deadline(started: Instant, timeout: Duration) -> tokio::time::Instant {
@@ -400,6 +410,16 @@ mod tests {
         assert_eq!(result.status, Some(200), "{:?}", result.error);
         assert_eq!(result.excerpt.as_deref(), Some("partial"));
         assert_eq!(result.retry_after, Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO), "a date past");
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
     }
 
     /// Credentials in a forward URL go out as Basic authentication, not in the request line

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The longest wait a handler's `Retry-After` can ask of a scheduled retry: the default
+/// ladder's last rung. A ladder with a longer rung allows that instead.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(24 * 3600);
+
 /// The rungs between attempts and how many attempts there are in all (the first included).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryLadder {
@@ -34,8 +38,10 @@ impl RetryLadder {
 
     /// After `attempts_made` ladder attempts failed: retry, or give up. `jitter_unit` is a
     /// uniform sample in [-1, 1] scaled by `jitter` (±20% by default); a `Retry-After` from
-    /// the handler replaces the rung when it asks for longer. Past the last rung the last
-    /// one repeats, so a ladder shorter than `max_attempts` still spaces its retries.
+    /// the handler replaces the rung when it asks for longer, up to [`RETRY_AFTER_CAP`] or the
+    /// ladder's longest rung if that is longer (a handler asking for a year does not park the
+    /// event for a year). Past the last rung
+    /// the last one repeats, so a ladder shorter than `max_attempts` still spaces its retries.
     pub fn after_failure(
         &self,
         attempts_made: u32,
@@ -54,7 +60,8 @@ impl RetryLadder {
         let base = rung.as_millis() as f64;
         let mut delay = base * (1.0 + jitter * jitter_unit.clamp(-1.0, 1.0));
         if let Some(asked) = retry_after {
-            delay = delay.max(asked.as_millis() as f64);
+            let cap = self.rungs.iter().max().unwrap_or(last).max(&RETRY_AFTER_CAP);
+            delay = delay.max(asked.min(*cap).as_millis() as f64);
         }
         NextStep::RetryIn(delay.round() as i64)
     }
@@ -80,5 +87,12 @@ mod tests {
         check(1, -1.0, None, NextStep::RetryIn(24_000));
         check(1, 0.0, Some(90), NextStep::RetryIn(90_000));
         check(2, 0.0, Some(5), NextStep::RetryIn(120_000));
+        check(1, 0.0, Some(365 * 86_400), NextStep::RetryIn(86_400_000));
+        let short = RetryLadder::new(vec![Duration::from_millis(100)], 3);
+        assert_eq!(
+            short.after_failure(1, 0.0, 0.0, Some(Duration::from_secs(7200))),
+            NextStep::RetryIn(7_200_000),
+            "a short ladder still honours hours"
+        );
     }
 }
