@@ -63,6 +63,14 @@ async fn an_operator_previews_runs_and_verifies_a_replay_from_the_command_line()
     let events = hookwarden(&gw, &["events", "list", "--json"]).await;
     let listed: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
     assert_eq!(listed["data"].as_array().unwrap().len(), 4);
+    // After the replay each event has a second (replay) attempt.
+    let filtered =
+        hookwarden(&gw, &["events", "list", "--filter", "attempts >= 2 AND source = orders", "--json"]).await;
+    let filtered: serde_json::Value = serde_json::from_slice(&filtered.stdout).unwrap();
+    assert_eq!(filtered["data"].as_array().unwrap().len(), 4, "{filtered}");
+    let none = hookwarden(&gw, &["events", "list", "--filter", "attempts >= 3", "--json"]).await;
+    let none: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
+    assert_eq!(none["data"].as_array().unwrap().len(), 0, "{none}");
     let summary = stdout(&hookwarden(&gw, &["summary", "--bucket", "1h"]).await);
     assert!(summary.contains("unknown 4"), "{summary}");
     let token = stdout(&hookwarden(&gw, &["tokens", "create", "--name", "otto", "--role", "viewer"]).await);

@@ -454,6 +454,48 @@ async fn no_send_after_a_recorded_receipt_postgres() {
     no_send_after_a_recorded_receipt(Db::Postgres, 2, 1000).await;
 }
 
+/// A query parameter's value, percent-encoded.
+fn encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// The ids `GET /v1/events` answers for `query`, sorted.
+async fn listed(gw: &Gateway, query: &str) -> Vec<String> {
+    let (status, page) = gw.admin_get(&format!("/v1/events?{query}")).await;
+    assert_eq!(status, 200, "{page}");
+    let mut ids: Vec<String> =
+        page["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn events_are_listed_by_the_filter_language() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "f", 4).await;
+    confirm(&gw, &ids[0]).await;
+    gw.post_receipt(&handler_key().sign(&Receipt::failed(&ids[1], "E_DB", None), sign::now_secs())).await;
+    gw.post_receipt(&handler_key().sign(&Receipt::failed(&ids[2], "E_TIMEOUT", None), sign::now_secs())).await;
+    let by_code = format!("filter={}", encoded("outcome = failed AND error_code IN ('E_DB', \"E_X\")"));
+    assert_eq!(listed(&gw, &by_code).await, vec![ids[1].clone()]);
+    let mut open = vec![ids[1].clone(), ids[2].clone(), ids[3].clone()];
+    open.sort();
+    assert_eq!(listed(&gw, &format!("source=orders&filter={}", encoded("outcome != confirmed"))).await, open);
+    // With the other parameters: they all hold.
+    assert_eq!(
+        listed(&gw, &format!("outcome=unknown&filter={}", encoded("attempts >= 1 AND source = orders"))).await,
+        vec![ids[3].clone()]
+    );
+    let (status, refused) = gw.admin_get(&format!("/v1/events?filter={}", encoded("outcome ~ unknown"))).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (400, Some("filter_invalid")), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("column 9"), "{refused}");
+}
+
 #[tokio::test]
 async fn resolving_an_event_closes_its_gap_with_an_audited_note() {
     let db = TestDb::new(Db::Sqlite).await;
@@ -472,6 +514,10 @@ async fn resolving_an_event_closes_its_gap_with_an_audited_note() {
     let resolved = audit.iter().find(|e| e["action"] == "event.resolved").unwrap();
     assert_eq!(resolved["details"]["note"], "applied by hand, ticket OPS-7");
     assert_eq!(resolved["subject"], ids[0].as_str());
+    let event = gw.event(&ids[0]).await.unwrap();
+    assert_eq!(event["resolved"]["note"], "applied by hand, ticket OPS-7", "{event}");
+    assert_eq!(event["resolved"]["by"], "bootstrap-admin", "{event}");
+    assert!(gw.event(&ids[1]).await.unwrap()["resolved"].is_null());
 }
 
 #[tokio::test]

@@ -142,6 +142,16 @@ pub struct EventSummary {
     pub attempts: i64,
     pub next_attempt_at: Option<i64>,
     pub delivered_at: Option<i64>,
+    /// Set when an operator closed the event's gap by hand.
+    pub resolution: Option<Resolution>,
+}
+
+/// An operator's resolution of an event without replay: who, why, when (unix ms).
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolution {
+    pub by: String,
+    pub note: String,
+    pub at: i64,
 }
 
 /// One forward of an event to its handler.

@@ -99,6 +99,9 @@ enum EventsCommand {
         /// confirmed, unknown or failed.
         #[arg(long)]
         outcome: Option<String>,
+        /// The replay filter language, e.g. "error_code = E_DB AND attempts >= 3".
+        #[arg(long)]
+        filter: Option<String>,
         #[arg(long)]
         limit: Option<i64>,
         #[command(flatten)]
@@ -172,8 +175,9 @@ fn remote(command: Command) -> ExitCode {
                 args.json = remote.json;
                 cli::replay(&api(&remote), args).await
             }
-            Command::Events(EventsCommand::List { source, since, until, outcome, limit, remote }) => {
-                cli::events_list(&api(&remote), source, since, until, outcome, limit, remote.json).await
+            Command::Events(EventsCommand::List { source, since, until, outcome, filter, limit, remote }) => {
+                let query = cli::EventsQuery { source, since, until, outcome, filter, limit };
+                cli::events_list(&api(&remote), query, remote.json).await
             }
             Command::Events(EventsCommand::Show { id, remote }) => {
                 cli::event_show(&api(&remote), &id, remote.json).await

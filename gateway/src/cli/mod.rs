@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use replay::{ReplayArgs, replay};
-pub use views::{audit, audit_verify, event_show, events_list, summary, tokens_create};
+pub use views::{EventsQuery, audit, audit_verify, event_show, events_list, summary, tokens_create};
 
 /// Why a command failed; `main` prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]

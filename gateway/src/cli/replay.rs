@@ -187,7 +187,7 @@ pub fn dry_run_report(plan: &Value, live_command: &str) -> String {
         if include_failed {
             "eligible (--include-failed)"
         } else {
-            "listed for review; add --include-failed to replay them"
+            "not sent: review them with `hookwarden events list --filter 'outcome = failed'`, or add --include-failed"
         }
     ));
     let eligible = count(plan, "eligible");

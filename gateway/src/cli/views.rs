@@ -15,25 +15,27 @@ fn n(v: &Value) -> i64 {
     v.as_i64().unwrap_or(0)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn events_list(
-    api: &Api,
-    source: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    outcome: Option<String>,
-    limit: Option<i64>,
-    json_out: bool,
-) -> Result<(), CliError> {
+/// What `events list` asks for; each a query parameter of `GET /v1/events`.
+pub struct EventsQuery {
+    pub source: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub outcome: Option<String>,
+    pub filter: Option<String>,
+    pub limit: Option<i64>,
+}
+
+pub async fn events_list(api: &Api, q: EventsQuery, json_out: bool) -> Result<(), CliError> {
     let now = OffsetDateTime::now_utc();
     let path = with_query(
         "/v1/events",
         &[
-            ("source", source),
-            ("since", since.map(|t| time_arg(&t, now)).transpose()?),
-            ("until", until.map(|t| time_arg(&t, now)).transpose()?),
-            ("outcome", outcome),
-            ("limit", limit.map(|l| l.to_string())),
+            ("source", q.source),
+            ("since", q.since.map(|t| time_arg(&t, now)).transpose()?),
+            ("until", q.until.map(|t| time_arg(&t, now)).transpose()?),
+            ("outcome", q.outcome),
+            ("filter", q.filter),
+            ("limit", q.limit.map(|l| l.to_string())),
         ],
     );
     let page = api.get(&path).await?;
@@ -42,14 +44,17 @@ pub async fn events_list(
         return Ok(());
     }
     println!(
-        "{:<31} {:<10} {:<26} {:<25} {:<10} {:<10} {:>3}",
+        "{:<31} {:<10} {:<26} {:<25} {:<20} {:<10} {:>3}",
         "ID", "SOURCE", "TYPE", "RECEIVED", "OUTCOME", "DELIVERY", "ATT"
     );
     for e in page["data"].as_array().into_iter().flatten() {
-        let outcome =
-            if e["overdue"] == true { format!("{} (overdue)", s(&e["outcome"])) } else { s(&e["outcome"]).to_string() };
+        let outcome = match (e["error_code"].as_str(), e["overdue"] == true) {
+            (Some(code), _) => format!("{} ({code})", s(&e["outcome"])),
+            (None, true) => format!("{} (overdue)", s(&e["outcome"])),
+            (None, false) => s(&e["outcome"]).to_string(),
+        };
         println!(
-            "{:<31} {:<10} {:<26} {:<25} {:<10} {:<10} {:>3}",
+            "{:<31} {:<10} {:<26} {:<25} {:<20} {:<10} {:>3}",
             s(&e["id"]),
             s(&e["source"]),
             s(&e["event_type"]),
@@ -86,6 +91,9 @@ pub async fn event_show(api: &Api, id: &str, json_out: bool) -> Result<(), CliEr
         s(&e["next_attempt_at"])
     );
     println!("  idempotency key  {}", s(&e["idempotency_key"]));
+    if let Some(r) = e["resolved"].as_object() {
+        println!("  resolved         {} by {}: {}", s(&r["at"]), s(&r["by"]), s(&r["note"]));
+    }
     println!("Attempts:");
     for a in e["attempt_log"].as_array().into_iter().flatten() {
         println!(

@@ -13,7 +13,8 @@ use super::{AppState, Caller, Role};
 use crate::delivery::idempotency_key;
 use crate::domain::{EventId, EventSummary, Outcome};
 use crate::error::ApiError;
-use crate::store::EventQuery;
+use crate::replay::plan::and_filter;
+use crate::store::{EventQuery, Selection};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
@@ -25,6 +26,8 @@ struct ListParams {
     since: Option<String>,
     until: Option<String>,
     outcome: Option<String>,
+    /// The replay filter language (`outcome = unknown AND attempts < 3`).
+    filter: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -49,6 +52,7 @@ fn event_json(app: &AppState, e: &EventSummary, now: i64) -> Value {
         "delivered_at": e.delivered_at.map(format_ms),
         "idempotency_key": idempotency_key(&e.source, &e.provider_event_id),
         "overdue": overdue,
+        "resolved": e.resolution.as_ref().map(|r| json!({ "by": r.by, "note": r.note, "at": format_ms(r.at) })),
     })
 }
 
@@ -77,6 +81,12 @@ async fn list(
         .as_deref()
         .map(|c| EventId::parse(c).ok_or_else(|| ApiError::bad_request("invalid_query", "`cursor` is not an event id")))
         .transpose()?;
+    let mut filter = Selection::default();
+    if let Some(text) = p.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+        let parsed = crate::replay::filter::parse(text)
+            .map_err(|err| ApiError::bad_request(err.code(), format!("filter: {err}")))?;
+        and_filter(&mut filter, &parsed);
+    }
     let query = EventQuery {
         source: p.source,
         since: p.since.as_deref().map(|t| parse_rfc3339("since", t)).transpose()?,
@@ -84,6 +94,7 @@ async fn list(
         outcome,
         before,
         limit,
+        filter,
     };
     let events = app.store.list_events(&query).await?;
     let now = app.clock.now_ms();

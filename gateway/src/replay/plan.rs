@@ -210,8 +210,7 @@ pub async fn plan(
     let filter = match request.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
         Some(text) => {
             let parsed = filter::parse(text)?;
-            let (sql, params) = parsed.to_sql(1);
-            selection.and(&numbered_to_marks(&sql), params.into_iter().map(to_store_param).collect());
+            and_filter(&mut selection, &parsed);
             Some(parsed)
         }
         None => None,
@@ -296,6 +295,13 @@ pub async fn plan(
         sample,
         selection,
     })
+}
+
+/// Adds a parsed filter expression to a store condition: what a replay selects by, and what
+/// `GET /v1/events?filter=` lists by.
+pub fn and_filter(selection: &mut Selection, filter: &filter::Filter) {
+    let (sql, params) = filter.to_sql(1);
+    selection.and(&numbered_to_marks(&sql), params.into_iter().map(to_store_param).collect());
 }
 
 /// The filter's `$n` placeholders as the `?` marks a [`Selection`] numbers itself.

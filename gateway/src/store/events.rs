@@ -2,11 +2,11 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, with_pool, with_writer};
-use crate::domain::{Attempt, AttemptKind, DeliveryState, EventId, EventSummary, Outcome};
+use super::{Selection, SqlParam, Store, StoreError, with_pool, with_writer};
+use crate::domain::{Attempt, AttemptKind, DeliveryState, EventId, EventSummary, Outcome, Resolution};
 
 const COLUMNS: &str = "id, source, dedup_key, event_type, received_at, outcome, error_code, delivery_state, \
-     attempts, next_attempt_at, delivered_at";
+     attempts, next_attempt_at, delivered_at, resolved_by, resolved_note, resolved_at";
 
 /// Which events to list: newest first, in pages ending before `before`.
 #[derive(Debug, Clone, Default)]
@@ -19,6 +19,8 @@ pub struct EventQuery {
     pub outcome: Option<Outcome>,
     pub before: Option<EventId>,
     pub limit: i64,
+    /// An operator's filter expression, as a condition (the replay planner builds the same).
+    pub filter: Selection,
 }
 
 /// One event with everything the operator may want to see.
@@ -28,11 +30,6 @@ pub struct EventDetail {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub attempts: Vec<Attempt>,
-}
-
-enum Param {
-    Text(String),
-    Int(i64),
 }
 
 fn corrupt(what: &str, value: &str) -> StoreError {
@@ -56,41 +53,47 @@ macro_rules! summary_from_row {
             attempts: row.try_get("attempts")?,
             next_attempt_at: row.try_get("next_attempt_at")?,
             delivered_at: row.try_get("delivered_at")?,
+            resolution: match (
+                row.try_get::<Option<String>, _>("resolved_by")?,
+                row.try_get::<Option<String>, _>("resolved_note")?,
+                row.try_get::<Option<i64>, _>("resolved_at")?,
+            ) {
+                (Some(by), Some(note), Some(at)) => Some(Resolution { by, note, at }),
+                _ => None,
+            },
         })
     }};
 }
 
 impl Store {
     pub async fn list_events(&self, q: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
-        let mut clauses = Vec::new();
-        let mut params = Vec::new();
-        let mut add = |clause: &str, param: Param| {
-            params.push(param);
-            clauses.push(clause.replace('?', &format!("${}", params.len())));
-        };
+        let mut condition = q.filter.clone();
         if let Some(source) = &q.source {
-            add("source = ?", Param::Text(source.clone()));
+            condition.and("source = ?", vec![SqlParam::Text(source.clone())]);
         }
         if let Some(since) = q.since {
-            add("received_at >= ?", Param::Int(since));
+            condition.and("received_at >= ?", vec![SqlParam::Int(since)]);
         }
         if let Some(until) = q.until {
-            add("received_at < ?", Param::Int(until));
+            condition.and("received_at < ?", vec![SqlParam::Int(until)]);
         }
         if let Some(outcome) = q.outcome {
-            add("outcome = ?", Param::Text(outcome.as_str().to_string()));
+            condition.and("outcome = ?", vec![SqlParam::Text(outcome.as_str().to_string())]);
         }
         if let Some(before) = &q.before {
-            add("id < ?", Param::Text(before.as_str().to_string()));
+            condition.and("id < ?", vec![SqlParam::Text(before.as_str().to_string())]);
         }
-        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
-        let sql = format!("SELECT {COLUMNS} FROM events {filter} ORDER BY id DESC LIMIT {}", q.limit.clamp(1, 1000));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE {} ORDER BY id DESC LIMIT {}",
+            condition.render(1),
+            q.limit.clamp(1, 1000)
+        );
         with_pool!(self, pool => {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for param in params {
+            for param in condition.params() {
                 query = match param {
-                    Param::Text(text) => query.bind(text),
-                    Param::Int(int) => query.bind(int),
+                    SqlParam::Text(text) => query.bind(text.clone()),
+                    SqlParam::Int(int) => query.bind(*int),
                 };
             }
             let rows = query.fetch_all(pool).await?;

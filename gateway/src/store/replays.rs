@@ -36,8 +36,13 @@ impl Selection {
         self
     }
 
+    /// The values to bind, in placeholder order.
+    pub(super) fn params(&self) -> &[SqlParam] {
+        &self.params
+    }
+
     /// The condition with placeholders numbered from `$first`.
-    fn render(&self, first: usize) -> String {
+    pub(super) fn render(&self, first: usize) -> String {
         if self.sql.is_empty() {
             return "1 = 1".into();
         }
