@@ -151,6 +151,10 @@ pub async fn summary(
         "total {}: confirmed {}, unknown {} (overdue {}), failed {}",
         t["total"], t["confirmed"], t["unknown"], t["overdue"], t["failed"]
     );
+    if let Some(codes) = v["failed_by_error_code"].as_object().filter(|c| !c.is_empty()) {
+        let codes: Vec<String> = codes.iter().map(|(code, n)| format!("{code} {n}")).collect();
+        println!("failed by error code: {}", codes.join(", "));
+    }
     println!("\n{:<25} {:>9} {:>9} {:>9} {:>9}", "BUCKET", "CONFIRMED", "UNKNOWN", "OVERDUE", "FAILED");
     for b in v["buckets"].as_array().into_iter().flatten().filter(|b| b["total"] != 0) {
         let gap = if b["unknown"] != 0 || b["failed"] != 0 { "  <- gap" } else { "" };

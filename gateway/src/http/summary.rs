@@ -1,5 +1,6 @@
 //! `GET /v1/summary`: the gap view. Outcome counts (with overdue ones) in total, per source
-//! and per time bucket, so an operator sees where the missing events are.
+//! and per time bucket, so an operator sees where the missing events are, and the failed
+//! ones by error code, so they see what went wrong.
 
 use std::collections::BTreeMap;
 
@@ -90,17 +91,19 @@ async fn summary(
     for start in (first..until).step_by(bucket_ms as usize) {
         buckets.insert(start, Counts::default());
     }
+    let mut failed_by_error_code: BTreeMap<String, i64> = BTreeMap::new();
     for source in sources {
-        let rows = app
-            .store
-            .summary(&SummaryQuery {
-                source: source.name.clone(),
-                since,
-                until,
-                bucket_ms,
-                overdue_before: now - source.receipt_sla.as_millis() as i64,
-            })
-            .await?;
+        let query = SummaryQuery {
+            source: source.name.clone(),
+            since,
+            until,
+            bucket_ms,
+            overdue_before: now - source.receipt_sla.as_millis() as i64,
+        };
+        let rows = app.store.summary(&query).await?;
+        for (code, n) in app.store.failed_by_error_code(&query).await? {
+            *failed_by_error_code.entry(code.unwrap_or_else(|| "none".into())).or_default() += n;
+        }
         let mut counts = Counts::default();
         for row in rows {
             counts.add(row.outcome, row.overdue, row.count);
@@ -125,6 +128,7 @@ async fn summary(
         "until": format_ms(until),
         "bucket_seconds": bucket_ms / 1000,
         "totals": totals,
+        "failed_by_error_code": failed_by_error_code,
         "sources": per_source,
         "buckets": buckets,
     })))

@@ -28,6 +28,9 @@ const SUMMARY: &str = "SELECT (received_at / $4) * $4 AS bucket, outcome, \
      COUNT(*) AS n FROM events WHERE source = $1 AND received_at >= $2 AND received_at < $3 \
      GROUP BY 1, 2, 3 ORDER BY 1";
 
+const FAILED_BY_CODE: &str = "SELECT error_code, COUNT(*) AS n FROM events \
+     WHERE source = $1 AND received_at >= $2 AND received_at < $3 AND outcome = 'failed' GROUP BY error_code";
+
 impl Store {
     pub async fn summary(&self, q: &SummaryQuery) -> Result<Vec<SummaryRow>, StoreError> {
         let rows: Vec<(i64, String, i64, i64)> = with_pool!(self, pool => {
@@ -51,5 +54,13 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The `failed` events of the query's window by their error code (`None` for none), for
+    /// the gap view: what went wrong, not only how often.
+    pub async fn failed_by_error_code(&self, q: &SummaryQuery) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(FAILED_BY_CODE).bind(&q.source).bind(q.since).bind(q.until).fetch_all(pool).await?
+        }))
     }
 }
