@@ -266,54 +266,52 @@ mod tests {
 
     use super::*;
 
-    /// With the thread never started, the hook alone counts the pages and keeps the WAL
-    /// bounded by its backstop (without it, nothing would checkpoint this connection).
-    #[tokio::test]
-    async fn the_hook_counts_pages_and_keeps_the_backstop() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("hook.db");
+    /// A WAL-mode database `file` with one table `t`, its connection hooked to a new
+    /// checkpointer (not started).
+    async fn hooked(file: &Path) -> (SqliteConnection, Checkpointer) {
         let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", file.display())).await.unwrap();
         conn.execute("PRAGMA journal_mode = WAL").await.unwrap();
         conn.execute("CREATE TABLE t (b BLOB NOT NULL)").await.unwrap();
         let checkpointer = Checkpointer::new();
         checkpointer.hook().install(&mut conn).await.unwrap();
-        // 120 commits of 100 rows of 1 KiB, three to a page: ~4,400 pages in all.
-        for _ in 0..120 {
-            let mut tx = conn.begin().await.unwrap();
-            for _ in 0..100 {
-                sqlx::query("INSERT INTO t (b) VALUES (zeroblob(1024))").execute(&mut *tx).await.unwrap();
-            }
-            tx.commit().await.unwrap();
+        (conn, checkpointer)
+    }
+
+    /// Commits `commits` transactions of `rows` rows of 1 KiB (three to a page).
+    async fn write(conn: &mut SqliteConnection, commits: usize, rows: usize) {
+        let insert = format!(
+            "INSERT INTO t (b) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             SELECT zeroblob(1024) FROM n"
+        );
+        for _ in 0..commits {
+            sqlx::query(sqlx::AssertSqlSafe(insert.as_str())).execute(&mut *conn).await.unwrap();
         }
+    }
+
+    /// With the thread never started, the hook alone counts the pages and keeps the WAL
+    /// bounded by its backstop (without it, nothing would checkpoint this connection).
+    #[tokio::test]
+    async fn the_hook_counts_pages_and_keeps_the_backstop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut conn, checkpointer) = hooked(&dir.path().join("hook.db")).await;
+        write(&mut conn, 120, 100).await;
         let pending = checkpointer.waker.shared.pending.load(Ordering::Relaxed);
-        assert!(pending > 4000, "the hook counted {pending} pages");
+        assert!(pending > 4000, "the hook counted {pending} pages of ~4,400");
         let wal = std::fs::metadata(dir.path().join("hook.db-wal")).unwrap().len();
         // The backstop's 2,000 frames and one commit's worth past them, of 4 KiB pages.
         assert!(wal <= 2_100 * (4096 + 24), "the WAL grew to {wal} bytes");
         conn.close().await.unwrap();
     }
+
     /// A stop with a wake-up already queued still reaches the thread, which ends after the
     /// passes it was asked for.
     #[tokio::test]
     async fn a_stop_behind_a_queued_wake_up_ends_the_thread() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("stop.db");
-        let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", file.display())).await.unwrap();
-        conn.execute("PRAGMA journal_mode = WAL").await.unwrap();
-        conn.execute("CREATE TABLE t (b BLOB NOT NULL)").await.unwrap();
-        let checkpointer = Checkpointer::new();
-        checkpointer.hook().install(&mut conn).await.unwrap();
+        let (mut conn, checkpointer) = hooked(&file).await;
         checkpointer.start(&file).unwrap();
-        // 20 commits of 150 rows of 1 KiB: ~1,000 pages, a few wake-ups.
-        for _ in 0..20 {
-            sqlx::query(
-                "INSERT INTO t (b) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 150) \
-                 SELECT zeroblob(1024) FROM n",
-            )
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
+        write(&mut conn, 20, 150).await;
         let _ = checkpointer.waker.wake.try_send(Wake::Pages);
         tokio::time::timeout(std::time::Duration::from_secs(10), checkpointer.stop()).await.expect("the thread ended");
         assert!(checkpointer.checkpoints() > 0, "the thread ran before it stopped");
