@@ -200,3 +200,71 @@ async fn an_unknown_route_or_method_gets_a_json_error() {
     assert_eq!((status, answer["error"]["code"].as_str()), (405, Some("method_not_allowed")), "{answer}");
     assert!(answer["error"]["message"].is_string(), "{answer}");
 }
+
+/// Puts on (or takes off) a trigger that refuses every new event, behind the running
+/// gateway's back: the next group commit fails as a full disk or a broken database would.
+async fn refuse_inserts(db: &TestDb, kind: Db, refuse: bool) {
+    use sqlx::Connection;
+    match kind {
+        Db::Sqlite => {
+            let options =
+                db.url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().busy_timeout(Duration::from_secs(10));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+            let sql = if refuse {
+                "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            } else {
+                "DROP TRIGGER refuse"
+            };
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+        Db::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            let statements: &[&'static str] = if refuse {
+                &[
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+                    "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()",
+                ]
+            } else {
+                &["DROP TRIGGER refuse ON events", "DROP FUNCTION refuse()"]
+            };
+            for sql in statements {
+                sqlx::query(*sql).execute(&mut conn).await.unwrap();
+            }
+            conn.close().await.unwrap();
+        }
+    }
+}
+
+/// A commit that fails is a 503 (the provider retries later) and stores nothing of the
+/// event; once the database takes writes again, the provider's retry goes in.
+async fn check_a_failed_commit(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = start(&db, &receiver).await;
+    let first = body("before");
+    check(&gw, "open", vec![], &first, 200).await;
+    refuse_inserts(&db, kind, true).await;
+    let refused = body("refused");
+    let (status, answer) = gw.ingest("open", &[], &refused).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("store_unavailable")), "{answer}");
+    refuse_inserts(&db, kind, false).await;
+    assert_eq!(gw.all_events().await.len(), 1, "the refused event was stored");
+    let id = check(&gw, "open", vec![], &refused, 200).await.unwrap();
+    eventually(Duration::from_secs(10), "the retried event delivered", || async {
+        receiver.counts_by_event().contains_key(&id).then_some(())
+    })
+    .await;
+    assert_eq!(gw.all_events().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_a_503_and_stores_nothing_sqlite() {
+    check_a_failed_commit(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_a_503_and_stores_nothing_postgres() {
+    check_a_failed_commit(Db::Postgres).await;
+}
