@@ -454,6 +454,43 @@ async fn no_send_after_a_recorded_receipt_postgres() {
     no_send_after_a_recorded_receipt(Db::Postgres, 2, 1000).await;
 }
 
+/// An admin picks events by id, includes a failed one, and sends them to a staging handler:
+/// only those go out, only there, and the audit log says where.
+#[tokio::test]
+async fn chosen_events_including_a_failed_one_go_to_staging() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let staging = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "s", 4).await;
+    confirm(&gw, &ids[0]).await;
+    gw.post_receipt(&handler_key().sign(&Receipt::failed(&ids[1], "E_DB", None), sign::now_secs())).await;
+    let to = staging.url("/orders");
+    let (status, job) = replay(
+        &gw,
+        None,
+        json!({
+            "event_ids": [ids[0], ids[1], ids[2]], "include_failed": true, "to": to,
+            "dry_run": false, "reason": "try the fix on staging", "rate": 50
+        }),
+    )
+    .await;
+    assert_eq!((status, job["eligible"].as_i64()), (202, Some(2)), "{job}");
+    let done = wait_done(&gw, job["id"].as_str().unwrap(), Duration::from_secs(20)).await;
+    assert_eq!((done["state"].as_str(), done["counts"]["succeeded"].as_i64()), (Some("completed"), Some(2)), "{done}");
+    let mut sent: Vec<String> = replayed(&staging).into_keys().collect();
+    sent.sort();
+    let mut expected = vec![ids[1].clone(), ids[2].clone()];
+    expected.sort();
+    assert_eq!(sent, expected, "the confirmed one, or one not chosen, went out");
+    assert!(replayed(&receiver).is_empty(), "the production handler got a replay");
+    assert!(staging.received().iter().all(|r| r.verified), "staging got an unsigned request");
+    let audit = gw.audit().await;
+    let started = audit.iter().find(|e| e["action"] == "replay.started").unwrap();
+    assert_eq!(started["details"]["request"]["to"], to.as_str(), "{started}");
+    assert_eq!(started["details"]["request"]["include_failed"], true, "{started}");
+}
+
 /// A query parameter's value, percent-encoded.
 fn encoded(value: &str) -> String {
     value
