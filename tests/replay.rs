@@ -491,6 +491,35 @@ async fn chosen_events_including_a_failed_one_go_to_staging() {
     assert_eq!(started["details"]["request"]["include_failed"], true, "{started}");
 }
 
+/// A handler answering 429 halves the replay's pace each time: the gap before each next
+/// send doubles, never a burst of sends at the handler's speed.
+#[tokio::test]
+async fn a_throttling_handler_slows_the_replay_down() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "t", 6).await;
+    // Each event had one request in the outage; its replay is the second, answered 429.
+    receiver.set(Behaviour { status: 429, fail_first: 2, ..Behaviour::default() });
+    let (status, job) = replay(
+        &gw,
+        None,
+        json!({ "source": "orders", "since": SINCE, "dry_run": false, "reason": "slow-down check", "rate": 20 }),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let done = wait_done(&gw, job["id"].as_str().unwrap(), Duration::from_secs(30)).await;
+    assert_eq!((done["counts"]["sent"].as_i64(), done["counts"]["failed"].as_i64()), (Some(6), Some(6)), "{done}");
+    let sends: Vec<Instant> = receiver.received().iter().filter(|r| r.replay_id().is_some()).map(|r| r.at).collect();
+    assert_eq!(sends.len(), ids.len(), "{done}");
+    for (k, pair) in sends.windows(2).enumerate() {
+        // After k + 1 throttles the rate is 20 / 2^(k+1) per second; timers only add to that.
+        let period = Duration::from_secs_f64(2f64.powi(k as i32 + 1) / 20.0);
+        let gap = pair[1] - pair[0];
+        assert!(gap >= period.mul_f64(0.9), "send {} came {gap:?} after the one before, not {period:?}", k + 2);
+    }
+}
+
 /// A query parameter's value, percent-encoded.
 fn encoded(value: &str) -> String {
     value

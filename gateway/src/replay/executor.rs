@@ -30,6 +30,8 @@ use crate::store::{
 pub const BATCH: i64 = 500;
 /// Send tasks whose results are not yet written, per job (bounds memory, not speed).
 const MAX_OUTSTANDING: u32 = 4096;
+/// How often a running job's lease is extended (leases last `delivery.lease`, seconds).
+const RENEW_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct ReplaySettings {
@@ -208,7 +210,7 @@ impl Replayer {
                 self.store.load_for_send(&sendable.iter().map(|i| i.event_id.clone()).collect::<Vec<_>>()).await?;
             let chunk_size = (run.rate.current() / 2.0).clamp(1.0, 64.0) as usize;
             for chunk in sendable.chunks(chunk_size) {
-                if renewed_at.elapsed() >= Duration::from_secs(1) {
+                if renewed_at.elapsed() >= RENEW_EVERY {
                     renewed_at = tokio::time::Instant::now();
                     if let Some(end) = self.renew(job, &run).await? {
                         run.drain().await;
@@ -220,9 +222,26 @@ impl Replayer {
                 let sending: Vec<ItemResult> = chunk.iter().map(|i| item_result(i.seq, "sending", now)).collect();
                 self.store.record_items(&job.id, &sending).await?;
                 for (n, item) in chunk.iter().enumerate() {
-                    let stopped = tokio::select! {
-                        _ = run.rate.ready() => false,
-                        _ = stop.changed() => true,
+                    // The wait for the next turn can outlast the lease (a handler that keeps
+                    // answering 429 slows the run to one send per 10 s, a `Retry-After` pauses
+                    // it): the lease is renewed while waiting, not only between chunks.
+                    let stopped = loop {
+                        tokio::select! {
+                            _ = run.rate.ready() => break false,
+                            _ = stop.changed() => break true,
+                            _ = tokio::time::sleep_until(renewed_at + RENEW_EVERY) => {
+                                renewed_at = tokio::time::Instant::now();
+                                match self.renew(job, &run).await? {
+                                    None => {}
+                                    Some(End::Cancelled) => break true,
+                                    Some(end) => {
+                                        // Another gateway took the job over; it marks these interrupted.
+                                        run.drain().await;
+                                        return Ok(end);
+                                    }
+                                }
+                            }
+                        }
                     };
                     if stopped || *stop.borrow() {
                         // Marked `sending` but never sent: these were not sent, say so.

@@ -41,6 +41,15 @@ fn limiter(rate: f64) -> Arc<DefaultDirectRateLimiter> {
     Arc::new(RateLimiter::direct(quota))
 }
 
+/// A bucket for a rate that replaces the one in use: empty, so the next send waits a whole
+/// period at the new rate. (A fresh bucket is full, and after a 429 that token went out at
+/// once: a handler throttling every send got them at its own speed, not the halved rate.)
+fn replacement(rate: f64) -> Arc<DefaultDirectRateLimiter> {
+    let bucket = limiter(rate);
+    while bucket.check().is_ok() {}
+    bucket
+}
+
 impl AdaptiveRate {
     pub fn new(target: f64) -> Self {
         let target = target.max(MIN_RATE);
@@ -78,7 +87,7 @@ impl AdaptiveRate {
     pub fn throttled(&self, retry_after: Option<Duration>) {
         let mut state = self.state.lock().expect("rate lock");
         state.current = (state.current / 2.0).max(MIN_RATE);
-        state.limiter = limiter(state.current);
+        state.limiter = replacement(state.current);
         state.streak = 0;
         if let Some(wait) = retry_after {
             state.paused_until = Some(Instant::now() + wait.min(Duration::from_secs(300)));
@@ -91,7 +100,7 @@ impl AdaptiveRate {
         state.streak += 1;
         if state.streak >= RAMP_AFTER && state.current < self.target {
             state.current = (state.current * 1.25).min(self.target);
-            state.limiter = limiter(state.current);
+            state.limiter = replacement(state.current);
             state.streak = 0;
         }
     }
