@@ -71,6 +71,9 @@ async fn an_operator_previews_runs_and_verifies_a_replay_from_the_command_line()
     let none = hookwarden(&gw, &["events", "list", "--filter", "attempts >= 3", "--json"]).await;
     let none: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
     assert_eq!(none["data"].as_array().unwrap().len(), 0, "{none}");
+    let first = listed["data"][0]["id"].as_str().unwrap();
+    let shown = stdout(&hookwarden(&gw, &["events", "show", first]).await);
+    assert!(shown.starts_with(first) && shown.contains("Attempts:") && shown.contains(" replay "), "{shown}");
     let summary = stdout(&hookwarden(&gw, &["summary", "--bucket", "1h"]).await);
     assert!(summary.contains("unknown 4"), "{summary}");
     let token = stdout(&hookwarden(&gw, &["tokens", "create", "--name", "otto", "--role", "viewer"]).await);

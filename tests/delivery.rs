@@ -193,3 +193,46 @@ async fn a_sources_in_flight_limit_bounds_concurrent_requests_to_its_handler() {
     eventually(Duration::from_secs(10), "all six delivered", || async { (receiver.count() == 6).then_some(()) }).await;
     assert_eq!(receiver.most_in_flight(), 2, "the handler saw more (or fewer) requests at once than the limit");
 }
+
+/// A handler that answers too late, and one that is not listening: both are failed
+/// attempts with the reason in the attempt log, and both are retried on the ladder.
+#[tokio::test]
+async fn timeouts_and_refused_connections_are_retried() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    receiver.set(Behaviour { delay: Duration::from_millis(1500), ..Behaviour::default() });
+    // A port with nothing on it: bound, then let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let nowhere = SourceSpec::new("nowhere", "{ kind = \"none\" }", &format!("http://{closed}/hooks"))
+        .with("dedup = { header = \"x-request-id\" }")
+        .ladder(&["200ms"], 3);
+    let mut spec = GatewaySpec::new(&db.url, vec![orders(&receiver).ladder(&["200ms"], 5), nowhere]);
+    spec.timeout = "300ms".into();
+    let gw = Gateway::start(&spec).await;
+    let late = ingest(&gw, "late").await;
+    eventually(Duration::from_secs(10), "the first, late request", || async {
+        (!receiver.for_event(&late).is_empty()).then_some(())
+    })
+    .await;
+    receiver.set(Behaviour::default());
+    let (status, answer) = gw.ingest("nowhere", &[("x-request-id".into(), "n".into())], &body("n")).await;
+    assert_eq!(status, 200, "{answer}");
+    let unreachable = answer["event_id"].as_str().unwrap().to_string();
+    let event = eventually(Duration::from_secs(10), "the late event delivered on a retry", || async {
+        let event = gw.event(&late).await?;
+        (event["delivery_state"] == "delivered").then_some(event)
+    })
+    .await;
+    let log = event["attempt_log"].as_array().unwrap();
+    assert!(log[0]["error"].as_str().unwrap().starts_with("timeout"), "{event}");
+    assert_eq!(log.last().unwrap()["status_code"], 200, "{event}");
+    let event = eventually(Duration::from_secs(10), "the unreachable event given up", || async {
+        let event = gw.event(&unreachable).await?;
+        (event["outcome"] == "failed").then_some(event)
+    })
+    .await;
+    let log = event["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 3, "{event}");
+    assert!(log.iter().all(|a| a["status_code"].is_null() && a["error"].is_string()), "{event}");
+    assert_eq!(event["error_code"], "delivery_exhausted");
+}

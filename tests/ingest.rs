@@ -190,7 +190,7 @@ async fn the_providers_own_libraries_sign_requests_the_gateway_accepts() {
 }
 
 #[tokio::test]
-async fn an_unknown_route_or_method_gets_a_json_error() {
+async fn unknown_routes_get_json_errors_and_health_and_metrics_need_no_token() {
     let db = TestDb::new(Db::Sqlite).await;
     let receiver = Receiver::start().await;
     let gw = start(&db, &receiver).await;
@@ -199,6 +199,19 @@ async fn an_unknown_route_or_method_gets_a_json_error() {
     let (status, answer) = gw.call("GET", "/ingest/stripe", None, None).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (405, Some("method_not_allowed")), "{answer}");
     assert!(answer["error"]["message"].is_string(), "{answer}");
+    // Health and metrics need no token.
+    check(&gw, "open", vec![], &body("counted"), 200).await;
+    let bare = reqwest::Client::new();
+    let health = bare.get(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let metrics = bare.get(gw.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status().as_u16(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("hookwarden_ingest_total{") && l.contains("source=\"open\"") && l.ends_with(" 1")),
+        "{text}"
+    );
 }
 
 /// Puts on (or takes off) a trigger that refuses every new event, behind the running

@@ -238,3 +238,42 @@ async fn overdue_events_and_the_gap_view() {
     let (_, everything) = gw.admin_get("/v1/summary").await;
     assert_eq!(everything["sources"]["billing"]["total"], 0);
 }
+
+/// Rotation: a key made by `hookwarden keys generate` works beside the current one, and the
+/// config line it prints, pasted on a second source, makes the same key good there too.
+#[tokio::test]
+async fn a_generated_key_rotates_in_beside_the_current_one() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookwarden"))
+        .args(["keys", "generate", "--id", "orders-2", "--json"])
+        .output()
+        .expect("run hookwarden keys generate");
+    assert!(out.status.success(), "{out:?}");
+    let generated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new_key = ReceiptKey::from_seed_base64("orders-2", generated["seed"].as_str().unwrap()).unwrap();
+    assert_eq!(new_key.public_key_base64(), generated["public_key"].as_str().unwrap());
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let orders = SourceSpec::new("orders", "{ kind = \"none\" }", &receiver.url("/orders"))
+        .with("dedup = { json_pointer = \"/id\" }")
+        .with(&sign::receipt_keys_line(&[(&key("orders-1", 1), false), (&new_key, false)]));
+    let billing = SourceSpec::new("billing", "{ kind = \"none\" }", &receiver.url("/billing"))
+        .with("dedup = { json_pointer = \"/id\" }")
+        .with(generated["config"].as_str().unwrap());
+    let gw = Gateway::start(&GatewaySpec::new(&db.url, vec![orders, billing])).await;
+    let old_signed = ingest(&gw, "rot-a").await;
+    let new_signed = ingest(&gw, "rot-b").await;
+    let (status, answer) = gw.ingest("billing", &[], json!({ "id": "rot-c" }).to_string().as_bytes()).await;
+    assert_eq!(status, 200, "{answer}");
+    let on_billing = answer["event_id"].as_str().unwrap().to_string();
+    let now = sign::now_secs();
+    for (signer, event) in [(key("orders-1", 1), &old_signed), (new_key.clone(), &new_signed), (new_key, &on_billing)] {
+        let (status, answer) = post(&gw, &signer.sign(&Receipt::applied(event.as_str()), now)).await;
+        assert_eq!(status, 200, "{} for {event}: {answer}", signer.id);
+        assert_eq!(outcome(&gw, event).await, "confirmed");
+    }
+    // The old key is registered on orders only.
+    let (_, answer) = gw.ingest("billing", &[], json!({ "id": "rot-d" }).to_string().as_bytes()).await;
+    let other = answer["event_id"].as_str().unwrap();
+    let (status, answer) = post(&gw, &key("orders-1", 1).sign(&Receipt::applied(other), now)).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("receipt_key_forbidden")), "{answer}");
+}

@@ -172,6 +172,13 @@ async fn the_dry_run_counts_samples_sends_nothing_and_is_audited() {
     let audit = gw.audit().await;
     assert_eq!(audit.iter().filter(|e| e["action"] == "replay.dry_run").count(), 4);
     assert!(audit.iter().all(|e| e["actor"] == "bootstrap-admin" || e["action"] == "token.created"));
+    // The audit log by time window.
+    let (_, window) = gw.admin_get(&format!("/v1/audit?since={SINCE}")).await;
+    assert_eq!(window["entries"].as_array().unwrap().len(), audit.len(), "{window}");
+    let (_, before) = gw.admin_get(&format!("/v1/audit?until={SINCE}")).await;
+    assert_eq!(before["entries"].as_array().unwrap().len(), 0, "{before}");
+    let (_, later) = gw.admin_get("/v1/audit?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(later["entries"].as_array().unwrap().len(), 0, "{later}");
 }
 
 async fn live_run_sends_only_what_is_eligible(kind: Db) {
