@@ -506,6 +506,8 @@ async fn a_throttling_handler_slows_the_replay_down() {
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
     let ids = outage(&gw, &receiver, "t", 6).await;
+    let scheduled = gw.event(&ids[0]).await.unwrap()["next_attempt_at"].clone();
+    assert!(scheduled.is_string(), "the retry an hour on");
     // Each event had one request in the outage; its replay is the second, answered 429.
     receiver.set(Behaviour { status: 429, fail_first: 2, ..Behaviour::default() });
     let (status, job) = replay(
@@ -525,6 +527,10 @@ async fn a_throttling_handler_slows_the_replay_down() {
         let gap = pair[1] - pair[0];
         assert!(gap >= period.mul_f64(0.9), "send {} came {gap:?} after the one before, not {period:?}", k + 2);
     }
+    // A failed replay send is in the attempt log but leaves the retry schedule alone.
+    let event = gw.event(&ids[0]).await.unwrap();
+    assert_eq!(event["next_attempt_at"], scheduled, "{event}");
+    assert_eq!((event["attempts"].as_i64(), event["outcome"].as_str()), (Some(2), Some("unknown")), "{event}");
 }
 
 /// A query parameter's value, percent-encoded.
