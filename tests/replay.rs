@@ -551,9 +551,8 @@ async fn listed(gw: &Gateway, query: &str) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn events_are_listed_by_the_filter_language() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn events_are_listed_by_the_filter_language(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
     let ids = outage(&gw, &receiver, "f", 4).await;
@@ -573,6 +572,16 @@ async fn events_are_listed_by_the_filter_language() {
     let (status, refused) = gw.admin_get(&format!("/v1/events?filter={}", encoded("outcome ~ unknown"))).await;
     assert_eq!((status, refused["error"]["code"].as_str()), (400, Some("filter_invalid")), "{refused}");
     assert!(refused["error"]["message"].as_str().unwrap().contains("column 9"), "{refused}");
+}
+
+#[tokio::test]
+async fn events_are_listed_by_the_filter_language_sqlite() {
+    events_are_listed_by_the_filter_language(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn events_are_listed_by_the_filter_language_postgres() {
+    events_are_listed_by_the_filter_language(Db::Postgres).await;
 }
 
 #[tokio::test]
