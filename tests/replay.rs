@@ -519,6 +519,7 @@ async fn a_throttling_handler_slows_the_replay_down() {
     assert_eq!(status, 202, "{job}");
     let done = wait_done(&gw, job["id"].as_str().unwrap(), Duration::from_secs(30)).await;
     assert_eq!((done["counts"]["sent"].as_i64(), done["counts"]["failed"].as_i64()), (Some(6), Some(6)), "{done}");
+    assert_eq!(done["current_rate"], 20.0 / 64.0, "six halvings: {done}");
     let sends: Vec<Instant> = receiver.received().iter().filter(|r| r.replay_id().is_some()).map(|r| r.at).collect();
     assert_eq!(sends.len(), ids.len(), "{done}");
     for (k, pair) in sends.windows(2).enumerate() {

@@ -73,7 +73,7 @@ async fn create(
         .await;
     if let Err(err) = audited {
         // A run that is not in the audit log does not run.
-        let _ = app.store.finish_replay(&id, "failed", now, Some("could not write the audit entry")).await;
+        let _ = app.store.finish_replay(&id, "failed", now, Some("could not write the audit entry"), None).await;
         return Err(err.into());
     }
     app.replayer.wake();
@@ -129,7 +129,7 @@ async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<Stri
         .await?
         .ok_or_else(|| ApiError::not_found("replay_unknown", format!("no replay `{id}`")))?;
     let now = app.clock.now_ms();
-    if !app.store.finish_replay(&id, "cancelled", now, None).await? {
+    if !app.store.finish_replay(&id, "cancelled", now, None, None).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "replay_not_running",

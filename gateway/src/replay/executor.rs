@@ -139,7 +139,8 @@ impl Replayer {
         let (stop_tx, stop_rx) = watch::channel(false);
         self.running.lock().expect("running lock").insert(job.id.clone(), stop_tx);
         tracing::info!(replay = %job.id, eligible = job.counts.eligible, "replay running");
-        let result = self.drive(&job, stop_rx).await;
+        let run = self.job_run(&job);
+        let result = self.drive(&job, &run, stop_rx).await;
         self.running.lock().expect("running lock").remove(&job.id);
         let now = self.clock.now_ms();
         let (state, error) = match result {
@@ -153,7 +154,7 @@ impl Replayer {
         {
             tracing::warn!(replay = %job.id, error = %err, "marking cancelled items failed");
         }
-        let finished = self.store.finish_replay(&job.id, state, now, error.as_deref()).await;
+        let finished = self.store.finish_replay(&job.id, state, now, error.as_deref(), Some(run.rate.current())).await;
         if let Err(err) = self.audit_finish(&job.id, state, error.as_deref()).await {
             tracing::error!(replay = %job.id, error = %err, "writing the replay's audit entry failed");
         }
@@ -176,18 +177,14 @@ impl Replayer {
             .map(|_| ())
     }
 
-    /// Runs a job's items until none is queued, the job is cancelled, or the lease is lost.
-    async fn drive(self: &Arc<Self>, job: &ReplayJob, mut stop: watch::Receiver<bool>) -> Result<End, StoreError> {
-        let resumed = self.store.interrupt_sending(&job.id, self.clock.now_ms()).await?;
-        if resumed > 0 {
-            tracing::warn!(replay = %job.id, resumed, "resumed a job: items that were being sent are not sent again");
-        }
+    /// What a job's run keeps while it goes: its pace, its sends in flight, the receipts seen.
+    fn job_run(&self, job: &ReplayJob) -> Arc<JobRun> {
         let eligible: HashSet<Outcome> = job.request["eligible_outcomes"]
             .as_array()
             .map(|list| list.iter().filter_map(|o| o.as_str().and_then(Outcome::parse)).collect())
             .unwrap_or_else(|| HashSet::from([Outcome::Unknown]));
         let concurrency = self.settings.concurrency.min(job.rate.ceil().max(1.0) as usize) as u32;
-        let run = Arc::new(JobRun {
+        Arc::new(JobRun {
             id: job.id.clone(),
             destination: job.destination.as_deref().map(crate::config::http_url),
             eligible,
@@ -196,7 +193,20 @@ impl Replayer {
             permits: Arc::new(Semaphore::new(concurrency as usize)),
             outstanding: Arc::new(Semaphore::new(MAX_OUTSTANDING as usize)),
             results: self.result_writer(&job.id),
-        });
+        })
+    }
+
+    /// Runs a job's items until none is queued, the job is cancelled, or the lease is lost.
+    async fn drive(
+        self: &Arc<Self>,
+        job: &ReplayJob,
+        run: &Arc<JobRun>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<End, StoreError> {
+        let resumed = self.store.interrupt_sending(&job.id, self.clock.now_ms()).await?;
+        if resumed > 0 {
+            tracing::warn!(replay = %job.id, resumed, "resumed a job: items that were being sent are not sent again");
+        }
         let mut bus = self.receipts.bus.subscribe();
         let mut renewed_at = tokio::time::Instant::now();
         loop {
@@ -205,14 +215,14 @@ impl Replayer {
                 run.drain().await;
                 return Ok(End::Completed);
             }
-            let sendable = self.recheck_batch(&run, &mut bus, items).await?;
+            let sendable = self.recheck_batch(run, &mut bus, items).await?;
             let events =
                 self.store.load_for_send(&sendable.iter().map(|i| i.event_id.clone()).collect::<Vec<_>>()).await?;
             let chunk_size = (run.rate.current() / 2.0).clamp(1.0, 64.0) as usize;
             for chunk in sendable.chunks(chunk_size) {
                 if renewed_at.elapsed() >= RENEW_EVERY {
                     renewed_at = tokio::time::Instant::now();
-                    if let Some(end) = self.renew(job, &run).await? {
+                    if let Some(end) = self.renew(job, run).await? {
                         run.drain().await;
                         return Ok(end);
                     }
@@ -231,7 +241,7 @@ impl Replayer {
                             _ = stop.changed() => break true,
                             _ = tokio::time::sleep_until(renewed_at + RENEW_EVERY) => {
                                 renewed_at = tokio::time::Instant::now();
-                                match self.renew(job, &run).await? {
+                                match self.renew(job, run).await? {
                                     None => {}
                                     Some(End::Cancelled) => break true,
                                     Some(end) => {

@@ -487,22 +487,25 @@ impl Store {
         self.record_items(id, &results).await
     }
 
-    /// Ends a running job (`completed`, `cancelled` or `failed`); `false` when it had ended.
+    /// Ends a running job (`completed`, `cancelled` or `failed`), with the pace it ended at
+    /// when the run knows it; `false` when it had ended.
     pub async fn finish_replay(
         &self,
         id: &str,
         state: &str,
         now: i64,
         error: Option<&str>,
+        current_rate: Option<f64>,
     ) -> Result<bool, StoreError> {
         let n = with_writer!(self, pool => sqlx::query(
-            "UPDATE replays SET state = $2, finished_at = $3, error = $4, lease_owner = NULL, lease_until = NULL \
-             WHERE id = $1 AND state = 'running'",
+            "UPDATE replays SET state = $2, finished_at = $3, error = $4, lease_owner = NULL, lease_until = NULL, \
+             current_rate = COALESCE($5, current_rate) WHERE id = $1 AND state = 'running'",
         )
         .bind(id)
         .bind(state)
         .bind(now)
         .bind(error)
+        .bind(current_rate)
         .execute(pool)
         .await?
         .rows_affected());
