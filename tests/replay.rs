@@ -346,6 +346,37 @@ async fn a_cancelled_run_stops_sending() {
     assert!(job["counts"]["skipped_other"].as_i64().unwrap() >= 10, "{job}");
 }
 
+/// A gateway stopped the ordinary way (a deploy, SIGTERM) in the middle of a live replay
+/// leaves the job running for the next gateway: it is not cancelled, and every item is sent
+/// once, none lost to the stop.
+#[tokio::test]
+async fn a_graceful_restart_hands_a_running_replay_on() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let mut gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "g", 30).await;
+    let (_, job) = replay(
+        &gw,
+        None,
+        json!({ "source": "orders", "since": SINCE, "dry_run": false, "reason": "deploy mid-run", "rate": 10 }),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(10), "some sent", || async { (replayed(&receiver).len() >= 8).then_some(()) }).await;
+    assert!(gw.terminate(Duration::from_secs(15)).await.is_some_and(|s| s.success()), "{}", gw.log());
+    gw.restart().await;
+    let done = wait_done(&gw, &id, Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let sent = replayed(&receiver);
+    assert_eq!(sent.len(), ids.len(), "{done}");
+    assert!(sent.values().all(|n| *n == 1), "sent twice: {sent:?}");
+    assert_eq!(
+        (done["counts"]["succeeded"].as_i64(), done["counts"]["failed"].as_i64()),
+        (Some(30), Some(0)),
+        "{done}"
+    );
+}
+
 async fn resume_after_kill_9_sends_no_item_twice(kind: Db) {
     let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;

@@ -8,6 +8,7 @@
 //! item twice. Pace: [`AdaptiveRate`]; concurrency: a semaphore.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,8 +52,10 @@ pub struct Replayer {
     gateway_id: String,
     settings: ReplaySettings,
     wake: Notify,
-    /// Jobs running here, to stop them at once on cancel.
-    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Jobs running here, to stop them at once on cancel or shutdown.
+    running: Mutex<HashMap<String, watch::Sender<Stop>>>,
+    /// Set when `run` starts to stop: a job claimed after that is told at once.
+    shutting_down: AtomicBool,
     /// Group commit of replay attempts into the events' attempt logs.
     attempts: Batcher<AttemptRecord, Result<(), String>>,
 }
@@ -63,6 +66,18 @@ enum End {
     Cancelled,
     /// Another gateway holds the job now (ours stalled past the lease).
     LeaseLost,
+    /// This gateway is stopping: the job stays `running` for the next one.
+    Shutdown,
+}
+
+/// What a running job is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Run,
+    /// An operator cancelled it: what is left is not sent.
+    Cancel,
+    /// The gateway is stopping: what is left goes back in the queue for the next one.
+    Shutdown,
 }
 
 impl Replayer {
@@ -95,6 +110,7 @@ impl Replayer {
             settings,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
         })
     }
 
@@ -106,18 +122,21 @@ impl Replayer {
     /// Stops a job running on this gateway (its state was already set to `cancelled`).
     pub fn stop_local(&self, id: &str) {
         if let Some(stop) = self.running.lock().expect("running lock").get(id) {
-            let _ = stop.send(true);
+            let _ = stop.send(Stop::Cancel);
         }
     }
 
-    /// Claims and runs jobs until `shutdown`.
+    /// Claims and runs jobs until `shutdown`, then hands the running ones back (see
+    /// [`Stop::Shutdown`]) and waits for them to do so.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut jobs = tokio::task::JoinSet::new();
         while !*shutdown.borrow() {
+            while jobs.try_join_next().is_some() {}
             let now = self.clock.now_ms();
             let lease_until = now + self.settings.lease.as_millis() as i64;
             match self.store.claim_replay(&self.gateway_id, now, lease_until).await {
                 Ok(Some(job)) => {
-                    tokio::spawn(self.clone().execute(job));
+                    jobs.spawn(self.clone().execute(job));
                     continue;
                 }
                 Ok(None) => {}
@@ -129,22 +148,44 @@ impl Replayer {
                 _ = shutdown.changed() => {}
             }
         }
-        let stops: Vec<_> = self.running.lock().expect("running lock").values().cloned().collect();
-        for stop in stops {
-            let _ = stop.send(true);
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for stop in self.running.lock().expect("running lock").values() {
+            let _ = stop.send(Stop::Shutdown);
         }
+        while jobs.join_next().await.is_some() {}
     }
 
     async fn execute(self: Arc<Self>, job: ReplayJob) {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        self.running.lock().expect("running lock").insert(job.id.clone(), stop_tx);
+        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+        let ours = stop_rx.clone();
+        {
+            let mut running = self.running.lock().expect("running lock");
+            // Claimed as the gateway began to stop: told at once (`run` set the flag first).
+            if self.shutting_down.load(Ordering::SeqCst) {
+                let _ = stop_tx.send(Stop::Shutdown);
+            }
+            running.insert(job.id.clone(), stop_tx);
+        }
         tracing::info!(replay = %job.id, eligible = job.counts.eligible, "replay running");
         let run = self.job_run(&job);
         let result = self.drive(&job, &run, stop_rx).await;
-        self.running.lock().expect("running lock").remove(&job.id);
+        {
+            // Only this run's own entry: a fresh run of the job may have replaced it.
+            let mut running = self.running.lock().expect("running lock");
+            if running.get(&job.id).is_some_and(|stop| stop.subscribe().same_channel(&ours)) {
+                running.remove(&job.id);
+            }
+        }
         let now = self.clock.now_ms();
         let (state, error) = match result {
             Ok(End::LeaseLost) => return,
+            Ok(End::Shutdown) => {
+                if let Err(err) = self.store.release_replay(&job.id, &self.gateway_id).await {
+                    tracing::warn!(replay = %job.id, error = %err, "handing the replay on failed; its lease runs out instead");
+                }
+                tracing::info!(replay = %job.id, "replay handed on: the gateway is stopping");
+                return;
+            }
             Ok(End::Completed) => ("completed", None),
             Ok(End::Cancelled) => ("cancelled", None),
             Err(err) => ("failed", Some(err.to_string())),
@@ -201,7 +242,7 @@ impl Replayer {
         self: &Arc<Self>,
         job: &ReplayJob,
         run: &Arc<JobRun>,
-        mut stop: watch::Receiver<bool>,
+        mut stop: watch::Receiver<Stop>,
     ) -> Result<End, StoreError> {
         let resumed = self.store.interrupt_sending(&job.id, self.clock.now_ms()).await?;
         if resumed > 0 {
@@ -220,12 +261,11 @@ impl Replayer {
                 self.store.load_for_send(&sendable.iter().map(|i| i.event_id.clone()).collect::<Vec<_>>()).await?;
             let chunk_size = (run.rate.current() / 2.0).clamp(1.0, 64.0) as usize;
             for chunk in sendable.chunks(chunk_size) {
-                if renewed_at.elapsed() >= RENEW_EVERY {
-                    renewed_at = tokio::time::Instant::now();
-                    if let Some(end) = self.renew(job, run).await? {
-                        run.drain().await;
-                        return Ok(end);
-                    }
+                if renewed_at.elapsed() >= RENEW_EVERY
+                    && let Some(end) = self.renew(job, run, &mut renewed_at).await
+                {
+                    run.drain().await;
+                    return Ok(end);
                 }
                 // Written before anything goes out: a crash from here on never resends these.
                 let now = self.clock.now_ms();
@@ -234,18 +274,28 @@ impl Replayer {
                 for (n, item) in chunk.iter().enumerate() {
                     // The wait for the next turn can outlast the lease (a handler that keeps
                     // answering 429 slows the run to one send per 10 s, a `Retry-After` pauses
-                    // it): the lease is renewed while waiting, not only between chunks.
-                    let stopped = loop {
+                    // it): the lease is renewed while waiting, not only between chunks. (The
+                    // wait for a send slot below is bounded by `delivery.timeout`, which the
+                    // lease outlasts.)
+                    let told = loop {
                         tokio::select! {
-                            _ = run.rate.ready() => break false,
-                            _ = stop.changed() => break true,
+                            _ = run.rate.ready() => break *stop.borrow(),
+                            changed = stop.changed() => match changed {
+                                Ok(()) => break *stop.borrow_and_update(),
+                                // The sender is gone: this gateway claimed the job afresh (its
+                                // lease had run out) and that run goes on; this one steps aside.
+                                Err(_) => {
+                                    run.drain().await;
+                                    return Ok(End::LeaseLost);
+                                }
+                            },
                             _ = tokio::time::sleep_until(renewed_at + RENEW_EVERY) => {
-                                renewed_at = tokio::time::Instant::now();
-                                match self.renew(job, run).await? {
+                                match self.renew(job, run, &mut renewed_at).await {
                                     None => {}
-                                    Some(End::Cancelled) => break true,
+                                    Some(End::Cancelled) => break Stop::Cancel,
                                     Some(end) => {
-                                        // Another gateway took the job over; it marks these interrupted.
+                                        // Whoever holds the lease now marks the items left
+                                        // `sending` here interrupted: never sent, never resent.
                                         run.drain().await;
                                         return Ok(end);
                                     }
@@ -253,14 +303,19 @@ impl Replayer {
                             }
                         }
                     };
-                    if stopped || *stop.borrow() {
-                        // Marked `sending` but never sent: these were not sent, say so.
+                    if told != Stop::Run {
+                        // Marked `sending` but never sent: cancelled, or back in the queue for
+                        // the gateway that takes the job on.
+                        let (state, end) = match told {
+                            Stop::Shutdown => ("queued", End::Shutdown),
+                            _ => ("cancelled", End::Cancelled),
+                        };
                         let now = self.clock.now_ms();
                         let unsent: Vec<ItemResult> =
-                            chunk[n..].iter().map(|i| item_result(i.seq, "cancelled", now)).collect();
+                            chunk[n..].iter().map(|i| item_result(i.seq, state, now)).collect();
                         self.store.record_items(&job.id, &unsent).await?;
                         run.drain().await;
-                        return Ok(End::Cancelled);
+                        return Ok(end);
                     }
                     run.note_receipts(&mut bus);
                     let Some(event) = events.get(&item.event_id).cloned() else {
@@ -286,14 +341,25 @@ impl Replayer {
         }
     }
 
-    /// Extends the lease; `Some(end)` when the job must stop here.
-    async fn renew(&self, job: &ReplayJob, run: &JobRun) -> Result<Option<End>, StoreError> {
+    /// Extends the lease (and stores the pace), noting when in `renewed_at`; `Some(end)` when
+    /// the job must stop here. A renewal that fails is logged and tried again on the next
+    /// tick, as a lease outlasts many: a database blip does not end the run half-way through
+    /// a chunk, and a lease really lost meanwhile shows on the next renewal that goes through.
+    async fn renew(&self, job: &ReplayJob, run: &JobRun, renewed_at: &mut tokio::time::Instant) -> Option<End> {
         let until = self.clock.now_ms() + self.settings.lease.as_millis() as i64;
-        Ok(match self.store.renew_replay(&job.id, &self.gateway_id, until, run.rate.current()).await?.as_deref() {
-            Some("running") => None,
-            Some(_) => Some(End::Cancelled),
-            None => Some(End::LeaseLost),
-        })
+        let renewed = self.store.renew_replay(&job.id, &self.gateway_id, until, run.rate.current()).await;
+        *renewed_at = tokio::time::Instant::now();
+        match renewed {
+            Ok(state) => match state.as_deref() {
+                Some("running") => None,
+                Some(_) => Some(End::Cancelled),
+                None => Some(End::LeaseLost),
+            },
+            Err(err) => {
+                tracing::warn!(replay = %job.id, error = %err, "renewing the replay's lease failed; trying again");
+                None
+            }
+        }
     }
 
     /// Re-reads a batch's outcomes and drops what is no longer eligible; returns the rest.

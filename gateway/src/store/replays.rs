@@ -183,7 +183,8 @@ macro_rules! job_from_row {
 /// How an item state moves the job's counters: (sent, succeeded, failed, skipped_receipt, skipped_other).
 fn deltas(state: &str) -> [i64; 5] {
     match state {
-        "sending" => [0, 0, 0, 0, 0],
+        // `queued` again: a stopping gateway hands back what it had not sent.
+        "sending" | "queued" => [0, 0, 0, 0, 0],
         "succeeded" => [1, 1, 0, 0, 0],
         "failed" | "interrupted" => [1, 0, 1, 0, 0],
         "skipped_receipt" => [0, 0, 0, 1, 0],
@@ -485,6 +486,20 @@ impl Store {
             })
             .collect();
         self.record_items(id, &results).await
+    }
+
+    /// Gives up this gateway's lease on a job that stays `running`, so that the next gateway
+    /// to look takes it on at once (this one is stopping).
+    pub async fn release_replay(&self, id: &str, gateway: &str) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "UPDATE replays SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(gateway)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
     }
 
     /// Ends a running job (`completed`, `cancelled` or `failed`), with the pace it ended at
