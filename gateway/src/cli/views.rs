@@ -44,17 +44,19 @@ pub async fn events_list(api: &Api, q: EventsQuery, json_out: bool) -> Result<()
         return Ok(());
     }
     println!(
-        "{:<31} {:<10} {:<26} {:<25} {:<20} {:<10} {:>3}",
+        "{:<31} {:<10} {:<26} {:<25} {:<28} {:<10} {:>3}",
         "ID", "SOURCE", "TYPE", "RECEIVED", "OUTCOME", "DELIVERY", "ATT"
     );
     for e in page["data"].as_array().into_iter().flatten() {
-        let outcome = match (e["error_code"].as_str(), e["overdue"] == true) {
-            (Some(code), _) => format!("{} ({code})", s(&e["outcome"])),
-            (None, true) => format!("{} (overdue)", s(&e["outcome"])),
-            (None, false) => s(&e["outcome"]).to_string(),
-        };
+        let mut outcome = s(&e["outcome"]).to_string();
+        if let Some(code) = e["error_code"].as_str() {
+            outcome.push_str(&format!(" ({code})"));
+        }
+        if e["overdue"] == true {
+            outcome.push_str(" (overdue)");
+        }
         println!(
-            "{:<31} {:<10} {:<26} {:<25} {:<20} {:<10} {:>3}",
+            "{:<31} {:<10} {:<26} {:<25} {:<28} {:<10} {:>3}",
             s(&e["id"]),
             s(&e["source"]),
             s(&e["event_type"]),

@@ -40,8 +40,8 @@ impl RetryLadder {
     /// uniform sample in [-1, 1] scaled by `jitter` (±20% by default); a `Retry-After` from
     /// the handler replaces the rung when it asks for longer, up to [`RETRY_AFTER_CAP`] or the
     /// ladder's longest rung if that is longer (a handler asking for a year does not park the
-    /// event for a year). Past the last rung
-    /// the last one repeats, so a ladder shorter than `max_attempts` still spaces its retries.
+    /// event for a year). Past the last rung the last one repeats, so a ladder shorter than
+    /// `max_attempts` still spaces its retries.
     pub fn after_failure(
         &self,
         attempts_made: u32,

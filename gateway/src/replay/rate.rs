@@ -110,6 +110,21 @@ impl AdaptiveRate {
 mod tests {
     use super::*;
 
+    /// After a slow-down the next send waits a whole period at the new rate: the new bucket
+    /// starts empty (a full one let a send out at once after every 429).
+    #[tokio::test]
+    async fn the_send_after_a_slow_down_waits_its_period() {
+        for target in [20.0, 400.0] {
+            let rate = AdaptiveRate::new(target);
+            rate.ready().await;
+            rate.throttled(None);
+            let started = std::time::Instant::now();
+            rate.ready().await;
+            let period = Duration::from_secs_f64(2.0 / target);
+            assert!(started.elapsed() >= period.mul_f64(0.9), "at {target}/s: {:?}", started.elapsed());
+        }
+    }
+
     #[test]
     fn slows_down_multiplicatively_and_ramps_back_gradually() {
         let rate = AdaptiveRate::new(8.0);
