@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::selection::bind_all;
 use super::{Selection, SqlParam, Store, StoreError, with_pool, with_writer};
 use crate::domain::{Attempt, AttemptKind, DeliveryState, EventId, EventSummary, Outcome, Resolution};
 
@@ -89,13 +90,7 @@ impl Store {
             q.limit.clamp(1, 1000)
         );
         with_pool!(self, pool => {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for param in condition.params() {
-                query = match param {
-                    SqlParam::Text(text) => query.bind(text.clone()),
-                    SqlParam::Int(int) => query.bind(*int),
-                };
-            }
+            let query = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), condition.params());
             let rows = query.fetch_all(pool).await?;
             rows.iter().map(|row| summary_from_row!(row)).collect()
         })

@@ -20,6 +20,7 @@ mod handoff;
 mod ingest;
 mod receipts;
 mod replays;
+mod selection;
 mod summary;
 mod tokens;
 
@@ -37,9 +38,8 @@ pub use delivery::{AttemptRecord, Completion, DueDelivery};
 pub use events::{EventDetail, EventQuery};
 pub use handoff::{FreshDeliveries, Handoff, handoff};
 pub use receipts::{EventHold, NewReceipt, Recorded, StoredReceipt};
-pub use replays::{
-    ItemResult, NewReplay, ReplayCounts, ReplayItem, ReplayJob, SampleEvent, Selection, SendableEvent, SqlParam,
-};
+pub use replays::{ItemResult, NewReplay, ReplayCounts, ReplayItem, ReplayJob, SampleEvent, SendableEvent};
+pub use selection::{Selection, SqlParam};
 pub use summary::{SummaryQuery, SummaryRow};
 pub use tokens::TokenRecord;
 

@@ -9,70 +9,9 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError, with_pool, with_writer};
+use super::selection::bind_all;
+use super::{Backend, Selection, Store, StoreError, with_pool, with_writer};
 use crate::domain::{EventId, Outcome};
-
-/// A value bound to a placeholder of a [`Selection`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SqlParam {
-    Text(String),
-    Int(i64),
-}
-
-/// A condition over `events`, written with `?` placeholders that the store numbers when it
-/// places the condition into a statement. Only code writes the SQL; users' values are params.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    sql: Vec<String>,
-    params: Vec<SqlParam>,
-}
-
-impl Selection {
-    /// Adds `AND (clause)`; `clause` has one `?` per param, in order.
-    pub fn and(&mut self, clause: &str, params: Vec<SqlParam>) -> &mut Self {
-        debug_assert_eq!(clause.matches('?').count(), params.len());
-        self.sql.push(format!("({clause})"));
-        self.params.extend(params);
-        self
-    }
-
-    /// The values to bind, in placeholder order.
-    pub(super) fn params(&self) -> &[SqlParam] {
-        &self.params
-    }
-
-    /// The condition with placeholders numbered from `$first`.
-    pub(super) fn render(&self, first: usize) -> String {
-        if self.sql.is_empty() {
-            return "1 = 1".into();
-        }
-        let joined = self.sql.join(" AND ");
-        let mut out = String::with_capacity(joined.len() + 16);
-        let mut n = first;
-        for ch in joined.chars() {
-            if ch == '?' {
-                out.push_str(&format!("${n}"));
-                n += 1;
-            } else {
-                out.push(ch);
-            }
-        }
-        out
-    }
-}
-
-macro_rules! bind_all {
-    ($query:expr, $params:expr) => {{
-        let mut q = $query;
-        for p in $params {
-            q = match p {
-                SqlParam::Text(t) => q.bind(t.clone()),
-                SqlParam::Int(i) => q.bind(*i),
-            };
-        }
-        q
-    }};
-}
 
 /// An event of a plan's sample.
 #[derive(Debug, Clone)]
@@ -197,7 +136,7 @@ impl Store {
     pub async fn outcome_counts(&self, sel: &Selection) -> Result<HashMap<Outcome, i64>, StoreError> {
         let sql = format!("SELECT outcome, COUNT(*) FROM events WHERE {} GROUP BY outcome", sel.render(1));
         let rows: Vec<(String, i64)> = with_pool!(self, pool => {
-            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &sel.params).fetch_all(pool).await?
+            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), sel.params()).fetch_all(pool).await?
         });
         let mut out = HashMap::new();
         for (outcome, n) in rows {
@@ -216,7 +155,7 @@ impl Store {
             limit.max(0)
         );
         let rows: Vec<(String, String, String, Option<String>, i64, String)> = with_pool!(self, pool => {
-            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &sel.params).fetch_all(pool).await?
+            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), sel.params()).fetch_all(pool).await?
         });
         rows.into_iter()
             .map(|(id, source, dedup_key, event_type, received_at, outcome)| {
@@ -282,7 +221,7 @@ impl Store {
             .bind(job.rate)
             .execute(&mut *tx)
             .await?;
-            let n = bind_all!(sqlx::query(sqlx::AssertSqlSafe(items)).bind(&job.id), &eligible.params)
+            let n = bind_all!(sqlx::query(sqlx::AssertSqlSafe(items)).bind(&job.id), eligible.params())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected() as i64;
