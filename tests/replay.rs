@@ -569,6 +569,48 @@ async fn a_throttling_handler_slows_the_replay_down() {
     assert_eq!((event["attempts"].as_i64(), event["outcome"].as_str()), (Some(2), Some("unknown")), "{event}");
 }
 
+/// A run the store fails under (here a trigger refusing every item update, put on behind
+/// the gateway's back) ends `failed` with the reason, in the job and in the audit log, and
+/// sends nothing after the failure.
+#[tokio::test]
+async fn a_run_the_store_fails_under_ends_failed_and_says_why() {
+    use sqlx::Connection;
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    outage(&gw, &receiver, "x", 20).await;
+    let (_, job) = replay(
+        &gw,
+        None,
+        json!({ "source": "orders", "since": SINCE, "dry_run": false, "reason": "store breaks", "rate": 5 }),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(10), "a first send", || async { (!replayed(&receiver).is_empty()).then_some(()) })
+        .await;
+    let options = db.url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().busy_timeout(Duration::from_secs(10));
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE UPDATE ON replay_items BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let done = wait_done(&gw, &id, Duration::from_secs(20)).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(done["error"].as_str().unwrap().contains("refused by the test"), "{done}");
+    let at_failure = replayed(&receiver).len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(replayed(&receiver).len(), at_failure, "sends went on after the run failed");
+    assert!(at_failure < 20, "the run was not stopped by the failure: {at_failure} sent");
+    let finished = eventually(Duration::from_secs(5), "the finished entry", || async {
+        gw.audit().await.into_iter().find(|e| e["action"] == "replay.finished")
+    })
+    .await;
+    assert_eq!(finished["details"]["state"], "failed", "{finished}");
+    assert!(finished["details"]["error"].as_str().unwrap().contains("refused by the test"), "{finished}");
+}
+
 /// A query parameter's value, percent-encoded.
 fn encoded(value: &str) -> String {
     value
