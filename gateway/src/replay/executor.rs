@@ -274,14 +274,22 @@ impl Replayer {
                 for (n, item) in chunk.iter().enumerate() {
                     // The wait for the next turn can outlast the lease (a handler that keeps
                     // answering 429 slows the run to one send per 10 s, a `Retry-After` pauses
-                    // it): the lease is renewed while waiting, not only between chunks. (The
-                    // wait for a send slot below is bounded by `delivery.timeout`, which the
-                    // lease outlasts.)
-                    let told = loop {
+                    // it, slow sends hold every slot): the lease is renewed while waiting, not
+                    // only between chunks. The turn is one future, polled across renewals, so a
+                    // renewal neither takes a second token nor gives up a slot.
+                    let turn = async {
+                        run.rate.ready().await;
+                        run.permits.clone().acquire_owned().await.expect("semaphore never closed")
+                    };
+                    tokio::pin!(turn);
+                    let (told, permit) = loop {
                         tokio::select! {
-                            _ = run.rate.ready() => break *stop.borrow(),
+                            permit = &mut turn => break (*stop.borrow(), Some(permit)),
                             changed = stop.changed() => match changed {
-                                Ok(()) => break *stop.borrow_and_update(),
+                                Ok(()) => match *stop.borrow_and_update() {
+                                    Stop::Run => {}
+                                    told => break (told, None),
+                                },
                                 // The sender is gone: this gateway claimed the job afresh (its
                                 // lease had run out) and that run goes on; this one steps aside.
                                 Err(_) => {
@@ -292,7 +300,7 @@ impl Replayer {
                             _ = tokio::time::sleep_until(renewed_at + RENEW_EVERY) => {
                                 match self.renew(job, run, &mut renewed_at).await {
                                     None => {}
-                                    Some(End::Cancelled) => break Stop::Cancel,
+                                    Some(End::Cancelled) => break (Stop::Cancel, None),
                                     Some(end) => {
                                         // Whoever holds the lease now marks the items left
                                         // `sending` here interrupted: never sent, never resent.
@@ -303,7 +311,7 @@ impl Replayer {
                             }
                         }
                     };
-                    if told != Stop::Run {
+                    let Some(permit) = permit.filter(|_| told == Stop::Run) else {
                         // Marked `sending` but never sent: cancelled, or back in the queue for
                         // the gateway that takes the job on.
                         let (state, end) = match told {
@@ -316,7 +324,7 @@ impl Replayer {
                         self.store.record_items(&job.id, &unsent).await?;
                         run.drain().await;
                         return Ok(end);
-                    }
+                    };
                     run.note_receipts(&mut bus);
                     let Some(event) = events.get(&item.event_id).cloned() else {
                         run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
@@ -326,7 +334,6 @@ impl Replayer {
                         run.finish(item_result(item.seq, "skipped_receipt", self.clock.now_ms())).await;
                         continue;
                     }
-                    let permit = run.permits.clone().acquire_owned().await.expect("semaphore never closed");
                     let task = run.outstanding.clone().acquire_owned().await.expect("semaphore never closed");
                     let me = self.clone();
                     let run = run.clone();
