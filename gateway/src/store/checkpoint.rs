@@ -33,10 +33,11 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::StoreError;
 
-/// WAL pages written since the last checkpoint that wake the checkpointer: the writer's own
-/// threshold from when the checkpoint ran inside the commit (there, at 128 connections, p99
-/// 15-19 ms against 19-21 ms at 1,000). Other values are not measured for this thread.
-pub(super) const CHECKPOINT_PAGES: u64 = 400;
+/// WAL pages written since the last checkpoint that wake the checkpointer. Measured for this
+/// thread (BENCHMARKS.md): 1,000 or 2,000 pages take less of its CPU, but each checkpoint then
+/// syncs more of the database file, and the writer's fsyncs queue behind it (p99 at 128
+/// connections 17.5-19.8 ms at 2,000 against 11.5-13.3 ms at 400).
+const CHECKPOINT_PAGES: u64 = 400;
 
 /// Frames in the WAL after a commit at which the writer checkpoints itself, inside that
 /// commit: the backstop for a checkpointer that falls behind, and what lets the WAL start over.

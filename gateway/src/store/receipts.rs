@@ -276,7 +276,6 @@ impl Store {
             }
             .await;
             replace_if_failed(&mut conn, backend, &written);
-            drop(conn);
             written
         })
     }
