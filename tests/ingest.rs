@@ -217,37 +217,19 @@ async fn unknown_routes_get_json_errors_and_health_and_metrics_need_no_token() {
 /// Puts on (or takes off) a trigger that refuses every new event, behind the running
 /// gateway's back: the next group commit fails as a full disk or a broken database would.
 async fn refuse_inserts(db: &TestDb, kind: Db, refuse: bool) {
-    use sqlx::Connection;
-    match kind {
-        Db::Sqlite => {
-            let options =
-                db.url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().busy_timeout(Duration::from_secs(10));
-            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
-            let sql = if refuse {
-                "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-            } else {
-                "DROP TRIGGER refuse"
-            };
-            sqlx::query(sql).execute(&mut conn).await.unwrap();
-            conn.close().await.unwrap();
+    let statements: &[&'static str] = match (kind, refuse) {
+        (Db::Sqlite, true) => {
+            &["CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"]
         }
-        Db::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            let statements: &[&'static str] = if refuse {
-                &[
-                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
-                     $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
-                    "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()",
-                ]
-            } else {
-                &["DROP TRIGGER refuse ON events", "DROP FUNCTION refuse()"]
-            };
-            for sql in statements {
-                sqlx::query(*sql).execute(&mut conn).await.unwrap();
-            }
-            conn.close().await.unwrap();
-        }
-    }
+        (Db::Sqlite, false) => &["DROP TRIGGER refuse"],
+        (Db::Postgres, true) => &[
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+            "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ],
+        (Db::Postgres, false) => &["DROP TRIGGER refuse ON events", "DROP FUNCTION refuse()"],
+    };
+    db.execute(statements).await;
 }
 
 /// A commit that fails is a 503 (the provider retries later) and stores nothing of the

@@ -574,7 +574,6 @@ async fn a_throttling_handler_slows_the_replay_down() {
 /// sends nothing after the failure.
 #[tokio::test]
 async fn a_run_the_store_fails_under_ends_failed_and_says_why() {
-    use sqlx::Connection;
     let db = TestDb::new(Db::Sqlite).await;
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
@@ -588,14 +587,10 @@ async fn a_run_the_store_fails_under_ends_failed_and_says_why() {
     let id = job["id"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(10), "a first send", || async { (!replayed(&receiver).is_empty()).then_some(()) })
         .await;
-    let options = db.url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().busy_timeout(Duration::from_secs(10));
-    let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
-    sqlx::query(
+    db.execute(&[
         "CREATE TRIGGER refuse BEFORE UPDATE ON replay_items BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    ])
+    .await;
     let done = wait_done(&gw, &id, Duration::from_secs(20)).await;
     assert_eq!(done["state"], "failed", "{done}");
     assert!(done["error"].as_str().unwrap().contains("refused by the test"), "{done}");

@@ -44,6 +44,31 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Runs `statements` on a connection of the test's own, beside whatever gateway uses the
+    /// database (to break it on purpose, say). SQLite waits for the gateway's writer.
+    pub async fn execute(&self, statements: &[&'static str]) {
+        if self.pg_name.is_some() {
+            let mut conn = PgConnection::connect(&self.url).await.expect("connect to the test database");
+            for sql in statements {
+                sqlx::query(*sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+            conn.close().await.expect("close");
+        } else {
+            let options = self
+                .url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .expect("a SQLite url")
+                .busy_timeout(std::time::Duration::from_secs(10));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("open the test database");
+            for sql in statements {
+                sqlx::query(*sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+            conn.close().await.expect("close");
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Some(name) = self.pg_name.take() else {
