@@ -7,46 +7,8 @@ use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use crate::access::{Role, token_hash};
 use crate::error::ApiError;
-
-/// What a token may do; each role may do everything of the ones below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-/// What the store keeps of a token: its sha256, hex.
-pub fn token_hash(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
-}
-
-/// A new bearer token: `hwt_` + 64 hex digits of randomness.
-pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("hwt_{}", hex::encode(bytes))
-}
 
 /// The authenticated caller of an admin route: the "who" of the audit log.
 #[derive(Debug, Clone)]

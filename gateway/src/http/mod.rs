@@ -30,7 +30,8 @@ use crate::receipts::ReceiptDesk;
 use crate::replay::executor::Replayer;
 use crate::store::{CommitQueue, Store};
 
-pub use auth::{Caller, Role};
+pub use crate::access::Role;
+pub use auth::Caller;
 pub use time::{format_ms, parse_rfc3339};
 
 /// Everything a request handler may use, behind one `Arc`: axum clones the state for every

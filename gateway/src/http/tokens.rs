@@ -8,8 +8,8 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{new_token, token_hash};
-use super::{AppState, Caller, Role};
+use super::{AppState, Caller};
+use crate::access::{Role, new_token, token_hash};
 use crate::error::ApiError;
 use crate::store::{NewAuditEntry, TokenRecord};
 

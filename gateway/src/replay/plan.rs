@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::filter::{self, Filter, FilterError};
+use crate::access::Role;
 use crate::config::SourceConfig;
 use crate::delivery::idempotency_key;
 use crate::domain::{EventId, Outcome};
-use crate::http::Role;
 use crate::store::{Selection, SqlParam, Store, StoreError};
 
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -153,7 +153,7 @@ impl ReplayPlan {
 }
 
 fn parse_time(field: &str, text: &str) -> Result<i64, PlanError> {
-    crate::http::parse_rfc3339(field, text).map_err(|e| PlanError::Invalid(e.message))
+    crate::timestamp::parse_rfc3339(field, text).map_err(|e| PlanError::Invalid(e.to_string()))
 }
 
 /// Checks a request and measures it against the store. `live` asks for the live run's
@@ -273,7 +273,7 @@ pub async fn plan(
                 "event_id": e.id,
                 "source": e.source,
                 "event_type": e.event_type,
-                "received_at": crate::http::format_ms(e.received_at),
+                "received_at": crate::timestamp::format_ms(e.received_at),
                 "outcome": e.outcome,
                 "destination": destination,
                 "idempotency_key": idempotency_key(&e.source, &e.dedup_key),

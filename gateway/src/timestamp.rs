@@ -1,0 +1,44 @@
+//! Times as people and APIs write them: RFC 3339 in and out, unix milliseconds inside.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A time that does not parse, with the field it was given for.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{field}`: `{text}` is not an RFC 3339 time ({reason})")]
+pub struct TimeError {
+    pub field: String,
+    pub text: String,
+    reason: String,
+}
+
+/// Unix milliseconds of an RFC 3339 time given for `field`.
+pub fn parse_rfc3339(field: &str, text: &str) -> Result<i64, TimeError> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| TimeError {
+        field: field.to_string(),
+        text: text.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// RFC 3339 (UTC) of unix milliseconds.
+pub fn format_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let ms = parse_rfc3339("since", "2026-11-26T06:00:00.250Z").unwrap();
+        assert_eq!(format_ms(ms), "2026-11-26T06:00:00.25Z");
+        let err = parse_rfc3339("since", "yesterday").unwrap_err();
+        assert!(err.to_string().starts_with("`since`: `yesterday` is not an RFC 3339 time"), "{err}");
+    }
+}
