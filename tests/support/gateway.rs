@@ -108,7 +108,8 @@ pub struct Gateway {
     http: reqwest::Client,
 }
 
-fn free_port() -> SocketAddr {
+/// A port nothing listens on now (taken and given back).
+pub fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
 }

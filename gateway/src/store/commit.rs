@@ -58,6 +58,18 @@ impl Store {
     ) -> Result<(Vec<Stored>, Vec<bool>), StoreError> {
         let headers: Vec<String> =
             events.iter().map(|e| serde_json::to_string(&e.headers).expect("headers serialise")).collect();
+        let written = self.write_group(events, &headers, attempts, relaxed).await;
+        self.health.note(&written);
+        written
+    }
+
+    async fn write_group(
+        &self,
+        events: &[NewEvent],
+        headers: &[String],
+        attempts: &[AttemptRecord],
+        relaxed: bool,
+    ) -> Result<(Vec<Stored>, Vec<bool>), StoreError> {
         match &self.pool {
             Pool::Sqlite { write, leases, .. } => {
                 // Leases live in memory on SQLite: checked before the transaction.
@@ -75,7 +87,7 @@ impl Store {
                     // `db` (which does not close a handle it did not open) and its statements
                     // are gone before `handle` is unlocked.
                     let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-                    commit_sqlite::write_group(&db, events, &headers, attempts, &held, relaxed)
+                    commit_sqlite::write_group(&db, events, headers, attempts, &held, relaxed)
                 });
                 drop(handle);
                 // After an error the connection may be inside a transaction (its rollback
@@ -93,7 +105,7 @@ impl Store {
                 );
                 Ok((stored, held))
             }
-            Pool::Postgres(pool) => write_postgres(pool, events, &headers, attempts).await,
+            Pool::Postgres(pool) => write_postgres(pool, events, headers, attempts).await,
         }
     }
 }
