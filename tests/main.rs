@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod delivery;
 mod handler;
+mod handler_faults;
 mod ingest;
 mod receipts;
 mod replay;
