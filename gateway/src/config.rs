@@ -154,7 +154,7 @@ struct RawDelivery {
     poll_interval: Option<String>,
     lease: Option<String>,
     timeout: Option<String>,
-    max_in_flight: Option<usize>,
+    max_in_flight: Option<u64>,
     jitter: Option<f64>,
 }
 
@@ -180,7 +180,7 @@ struct RawSource {
     receipt_sla: Option<String>,
     dedup: Option<RawExtract>,
     event_type: Option<RawExtract>,
-    max_in_flight: Option<usize>,
+    max_in_flight: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -235,10 +235,11 @@ impl Config {
         let d = raw.delivery;
         let defaults = DeliveryConfig::default();
         let delivery = DeliveryConfig {
-            poll_interval: opt_duration(d.poll_interval, "delivery.poll_interval")?.unwrap_or(defaults.poll_interval),
-            lease: opt_duration(d.lease, "delivery.lease")?.unwrap_or(defaults.lease),
-            timeout: opt_duration(d.timeout, "delivery.timeout")?.unwrap_or(defaults.timeout),
-            max_in_flight: d.max_in_flight.unwrap_or(defaults.max_in_flight).max(1),
+            poll_interval: opt_duration(d.poll_interval, "delivery.poll_interval", bounds::POLL_INTERVAL)?
+                .unwrap_or(defaults.poll_interval),
+            lease: opt_duration(d.lease, "delivery.lease", bounds::LEASE)?.unwrap_or(defaults.lease),
+            timeout: opt_duration(d.timeout, "delivery.timeout", bounds::TIMEOUT)?.unwrap_or(defaults.timeout),
+            max_in_flight: count(d.max_in_flight, "delivery.max_in_flight")?.unwrap_or(defaults.max_in_flight),
             jitter: d.jitter.unwrap_or(defaults.jitter),
         };
         if !(0.0..1.0).contains(&delivery.jitter) {
@@ -259,13 +260,55 @@ impl Config {
     }
 }
 
-fn parse_duration(text: &str, what: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| ConfigError::Invalid(format!("{what}: `{text}` is not a duration ({e})")))
+/// The range each duration setting must fall in: past these a value is a typo (`"60000s"`
+/// meant as milliseconds), and the bounds keep every sum with "now" far from overflowing.
+pub mod bounds {
+    use std::time::Duration;
+
+    const DAY: u64 = 86_400;
+    pub const POLL_INTERVAL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3600));
+    pub const LEASE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(DAY));
+    pub const TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3600));
+    pub const RETRY_RUNG: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(30 * DAY));
+    pub const RECEIPT_SLA: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(365 * DAY));
+    pub const TOLERANCE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
+    pub const BODY_DEDUP_WINDOW: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
+    /// Forwards in flight (overall or per source), ingests per second, open connections.
+    pub const COUNT: (u64, u64) = (1, 1_000_000);
 }
 
-fn opt_duration(text: Option<String>, what: &str) -> Result<Option<Duration>, ConfigError> {
-    text.map(|t| parse_duration(&t, what)).transpose()
+/// A duration setting: humantime text (`500ms`, `2m`, `1h 30m`) within `range`.
+fn parse_duration(text: &str, what: &str, range: (Duration, Duration)) -> Result<Duration, ConfigError> {
+    let parsed = humantime::parse_duration(text.trim())
+        .map_err(|e| ConfigError::Invalid(format!("{what}: `{text}` is not a duration ({e})")))?;
+    let (min, max) = range;
+    if parsed < min || parsed > max {
+        return Err(ConfigError::Invalid(format!(
+            "{what}: `{text}` is outside {} to {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(parsed)
+}
+
+fn opt_duration(
+    text: Option<String>,
+    what: &str,
+    range: (Duration, Duration),
+) -> Result<Option<Duration>, ConfigError> {
+    text.map(|t| parse_duration(&t, what, range)).transpose()
+}
+
+/// A count setting within [`bounds::COUNT`].
+fn count(value: Option<u64>, what: &str) -> Result<Option<usize>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(n) if (bounds::COUNT.0..=bounds::COUNT.1).contains(&n) => Ok(Some(n as usize)),
+        Some(n) => {
+            Err(ConfigError::Invalid(format!("{what}: {n} is outside {} to {}", bounds::COUNT.0, bounds::COUNT.1)))
+        }
+    }
 }
 
 /// Inline or from the environment; naming both, or an unset variable, is an error.
@@ -308,7 +351,10 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
     let forward_to = s.forward_to;
     let forward_url = http_url(&forward_to).map_err(|e| err(format!("forward_to {e}")))?;
     let rungs = match s.retry_ladder {
-        Some(rungs) => rungs.iter().map(|r| parse_duration(r, "retry_ladder")).collect::<Result<Vec<_>, _>>()?,
+        Some(rungs) => rungs
+            .iter()
+            .map(|r| parse_duration(r, "retry_ladder", bounds::RETRY_RUNG))
+            .collect::<Result<Vec<_>, _>>()?,
         None => RetryLadder::default_rungs(),
     };
     let max_attempts = s.max_attempts.unwrap_or(rungs.len() as u32 + 1);
@@ -332,10 +378,11 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
         signing_secret,
         receipt_keys: s.receipt_keys,
         ladder,
-        receipt_sla: opt_duration(s.receipt_sla, "receipt_sla")?.unwrap_or(Duration::from_secs(300)),
+        receipt_sla: opt_duration(s.receipt_sla, "receipt_sla", bounds::RECEIPT_SLA)?
+            .unwrap_or(Duration::from_secs(300)),
         dedup: s.dedup.map(resolve_extract).transpose().map_err(&err)?,
         event_type: s.event_type.map(resolve_extract).transpose().map_err(&err)?,
-        max_in_flight: s.max_in_flight.unwrap_or(64).max(1),
+        max_in_flight: count(s.max_in_flight, "max_in_flight").map_err(|e| err(e.to_string()))?.unwrap_or(64),
         name: s.name,
     })
 }
@@ -350,10 +397,9 @@ fn resolve_extract(raw: RawExtract) -> Result<Extract, String> {
 }
 
 fn resolve_verifier(v: RawVerify, env: &dyn Fn(&str) -> Option<String>) -> Result<Verifier, String> {
-    let tolerance = match v.tolerance {
-        Some(t) => humantime::parse_duration(&t).map_err(|e| format!("verify.tolerance: {e}"))?,
-        None => Duration::from_secs(300),
-    };
+    let tolerance = opt_duration(v.tolerance, "verify.tolerance", bounds::TOLERANCE)
+        .map_err(|e| e.to_string())?
+        .unwrap_or(Duration::from_secs(300));
     let secret = secret_from(v.secret, v.secret_env, env)?;
     let need_secret = |kind: &str| secret.clone().ok_or_else(|| format!("verify kind `{kind}` needs a secret"));
     Ok(match v.kind.as_str() {

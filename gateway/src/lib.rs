@@ -31,6 +31,8 @@ pub mod domain;
 pub mod error;
 pub mod http;
 mod metrics;
+#[cfg(test)]
+mod properties;
 pub mod receipts;
 pub mod replay;
 pub mod send_guard;
