@@ -6,11 +6,13 @@
 
 mod support;
 
+mod access;
 mod cli;
 mod crash;
 mod delivery;
 mod handler;
 mod handler_faults;
+mod hostile_requests;
 mod ingest;
 mod receipts;
 mod replay;

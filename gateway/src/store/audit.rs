@@ -1,5 +1,7 @@
 //! Appending to and reading the audit log. Appends are serialised (an advisory lock on
-//! PostgreSQL, an immediate transaction on SQLite) so the hash chain has no forks.
+//! PostgreSQL, the single writer on SQLite) so the hash chain has no forks. An audited change
+//! appends its entry in its own transaction ([`append_sqlite`], [`append_postgres`]), so the
+//! change never commits without its entry.
 
 use sqlx::Row;
 
@@ -20,62 +22,78 @@ const LAST: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 const INSERT: &str = "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
+/// Appends `entry` inside the caller's transaction `$tx` (a connection of either backend),
+/// after the hash chain's last entry; evaluates to the entry as stored. On PostgreSQL the
+/// caller has taken [`CHAIN_LOCK`] in the same transaction.
+macro_rules! append_entry {
+    ($tx:expr, $entry:expr) => {{
+        let entry: &NewAuditEntry = $entry;
+        let details = serde_json::to_string(&entry.details).expect("serialises");
+        let last: Option<(i64, String)> = sqlx::query_as(LAST).fetch_optional(&mut *$tx).await?;
+        let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+        let seq = prev_seq + 1;
+        let hash =
+            entry_hash(&prev_hash, seq, entry.at, &entry.actor, &entry.action, entry.subject.as_deref(), &details);
+        sqlx::query(INSERT)
+            .bind(seq)
+            .bind(entry.at)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(entry.subject.as_deref())
+            .bind(&details)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .execute(&mut *$tx)
+            .await?;
+        AuditEntry {
+            seq,
+            at: entry.at,
+            actor: entry.actor.clone(),
+            action: entry.action.clone(),
+            subject: entry.subject.clone(),
+            details: entry.details.clone(),
+            prev_hash,
+            hash,
+        }
+    }};
+}
+
+/// Serialises appends on PostgreSQL (`pg_advisory_xact_lock`), so the chain has no forks.
+const CHAIN_LOCK: &str = "SELECT pg_advisory_xact_lock(4242002)";
+
+/// Appends `entry` in the SQLite transaction `tx` (the single writer serialises appends).
+pub(super) async fn append_sqlite(
+    tx: &mut sqlx::SqliteConnection,
+    entry: &NewAuditEntry,
+) -> Result<AuditEntry, StoreError> {
+    Ok(append_entry!(tx, entry))
+}
+
+/// Appends `entry` in the PostgreSQL transaction `tx`, taking the chain's lock first.
+pub(super) async fn append_postgres(
+    tx: &mut sqlx::PgConnection,
+    entry: &NewAuditEntry,
+) -> Result<AuditEntry, StoreError> {
+    sqlx::query(CHAIN_LOCK).execute(&mut *tx).await?;
+    Ok(append_entry!(tx, entry))
+}
+
 impl Store {
     pub async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
-        let details = serde_json::to_string(&entry.details).expect("serialises");
-        macro_rules! append {
-            ($tx:expr) => {{
-                let last: Option<(i64, String)> = sqlx::query_as(LAST).fetch_optional(&mut *$tx).await?;
-                let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
-                let seq = prev_seq + 1;
-                let hash = entry_hash(
-                    &prev_hash,
-                    seq,
-                    entry.at,
-                    &entry.actor,
-                    &entry.action,
-                    entry.subject.as_deref(),
-                    &details,
-                );
-                sqlx::query(INSERT)
-                    .bind(seq)
-                    .bind(entry.at)
-                    .bind(&entry.actor)
-                    .bind(&entry.action)
-                    .bind(entry.subject.as_deref())
-                    .bind(&details)
-                    .bind(&prev_hash)
-                    .bind(&hash)
-                    .execute(&mut *$tx)
-                    .await?;
-                (seq, prev_hash, hash)
-            }};
-        }
-        let (seq, prev_hash, hash) = match &self.pool {
+        match &self.pool {
             super::Pool::Sqlite { write: pool, .. } => {
                 let mut tx = pool.begin().await?;
-                let out = append!(tx);
+                let appended = append_sqlite(&mut tx, &entry).await?;
                 tx.commit().await?;
-                out
+                Ok(appended)
             }
             super::Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock(4242002)").execute(&mut *tx).await?;
-                let out = append!(tx);
+                let appended = append_postgres(&mut tx, &entry).await?;
                 tx.commit().await?;
-                out
+                Ok(appended)
             }
-        };
-        Ok(AuditEntry {
-            seq,
-            at: entry.at,
-            actor: entry.actor,
-            action: entry.action,
-            subject: entry.subject,
-            details: entry.details,
-            prev_hash,
-            hash,
-        })
+        }
     }
 
     /// Entries with `seq > after`, oldest first, optionally within `[since, until)`.

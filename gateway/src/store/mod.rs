@@ -45,7 +45,7 @@ pub use replays::{ItemResult, NewReplay, ReplayCounts, ReplayItem, ReplayJob, Sa
 pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
 pub use summary::{SummaryQuery, SummaryRow};
-pub use tokens::TokenRecord;
+pub use tokens::{Revoked, TokenRecord};
 
 /// Why the store failed; the HTTP edge answers 503 for these so providers retry.
 #[derive(Debug, thiserror::Error)]
