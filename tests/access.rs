@@ -297,3 +297,51 @@ async fn admins_create_list_and_revoke_scoped_tokens_from_the_command_line() {
     let listed = stdout(&hookwarden(&gw, &["tokens", "list"]).await);
     assert!(listed.lines().any(|l| l.starts_with(id) && l.contains("revoked")), "{listed}");
 }
+
+/// `server.admin_listen`: ingest, receipts and the probes face providers on one address; the
+/// admin API (and metrics) answer only on the other, and neither serves the other's routes.
+#[tokio::test]
+async fn the_admin_api_listens_apart_from_ingest() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let source = SourceSpec::new("orders", "{ kind = \"none\" }", &receiver.url("/orders"))
+        .with("dedup = { json_pointer = \"/id\" }")
+        .with(&crate::support::sign::receipt_keys_line(&[(&crate::support::sign::receipt_key("k-1", 1), false)]));
+    let mut spec = GatewaySpec::new(&db.url, vec![source]);
+    spec.admin_listen = true;
+    let gw = Gateway::start(&spec).await;
+    let admin = gw.admin_addr.expect("an admin address");
+    assert_ne!(admin, gw.addr);
+    let http = crate::support::client();
+    let public = |path: &str| gw.url(path);
+    let private = |path: &str| gw.admin_url(path);
+
+    let id = ingest(&gw, "orders", "o-1").await;
+    let key = crate::support::sign::receipt_key("k-1", 1);
+    let signed = key.sign(&receipts_sdk::receipt::Receipt::applied(&id), crate::support::sign::now_secs());
+    let (status, answer) = gw.post_receipt(&signed).await;
+    assert_eq!(status, 200, "receipts are taken on the public address: {answer}");
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(http.get(public(path)).send().await.unwrap().status(), 200, "{path} public");
+        assert_eq!(http.get(private(path)).send().await.unwrap().status(), 200, "{path} admin");
+    }
+    // The public address has no admin API, whatever the token.
+    for path in ["/v1/events", "/v1/summary", "/v1/audit", "/v1/tokens", "/metrics", &format!("/v1/events/{id}")] {
+        let response = http.get(public(path)).bearer_auth(crate::support::ADMIN_TOKEN).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path} answered on the public address");
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(body["error"]["code"], "route_unknown", "{path}: {body}");
+    }
+    let replay = json!({ "source": "orders", "since": SINCE });
+    let response = http.post(public("/v1/replays")).bearer_auth(crate::support::ADMIN_TOKEN).json(&replay).send().await;
+    assert_eq!(response.unwrap().status(), 404);
+    // The admin address has the admin API and no ingest.
+    let (status, events) = gw.admin_get("/v1/events").await;
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(events["data"][0]["id"], id.as_str());
+    assert_eq!(events["data"][0]["outcome"], "confirmed");
+    assert_eq!(http.get(private("/metrics")).send().await.unwrap().status(), 200);
+    let response = http.post(private("/ingest/orders")).body("{\"id\":\"o-2\"}").send().await.unwrap();
+    assert_eq!(response.status(), 404, "ingest answered on the admin address");
+    assert_eq!(http.post(private("/v1/receipts")).body("{}").send().await.unwrap().status(), 404);
+}

@@ -14,6 +14,7 @@ mod handler;
 mod handler_faults;
 mod hostile_requests;
 mod ingest;
+mod ingest_guards;
 mod receipts;
 mod replay;
 mod replicas;

@@ -30,6 +30,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where the admin API listens, apart from ingest (`None`: on `listen` with the rest).
+    pub admin_listen: Option<SocketAddr>,
+    /// Connections each listener keeps open at once; more wait in the kernel's queue.
+    pub max_connections: usize,
     pub max_body_bytes: usize,
     pub database_url: String,
     pub delivery: DeliveryConfig,
@@ -92,6 +96,18 @@ pub struct SourceConfig {
     pub event_type: Option<Extract>,
     /// Deliveries in flight at once for this source.
     pub max_in_flight: usize,
+    /// Ingests accepted per second (and in a burst) before this source gets 429s.
+    pub ingest_limit: Option<IngestLimit>,
+    /// How long an identical body (sha256) is taken as a repeat of the first, whatever its
+    /// delivery id: for providers that sign no timestamp (`github`, `hmac`, `none`).
+    pub body_dedup_window: Option<Duration>,
+}
+
+/// A source's ingest rate limit: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,15 +140,20 @@ struct RawConfig {
 struct RawServer {
     #[serde(default = "default_listen")]
     listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
+    max_connections: Option<u64>,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self { listen: default_listen(), max_body_bytes: default_max_body() }
+        Self { listen: default_listen(), admin_listen: None, max_connections: None, max_body_bytes: default_max_body() }
     }
 }
+
+/// Connections each listener keeps open by default.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 fn default_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("valid address")
@@ -181,6 +202,15 @@ struct RawSource {
     dedup: Option<RawExtract>,
     event_type: Option<RawExtract>,
     max_in_flight: Option<u64>,
+    ingest_limit: Option<RawIngestLimit>,
+    body_dedup_window: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngestLimit {
+    per_second: u64,
+    burst: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -245,8 +275,14 @@ impl Config {
         if !(0.0..1.0).contains(&delivery.jitter) {
             return Err(ConfigError::Invalid("delivery.jitter must be in [0, 1)".into()));
         }
+        if raw.server.admin_listen == Some(raw.server.listen) {
+            return Err(ConfigError::Invalid("server.admin_listen must differ from server.listen".into()));
+        }
         Ok(Self {
             listen: raw.server.listen,
+            admin_listen: raw.server.admin_listen,
+            max_connections: count(raw.server.max_connections, "server.max_connections")?
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             max_body_bytes: raw.server.max_body_bytes,
             database_url: raw.database.url,
             delivery,
@@ -371,7 +407,27 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
             return Err(err(format!("receipt key `{}` is not a base64 ed25519 public key", key.id)));
         }
     }
+    let ingest_limit = match s.ingest_limit {
+        None => None,
+        Some(limit) => {
+            let per_second =
+                count(Some(limit.per_second), "ingest_limit.per_second").map_err(|e| err(e.to_string()))?;
+            let burst = count(limit.burst, "ingest_limit.burst").map_err(|e| err(e.to_string()))?;
+            let per_second = per_second.expect("given") as u32;
+            Some(IngestLimit { per_second, burst: burst.map_or(per_second, |b| b as u32) })
+        }
+    };
+    let body_dedup_window = opt_duration(s.body_dedup_window, "body_dedup_window", bounds::BODY_DEDUP_WINDOW)
+        .map_err(|e| err(e.to_string()))?;
+    if body_dedup_window.is_some() && !verifier.signs_no_timestamp() {
+        return Err(err(format!(
+            "body_dedup_window is for kinds whose provider signs no timestamp (github, hmac, none), not `{}`",
+            verifier.kind()
+        )));
+    }
     Ok(SourceConfig {
+        ingest_limit,
+        body_dedup_window,
         verifier,
         forward_to,
         forward_url,
@@ -467,6 +523,10 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         assert_eq!(source.ladder.max_attempts(), 8);
         assert_eq!(config.admin_token, Some(Secret("tok".into())));
         assert_eq!(format!("{:?}", config.admin_token), "Some(<redacted>)");
+        assert_eq!((config.admin_listen, config.max_connections), (None, DEFAULT_MAX_CONNECTIONS));
+        assert_eq!((source.ingest_limit, source.body_dedup_window), (None, None));
+        let limited = check("ingest_limit = { per_second = 20 }\n", &[("STRIPE_SECRET", "s")]).unwrap();
+        assert_eq!(limited.sources[0].ingest_limit, Some(IngestLimit { per_second: 20, burst: 20 }));
     }
 
     #[test]
@@ -477,6 +537,13 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         let bad_kind = BASE.replace("kind = \"stripe\"", "kind = \"paypal\"");
         let err = Config::parse(&bad_kind, &|_| Some("s".into())).unwrap_err().to_string();
         assert!(err.contains("paypal"), "{err}");
+        let stripe_window = check("body_dedup_window = \"1h\"\n", &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(stripe_window.contains("signs no timestamp"), "{stripe_window}");
+        let same = format!("[server]\nlisten = \"127.0.0.1:9\"\nadmin_listen = \"127.0.0.1:9\"\n{BASE}");
+        let err = Config::parse(&same, &|_| Some("s".into())).unwrap_err().to_string();
+        assert!(err.contains("admin_listen"), "{err}");
+        let limit = check("ingest_limit = { per_second = 0 }\n", &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(limit.contains("ingest_limit.per_second"), "{limit}");
         let bad_url = BASE.replace("http://127.0.0.1:3000/hook", "http://127.0.0.1:99999/hook");
         let err = Config::parse(&bad_url, &|_| Some("s".into())).unwrap_err().to_string();
         assert!(err.contains("not a valid URL"), "{err}");

@@ -265,14 +265,20 @@ fn serve(path: PathBuf) -> ExitCode {
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async move {
-        let listener = match listen(config.listen) {
-            Ok(listener) => listener,
-            Err(err) => {
-                eprintln!("hookwarden: cannot listen on {}: {err}", config.listen);
-                return ExitCode::from(2);
+        let mut listeners = Vec::new();
+        for addr in std::iter::once(config.listen).chain(config.admin_listen) {
+            match listen(addr) {
+                Ok(listener) => listeners.push(listener),
+                Err(err) => {
+                    eprintln!("hookwarden: cannot listen on {addr}: {err}");
+                    return ExitCode::from(2);
+                }
             }
-        };
-        match hookwarden::run(config, listener, Arc::new(SystemClock), hookwarden::shutdown_signal()).await {
+        }
+        let mut listeners = listeners.into_iter();
+        let listeners =
+            hookwarden::Listeners { public: listeners.next().expect("the public listener"), admin: listeners.next() };
+        match hookwarden::run(config, listeners, Arc::new(SystemClock), hookwarden::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("hookwarden: {err}");

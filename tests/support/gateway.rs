@@ -60,6 +60,10 @@ pub struct GatewaySpec {
     pub lease: String,
     pub timeout: String,
     pub max_body_bytes: usize,
+    /// Run the admin API on a listener of its own (`server.admin_listen`).
+    pub admin_listen: bool,
+    /// More TOML lines for `[server]`, e.g. `max_connections = 8`.
+    pub server_extra: String,
 }
 
 impl GatewaySpec {
@@ -71,14 +75,17 @@ impl GatewaySpec {
             lease: "30s".into(),
             timeout: "10s".into(),
             max_body_bytes: 64 * 1024,
+            admin_listen: false,
+            server_extra: String::new(),
         }
     }
 
-    fn toml(&self, listen: SocketAddr) -> String {
+    fn toml(&self, listen: SocketAddr, admin: Option<SocketAddr>) -> String {
+        let admin = admin.map(|a| format!("admin_listen = \"{a}\"\n")).unwrap_or_default();
         let mut out = format!(
-            "[server]\nlisten = \"{listen}\"\nmax_body_bytes = {}\n\n[database]\nurl = \"{}\"\n\n\
+            "[server]\nlisten = \"{listen}\"\n{admin}{}max_body_bytes = {}\n\n[database]\nurl = \"{}\"\n\n\
              [delivery]\npoll_interval = \"{}\"\nlease = \"{}\"\ntimeout = \"{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n",
-            self.max_body_bytes, self.database_url, self.poll_interval, self.lease, self.timeout
+            self.server_extra, self.max_body_bytes, self.database_url, self.poll_interval, self.lease, self.timeout
         );
         for s in &self.sources {
             out.push_str(&format!(
@@ -101,6 +108,8 @@ impl GatewaySpec {
 pub struct Gateway {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The admin API's own address, when it listens apart.
+    pub admin_addr: Option<SocketAddr>,
     config_path: PathBuf,
     log_path: PathBuf,
     /// Holds the config and log files for the gateway's life.
@@ -119,10 +128,12 @@ impl Gateway {
     pub async fn start(spec: &GatewaySpec) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr = free_port();
+        let admin_addr = spec.admin_listen.then(free_port);
         let config_path = dir.path().join("hookwarden.toml");
-        std::fs::write(&config_path, spec.toml(addr)).expect("write config");
+        std::fs::write(&config_path, spec.toml(addr, admin_addr)).expect("write config");
         let log_path = dir.path().join("gateway.log");
-        let mut gateway = Self { child: None, addr, config_path, log_path, _dir: dir, http: super::client() };
+        let mut gateway =
+            Self { child: None, addr, admin_addr, config_path, log_path, _dir: dir, http: super::client() };
         gateway.spawn().await;
         gateway
     }
@@ -167,6 +178,11 @@ impl Gateway {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// A URL on the admin API's listener (the public one when it does not listen apart).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr.unwrap_or(self.addr), path)
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -195,7 +211,7 @@ impl Gateway {
     pub async fn start_refused(spec: &GatewaySpec) -> (std::process::ExitStatus, String) {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("hookwarden.toml");
-        std::fs::write(&config_path, spec.toml(free_port())).expect("write config");
+        std::fs::write(&config_path, spec.toml(free_port(), None)).expect("write config");
         let run = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
             .arg("serve")
             .arg("--config")
@@ -223,7 +239,8 @@ impl Gateway {
 
     /// `GET` an admin route with the test admin token.
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin request");
+        let response =
+            self.http.get(self.admin_url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -231,7 +248,7 @@ impl Gateway {
     /// A request with `token` (the admin token when `None`) and an optional JSON body.
     pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(token.unwrap_or(ADMIN_TOKEN));
+        let mut request = self.http.request(method, self.admin_url(path)).bearer_auth(token.unwrap_or(ADMIN_TOKEN));
         if let Some(body) = body {
             request = request.json(body);
         }

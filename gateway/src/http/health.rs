@@ -29,10 +29,16 @@ async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<AppState>) -> ([(&'static str, &'static str); 1], String) {
+async fn metrics_text(State(app): State<AppState>) -> ([(&'static str, &'static str); 1], String) {
     ([("content-type", "text/plain; version=0.0.4")], app.metrics.render())
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+/// Liveness and readiness, on every listener.
+pub fn probes() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+}
+
+/// Prometheus text, with the admin API (it names sources and volumes).
+pub fn metrics() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics_text))
 }

@@ -11,6 +11,7 @@
 
 mod audit;
 mod batch;
+mod body_dedup;
 mod checkpoint;
 mod commit;
 mod commit_sqlite;
