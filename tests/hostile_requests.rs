@@ -101,7 +101,8 @@ fn bad_auth() -> Vec<Option<Vec<u8>>> {
 struct Outcome {
     what: String,
     status: u16,
-    body: Value,
+    /// `None` when only the head was sent again (see [`head_only`]).
+    body: Option<Value>,
 }
 
 async fn send(
@@ -125,23 +126,57 @@ async fn send(
     if let Some(body) = body {
         request = request.header("content-type", "application/json").body(body.to_vec());
     }
-    let response = request.send().await.unwrap_or_else(|e| panic!("{what}: the gateway dropped the request: {e}"));
+    let response = match request.send().await {
+        Ok(response) => response,
+        // A body too large may be refused before it is read, and the connection closed while
+        // the client still writes: ask again with the head alone.
+        Err(_) if body.is_some_and(|b| b.len() > 1024 * 1024) => {
+            let status = head_only(gw, method, path, auth, body.unwrap().len()).await;
+            return Outcome { what, status, body: None };
+        }
+        Err(e) => panic!("{what}: the gateway dropped the request: {e}"),
+    };
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(Value::Null);
-    Outcome { what, status, body }
+    Outcome { what, status, body: Some(body) }
+}
+
+/// Sends a request's head declaring a body of `length` bytes, and no body: the status the
+/// gateway answers before reading it.
+async fn head_only(gw: &Gateway, method: &str, path: &str, auth: Option<&[u8]>, length: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n"
+    )
+    .into_bytes();
+    if let Some(auth) = auth {
+        head.extend_from_slice(b"authorization: ");
+        head.extend_from_slice(auth);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    socket.write_all(&head).await.expect("write the head");
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer to a head declaring {length} bytes"))
+        .expect("read the status line");
+    let line = String::from_utf8_lossy(&answer[..n]).into_owned();
+    line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{method} {path}: {line:?}"))
 }
 
 /// A 4xx with an error code (a few come from the HTTP layer itself, before any route: those
 /// have no JSON body), and never a 5xx.
 fn check(outcome: &Outcome) {
-    assert!(outcome.status < 500, "{}: {} {}", outcome.what, outcome.status, outcome.body);
-    if outcome.status >= 400 && ![413, 431].contains(&outcome.status) {
+    assert!(outcome.status < 500, "{}: {} {:?}", outcome.what, outcome.status, outcome.body);
+    if let Some(body) = outcome.body.as_ref().filter(|_| outcome.status >= 400 && ![413, 431].contains(&outcome.status))
+    {
         assert!(
-            outcome.body["error"]["code"].as_str().is_some_and(|c| !c.is_empty()),
-            "{}: {} without an error code: {}",
+            body["error"]["code"].as_str().is_some_and(|c| !c.is_empty()),
+            "{}: {} without an error code: {body}",
             outcome.what,
             outcome.status,
-            outcome.body
         );
     }
 }
@@ -175,7 +210,7 @@ async fn malformed_requests_over_every_route_get_4xx_never_5xx() {
             check(&outcome);
             let open = path.starts_with("/ingest") || path.starts_with("/v1/receipts") || !path.starts_with("/v1");
             if !open {
-                assert_eq!(outcome.status, 401, "{}: {}", outcome.what, outcome.body);
+                assert_eq!(outcome.status, 401, "{}: {:?}", outcome.what, outcome.body);
             }
             sent += 1;
         }

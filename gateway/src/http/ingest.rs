@@ -17,7 +17,7 @@ use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -49,7 +49,7 @@ impl IngestLimits {
     /// `Some(wait)` when `source` is over its limit: how long until it may send again.
     fn over(&self, source: &str) -> Option<Duration> {
         let limiter = self.0.get(source)?;
-        limiter.check().err().map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        limiter.check().err().map(|not_until| not_until.wait_time_from(limiter.clock().now()))
     }
 }
 

@@ -99,12 +99,15 @@ impl StoreError {
                 sqlx::Error::Database(e) => {
                     let code = e.code();
                     let code = code.as_deref().unwrap_or("");
-                    // PostgreSQL: connection exceptions (08), insufficient resources (53),
-                    // operator intervention (57: shutdown, cannot connect now), serialisation
-                    // and deadlock (40). SQLite: BUSY (5), LOCKED (6), FULL (13), and their
-                    // extended codes.
-                    ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class))
-                        || matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6 | 13))
+                    if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                        // BUSY (5), LOCKED (6), FULL (13), and their extended codes.
+                        matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6 | 13))
+                    } else {
+                        // PostgreSQL: connection exceptions (08), insufficient resources (53),
+                        // operator intervention (57: shutdown, cannot connect now),
+                        // serialisation failures and deadlocks (40).
+                        ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class))
+                    }
                 }
                 _ => false,
             },
