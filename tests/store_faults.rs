@@ -196,6 +196,8 @@ async fn postgres_restarted_under_ingest_load_loses_nothing_acknowledged() {
         during.len()
     );
     assert!(during.iter().all(|a| a.status != 200), "a 200 while the database was down");
+    let slowest_503 = during.iter().filter(|a| a.status == 503).map(|a| a.answered - a.sent).max().unwrap_or_default();
+    eprintln!("postgres restart: {} ingests answered while down, the slowest 503 took {slowest_503:?}", during.len());
     let acked = check_answers(&answers);
     assert!(acked.len() >= 300, "too little load to mean anything: {}", acked.len());
     assert!(recovered_in < Duration::from_secs(15), "the gateway took {recovered_in:?} to ingest again");

@@ -9,7 +9,7 @@
 //! - [`receipts`]: accepting signed receipts (posted or inline) in the contract's order.
 //! - [`http`]: routes, JSON, status codes; the only place that knows HTTP.
 //! - [`clock`]: time as a dependency; [`timestamp`]: RFC 3339 in and out.
-//! - [`access`]: roles and tokens, asked by both front ends and the planner.
+//! - [`access`]: roles, source scopes and tokens, asked by both front ends and the planner.
 //! - [`audit`]: the hash chain of the append-only audit log.
 //!
 //! The guarantees, and where each lives:
