@@ -71,8 +71,7 @@ impl Load {
         for task in self.tasks {
             task.await.expect("load task");
         }
-        let answers = self.answers.lock().unwrap().clone();
-        answers
+        self.answers.lock().unwrap().clone()
     }
 
     fn count(&self) -> usize {

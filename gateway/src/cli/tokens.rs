@@ -61,7 +61,7 @@ pub async fn tokens_list(api: &Api, json_out: bool) -> Result<(), CliError> {
         return Ok(());
     }
     let tokens = v["data"].as_array().cloned().unwrap_or_default();
-    println!("{:<30} {:<20} {:<8} {:<20} {:<24} {}", "ID", "NAME", "ROLE", "SOURCES", "EXPIRES", "STATE");
+    println!("{:<30} {:<20} {:<8} {:<20} {:<24} STATE", "ID", "NAME", "ROLE", "SOURCES", "EXPIRES");
     for t in &tokens {
         let state = if !t["revoked_at"].is_null() {
             format!("revoked {}", s(&t["revoked_at"]))
