@@ -89,8 +89,8 @@ class StandIn:
     ``self.key`` (the key a client under test must use), records it and answers from a script
     (then 200 with the gateway's answer)."""
 
-    def __init__(self) -> None:
-        self.key = ReceiptKey.generate("stand-in-1")
+    def __init__(self, key_id: str = "stand-in-1") -> None:
+        self.key = ReceiptKey.generate(key_id)
         self._posts: List[Post] = []
         self._script: List[Answer] = []
         self._lock = threading.Lock()
@@ -107,8 +107,8 @@ class StandIn:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
 
     @classmethod
-    def start(cls) -> StandIn:
-        stand_in = cls()
+    def start(cls, key_id: str = "stand-in-1") -> StandIn:
+        stand_in = cls(key_id)
         stand_in._thread.start()
         return stand_in
 
