@@ -60,6 +60,7 @@ from sqlalchemy.engine import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 
 from hookwarden_receipts import (
+    Flusher,
     ForwardedError,
     Receipt,
     ReceiptClient,
@@ -72,7 +73,6 @@ from hookwarden_receipts import (
     unix_now,
     verify_forwarded,
 )
-from hookwarden_receipts.outbox import Flusher
 from hookwarden_receipts.starlette import status_probe_endpoint
 
 log = logging.getLogger("orders-handler")

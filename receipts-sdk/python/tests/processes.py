@@ -13,7 +13,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from hookwarden_receipts import ReceiptKey
 from helpers import eventually, free_port
@@ -38,6 +38,20 @@ def http(
         return status, json.loads(data)
     except ValueError:
         return status, None
+
+
+def wait_until_answering(what: str, process: subprocess.Popen[bytes], url: str, log: Callable[[], str]) -> None:
+    """Waits until ``GET url`` answers 200; fails with the log if the process exits first."""
+
+    def ready() -> Optional[bool]:
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited with {process.returncode}:\n{log()}")
+        try:
+            return True if http("GET", url)[0] == 200 else None
+        except OSError:
+            return None
+
+    eventually(f"{what} ready", ready, timeout=30)
 
 
 class Gateway:
@@ -90,17 +104,8 @@ receipt_keys = [{{ id = "{key.key_id}", public_key = "{key.public_key_base64()}"
                 stderr=log,
                 env=env,
             )
-        eventually("the gateway ready", lambda: self._ready(), timeout=30)
+        wait_until_answering("the gateway", self.process, self.url("/readyz"), self.log)
         return self
-
-    def _ready(self) -> Optional[bool]:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"the gateway exited with {self.process.returncode}:\n{self.log()}")
-        try:
-            return True if http("GET", self.url("/readyz"))[0] == 200 else None
-        except OSError:
-            return None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -186,17 +191,8 @@ class HandlerProcess:
                 stderr=log,
                 env=env,
             )
-        eventually("the handler ready", self._ready, timeout=30)
+        wait_until_answering("the handler", self.process, self.url("/orders"), self.log)
         return self
-
-    def _ready(self) -> Optional[bool]:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"the handler exited with {self.process.returncode}:\n{self.log()}")
-        try:
-            return True if http("GET", self.url("/orders"))[0] == 200 else None
-        except OSError:
-            return None
 
     def kill9(self) -> None:
         """SIGKILL: no shutdown code runs."""
