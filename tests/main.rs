@@ -11,6 +11,7 @@ mod crash;
 mod delivery;
 mod handler;
 mod ingest;
+mod python_sdk;
 mod receipts;
 mod replay;
 mod replicas;
