@@ -36,7 +36,7 @@ use tokio::sync::Notify;
 
 use crate::client::{ClientError, ReceiptClient};
 use crate::probe::{self, AnswerEntry, ProbeAnswer};
-use crate::receipt::{Receipt, ReceiptError, ReceiptKey, new_receipt_id};
+use crate::receipt::{Receipt, ReceiptError, ReceiptKey, ReceiptStatus, new_receipt_id};
 use crate::webhook::WebhookSecret;
 
 /// How many unsent receipts one query picks up.
@@ -364,11 +364,12 @@ pub async fn stats<DB: Backend>(pool: &Pool<DB>) -> Result<OutboxStats, OutboxEr
     Ok(DB::stats(pool).await?)
 }
 
-/// The answer to a status probe about `event_ids` (docs/status-probe.md), from this outbox:
-/// for an event with a stored receipt, its latest one, re-signed now under its stored id (the
-/// gateway counts one id with one body once); for an event only marked processed, an
-/// `applied` receipt under [`probe::probe_receipt_id`]; nothing for the others, which stay
-/// `unknown` at the gateway.
+/// The answer to a status probe about `event_ids` (docs/status-probe.md), from this outbox.
+/// For each asked event, the first that applies: its latest `applied` receipt, re-signed now
+/// under its stored id (the gateway counts one id with one body once); if the event is only
+/// marked processed, an `applied` receipt under [`probe::probe_receipt_id`]; its latest
+/// `failed` receipt; nothing, and the event stays `unknown` at the gateway. `applied` comes
+/// first because it is final at the gateway, whatever failed before it.
 pub async fn answer_probe<DB: Backend>(
     pool: &Pool<DB>,
     key: &ReceiptKey,
@@ -379,9 +380,12 @@ pub async fn answer_probe<DB: Backend>(
         return Ok(answer);
     }
     let now = crate::unix_now();
-    let mut latest: HashMap<String, (String, String)> = HashMap::new();
+    let (mut applied, mut failed): (HashMap<String, (String, Receipt)>, HashMap<String, (String, Receipt)>) =
+        Default::default();
     for (receipt_id, event_id, body) in DB::stored_receipts(pool, event_ids).await? {
-        latest.insert(event_id, (receipt_id, body));
+        let Ok(receipt) = Receipt::parse(body.as_bytes()) else { continue };
+        let latest = if receipt.status == ReceiptStatus::Applied { &mut applied } else { &mut failed };
+        latest.insert(event_id, (receipt_id, receipt));
     }
     let processed: HashSet<String> = DB::processed_among(pool, event_ids).await?.into_iter().collect();
     let mut seen = HashSet::new();
@@ -389,15 +393,14 @@ pub async fn answer_probe<DB: Backend>(
         if !seen.insert(event_id.as_str()) {
             continue;
         }
-        let signed = match latest.get(event_id) {
-            Some((receipt_id, body)) => match Receipt::parse(body.as_bytes()) {
-                Ok(receipt) => key.sign_with_id(&receipt, receipt_id, now),
-                Err(_) => continue,
-            },
-            None if processed.contains(event_id) => {
-                key.sign_with_id(&Receipt::applied(event_id.as_str()), &probe::probe_receipt_id(event_id), now)
-            }
-            None => continue,
+        let signed = if let Some((receipt_id, receipt)) = applied.get(event_id) {
+            key.sign_with_id(receipt, receipt_id, now)
+        } else if processed.contains(event_id) {
+            key.sign_with_id(&Receipt::applied(event_id.as_str()), &probe::probe_receipt_id(event_id), now)
+        } else if let Some((receipt_id, receipt)) = failed.get(event_id) {
+            key.sign_with_id(receipt, receipt_id, now)
+        } else {
+            continue;
         };
         answer.receipts.push(AnswerEntry::from_signed(&signed));
     }
@@ -509,7 +512,6 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::receipt::ReceiptStatus;
     use crate::test_support::{StandIn, fast_retry};
     use sqlx::Connection;
     use sqlx::postgres::{PgConnection, PgPoolOptions};
@@ -630,8 +632,18 @@ mod tests {
         let mut tx = pool.begin().await.unwrap();
         assert!(!already_processed(&mut tx, "evt_p").await.unwrap());
         tx.commit().await.unwrap();
-        let asked: Vec<String> =
-            ["evt_a", "evt_b", "evt_p", "evt_x", "evt_poison_1", "evt_a"].iter().map(|s| s.to_string()).collect();
+        // evt_q failed first and was applied by a later retry: `applied` is the answer.
+        let mut tx = pool.begin().await.unwrap();
+        enqueue(&mut tx, &Receipt::failed("evt_q", "E_DB", None)).await.unwrap();
+        tx.commit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let mut tx = pool.begin().await.unwrap();
+        let id_q = enqueue(&mut tx, &Receipt::applied("evt_q")).await.unwrap();
+        tx.commit().await.unwrap();
+        let asked: Vec<String> = ["evt_a", "evt_b", "evt_p", "evt_x", "evt_poison_1", "evt_a", "evt_q"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let answer = answer_probe(&pool, &gateway.key, &asked).await.unwrap();
         let got: Vec<(String, String, Receipt)> = answer
             .receipts
@@ -652,6 +664,7 @@ mod tests {
                 (id.clone(), key_id.clone(), receipt.clone()),
                 (id_b.clone(), key_id.clone(), Receipt::failed("evt_b", "E_DB", Some("deadlock".into()))),
                 (probe::probe_receipt_id("evt_p"), key_id.clone(), Receipt::applied("evt_p")),
+                (id_q, key_id.clone(), Receipt::applied("evt_q")),
             ]
         );
 
