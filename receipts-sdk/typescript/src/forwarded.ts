@@ -8,7 +8,8 @@
  * replays, `hookwarden-replay-id`. Only the event id, the timestamp and the body are covered by
  * the signature; the other headers are informational. Key idempotency on
  * {@link Forwarded.eventId}, which is both authenticated and stable across every retry and
- * replay of an event.
+ * replay of an event. A status probe (`webhook-id` `prb_…`, signed with the same secret) is
+ * refused here, so a captured probe cannot be passed off as an event.
  */
 
 import { unixNow } from "./encoding.js";
@@ -98,6 +99,11 @@ export function verifyForwarded(
       throw new ForwardedError("signature", undefined, e);
     }
     throw e;
+  }
+  // A status probe is signed with the same secret; its `prb_` id keeps it from ever being
+  // taken for an event (docs/status-probe.md).
+  if (webhook.id.startsWith("prb_")) {
+    throw new ForwardedError("invalid_header", HEADER_WEBHOOK_ID, undefined);
   }
   const attemptText = need(HEADER_ATTEMPT);
   const attempt = /^\+?[0-9]+$/.test(attemptText) ? Number(attemptText) : NaN;

@@ -87,6 +87,10 @@ test("refuses missing or invalid headers", () => {
     assert.equal(verify(without(forward(), name)), `missing_header:${name}`);
   }
   assert.equal(verify({ ...forward(), "hookwarden-source": "  " }), "missing_header:hookwarden-source");
+  // A status probe, signed with the same secret, is never an event.
+  const secret = WebhookSecret.parse(SECRET);
+  const probe = { ...forward(), "webhook-id": "prb_01", "webhook-signature": secret.sign("prb_01", NOW, BODY) };
+  assert.equal(verify(probe), "invalid_header:webhook-id");
   for (const attempt of ["0", "-1", "two", "99999999999", "1.5"]) {
     assert.equal(verify({ ...forward(), "hookwarden-attempt": attempt }), "invalid_header:hookwarden-attempt", attempt);
   }

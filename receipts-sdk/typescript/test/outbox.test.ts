@@ -13,7 +13,6 @@ import { after, describe, test } from "node:test";
 import Database from "better-sqlite3";
 import {
   FLUSH_BATCH,
-  type OutboxStore,
   OutboxError,
   Receipt,
   ReceiptClient,
@@ -24,115 +23,10 @@ import { PgOutbox } from "hookwarden-receipts/pg";
 import { SqliteOutbox } from "hookwarden-receipts/sqlite";
 import pg from "pg";
 
+import { BACKENDS, type Backend } from "./support/backends.js";
 import { TestPg } from "./support/pg.js";
 import { StandIn } from "./support/standin.js";
 import { eventually, sleep } from "./support/util.js";
-
-/** What a transaction can do, the same for both drivers. */
-interface Tx {
-  alreadyProcessed(eventId: string): Promise<boolean>;
-  enqueue(receipt: Receipt): Promise<string>;
-}
-
-/** One database with the outbox on it. */
-interface Backend {
-  outbox: OutboxStore;
-  ensureSchema(): Promise<void>;
-  /** Runs `work` in a transaction, then commits (`true`) or rolls back. */
-  transaction<T>(commit: boolean, work: (tx: Tx) => Promise<T>): Promise<T>;
-  /** Runs SQL beside the outbox (`?` placeholders become `$n` on PostgreSQL). */
-  execute(sql: string, params?: unknown[]): Promise<void>;
-  /** `name type notnull pk default`, per column, as the database reports them. */
-  columns(table: string): Promise<string[]>;
-  close(): Promise<void>;
-}
-
-async function sqliteBackend(): Promise<Backend> {
-  const dir = mkdtempSync(path.join(tmpdir(), "hw-outbox-"));
-  const db = new Database(path.join(dir, "outbox.db"));
-  db.pragma("journal_mode = WAL");
-  const outbox = new SqliteOutbox(db);
-  return {
-    outbox,
-    ensureSchema: async () => outbox.ensureSchema(),
-    async transaction(commit, work) {
-      db.exec("BEGIN IMMEDIATE");
-      try {
-        const result = await work({
-          alreadyProcessed: async (id) => outbox.alreadyProcessed(id),
-          enqueue: async (receipt) => outbox.enqueue(receipt),
-        });
-        db.exec(commit ? "COMMIT" : "ROLLBACK");
-        return result;
-      } catch (e) {
-        db.exec("ROLLBACK");
-        throw e;
-      }
-    },
-    execute: async (sql, params = []) => {
-      db.prepare(sql).run(...params);
-    },
-    columns: async (table) =>
-      (db.pragma(`table_info(${table})`) as { name: string; type: string; notnull: number; pk: number; dflt_value: string | null }[]).map(
-        (c) => `${c.name} ${c.type} ${c.notnull ? "NOT NULL" : "NULL"}${c.pk ? " PK" : ""}${c.dflt_value === null ? "" : ` DEFAULT ${c.dflt_value}`}`,
-      ),
-    async close() {
-      db.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-async function pgBackend(): Promise<Backend> {
-  const database = await TestPg.create();
-  const pool = new pg.Pool({ connectionString: database.url, max: 4 });
-  const outbox = new PgOutbox(pool);
-  const numbered = (sql: string) => {
-    let n = 0;
-    return sql.replace(/\?/g, () => `$${++n}`);
-  };
-  return {
-    outbox,
-    ensureSchema: () => outbox.ensureSchema(),
-    async transaction(commit, work) {
-      const client = await pool.connect();
-      try {
-        await client.query("BEGIN");
-        const result = await work({
-          alreadyProcessed: (id) => outbox.alreadyProcessed(client, id),
-          enqueue: (receipt) => outbox.enqueue(client, receipt),
-        });
-        await client.query(commit ? "COMMIT" : "ROLLBACK");
-        return result;
-      } catch (e) {
-        await client.query("ROLLBACK");
-        throw e;
-      } finally {
-        client.release();
-      }
-    },
-    execute: async (sql, params = []) => {
-      await pool.query(numbered(sql), params);
-    },
-    async columns(table) {
-      const { rows } = await pool.query(
-        `SELECT c.column_name, c.data_type, c.is_nullable, c.column_default,
-                EXISTS (SELECT 1 FROM information_schema.key_column_usage k
-                        WHERE k.table_name = c.table_name AND k.column_name = c.column_name) AS pk
-         FROM information_schema.columns c WHERE c.table_name = $1 ORDER BY c.ordinal_position`,
-        [table],
-      );
-      return (rows as { column_name: string; data_type: string; is_nullable: string; column_default: string | null; pk: boolean }[]).map(
-        (c) =>
-          `${c.column_name} ${c.data_type} ${c.is_nullable === "YES" ? "NULL" : "NOT NULL"}${c.pk ? " PK" : ""}${c.column_default === null ? "" : ` DEFAULT ${c.column_default}`}`,
-      );
-    },
-    async close() {
-      await pool.end();
-      await database.drop();
-    },
-  };
-}
 
 const standIns: StandIn[] = [];
 after(() => Promise.all(standIns.map((s) => s.stop())));
@@ -284,10 +178,7 @@ const RUST_TABLES = {
   },
 };
 
-for (const [name, open] of [
-  ["sqlite", sqliteBackend],
-  ["postgres", pgBackend],
-] as const) {
+for (const [name, open] of BACKENDS) {
   describe(`outbox on ${name}`, () => {
     test("the Rust outbox's contract: rollback, commit, retries, 401, poison, batches", async () => {
       const backend = await open();
