@@ -15,3 +15,4 @@ mod receipts;
 mod replay;
 mod replicas;
 mod store_contract;
+mod typescript_sdk;

@@ -23,6 +23,7 @@ import {
 import { Webhook } from "standardwebhooks";
 
 import { BACKENDS } from "./support/backends.js";
+import { sleep } from "./support/util.js";
 
 const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NOW = 1_767_225_600;
@@ -113,11 +114,13 @@ for (const [name, open] of BACKENDS) {
           return tx.enqueue(Receipt.applied("evt_A").withTargetRecord("ord_A"));
         });
         await backend.transaction(true, (tx) => tx.enqueue(Receipt.failed("evt_B", "E_DB", "deadlock")));
+        await sleep(3);
         const b = await backend.transaction(true, async (tx) => {
           await tx.alreadyProcessed("evt_B");
           return tx.enqueue(Receipt.applied("evt_B"));
         });
         await backend.transaction(true, (tx) => tx.enqueue(Receipt.failed("evt_C", "E_OLD")));
+        await sleep(3); // created_at is in milliseconds: "latest" needs a later one
         const c = await backend.transaction(true, (tx) => tx.enqueue(Receipt.failed("evt_C", "E_REJECTED", "no such product")));
         await backend.transaction(true, (tx) => tx.alreadyProcessed("evt_D"));
         const request: ProbeRequest = { probeId: "prb_1", source: "orders", eventIds: ["evt_E", "evt_D", "evt_C", "evt_B", "evt_A"] };

@@ -102,8 +102,10 @@ export async function pgBackend(): Promise<Backend> {
       const { rows } = await pool.query(
         `SELECT c.column_name, c.data_type, c.is_nullable, c.column_default,
                 EXISTS (SELECT 1 FROM information_schema.key_column_usage k
-                        WHERE k.table_name = c.table_name AND k.column_name = c.column_name) AS pk
-         FROM information_schema.columns c WHERE c.table_name = $1 ORDER BY c.ordinal_position`,
+                        WHERE k.table_schema = c.table_schema AND k.table_name = c.table_name
+                          AND k.column_name = c.column_name) AS pk
+         FROM information_schema.columns c
+         WHERE c.table_schema = current_schema() AND c.table_name = $1 ORDER BY c.ordinal_position`,
         [table],
       );
       return (rows as { column_name: string; data_type: string; is_nullable: string; column_default: string | null; pk: boolean }[]).map(
