@@ -16,3 +16,4 @@ mod receipts;
 mod replay;
 mod replicas;
 mod store_contract;
+mod typescript_sdk;
