@@ -15,7 +15,7 @@ fn spec(db: &TestDb, receiver: &Receiver, ladder: &[&str]) -> GatewaySpec {
         .ladder(ladder, 10);
     let mut spec = GatewaySpec::new(&db.url, vec![source]);
     // Leases of the killed process must run out quickly on PostgreSQL.
-    spec.lease = "2s".into();
+    (spec.lease, spec.timeout) = ("3s".into(), "2s".into());
     spec
 }
 

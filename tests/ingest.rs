@@ -263,3 +263,54 @@ async fn a_failed_commit_is_a_503_and_stores_nothing_sqlite() {
 async fn a_failed_commit_is_a_503_and_stores_nothing_postgres() {
     check_a_failed_commit(Db::Postgres).await;
 }
+
+/// Headers are kept byte for byte: values with bytes that are not UTF-8 (obs-text, which
+/// HTTP allows) are stored as received, shown by `GET /v1/events/{id}` as `{"base64": …}` of
+/// their exact bytes (UTF-8 values as text), and a `content-type` carrying such bytes goes
+/// to the handler exactly as the provider sent it.
+async fn headers_are_kept_byte_for_byte(kind: Db) {
+    use base64::Engine;
+    use reqwest::header::HeaderValue;
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = start(&db, &receiver).await;
+    let content_type: &[u8] = b"application/json; charset=\"caf\xe9\"";
+    let note: &[u8] = b"caf\xe9 \xff\x80";
+    let response = crate::support::client()
+        .post(gw.url("/ingest/open"))
+        .header("content-type", HeaderValue::from_bytes(content_type).unwrap())
+        .header("x-note", HeaderValue::from_bytes(note).unwrap())
+        .header("x-text", HeaderValue::from_bytes("café".as_bytes()).unwrap())
+        .body(body("bytes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response.json::<serde_json::Value>().await.unwrap()["event_id"].as_str().unwrap().to_string();
+    let forwarded = eventually(Duration::from_secs(10), "the event forwarded", || async {
+        receiver.for_event(&id).into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        forwarded.headers.get("content-type").unwrap().as_bytes(),
+        content_type,
+        "content-type changed on the way"
+    );
+    let event = gw.event(&id).await.unwrap();
+    let shown =
+        |name: &str| event["headers"].as_array().unwrap().iter().find(|h| h[0] == name).map(|h| h[1].clone()).unwrap();
+    let base64 = |bytes: &[u8]| json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) });
+    assert_eq!(shown("x-note"), base64(note), "{event}");
+    assert_eq!(shown("content-type"), base64(content_type), "{event}");
+    assert_eq!(shown("x-text"), "café", "{event}");
+}
+
+#[tokio::test]
+async fn headers_are_kept_byte_for_byte_sqlite() {
+    headers_are_kept_byte_for_byte(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn headers_are_kept_byte_for_byte_postgres() {
+    headers_are_kept_byte_for_byte(Db::Postgres).await;
+}

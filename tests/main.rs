@@ -6,6 +6,7 @@
 
 mod support;
 
+mod audit;
 mod cli;
 mod crash;
 mod delivery;
@@ -14,4 +15,5 @@ mod ingest;
 mod receipts;
 mod replay;
 mod replicas;
+mod stall;
 mod store_contract;
