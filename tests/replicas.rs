@@ -225,3 +225,55 @@ async fn a_replay_whose_gateway_is_killed_is_finished_by_another_sending_nothing
     .await;
     assert_eq!(finished["details"]["counts"], done["counts"], "{finished}");
 }
+/// A host's clock an hour behind.
+struct Behind(i64);
+
+impl hookwarden::clock::Clock for Behind {
+    fn now_ms(&self) -> i64 {
+        hookwarden::clock::Clock::now_ms(&hookwarden::clock::SystemClock) - self.0
+    }
+}
+
+/// "The order received" is the database's, not the hosts' clocks: two gateways, one on a
+/// host whose clock is an hour behind, take events in turn; the dry run's sample and the
+/// replay follow the order the events were stored in, not their ids or times.
+#[tokio::test]
+async fn a_replay_sends_in_the_databases_order_whatever_the_gateways_clocks_say() {
+    let db = TestDb::new(Db::Postgres).await;
+    let receiver = Receiver::start().await;
+    let spec = replay::spec(&db, &receiver);
+    let a = Gateway::start(&spec).await;
+    let mut b = Gateway::start_in_process(&spec, std::sync::Arc::new(Behind(3_600_000))).await;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let gw = if n % 2 == 0 { &a } else { &b };
+        let (status, answer) = gw.ingest("orders", &[], json!({ "id": format!("o{n}") }).to_string().as_bytes()).await;
+        assert_eq!(status, 200, "{answer}");
+        ids.push(answer["event_id"].as_str().unwrap().to_string());
+    }
+    eventually(Duration::from_secs(10), "all delivered once", || async {
+        (receiver.counts_by_event().len() >= ids.len()).then_some(())
+    })
+    .await;
+    let skewed = b.event(&ids[1]).await.unwrap()["received_at"].as_str().unwrap().to_string();
+    assert!(skewed.as_str() < b.event(&ids[0]).await.unwrap()["received_at"].as_str().unwrap(), "B's clock is behind");
+    b.kill9();
+    let (status, plan) =
+        replay::replay(&a, None, json!({ "source": "orders", "since": SINCE, "limit": ids.len() })).await;
+    assert_eq!(status, 200, "{plan}");
+    let sample: Vec<&str> =
+        plan["sample"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert_eq!(sample, ids[..5].iter().map(String::as_str).collect::<Vec<_>>(), "the sample's order");
+    let (status, job) = replay::replay(
+        &a,
+        None,
+        json!({ "source": "orders", "since": SINCE, "dry_run": false, "reason": "order", "rate": 50, "limit": ids.len() }),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let done = replay::wait_done(&a, job["id"].as_str().unwrap(), Duration::from_secs(20)).await;
+    assert_eq!(done["counts"]["succeeded"], ids.len(), "{done}");
+    let order: Vec<String> =
+        receiver.received().iter().filter(|r| r.replay_id().is_some()).map(|r| r.event_id().to_string()).collect();
+    assert_eq!(order, ids, "the replay's order");
+}

@@ -148,10 +148,11 @@ impl Store {
         Ok(out)
     }
 
-    /// The first events of a selection, in the order they were received (the plan's sample).
+    /// The first events of a selection, in the order they were received (the plan's sample):
+    /// the database's order (`seq`), never the hosts' clocks that made ids and times.
     pub async fn sample_events(&self, sel: &Selection, limit: i64) -> Result<Vec<SampleEvent>, StoreError> {
         let sql = format!(
-            "SELECT id, source, dedup_key, event_type, received_at, outcome FROM events WHERE {} ORDER BY id LIMIT {}",
+            "SELECT id, source, dedup_key, event_type, received_at, outcome FROM events WHERE {} ORDER BY seq LIMIT {}",
             sel.render(1),
             limit.max(0)
         );
@@ -199,7 +200,7 @@ impl Store {
     }
 
     /// Creates a running job with its items (the first `limit` events of `eligible`, in the
-    /// order they were received) and the audit entry `audit` makes of the item count, in one
+    /// order they were received: `seq`, the database's) and the audit entry `audit` makes of the item count, in one
     /// transaction: a job nobody can find in the audit log never exists, and so never runs.
     /// Returns how many items it has.
     pub async fn create_replay(
@@ -211,8 +212,8 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let items = format!(
             "INSERT INTO replay_items (replay_id, seq, event_id, receipts_at_plan, state) \
-             SELECT $1, ROW_NUMBER() OVER (ORDER BY id), id, receipts, 'queued' \
-             FROM (SELECT id, receipts FROM events WHERE {} ORDER BY id LIMIT {}) picked",
+             SELECT $1, ROW_NUMBER() OVER (ORDER BY seq), id, receipts, 'queued' \
+             FROM (SELECT id, receipts, seq FROM events WHERE {} ORDER BY seq LIMIT {}) picked",
             eligible.render(2),
             limit.max(0)
         );
