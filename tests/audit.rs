@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::replay::{outage, replay, replayed, spec, wait_done};
-use crate::support::{Db, Gateway, Receiver, TestDb, eventually};
+use crate::support::{Db, Gateway, Receiver, TestDb, eventually, on_both_backends};
 
 const SINCE: &str = "2000-01-01T00:00:00Z";
 
@@ -45,33 +45,7 @@ async fn the_audit_log_refuses_updates_and_deletes(kind: Db) {
     verify(&gw).await;
 }
 
-#[tokio::test]
-async fn the_audit_log_refuses_updates_and_deletes_sqlite() {
-    the_audit_log_refuses_updates_and_deletes(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn the_audit_log_refuses_updates_and_deletes_postgres() {
-    the_audit_log_refuses_updates_and_deletes(Db::Postgres).await;
-}
-
-/// Puts on (or takes off) a trigger that refuses every audit entry, behind the running
-/// gateway's back.
-async fn refuse_audit(db: &TestDb, kind: Db, refuse: bool) {
-    let statements: &[&str] = match (kind, refuse) {
-        (Db::Sqlite, true) => &[
-            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END",
-        ],
-        (Db::Sqlite, false) => &["DROP TRIGGER refuse_audit"],
-        (Db::Postgres, true) => &[
-            "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'audit refused by the test'; END $$",
-            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
-        ],
-        (Db::Postgres, false) => &["DROP TRIGGER refuse_audit ON audit_log", "DROP FUNCTION refuse_audit()"],
-    };
-    db.execute(statements).await;
-}
+on_both_backends!(the_audit_log_refuses_updates_and_deletes);
 
 fn code(answer: &Value) -> &str {
     answer["error"]["code"].as_str().unwrap_or("")
@@ -92,7 +66,7 @@ async fn audited_changes_commit_with_their_entry_or_not_at_all(kind: Db) {
     assert_eq!(status, 202, "{running}");
     let running = running["id"].as_str().unwrap().to_string();
     let audited_before = actions(&gw).await;
-    refuse_audit(&db, kind, true).await;
+    db.refuse("INSERT", "audit_log").await;
 
     let resolve = format!("/v1/events/{}/resolve", ids[0]);
     let (status, answer) = gw.admin_post(&resolve, &json!({ "note": "fixed by hand" })).await;
@@ -125,7 +99,7 @@ async fn audited_changes_commit_with_their_entry_or_not_at_all(kind: Db) {
     assert_eq!(actions(&gw).await, audited_before, "an entry was written while entries were refused");
     assert_eq!(replayed(&receiver).len(), 3, "only the running replay's items went out");
 
-    refuse_audit(&db, kind, false).await;
+    db.allow("INSERT", "audit_log").await;
     let done = wait_done(&gw, &running, Duration::from_secs(20)).await;
     assert_eq!(done["state"], "completed", "{done}");
     let (status, answer) = gw.admin_post(&resolve, &json!({ "note": "fixed by hand" })).await;
@@ -141,12 +115,4 @@ async fn audited_changes_commit_with_their_entry_or_not_at_all(kind: Db) {
     verify(&gw).await;
 }
 
-#[tokio::test]
-async fn audited_changes_commit_with_their_entry_or_not_at_all_sqlite() {
-    audited_changes_commit_with_their_entry_or_not_at_all(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn audited_changes_commit_with_their_entry_or_not_at_all_postgres() {
-    audited_changes_commit_with_their_entry_or_not_at_all(Db::Postgres).await;
-}
+on_both_backends!(audited_changes_commit_with_their_entry_or_not_at_all);

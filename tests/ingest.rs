@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, sign};
+use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, on_both_backends, sign};
 
 const STRIPE_SECRET: &str = "whsec_stripe_endpoint_secret";
 const GITHUB_SECRET: &str = "github-secret";
@@ -214,24 +214,6 @@ async fn unknown_routes_get_json_errors_and_health_and_metrics_need_no_token() {
     );
 }
 
-/// Puts on (or takes off) a trigger that refuses every new event, behind the running
-/// gateway's back: the next group commit fails as a full disk or a broken database would.
-async fn refuse_inserts(db: &TestDb, kind: Db, refuse: bool) {
-    let statements: &[&'static str] = match (kind, refuse) {
-        (Db::Sqlite, true) => {
-            &["CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"]
-        }
-        (Db::Sqlite, false) => &["DROP TRIGGER refuse"],
-        (Db::Postgres, true) => &[
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
-            "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()",
-        ],
-        (Db::Postgres, false) => &["DROP TRIGGER refuse ON events", "DROP FUNCTION refuse()"],
-    };
-    db.execute(statements).await;
-}
-
 /// A commit that fails is a 503 (the provider retries later) and stores nothing of the
 /// event; once the database takes writes again, the provider's retry goes in.
 async fn check_a_failed_commit(kind: Db) {
@@ -240,11 +222,11 @@ async fn check_a_failed_commit(kind: Db) {
     let gw = start(&db, &receiver).await;
     let first = body("before");
     check(&gw, "open", vec![], &first, 200).await;
-    refuse_inserts(&db, kind, true).await;
+    db.refuse("INSERT", "events").await;
     let refused = body("refused");
     let (status, answer) = gw.ingest("open", &[], &refused).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("store_unavailable")), "{answer}");
-    refuse_inserts(&db, kind, false).await;
+    db.allow("INSERT", "events").await;
     assert_eq!(gw.all_events().await.len(), 1, "the refused event was stored");
     let id = check(&gw, "open", vec![], &refused, 200).await.unwrap();
     eventually(Duration::from_secs(10), "the retried event delivered", || async {
@@ -305,12 +287,4 @@ async fn headers_are_kept_byte_for_byte(kind: Db) {
     assert_eq!(shown("x-text"), "café", "{event}");
 }
 
-#[tokio::test]
-async fn headers_are_kept_byte_for_byte_sqlite() {
-    headers_are_kept_byte_for_byte(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn headers_are_kept_byte_for_byte_postgres() {
-    headers_are_kept_byte_for_byte(Db::Postgres).await;
-}
+on_both_backends!(headers_are_kept_byte_for_byte);

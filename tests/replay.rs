@@ -595,17 +595,7 @@ async fn a_run_the_store_fails_under_ends_failed_and_says_why(kind: Db) {
     let id = job["id"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(10), "a first send", || async { (!replayed(&receiver).is_empty()).then_some(()) })
         .await;
-    db.execute(match kind {
-        Db::Sqlite => &[
-            "CREATE TRIGGER refuse BEFORE UPDATE ON replay_items BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-        ],
-        Db::Postgres => &[
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
-            "CREATE TRIGGER refuse BEFORE UPDATE ON replay_items FOR EACH ROW EXECUTE FUNCTION refuse()",
-        ],
-    })
-    .await;
+    db.refuse("UPDATE", "replay_items").await;
     let done = wait_done(&gw, &id, Duration::from_secs(20)).await;
     assert_eq!(done["state"], "failed", "{done}");
     assert!(done["error"].as_str().unwrap().contains("refused by the test"), "{done}");

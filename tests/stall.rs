@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::receiver::Behaviour;
-use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, client, eventually, sign};
+use crate::support::{
+    Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, client, eventually, on_both_backends, sign,
+};
 
 /// Retries left hanging at the slow source while the other source is measured.
 const HANGING: usize = 250;
@@ -133,15 +135,7 @@ async fn a_slow_handler_stalls_no_other_source(kind: Db) {
     assert!(receipt_p99 < Duration::from_millis(500), "receipts p99 {receipt_p99:?}");
 }
 
-#[tokio::test]
-async fn a_slow_handler_stalls_no_other_source_sqlite() {
-    a_slow_handler_stalls_no_other_source(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_slow_handler_stalls_no_other_source_postgres() {
-    a_slow_handler_stalls_no_other_source(Db::Postgres).await;
-}
+on_both_backends!(a_slow_handler_stalls_no_other_source);
 
 /// A handler that commits, posts its receipt and only then answers the retry: the receipt is
 /// accepted at once, not once the forward timed out, and the retry's 2xx is what is recorded.
@@ -188,12 +182,4 @@ async fn a_receipt_posted_before_answering_is_accepted_at_once(kind: Db) {
     }
 }
 
-#[tokio::test]
-async fn a_receipt_posted_before_answering_is_accepted_at_once_sqlite() {
-    a_receipt_posted_before_answering_is_accepted_at_once(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_receipt_posted_before_answering_is_accepted_at_once_postgres() {
-    a_receipt_posted_before_answering_is_accepted_at_once(Db::Postgres).await;
-}
+on_both_backends!(a_receipt_posted_before_answering_is_accepted_at_once);

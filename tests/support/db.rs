@@ -74,6 +74,38 @@ impl TestDb {
         }
     }
 
+    /// Puts a trigger on `table` that refuses every `operation` (`INSERT`, `UPDATE`, …) with
+    /// "refused by the test", behind the gateway's back: its next write there fails as a full
+    /// disk or a broken database would. [`TestDb::allow`] takes it off.
+    pub async fn refuse(&self, operation: &str, table: &str) {
+        let name = format!("refuse_{}_{table}", operation.to_lowercase());
+        if self.pg_name.is_some() {
+            self.execute(&[
+                &format!(
+                    "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+                ),
+                &format!("CREATE TRIGGER {name} BEFORE {operation} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()"),
+            ])
+            .await;
+        } else {
+            self.execute(&[&format!(
+                "CREATE TRIGGER {name} BEFORE {operation} ON {table} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )])
+            .await;
+        }
+    }
+
+    /// Takes off what [`TestDb::refuse`] put on.
+    pub async fn allow(&self, operation: &str, table: &str) {
+        let name = format!("refuse_{}_{table}", operation.to_lowercase());
+        if self.pg_name.is_some() {
+            self.execute(&[&format!("DROP TRIGGER {name} ON {table}"), &format!("DROP FUNCTION {name}()")]).await;
+        } else {
+            self.execute(&[&format!("DROP TRIGGER {name}")]).await;
+        }
+    }
+
     /// One number the database answers `sql` with (a count, say), read beside the gateway.
     pub async fn scalar(&self, sql: &str) -> i64 {
         let sql = sqlx::AssertSqlSafe(sql.to_string());
