@@ -59,6 +59,15 @@ pub(crate) async fn replay(gw: &Gateway, token: Option<&str>, body: Value) -> (u
     gw.call("POST", "/v1/replays", token, Some(&body)).await
 }
 
+/// Starts a live replay of the whole window, `limit` items at `rate`: the job's id.
+pub(crate) async fn live(gw: &Gateway, reason: &str, rate: u32, limit: usize) -> String {
+    let body =
+        json!({ "source": "orders", "since": SINCE, "dry_run": false, "reason": reason, "rate": rate, "limit": limit });
+    let (status, job) = replay(gw, None, body).await;
+    assert_eq!(status, 202, "{job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
 pub(crate) async fn wait_done(gw: &Gateway, id: &str, timeout: Duration) -> Value {
     eventually(timeout, "the replay finished", || async {
         let (_, job) = gw.admin_get(&format!("/v1/replays/{id}")).await;

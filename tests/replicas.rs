@@ -155,14 +155,7 @@ async fn a_receipt_taken_by_one_gateway_drops_an_item_of_a_replay_run_by_another
     let receiver = Receiver::start().await;
     let a = Gateway::start(&replay::spec(&db, &receiver)).await;
     let ids = replay::outage(&a, &receiver, "n", 200).await;
-    let (status, job) = replay::replay(
-        &a,
-        None,
-        json!({ "source": "orders", "since": SINCE, "dry_run": false, "reason": "notify", "rate": 25, "limit": 200 }),
-    )
-    .await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = replay::live(&a, "notify", 25, 200).await;
     eventually(Duration::from_secs(10), "A sending", || async {
         (replay::replayed(&receiver).len() >= 5).then_some(())
     })
@@ -192,14 +185,7 @@ async fn a_replay_whose_gateway_is_killed_is_finished_by_another_sending_nothing
     let receiver = Receiver::start().await;
     let mut a = Gateway::start(&replay::spec(&db, &receiver)).await;
     let ids = replay::outage(&a, &receiver, "t", 60).await;
-    let (status, job) = replay::replay(
-        &a,
-        None,
-        json!({ "source": "orders", "since": SINCE, "dry_run": false, "reason": "takeover", "rate": 25, "limit": 60 }),
-    )
-    .await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = replay::live(&a, "takeover", 25, 60).await;
     eventually(Duration::from_secs(10), "a third sent by A", || async {
         (replay::replayed(&receiver).len() >= 20).then_some(())
     })
