@@ -6,6 +6,7 @@
 
 mod support;
 
+mod audit;
 mod cli;
 mod crash;
 mod delivery;
@@ -15,5 +16,6 @@ mod python_sdk;
 mod receipts;
 mod replay;
 mod replicas;
+mod stall;
 mod store_contract;
 mod typescript_sdk;

@@ -60,6 +60,8 @@ pub struct GatewaySpec {
     pub lease: String,
     pub timeout: String,
     pub max_body_bytes: usize,
+    /// More TOML lines for `[delivery]`, e.g. `max_in_flight = 400`.
+    pub delivery_extra: String,
 }
 
 impl GatewaySpec {
@@ -71,14 +73,15 @@ impl GatewaySpec {
             lease: "30s".into(),
             timeout: "10s".into(),
             max_body_bytes: 64 * 1024,
+            delivery_extra: String::new(),
         }
     }
 
     fn toml(&self, listen: SocketAddr) -> String {
         let mut out = format!(
             "[server]\nlisten = \"{listen}\"\nmax_body_bytes = {}\n\n[database]\nurl = \"{}\"\n\n\
-             [delivery]\npoll_interval = \"{}\"\nlease = \"{}\"\ntimeout = \"{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n",
-            self.max_body_bytes, self.database_url, self.poll_interval, self.lease, self.timeout
+             [delivery]\npoll_interval = \"{}\"\nlease = \"{}\"\ntimeout = \"{}\"\n{}\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n",
+            self.max_body_bytes, self.database_url, self.poll_interval, self.lease, self.timeout, self.delivery_extra
         );
         for s in &self.sources {
             out.push_str(&format!(
@@ -98,8 +101,16 @@ impl GatewaySpec {
     }
 }
 
+/// A gateway run by `hookwarden::run` on a thread of the test process, for what a process
+/// cannot be given from outside (its clock).
+struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
 pub struct Gateway {
     child: Option<Child>,
+    in_process: Option<InProcess>,
     pub addr: SocketAddr,
     config_path: PathBuf,
     log_path: PathBuf,
@@ -121,8 +132,49 @@ impl Gateway {
         let config_path = dir.path().join("hookwarden.toml");
         std::fs::write(&config_path, spec.toml(addr)).expect("write config");
         let log_path = dir.path().join("gateway.log");
-        let mut gateway = Self { child: None, addr, config_path, log_path, _dir: dir, http: super::client() };
+        let mut gateway =
+            Self { child: None, in_process: None, addr, config_path, log_path, _dir: dir, http: super::client() };
         gateway.spawn().await;
+        gateway
+    }
+
+    /// Runs the gateway in this process (`hookwarden::run`, real HTTP and database) with
+    /// `clock` as its time, e.g. a host's clock that is off, and waits until it is ready.
+    pub async fn start_in_process(spec: &GatewaySpec, clock: hookwarden::clock::SharedClock) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let config_path = dir.path().join("hookwarden.toml");
+        std::fs::write(&config_path, spec.toml(addr)).expect("write config");
+        let config = hookwarden::config::Config::load(&config_path).expect("a valid config");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                hookwarden::run(config, listener, clock, shutdown).await.expect("the in-process gateway ran");
+            });
+        });
+        let log_path = dir.path().join("gateway.log");
+        let gateway = Self {
+            child: None,
+            in_process: Some(InProcess { stop, thread }),
+            addr,
+            config_path,
+            log_path,
+            _dir: dir,
+            http: super::client(),
+        };
+        let url = gateway.url("/readyz");
+        eventually(Duration::from_secs(20), "in-process gateway ready", || {
+            let (http, url) = (gateway.http.clone(), url.clone());
+            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
         gateway
     }
 
@@ -161,11 +213,15 @@ impl Gateway {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// SIGKILL: no shutdown code runs.
+    /// SIGKILL: no shutdown code runs. (A gateway in this process is stopped the ordinary way.)
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(InProcess { stop, thread }) = self.in_process.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
         }
     }
 

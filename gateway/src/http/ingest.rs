@@ -13,7 +13,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::domain::{EventId, NewEvent, Stored};
+use crate::domain::{HeaderBytes, NewEvent, Stored};
 use crate::error::ApiError;
 
 async fn ingest(
@@ -49,14 +49,14 @@ async fn ingest(
         return Err(ApiError::unauthorized(err.code(), err.to_string()));
     }
     let event = NewEvent {
-        id: EventId::generate(),
+        id: app.ids.next(now_ms),
         dedup_key: source.verifier.dedup_key(source.dedup.as_ref(), &headers, &body),
         event_type: source.verifier.event_type(source.event_type.as_ref(), &headers, &body),
         source: source_name.clone(),
         received_at: now_ms,
         headers: headers
             .iter()
-            .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .map(|(name, value)| (name.as_str().to_string(), HeaderBytes(value.as_bytes().to_vec())))
             .collect(),
         body: body.to_vec(),
     };

@@ -43,18 +43,16 @@ async fn create(
         created_by: caller.name.clone(),
         revoked_at: None,
     };
-    if !app.store.insert_token(&record, &token_hash(&token)).await? {
+    let audit = NewAuditEntry {
+        at: now,
+        actor: caller.name,
+        action: "token.created".into(),
+        subject: Some(name.clone()),
+        details: json!({ "role": role.as_str(), "id": record.id }),
+    };
+    if !app.store.insert_token(&record, &token_hash(&token), &audit).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, "token_name_taken", format!("a token named `{name}` exists")));
     }
-    app.store
-        .append_audit(NewAuditEntry {
-            at: now,
-            actor: caller.name,
-            action: "token.created".into(),
-            subject: Some(name.clone()),
-            details: json!({ "role": role.as_str(), "id": record.id }),
-        })
-        .await?;
     Ok((StatusCode::CREATED, Json(json!({ "name": name, "role": role.as_str(), "token": token }))))
 }
 

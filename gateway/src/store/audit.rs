@@ -1,10 +1,11 @@
-//! Appending to and reading the audit log. Appends are serialised (an advisory lock on
-//! PostgreSQL, an immediate transaction on SQLite) so the hash chain has no forks.
+//! Appending to and reading the audit log. An audited change commits with its entry, in one
+//! transaction ([`append_audit_in!`]); appends are serialised (an advisory lock on PostgreSQL,
+//! the one writer connection on SQLite) so the hash chain has no forks.
 
 use sqlx::Row;
 
-use super::{Store, StoreError, with_pool};
-use crate::audit::{AuditEntry, GENESIS, entry_hash};
+use super::{Store, StoreError, with_pool, with_writer};
+use crate::audit::AuditEntry;
 
 /// An entry to append; the store gives it its sequence number and hashes.
 #[derive(Debug, Clone)]
@@ -16,65 +17,69 @@ pub struct NewAuditEntry {
     pub details: serde_json::Value,
 }
 
-const LAST: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
-const INSERT: &str = "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
+pub(super) const LAST: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+pub(super) const INSERT: &str = "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-impl Store {
-    pub async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
-        let details = serde_json::to_string(&entry.details).expect("serialises");
-        macro_rules! append {
-            ($tx:expr) => {{
-                let last: Option<(i64, String)> = sqlx::query_as(LAST).fetch_optional(&mut *$tx).await?;
-                let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
-                let seq = prev_seq + 1;
-                let hash = entry_hash(
-                    &prev_hash,
-                    seq,
-                    entry.at,
-                    &entry.actor,
-                    &entry.action,
-                    entry.subject.as_deref(),
-                    &details,
-                );
-                sqlx::query(INSERT)
-                    .bind(seq)
-                    .bind(entry.at)
-                    .bind(&entry.actor)
-                    .bind(&entry.action)
-                    .bind(entry.subject.as_deref())
-                    .bind(&details)
-                    .bind(&prev_hash)
-                    .bind(&hash)
-                    .execute(&mut *$tx)
-                    .await?;
-                (seq, prev_hash, hash)
-            }};
+/// Appends `$entry` (a `&NewAuditEntry`) inside `$tx`, an open transaction on either backend,
+/// and evaluates to the [`AuditEntry`] written. An audited change runs its statements and
+/// this in one transaction, so the change and its entry commit together or not at all. The
+/// chain has no forks: on PostgreSQL appends are serialised by an advisory lock held to the
+/// end of the transaction (taken here, after the change's own statements, so it is held
+/// only for the append and the commit); on SQLite by the one writer connection.
+macro_rules! append_audit_in {
+    ($store:expr, $tx:expr, $entry:expr) => {{
+        let entry: &$crate::store::NewAuditEntry = $entry;
+        if $store.backend() == $crate::store::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(4242002)").execute(&mut *$tx).await?;
         }
-        let (seq, prev_hash, hash) = match &self.pool {
-            super::Pool::Sqlite { write: pool, .. } => {
-                let mut tx = pool.begin().await?;
-                let out = append!(tx);
-                tx.commit().await?;
-                out
-            }
-            super::Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock(4242002)").execute(&mut *tx).await?;
-                let out = append!(tx);
-                tx.commit().await?;
-                out
-            }
-        };
-        Ok(AuditEntry {
+        let details = serde_json::to_string(&entry.details).expect("serialises");
+        let last: Option<(i64, String)> = sqlx::query_as(super::audit::LAST).fetch_optional(&mut *$tx).await?;
+        let (prev_seq, prev_hash) = last.unwrap_or((0, $crate::audit::GENESIS.to_string()));
+        let seq = prev_seq + 1;
+        let hash = $crate::audit::entry_hash(
+            &prev_hash,
+            seq,
+            entry.at,
+            &entry.actor,
+            &entry.action,
+            entry.subject.as_deref(),
+            &details,
+        );
+        sqlx::query(super::audit::INSERT)
+            .bind(seq)
+            .bind(entry.at)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(entry.subject.as_deref())
+            .bind(&details)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .execute(&mut *$tx)
+            .await?;
+        $crate::audit::AuditEntry {
             seq,
             at: entry.at,
-            actor: entry.actor,
-            action: entry.action,
-            subject: entry.subject,
-            details: entry.details,
+            actor: entry.actor.clone(),
+            action: entry.action.clone(),
+            subject: entry.subject.clone(),
+            details: entry.details.clone(),
             prev_hash,
             hash,
+        }
+    }};
+}
+pub(crate) use append_audit_in;
+
+impl Store {
+    /// Appends an entry that goes with no other change (a dry run). An audited change
+    /// appends its entry in its own transaction instead ([`append_audit_in!`]).
+    pub async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let written = append_audit_in!(self, tx, &entry);
+            tx.commit().await?;
+            Ok(written)
         })
     }
 
