@@ -1,6 +1,7 @@
 //! The example handlers against a real gateway: the Rust `orders-handler` (receipts through
 //! its transactional outbox, also across a kill -9 between commit and post) and the Python
-//! one in examples/python (signatures and receipts by hand, from the documented format).
+//! one in examples/python (FastAPI and the Python SDK, receipts-sdk/python, whose own pytest
+//! suite, run by tests/python_sdk.rs, tests it further).
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
@@ -19,7 +20,7 @@ use crate::support::gateway::SIGNING_SECRET;
 use crate::support::{Db, Gateway, GatewaySpec, SourceSpec, TestDb, eventually};
 
 const KEY_ID: &str = "orders-handler-1";
-const PIP_HINT: &str = "pip install -r examples/python/requirements.txt";
+const PIP_HINT: &str = "python3 -m pip install -r examples/python/requirements.txt (from the repository root)";
 
 fn handler_key() -> ReceiptKey {
     ReceiptKey::from_seed_base64(KEY_ID, &B64.encode([42u8; 32])).unwrap()
@@ -70,12 +71,24 @@ fn orders_handler_binary() -> &'static Path {
     })
 }
 
-/// Fails (never skips) when Python or PyNaCl is missing, and says how to install it.
-fn require_pynacl() {
-    let output = Command::new("python3").args(["-c", "import nacl.signing"]).output();
+/// The Python SDK's source in this tree, put first on the Python path of what the tests run,
+/// so they test the tree rather than whatever copy pip installed.
+fn python_sdk_path() -> PathBuf {
+    workspace_root().join("receipts-sdk/python/src")
+}
+
+/// Fails (never skips) when Python or the handler's packages are missing, and says how to
+/// install them.
+fn require_python_handler() {
+    let output = Command::new("python3")
+        .args(["-c", "import hookwarden_receipts, fastapi, uvicorn, sqlalchemy"])
+        .env("PYTHONPATH", python_sdk_path())
+        .output();
     match output {
         Ok(out) if out.status.success() => {}
-        Ok(out) => panic!("the Python handler needs PyNaCl: {PIP_HINT}\n{}", String::from_utf8_lossy(&out.stderr)),
+        Ok(out) => {
+            panic!("the Python handler's packages are missing: {PIP_HINT}\n{}", String::from_utf8_lossy(&out.stderr))
+        }
         Err(e) => panic!("python3 is needed for the Python handler ({e}); then {PIP_HINT}"),
     }
 }
@@ -105,7 +118,10 @@ impl HandlerProcess {
 
     fn python(addr: SocketAddr, gateway: &Gateway) -> Self {
         let script = workspace_root().join("examples/python/handler.py");
-        Self::new("python3".into(), vec!["-u".into(), script.display().to_string()], addr, gateway)
+        let mut handler = Self::new("python3".into(), vec!["-u".into(), script.display().to_string()], addr, gateway);
+        handler.env.push(("PYTHONPATH".into(), python_sdk_path().display().to_string()));
+        handler.env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        handler
     }
 
     fn new(program: PathBuf, args: Vec<String>, addr: SocketAddr, gateway: &Gateway) -> Self {
@@ -403,7 +419,7 @@ async fn outbox(db_path: &Path) -> Vec<OutboxRow> {
 
 #[tokio::test]
 async fn a_python_handler_confirms_events() {
-    require_pynacl();
+    require_python_handler();
     let db = TestDb::new(Db::Sqlite).await;
     let addr = free_addr();
     let gw = start_gateway(&db, addr, &["300ms", "1s", "3s"], 4).await;
@@ -426,10 +442,10 @@ async fn a_python_handler_confirms_events() {
     assert_eq!(order["order_id"], "ord_py_2", "{orders:?}");
 }
 
-/// The README's receipt test vector, reproduced by the Python handler's own signing code.
+/// The README's receipt test vector, reproduced by the Python SDK's `sign` primitive.
 #[test]
-fn the_python_handler_signs_the_readme_vector() {
-    require_pynacl();
+fn the_python_sdk_signs_the_readme_vector() {
+    require_python_handler();
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
     let section = readme.split_once("## Receipts: the wire format").expect("the receipts section").1;
     let block = section.split_once("```text\n").and_then(|(_, rest)| rest.split_once("```")).expect("vector").0;
@@ -441,12 +457,11 @@ fn the_python_handler_signs_the_readme_vector() {
     let body: Value = serde_json::from_str(&value("body")).expect("the body is JSON");
     let script = r#"
 import json, sys
-sys.path.insert(0, "examples/python")
-import handler
+sys.path.insert(0, "receipts-sdk/python/src")
+from hookwarden_receipts import Receipt, sign
 v = json.load(sys.stdin)
-body = handler.receipt_body(v["event_id"], v["status"], target_record_id=v["target_record_id"])
-key = handler.load_key(v["seed"])
-headers = handler.sign_receipt(key, v["key_id"], v["receipt_id"], int(v["timestamp"]), body)
+body = Receipt.applied(v["event_id"], target_record_id=v["target_record_id"]).to_json()
+headers = sign(v["seed"], v["key_id"], v["receipt_id"], int(v["timestamp"]), body)
 print(json.dumps({"body": body.decode(), "headers": headers}))
 "#;
     let input = json!({
@@ -457,7 +472,7 @@ print(json.dumps({"body": body.decode(), "headers": headers}))
     let mut child = Command::new("python3")
         .args(["-c", script])
         .current_dir(workspace_root())
-        .env("PYTHONDONTWRITEBYTECODE", "1") // no __pycache__ in examples/python
+        .env("PYTHONDONTWRITEBYTECODE", "1") // no __pycache__ in the source tree
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

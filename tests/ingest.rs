@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, sign};
+use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, on_both_backends, sign};
 
 const STRIPE_SECRET: &str = "whsec_stripe_endpoint_secret";
 const GITHUB_SECRET: &str = "github-secret";
@@ -214,24 +214,6 @@ async fn unknown_routes_get_json_errors_and_health_and_metrics_need_no_token() {
     );
 }
 
-/// Puts on (or takes off) a trigger that refuses every new event, behind the running
-/// gateway's back: the next group commit fails as a full disk or a broken database would.
-async fn refuse_inserts(db: &TestDb, kind: Db, refuse: bool) {
-    let statements: &[&'static str] = match (kind, refuse) {
-        (Db::Sqlite, true) => {
-            &["CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"]
-        }
-        (Db::Sqlite, false) => &["DROP TRIGGER refuse"],
-        (Db::Postgres, true) => &[
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
-            "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()",
-        ],
-        (Db::Postgres, false) => &["DROP TRIGGER refuse ON events", "DROP FUNCTION refuse()"],
-    };
-    db.execute(statements).await;
-}
-
 /// A commit that fails is a 503 (the provider retries later) and stores nothing of the
 /// event; once the database takes writes again, the provider's retry goes in.
 async fn check_a_failed_commit(kind: Db) {
@@ -240,11 +222,11 @@ async fn check_a_failed_commit(kind: Db) {
     let gw = start(&db, &receiver).await;
     let first = body("before");
     check(&gw, "open", vec![], &first, 200).await;
-    refuse_inserts(&db, kind, true).await;
+    db.refuse("INSERT", "events").await;
     let refused = body("refused");
     let (status, answer) = gw.ingest("open", &[], &refused).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("store_unavailable")), "{answer}");
-    refuse_inserts(&db, kind, false).await;
+    db.allow("INSERT", "events").await;
     assert_eq!(gw.all_events().await.len(), 1, "the refused event was stored");
     let id = check(&gw, "open", vec![], &refused, 200).await.unwrap();
     eventually(Duration::from_secs(10), "the retried event delivered", || async {
@@ -263,3 +245,46 @@ async fn a_failed_commit_is_a_503_and_stores_nothing_sqlite() {
 async fn a_failed_commit_is_a_503_and_stores_nothing_postgres() {
     check_a_failed_commit(Db::Postgres).await;
 }
+
+/// Headers are kept byte for byte: values with bytes that are not UTF-8 (obs-text, which
+/// HTTP allows) are stored as received, shown by `GET /v1/events/{id}` as `{"base64": …}` of
+/// their exact bytes (UTF-8 values as text), and a `content-type` carrying such bytes goes
+/// to the handler exactly as the provider sent it.
+async fn headers_are_kept_byte_for_byte(kind: Db) {
+    use base64::Engine;
+    use reqwest::header::HeaderValue;
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = start(&db, &receiver).await;
+    let content_type: &[u8] = b"application/json; charset=\"caf\xe9\"";
+    let note: &[u8] = b"caf\xe9 \xff\x80";
+    let response = crate::support::client()
+        .post(gw.url("/ingest/open"))
+        .header("content-type", HeaderValue::from_bytes(content_type).unwrap())
+        .header("x-note", HeaderValue::from_bytes(note).unwrap())
+        .header("x-text", HeaderValue::from_bytes("café".as_bytes()).unwrap())
+        .body(body("bytes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response.json::<serde_json::Value>().await.unwrap()["event_id"].as_str().unwrap().to_string();
+    let forwarded = eventually(Duration::from_secs(10), "the event forwarded", || async {
+        receiver.for_event(&id).into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        forwarded.headers.get("content-type").unwrap().as_bytes(),
+        content_type,
+        "content-type changed on the way"
+    );
+    let event = gw.event(&id).await.unwrap();
+    let shown =
+        |name: &str| event["headers"].as_array().unwrap().iter().find(|h| h[0] == name).map(|h| h[1].clone()).unwrap();
+    let base64 = |bytes: &[u8]| json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) });
+    assert_eq!(shown("x-note"), base64(note), "{event}");
+    assert_eq!(shown("content-type"), base64(content_type), "{event}");
+    assert_eq!(shown("x-text"), "café", "{event}");
+}
+
+on_both_backends!(headers_are_kept_byte_for_byte);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, sign};
+use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, on_both_backends, sign};
 
 fn source(name: &str, receiver: &Receiver) -> SourceSpec {
     SourceSpec::new(name, "{ kind = \"none\" }", &receiver.url(&format!("/{name}")))
@@ -197,12 +197,4 @@ async fn futures_join(gw: &Gateway, source: &str, body: &[u8], n: usize) -> Vec<
     out
 }
 
-#[tokio::test]
-async fn a_replayed_github_request_is_a_repeat_within_the_body_dedup_window_sqlite() {
-    a_replayed_github_request_is_a_repeat_within_the_body_dedup_window(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_replayed_github_request_is_a_repeat_within_the_body_dedup_window_postgres() {
-    a_replayed_github_request_is_a_repeat_within_the_body_dedup_window(Db::Postgres).await;
-}
+on_both_backends!(a_replayed_github_request_is_a_repeat_within_the_body_dedup_window);

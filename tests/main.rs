@@ -7,6 +7,7 @@
 mod support;
 
 mod access;
+mod audit;
 mod cli;
 mod crash;
 mod delivery;
@@ -15,8 +16,11 @@ mod handler_faults;
 mod hostile_requests;
 mod ingest;
 mod ingest_guards;
+mod python_sdk;
 mod receipts;
 mod replay;
 mod replicas;
+mod stall;
 mod store_contract;
 mod store_faults;
+mod typescript_sdk;

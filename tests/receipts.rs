@@ -7,7 +7,7 @@ use receipts_sdk::receipt::{Receipt, ReceiptKey, SignedReceipt};
 use serde_json::{Value, json};
 
 use crate::support::receiver::Behaviour;
-use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, sign};
+use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, on_both_backends, sign};
 
 fn key(id: &str, seed: u8) -> ReceiptKey {
     sign::receipt_key(id, seed)
@@ -277,3 +277,34 @@ async fn a_generated_key_rotates_in_beside_the_current_one() {
     let (status, answer) = post(&gw, &key("orders-1", 1).sign(&Receipt::applied(other), now)).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("receipt_key_forbidden")), "{answer}");
 }
+
+/// The last attempt the ladder allows fails while the handler's receipt is being recorded:
+/// the attempt's result does not undo the receipt (the event is neither exhausted nor failed).
+async fn a_failed_last_attempt_leaves_a_receipt_recorded_meanwhile(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    receiver.set(Behaviour { status: 500, delay: Duration::from_millis(1500), ..Behaviour::default() });
+    let orders = SourceSpec::new("orders", "{ kind = \"none\" }", &receiver.url("/orders"))
+        .with("dedup = { json_pointer = \"/id\" }")
+        .with(&sign::receipt_keys_line(&[(&key("orders-1", 1), false)]))
+        .ladder(&["500ms"], 1);
+    let gw = Gateway::start(&GatewaySpec::new(&db.url, vec![orders])).await;
+    let id = ingest(&gw, "last").await;
+    eventually(Duration::from_secs(5), "the only attempt in flight", || async {
+        (!receiver.for_event(&id).is_empty()).then_some(())
+    })
+    .await;
+    let (status, answer) = post(&gw, &key("orders-1", 1).sign(&Receipt::applied(&id), sign::now_secs())).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("confirmed")), "{answer}");
+    let event = eventually(Duration::from_secs(10), "the attempt's result written", || async {
+        let event = gw.event(&id).await?;
+        (event["attempts"] == 1).then_some(event)
+    })
+    .await;
+    assert_eq!(event["attempt_log"][0]["status_code"], 500, "{event}");
+    assert_eq!(event["outcome"], "confirmed", "{event}");
+    assert_ne!(event["delivery_state"], "exhausted", "{event}");
+    assert!(event["error_code"].is_null() && event["next_attempt_at"].is_null(), "{event}");
+}
+
+on_both_backends!(a_failed_last_attempt_leaves_a_receipt_recorded_meanwhile);

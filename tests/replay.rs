@@ -9,11 +9,13 @@ use receipts_sdk::receipt::Receipt;
 use serde_json::{Value, json};
 
 use crate::support::receiver::Behaviour;
-use crate::support::{ADMIN_TOKEN, Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, sign};
+use crate::support::{
+    ADMIN_TOKEN, Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, metric, on_both_backends, sign,
+};
 
 const SINCE: &str = "2000-01-01T00:00:00Z";
 
-fn handler_key() -> receipts_sdk::receipt::ReceiptKey {
+pub(crate) fn handler_key() -> receipts_sdk::receipt::ReceiptKey {
     sign::receipt_key("orders-1", 1)
 }
 
@@ -24,7 +26,8 @@ pub(crate) fn spec(db: &TestDb, receiver: &Receiver) -> GatewaySpec {
         // The outage: one failed attempt each, the next retry far away.
         .ladder(&["1h"], 8);
     let mut spec = GatewaySpec::new(&db.url, vec![source]);
-    spec.lease = "2s".into();
+    // A restarted gateway on PostgreSQL takes a killed one's job over once its lease ran out.
+    (spec.lease, spec.timeout) = ("6s".into(), "5s".into());
     spec
 }
 
@@ -47,16 +50,25 @@ pub(crate) async fn outage(gw: &Gateway, receiver: &Receiver, prefix: &str, n: u
     ids
 }
 
-async fn confirm(gw: &Gateway, id: &str) {
+pub(crate) async fn confirm(gw: &Gateway, id: &str) {
     let (status, answer) = gw.post_receipt(&handler_key().sign(&Receipt::applied(id), sign::now_secs())).await;
     assert_eq!(status, 200, "{answer}");
 }
 
-async fn replay(gw: &Gateway, token: Option<&str>, body: Value) -> (u16, Value) {
+pub(crate) async fn replay(gw: &Gateway, token: Option<&str>, body: Value) -> (u16, Value) {
     gw.call("POST", "/v1/replays", token, Some(&body)).await
 }
 
-async fn wait_done(gw: &Gateway, id: &str, timeout: Duration) -> Value {
+/// Starts a live replay of the whole window, `limit` items at `rate`: the job's id.
+pub(crate) async fn live(gw: &Gateway, reason: &str, rate: u32, limit: usize) -> String {
+    let body =
+        json!({ "source": "orders", "since": SINCE, "dry_run": false, "reason": reason, "rate": rate, "limit": limit });
+    let (status, job) = replay(gw, None, body).await;
+    assert_eq!(status, 202, "{job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
+pub(crate) async fn wait_done(gw: &Gateway, id: &str, timeout: Duration) -> Value {
     eventually(timeout, "the replay finished", || async {
         let (_, job) = gw.admin_get(&format!("/v1/replays/{id}")).await;
         (job["state"] != "running").then_some(job)
@@ -65,7 +77,7 @@ async fn wait_done(gw: &Gateway, id: &str, timeout: Duration) -> Value {
 }
 
 /// The replay requests the receiver got, by event id.
-fn replayed(receiver: &Receiver) -> HashMap<String, usize> {
+pub(crate) fn replayed(receiver: &Receiver) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     for r in receiver.received().iter().filter(|r| r.replay_id().is_some()) {
         *out.entry(r.event_id().to_string()).or_default() += 1;
@@ -73,9 +85,8 @@ fn replayed(receiver: &Receiver) -> HashMap<String, usize> {
     out
 }
 
-#[tokio::test]
-async fn refusals_say_what_is_wrong() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn refusals_say_what_is_wrong(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
     let viewer = gw.token("vera", "viewer").await;
@@ -131,9 +142,8 @@ async fn refusals_say_what_is_wrong() {
     assert_eq!(receiver.count(), 0);
 }
 
-#[tokio::test]
-async fn the_dry_run_counts_samples_sends_nothing_and_is_audited() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn the_dry_run_counts_samples_sends_nothing_and_is_audited(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
     let ids = outage(&gw, &receiver, "d", 6).await;
@@ -256,9 +266,8 @@ async fn a_live_run_sends_only_what_is_eligible_postgres() {
     live_run_sends_only_what_is_eligible(Db::Postgres).await;
 }
 
-#[tokio::test]
-async fn confirmed_events_go_out_only_under_an_override_with_its_note_audited() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn confirmed_events_go_out_only_under_an_override_with_its_note_audited(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
     let ids = outage(&gw, &receiver, "o", 3).await;
@@ -287,9 +296,8 @@ async fn confirmed_events_go_out_only_under_an_override_with_its_note_audited() 
     assert_eq!(started[1]["details"]["override_note"], "DB restored from a backup older than these events");
 }
 
-#[tokio::test]
-async fn receipts_drop_items_between_and_within_batches() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn receipts_drop_items_between_and_within_batches(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
     let ids = outage(&gw, &receiver, "m", 20).await;
@@ -319,9 +327,8 @@ async fn receipts_drop_items_between_and_within_batches() {
     assert_eq!(skipped, 6);
 }
 
-#[tokio::test]
-async fn a_cancelled_run_stops_sending() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn a_cancelled_run_stops_sending(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
     let viewer = gw.token("vera", "viewer").await;
@@ -349,9 +356,8 @@ async fn a_cancelled_run_stops_sending() {
 /// A gateway stopped the ordinary way (a deploy, SIGTERM) in the middle of a live replay
 /// leaves the job running for the next gateway: it is not cancelled, and every item is sent
 /// once, none lost to the stop.
-#[tokio::test]
-async fn a_graceful_restart_hands_a_running_replay_on() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn a_graceful_restart_hands_a_running_replay_on(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let mut gw = Gateway::start(&spec(&db, &receiver)).await;
     let ids = outage(&gw, &receiver, "g", 30).await;
@@ -421,8 +427,11 @@ async fn resume_after_kill_9_sends_no_item_twice_postgres() {
 }
 
 /// The core promise under races: receipts posted at random moments while a replay of
-/// thousands of events runs; no replay request may arrive after its event's receipt was
-/// recorded (answered 200).
+/// thousands of events runs. A send is decided by its check before it goes out, and its
+/// attempt's `started_at` is taken before that check: no replay attempt of an event may have
+/// started after its receipt was recorded (answered 200). A send decided before may still
+/// arrive after the 200 (the handler's idempotency key absorbs it); one decided after may not
+/// exist.
 async fn no_send_after_a_recorded_receipt(kind: Db, rounds: u64, events: usize) {
     let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
@@ -443,14 +452,14 @@ async fn no_send_after_a_recorded_receipt(kind: Db, rounds: u64, events: usize) 
         let job_id = job["id"].as_str().unwrap().to_string();
         // Post receipts for random events at random moments while the run goes on.
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
-        let mut recorded: HashMap<String, Instant> = HashMap::new();
+        let mut recorded: HashMap<String, i64> = HashMap::new();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(20) {
             let pick = &ids[rand::RngExt::random_range(&mut rng, 0..ids.len())];
             if !recorded.contains_key(pick) {
                 let (status, _) = gw.post_receipt(&handler_key().sign(&Receipt::applied(pick), sign::now_secs())).await;
                 assert_eq!(status, 200);
-                recorded.insert(pick.clone(), Instant::now());
+                recorded.insert(pick.clone(), sign::now_ms());
             }
             tokio::time::sleep(Duration::from_micros(rand::RngExt::random_range(&mut rng, 0..2000))).await;
             let (_, state) = gw.admin_get(&format!("/v1/replays/{job_id}")).await;
@@ -461,11 +470,15 @@ async fn no_send_after_a_recorded_receipt(kind: Db, rounds: u64, events: usize) 
         let done = wait_done(&gw, &job_id, Duration::from_secs(60)).await;
         assert_eq!(done["state"], "completed");
         let mut violations = Vec::new();
-        for r in receiver.received().iter().filter(|r| r.replay_id() == Some(job_id.as_str())) {
-            if let Some(at) = recorded.get(r.event_id())
-                && r.at > *at
-            {
-                violations.push(r.event_id().to_string());
+        for (id, at) in &recorded {
+            let event = gw.event(id).await.unwrap();
+            for attempt in event["attempt_log"].as_array().unwrap() {
+                let started_at =
+                    hookwarden::timestamp::parse_rfc3339("started_at", attempt["started_at"].as_str().unwrap())
+                        .unwrap();
+                if attempt["replay_id"] == job_id.as_str() && started_at > *at {
+                    violations.push(format!("{id}: attempt started at {started_at}, receipt recorded by {at}"));
+                }
             }
         }
         assert!(
@@ -479,6 +492,13 @@ async fn no_send_after_a_recorded_receipt(kind: Db, rounds: u64, events: usize) 
             events as i64,
             "{done}"
         );
+        let sent = replayed(&receiver);
+        assert_eq!(
+            receiver.received().iter().filter(|r| r.replay_id() == Some(job_id.as_str())).count() as i64,
+            counts["sent"].as_i64().unwrap(),
+            "the handler got other than the sends counted"
+        );
+        assert!(sent.values().all(|n| *n == 1), "an event replayed twice");
     }
 }
 
@@ -494,9 +514,8 @@ async fn no_send_after_a_recorded_receipt_postgres() {
 
 /// An admin picks events by id, includes a failed one, and sends them to a staging handler:
 /// only those go out, only there, and the audit log says where.
-#[tokio::test]
-async fn chosen_events_including_a_failed_one_go_to_staging() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn chosen_events_including_a_failed_one_go_to_staging(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let staging = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
@@ -531,9 +550,8 @@ async fn chosen_events_including_a_failed_one_go_to_staging() {
 
 /// A handler answering 429 halves the replay's pace each time: the gap before each next
 /// send doubles, never a burst of sends at the handler's speed.
-#[tokio::test]
-async fn a_throttling_handler_slows_the_replay_down() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn a_throttling_handler_slows_the_replay_down(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
     let ids = outage(&gw, &receiver, "t", 6).await;
@@ -572,9 +590,8 @@ async fn a_throttling_handler_slows_the_replay_down() {
 /// A run the store fails under (here a trigger refusing every item update, put on behind
 /// the gateway's back) ends `failed` with the reason, in the job and in the audit log, and
 /// sends nothing after the failure.
-#[tokio::test]
-async fn a_run_the_store_fails_under_ends_failed_and_says_why() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn a_run_the_store_fails_under_ends_failed_and_says_why(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
     outage(&gw, &receiver, "x", 20).await;
@@ -587,10 +604,7 @@ async fn a_run_the_store_fails_under_ends_failed_and_says_why() {
     let id = job["id"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(10), "a first send", || async { (!replayed(&receiver).is_empty()).then_some(()) })
         .await;
-    db.execute(&[
-        "CREATE TRIGGER refuse BEFORE UPDATE ON replay_items BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-    ])
-    .await;
+    db.refuse("UPDATE", "replay_items").await;
     let done = wait_done(&gw, &id, Duration::from_secs(20)).await;
     assert_eq!(done["state"], "failed", "{done}");
     assert!(done["error"].as_str().unwrap().contains("refused by the test"), "{done}");
@@ -664,9 +678,8 @@ async fn events_are_listed_by_the_filter_language_postgres() {
     events_are_listed_by_the_filter_language(Db::Postgres).await;
 }
 
-#[tokio::test]
-async fn resolving_an_event_closes_its_gap_with_an_audited_note() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn resolving_an_event_closes_its_gap_with_an_audited_note(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&spec(&db, &receiver)).await;
     let ids = outage(&gw, &receiver, "r", 2).await;
@@ -688,9 +701,8 @@ async fn resolving_an_event_closes_its_gap_with_an_audited_note() {
     assert!(gw.event(&ids[1]).await.unwrap()["resolved"].is_null());
 }
 
-#[tokio::test]
-async fn the_on_call_story() {
-    let db = TestDb::new(Db::Sqlite).await;
+async fn the_on_call_story(kind: Db) {
+    let db = TestDb::new(kind).await;
     let receiver = Receiver::start().await;
     receiver.set_receipt_key(handler_key());
     let gw = Gateway::start(&spec(&db, &receiver)).await;
@@ -745,3 +757,71 @@ async fn the_on_call_story() {
     assert_eq!(summary["totals"]["confirmed"], 25);
     assert_eq!(replayed(&receiver).len(), 16, "nothing confirmed was replayed");
 }
+
+/// The re-read before each batch of 500: a live run of 1,200 items, and while its first batch
+/// goes out, receipts for 60 items of the second and third batches. Each is dropped when
+/// its batch is read again, counted exactly, and the handler gets exactly the others.
+async fn receipts_between_batches_drop_their_items_counted_exactly(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "b", 1200).await;
+    let late: Vec<String> = ids[600..640].iter().chain(&ids[1100..1120]).cloned().collect();
+    // Signed ahead, so that posting them takes well under the first batch's 12 s.
+    let signed: Vec<_> = late.iter().map(|e| handler_key().sign(&Receipt::applied(e), sign::now_secs())).collect();
+    let (status, job) = replay(
+        &gw,
+        None,
+        json!({ "source": "orders", "since": SINCE, "dry_run": false, "reason": "batches", "rate": 40, "limit": 1200 }),
+    )
+    .await;
+    assert_eq!((status, job["eligible"].as_i64()), (202, Some(1200)), "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(10), "the first batch going out", || async {
+        (replayed(&receiver).len() >= 10).then_some(())
+    })
+    .await;
+    let mut posting = tokio::task::JoinSet::new();
+    for chunk in signed.chunks(8) {
+        let (url, chunk) = (gw.url("/v1/receipts"), chunk.to_vec());
+        posting.spawn(async move {
+            for signed in chunk {
+                let mut request = crate::support::client().post(&url).body(signed.body.clone());
+                for (name, value) in signed.headers() {
+                    request = request.header(name, value);
+                }
+                let answer = request.header("content-type", "application/json").send().await.unwrap();
+                assert_eq!(answer.status(), 200, "{}", signed.receipt_id);
+            }
+        });
+    }
+    posting.join_all().await;
+    assert!(replayed(&receiver).len() < 500, "the receipts landed after the first batch");
+    let done = wait_done(&gw, &id, Duration::from_secs(90)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let counts = &done["counts"];
+    assert_eq!((counts["sent"].as_i64(), counts["skipped_receipt"].as_i64()), (Some(1140), Some(60)), "{done}");
+    assert_eq!((counts["succeeded"].as_i64(), counts["failed"].as_i64()), (Some(1140), Some(0)), "{done}");
+    let sent = replayed(&receiver);
+    let missing: Vec<&String> = ids.iter().filter(|e| !late.contains(e) && !sent.contains_key(*e)).collect();
+    let extra: Vec<&String> = sent.keys().filter(|e| late.contains(e) || !ids.contains(e)).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "not sent: {missing:?}; sent though receipted: {extra:?}");
+    assert!(sent.values().all(|n| *n == 1), "an item sent twice");
+    let at_batch = metric(&gw, "hookwarden_replay_skipped_receipts_total{at=\"batch\"}").await;
+    assert_eq!(at_batch, 60.0, "not dropped by the re-read before their batches");
+}
+
+on_both_backends!(
+    refusals_say_what_is_wrong,
+    the_dry_run_counts_samples_sends_nothing_and_is_audited,
+    confirmed_events_go_out_only_under_an_override_with_its_note_audited,
+    receipts_drop_items_between_and_within_batches,
+    a_cancelled_run_stops_sending,
+    a_graceful_restart_hands_a_running_replay_on,
+    chosen_events_including_a_failed_one_go_to_staging,
+    a_throttling_handler_slows_the_replay_down,
+    a_run_the_store_fails_under_ends_failed_and_says_why,
+    resolving_an_event_closes_its_gap_with_an_audited_note,
+    the_on_call_story,
+    receipts_between_batches_drop_their_items_counted_exactly,
+);

@@ -6,7 +6,7 @@ use hookwarden::domain::Outcome;
 use hookwarden::domain::{AttemptKind, EventId, NewEvent, Stored};
 use hookwarden::store::{AttemptRecord, CommitQueue, Completion, NewReceipt, Recorded, Store};
 
-use crate::support::{Db, TestDb};
+use crate::support::{Db, TestDb, on_both_backends};
 
 fn event(source: &str, key: &str, at: i64) -> NewEvent {
     NewEvent {
@@ -314,3 +314,30 @@ async fn receipts_alone_wake_the_checkpointer_sqlite() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].detail.as_deref().map(str::len), Some(3000));
 }
+
+/// Events are numbered (`seq`, the order received) in the order they are stored, also across
+/// a restart of the store and past a provider's repeat, which takes no number of its own.
+async fn order_received(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let mut order = Vec::new();
+    for round in 0..2 {
+        let store = Store::connect(&db.url).await.unwrap();
+        for key in ["a", "b", "a", "c"] {
+            // Ids and times run backwards: the order is the store's, not theirs.
+            let mut e = event("s", &format!("{key}{round}"), 10 - order.len() as i64);
+            e.id = EventId::parse(&format!("evt_0{}000000000000000000000000", 9 - order.len())).unwrap();
+            if let Stored::New(id) = &store.insert_events(&[e]).await.unwrap()[0] {
+                order.push(id.clone());
+            }
+        }
+        store.close().await;
+    }
+    assert_eq!(order.len(), 6);
+    let mut seqs = Vec::new();
+    for id in &order {
+        seqs.push(db.scalar(&format!("SELECT seq FROM events WHERE id = '{id}'")).await);
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "not numbered in the order stored: {seqs:?}");
+}
+
+on_both_backends!(order_received);

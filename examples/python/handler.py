@@ -1,261 +1,311 @@
 #!/usr/bin/env python3
-"""orders handler in Python: a hookwarden handler in one file, written to be copied.
+"""orders handler in Python: a hookwarden handler (FastAPI, SQLAlchemy, hookwarden-receipts),
+written to be copied. The Rust twin is examples/src/orders_handler.rs.
 
 For every event the gateway forwards to ``POST /webhooks/{source}`` it:
 
-1. checks the gateway's Standard Webhooks ``v1`` signature (HMAC-SHA256 with the source's
-   ``whsec_`` secret over ``{webhook-id}.{webhook-timestamp}.{body}``), by hand;
-2. records one order per event in SQLite and commits (a retry or replay of an event is a
-   no-op: the event id is the primary key);
-3. answers 200, and then posts an ``applied`` receipt to ``{HOOKWARDEN_URL}/v1/receipts``,
-   signed with the handler's ed25519 key (PyNaCl), retrying under the same receipt id.
+1. verifies the forward (``verify_forwarded``: the gateway's Standard Webhooks signature with
+   the source's secret; the event id is the forward's ``webhook-id``);
+2. in ONE transaction: ``already_processed(event_id)`` (a retry or replay is a no-op), the
+   order row, and an ``applied`` receipt queued in the outbox (``enqueue``);
+3. commits, then wakes the outbox flusher, which posts the receipt to the gateway.
 
-The receipt id is derived from the receipt's body, so every post of the same receipt (a
-retry, or the one sent again when the gateway replays an event already applied) counts once
-at the gateway. Unlike the Rust example (examples/src/orders_handler.rs) there is no outbox:
-a crash between the commit and the post loses the receipt, the gateway flags the event
-overdue, and replaying it makes this handler send the receipt again.
+The receipt commits with the order, so the gateway hears "applied" if and only if the order
+was committed, also when the handler dies between the commit and the post (the flusher sends
+it on the next start). ``POST /hookwarden/status`` answers the gateway's status probe from the
+same tables (docs/status-probe.md). ``GET /orders`` lists the orders.
 
 Configuration (environment):
-- HANDLER_LISTEN (default 127.0.0.1:3000)
-- HANDLER_DATABASE_URL (default sqlite://orders-py.db; SQLite only)
-- HOOKWARDEN_URL: the gateway, where receipts go (default http://127.0.0.1:8080)
-- SIGNING_SECRET: the source's signing_secret from the gateway config;
-  SIGNING_SECRET_<SOURCE> (e.g. SIGNING_SECRET_GITHUB) overrides it for one source
-- RECEIPT_KEY_ID, RECEIPT_KEY_SEED (required): the handler's receipt key (the seed is 32
-  bytes, base64, as `hookwarden keys generate` prints it); its public half goes into the
-  source's receipt_keys
+- ``HANDLER_LISTEN`` (default ``127.0.0.1:3000``)
+- ``HANDLER_DATABASE_URL``: ``sqlite://PATH`` (default ``sqlite://orders-py.db``) or a
+  ``postgres://`` URL
+- ``HOOKWARDEN_URL``: the gateway, where receipts go (default ``http://127.0.0.1:8080``)
+- ``SIGNING_SECRET``: the source's ``signing_secret`` from the gateway config;
+  ``SIGNING_SECRET_<SOURCE>`` (e.g. ``SIGNING_SECRET_GITHUB``) overrides it for one source
+- ``RECEIPT_KEY_ID``, ``RECEIPT_KEY_SEED`` (required): the handler's receipt key as
+  ``hookwarden keys generate`` prints it; its public half goes into the source's receipt_keys
+- ``FLUSH_INTERVAL_MS`` (default 500): how often the outbox is flushed besides after commits
 
-Test hook, as in the Rust example: an event whose body has "fail": true is refused; the
-handler answers 422 and sends a `failed` receipt with error code E_REJECTED.
+Telling it to fail (for tests and demos):
+- an event whose body has ``"fail": true`` is refused by the business rules after the order
+  was written: the transaction rolls back, a ``failed`` receipt (``E_REJECTED``) is queued in
+  a transaction of its own, and the handler answers 422;
+- ``"db_error": true`` simulates a database failure after the order AND its ``applied``
+  receipt were written: the transaction rolls back, taking the receipt with it, the handler
+  answers 500 and the gateway retries later (no receipt is ever sent for it);
+- ``HANDLER_KILL_AFTER_COMMIT=<order id>``: the process kills itself (SIGKILL) right after
+  committing that order, before it answers and before the flusher is woken;
+- ``HANDLER_PAUSE_FLUSH=1``: receipts are queued but never posted.
 
-Needs PyNaCl: pip install -r examples/python/requirements.txt
+Install (from the repository root): ``python3 -m pip install -r examples/python/requirements.txt``
 """
 
-import base64
-import hashlib
-import hmac
+from __future__ import annotations
+
 import json
+import logging
 import os
-import sqlite3
+import signal
 import sys
-import threading
-import time
-import urllib.error
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
-try:
-    import nacl.signing
-except ImportError:
-    sys.exit("PyNaCl is missing: pip install -r examples/python/requirements.txt")
+import sqlalchemy
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
+from starlette.concurrency import run_in_threadpool
 
-TOLERANCE_SECS = 5 * 60
+from hookwarden_receipts import (
+    Flusher,
+    ForwardedError,
+    Receipt,
+    ReceiptClient,
+    ReceiptKey,
+    StatusProbe,
+    already_processed,
+    enqueue,
+    ensure_schema,
+    start_flusher,
+    unix_now,
+    verify_forwarded,
+)
+from hookwarden_receipts.starlette import status_probe_endpoint
 
+log = logging.getLogger("orders-handler")
 
-# --- The wire formats --------------------------------------------------------------------
+DEFAULT_SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-
-def verify_forward(secret, headers, body, now=None):
-    """Checks the gateway's Standard Webhooks `v1` signature; returns the event id or None."""
-    msg_id = headers.get("webhook-id", "")
-    timestamp = headers.get("webhook-timestamp", "")
-    signature = headers.get("webhook-signature", "")
-    if not (msg_id and timestamp.isdigit() and signature):
-        return None
-    if abs((now or time.time()) - int(timestamp)) > TOLERANCE_SECS:
-        return None  # stale, or from the future
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    # The header may hold several space-separated `version,signature` entries.
-    for entry in signature.split():
-        version, _, sig = entry.partition(",")
-        if version == "v1" and hmac.compare_digest(sig, expected):
-            return msg_id
-    return None
-
-
-def receipt_body(event_id, status, target_record_id=None, error_code=None, detail=None):
-    """The receipt JSON, compact, fields in the documented order, optional ones left out."""
-    fields = {
-        "event_id": event_id,
-        "status": status,
-        "target_record_id": target_record_id,
-        "error_code": error_code,
-        "detail": detail,
-    }
-    return json.dumps({k: v for k, v in fields.items() if v is not None}, separators=(",", ":")).encode()
+# The business table, as in the Rust example. One row per event: already_processed sees to it.
+CREATE_ORDERS = """CREATE TABLE IF NOT EXISTS orders (
+    event_id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    amount BIGINT NULL,
+    received_at BIGINT NOT NULL
+)"""
 
 
-def sign_receipt(signing_key, key_id, receipt_id, timestamp, body):
-    """The four receipt headers: ed25519 over `{receipt-id}.{receipt-timestamp}.{body}`."""
-    content = f"{receipt_id}.{timestamp}.".encode() + body
-    signature = base64.b64encode(signing_key.sign(content).signature).decode()
-    return {
-        "receipt-id": receipt_id,
-        "receipt-timestamp": str(timestamp),
-        "receipt-key": key_id,
-        "receipt-signature": "v1a," + signature,
-    }
+@dataclass
+class Config:
+    listen: str
+    database_url: str
+    gateway_url: str
+    default_secret: str
+    secrets: Dict[str, str]
+    key: ReceiptKey
+    flush_interval: float
+    pause_flush: bool
+    kill_after_commit: Optional[str]
+
+    @classmethod
+    def from_env(cls) -> Config:
+        env = os.environ.get
+        for name in ("RECEIPT_KEY_ID", "RECEIPT_KEY_SEED"):
+            if not env(name):
+                sys.exit(f"{name} must be set")
+        return cls(
+            listen=env("HANDLER_LISTEN", "127.0.0.1:3000"),
+            database_url=env("HANDLER_DATABASE_URL", "sqlite://orders-py.db"),
+            gateway_url=env("HOOKWARDEN_URL", "http://127.0.0.1:8080"),
+            default_secret=env("SIGNING_SECRET", DEFAULT_SIGNING_SECRET),
+            secrets={
+                name[len("SIGNING_SECRET_") :].lower(): value
+                for name, value in os.environ.items()
+                if name.startswith("SIGNING_SECRET_")
+            },
+            key=ReceiptKey.from_seed_base64(env("RECEIPT_KEY_ID", ""), env("RECEIPT_KEY_SEED", "")),
+            flush_interval=int(env("FLUSH_INTERVAL_MS", "500")) / 1000,
+            pause_flush=env("HANDLER_PAUSE_FLUSH") == "1",
+            kill_after_commit=env("HANDLER_KILL_AFTER_COMMIT") or None,
+        )
+
+    def secret_for(self, source: Optional[str]) -> str:
+        return self.secrets.get((source or "").lower(), self.default_secret)
 
 
-def load_key(seed_b64):
-    return nacl.signing.SigningKey(base64.b64decode(seed_b64))
+def open_engine(url: str) -> Engine:
+    """SQLite (``sqlite://PATH``, as the Rust example takes it) or PostgreSQL."""
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :].split("?", 1)[0]
+        engine = sqlalchemy.create_engine(f"sqlite:///{path}", connect_args={"timeout": 10})
+
+        @event.listens_for(engine, "connect")
+        def wal(dbapi_connection: Any, _: Any) -> None:
+            # Readers (GET /orders, the flusher, probes) then do not hold up writers.
+            dbapi_connection.execute("PRAGMA journal_mode = WAL")
+
+        return engine
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return sqlalchemy.create_engine("postgresql+psycopg://" + url[len(scheme) :])
+    sys.exit("HANDLER_DATABASE_URL must be a sqlite:// or postgres:// URL")
 
 
-# --- Sending receipts --------------------------------------------------------------------
+class Rejected(Exception):
+    """The business rules refused the event: a permanent failure, reported by receipt."""
 
 
-def post_receipt(config, body, tries=6):
-    """Posts one receipt, retrying network errors, 5xx, 408 and 429 under the same id."""
-    receipt_id = "rcp_" + hashlib.sha256(body).hexdigest()[:32]  # same receipt, same id
-    url = config["gateway_url"].rstrip("/") + "/v1/receipts"
-    for attempt in range(1, tries + 1):
-        # Signed afresh on every try: the timestamp must be within 5 minutes of the gateway's clock.
-        headers = sign_receipt(config["key"], config["key_id"], receipt_id, int(time.time()), body)
-        headers["content-type"] = "application/json"
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                answer = json.load(response)
-                log(f"receipt {receipt_id} accepted: outcome {answer.get('outcome')}")
-                return True
-        except urllib.error.HTTPError as e:
-            error = e.read().decode(errors="replace")[:200]
-            if e.code < 500 and e.code not in (408, 429):
-                log(f"receipt {receipt_id} refused for good ({e.code}): {error}")
-                return False
-            log(f"receipt {receipt_id}: gateway answered {e.code}; try {attempt} of {tries}")
-        except (urllib.error.URLError, OSError) as e:
-            log(f"receipt {receipt_id}: gateway unreachable ({e}); try {attempt} of {tries}")
-        time.sleep(min(0.25 * 2 ** (attempt - 1), 10))
-    return False
+class SimulatedDbError(Exception):
+    """The ``"db_error": true`` test hook: a database failure before the commit."""
 
 
-def send_later(config, body):
-    """Posts a receipt after the response went out, without holding up the gateway."""
-    threading.Thread(target=post_receipt, args=(config, body), daemon=True).start()
-
-
-# --- The business: one order per event -----------------------------------------------------
-
-
-def open_db(path):
-    db = sqlite3.connect(path, timeout=10)
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS orders (event_id TEXT PRIMARY KEY, order_id TEXT NOT NULL,"
-        " source TEXT NOT NULL, amount INTEGER, received_at INTEGER NOT NULL)"
-    )
-    return db
-
-
-def record_order(config, source, event_id, event):
-    """Commits the order; returns (order_id, inserted) or raises ValueError if it is refused."""
-    obj = (event.get("data") or {}).get("object") or event  # Stripe-style or plain
-    order_id = obj.get("id") or event.get("id")
+def record_order(conn: Connection, source: str, event_id: str, event_body: Dict[str, Any]) -> str:
+    """The business write: one order per event. Stripe-style events carry the object under
+    ``data.object``; others are the object."""
+    data = event_body.get("data")
+    obj = data.get("object") if isinstance(data, dict) and isinstance(data.get("object"), dict) else event_body
+    order_id = obj.get("id") or event_body.get("id")
     if not isinstance(order_id, str):
-        raise ValueError("the event has no order id")
-    if event.get("fail") is True:
-        raise ValueError("the order was refused (test hook `fail: true`)")
-    db = open_db(config["db_path"])
-    try:
-        with db:  # one transaction: commits on success, rolls back on error
-            cursor = db.execute(
-                "INSERT INTO orders (event_id, order_id, source, amount, received_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
-                (event_id, order_id, source, obj.get("amount"), int(time.time())),
-            )
-        return order_id, cursor.rowcount == 1
-    finally:
-        db.close()
-
-
-class Handler(BaseHTTPRequestHandler):
-    config = None  # set in main()
-
-    def do_POST(self):
-        parts = self.path.strip("/").split("/")
-        if len(parts) != 2 or parts[0] != "webhooks":
-            self.reply(404, {"error": "not found"})
-            return
-        source = parts[1]
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        secret = self.config["secrets"].get(source.lower(), self.config["default_secret"])
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        event_id = verify_forward(secret, headers, body)
-        if event_id is None:
-            self.reply(401, {"error": "the gateway's signature does not verify"})
-            return
-        try:
-            order_id, inserted = record_order(self.config, source, event_id, json.loads(body))
-        except (ValueError, AttributeError) as e:  # not JSON, or refused by the business rules
-            self.reply(422, {"status": "rejected", "error_code": "E_REJECTED", "detail": str(e)})
-            send_later(self.config, receipt_body(event_id, "failed", error_code="E_REJECTED", detail=str(e)))
-            return
-        # Committed: answer, then send the receipt (again for a duplicate: it counts once).
-        self.reply(200, {"status": "applied" if inserted else "duplicate", "order_id": order_id})
-        send_later(self.config, receipt_body(event_id, "applied", target_record_id=order_id))
-
-    def do_GET(self):
-        if self.path != "/orders":
-            self.reply(404, {"error": "not found"})
-            return
-        db = open_db(self.config["db_path"])
-        try:
-            rows = db.execute(
-                "SELECT event_id, order_id, source, amount, received_at FROM orders ORDER BY received_at, event_id"
-            ).fetchall()
-        finally:
-            db.close()
-        names = ("event_id", "order_id", "source", "amount", "received_at")
-        self.reply(200, [dict(zip(names, row)) for row in rows])
-
-    def reply(self, status, value):
-        data = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
-
-    def log_message(self, format, *args):
-        log(format % args)
-
-
-def log(message):
-    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
-def main():
-    env = os.environ.get
-    for name in ("RECEIPT_KEY_ID", "RECEIPT_KEY_SEED"):
-        if not env(name):
-            sys.exit(f"{name} must be set")
-    database_url = env("HANDLER_DATABASE_URL", "sqlite://orders-py.db")
-    if not database_url.startswith("sqlite://"):
-        sys.exit("HANDLER_DATABASE_URL must be a sqlite:// URL")
-    Handler.config = {
-        "db_path": database_url.removeprefix("sqlite://"),
-        "gateway_url": env("HOOKWARDEN_URL", "http://127.0.0.1:8080"),
-        "default_secret": env("SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        "secrets": {
-            name.removeprefix("SIGNING_SECRET_").lower(): value
-            for name, value in os.environ.items()
-            if name.startswith("SIGNING_SECRET_")
+        raise Rejected("the event has no order id")
+    amount = obj.get("amount", event_body.get("amount"))
+    conn.execute(
+        text(
+            "INSERT INTO orders (event_id, order_id, source, amount, received_at)"
+            " VALUES (:event_id, :order_id, :source, :amount, :received_at)"
+        ),
+        {
+            "event_id": event_id,
+            "order_id": order_id,
+            "source": source,
+            "amount": amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
+            "received_at": unix_now(),
         },
-        "key_id": env("RECEIPT_KEY_ID"),
-        "key": load_key(env("RECEIPT_KEY_SEED")),
-    }
-    open_db(Handler.config["db_path"]).close()  # create the table before the first request
-    host, _, port = env("HANDLER_LISTEN", "127.0.0.1:3000").rpartition(":")
-    server = ThreadingHTTPServer((host, int(port)), Handler)
-    log(f"python orders handler listening on {host}:{port}, receipts to {Handler.config['gateway_url']}")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    )
+    # Test hook: a rule that refuses the order after it was written; the rollback undoes it.
+    if event_body.get("fail") is True:
+        raise Rejected("the order was refused (test hook `fail: true`)")
+    return order_id
+
+
+class Handler:
+    """What the routes share: the config, the database, the flusher."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.engine = open_engine(config.database_url)
+        ensure_schema(self.engine)  # the outbox and processed-events tables
+        with self.engine.begin() as conn:
+            conn.execute(text(CREATE_ORDERS))
+        self.flusher: Optional[Flusher] = None
+
+    def start(self) -> None:
+        """The flusher posts committed receipts: at once when woken, else every interval. Its
+        first pass sends whatever a previous run committed but did not post."""
+        if self.config.pause_flush:
+            log.warning("HANDLER_PAUSE_FLUSH=1: receipts are queued but never posted")
+            return
+        client = ReceiptClient(self.config.gateway_url, self.config.key)
+        self.flusher = start_flusher(self.engine, client, self.config.flush_interval)
+
+    def stop(self) -> None:
+        if self.flusher is not None:
+            self.flusher.stop(10)
+        self.engine.dispose()
+
+    def wake_flusher(self) -> None:
+        if self.flusher is not None:
+            self.flusher.wake()
+
+    def receive(self, source: str, headers: Dict[str, str], body: bytes) -> Tuple[int, Dict[str, Any]]:
+        """One forwarded event: the status and JSON to answer."""
+        # 1. Is it really the gateway? Also gives the event id, the key to be idempotent on.
+        try:
+            forwarded = verify_forwarded(self.config.secret_for(source), headers, body)
+        except ForwardedError as e:
+            log.warning("refused a forward for %s: %s", source, e)
+            return 401, {"error": str(e)}
+        event_id = forwarded.event_id
+        try:
+            event_body = json.loads(body)
+        except ValueError:
+            event_body = None
+        if not isinstance(event_body, dict):
+            return self.reject(event_id, "E_MALFORMED", "the body is not a JSON object")
+
+        # 2. One transaction: the "already processed?" mark, the order and its receipt.
+        try:
+            with self.engine.begin() as conn:
+                if already_processed(conn, event_id):
+                    log.info("%s: duplicate (attempt %d), already processed", event_id, forwarded.attempt)
+                    return 200, {"status": "duplicate"}
+                order_id = record_order(conn, source, event_id, event_body)
+                enqueue(conn, Receipt.applied(event_id, target_record_id=order_id))
+                if event_body.get("db_error") is True:
+                    raise SimulatedDbError("simulated database failure before the commit (test hook `db_error: true`)")
+        except Rejected as e:
+            # Rolled back: the order AND the processed mark, so a later replay may try again.
+            return self.reject(event_id, "E_REJECTED", str(e))
+        except (SimulatedDbError, sqlalchemy.exc.SQLAlchemyError) as e:
+            # Rolled back, receipt included: answer 500 and let the gateway retry.
+            log.error("%s: not committed: %s", event_id, e)
+            return 500, {"error": "the order was not committed"}
+
+        # 3. Committed: now the receipt may go.
+        if self.config.kill_after_commit == order_id:
+            log.warning("%s: committed %s; HANDLER_KILL_AFTER_COMMIT: kill -9 before the flush", event_id, order_id)
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.wake_flusher()
+        log.info("%s: order %s recorded (attempt %d)", event_id, order_id, forwarded.attempt)
+        return 200, {"status": "applied", "order_id": order_id}
+
+    def reject(self, event_id: str, code: str, detail: str) -> Tuple[int, Dict[str, Any]]:
+        """Answers 422 and sends a ``failed`` receipt, committed in a transaction of its own.
+        The event is not marked processed."""
+        with self.engine.begin() as conn:
+            enqueue(conn, Receipt.failed(event_id, code, detail))
+        self.wake_flusher()
+        log.warning("%s: rejected (%s): %s", event_id, code, detail)
+        return 422, {"status": "rejected", "error_code": code, "detail": detail}
+
+    def orders(self) -> List[Dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT event_id, order_id, source, amount, received_at FROM orders ORDER BY received_at, event_id"
+                )
+            ).all()
+        return [dict(row._mapping) for row in rows]
+
+
+def create_app(config: Config) -> FastAPI:
+    handler = Handler(config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        handler.start()
+        yield
+        handler.stop()
+
+    app = FastAPI(title="orders handler", lifespan=lifespan)
+
+    @app.post("/webhooks/{source}")
+    async def receive(source: str, request: Request) -> JSONResponse:
+        body = await request.body()  # the raw bytes: the signature covers them exactly
+        headers = dict(request.headers.items())
+        status, answer = await run_in_threadpool(handler.receive, source, headers, body)
+        return JSONResponse(answer, status_code=status)
+
+    @app.get("/orders")
+    async def orders() -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(handler.orders))
+
+    # The gateway's status probe, answered from the outbox and the processed-events table.
+    probe = StatusProbe(secret=config.secret_for, key=config.key, db=handler.engine)
+    app.add_route("/hookwarden/status", status_probe_endpoint(probe), methods=["POST"])
+    return app
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = Config.from_env()
+    host, _, port = config.listen.rpartition(":")
+    app = create_app(config)
+    log.info("python orders handler on %s, receipts to %s", config.listen, config.gateway_url)
+    uvicorn.run(app, host=host, port=int(port), access_log=False, log_level="info")
 
 
 if __name__ == "__main__":

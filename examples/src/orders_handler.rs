@@ -24,6 +24,11 @@
 //! - `HANDLER_PAUSE_FLUSH=1`: never post receipts (tests use it to crash after a commit)
 //! - `RUST_LOG` (default `info`): log filter; logs go to stderr
 //!
+//! It also answers the gateway's status probe at `POST /hookwarden/status/{source}` (put that
+//! URL in the source's `status_url`): which of the asked events it applied or failed, from the
+//! same outbox and processed-events tables (docs/status-probe.md), so a replay skips events
+//! whose receipt was lost instead of resending them.
+//!
 //! Test hook: an event whose body has `"fail": true` is rejected by the business logic; the
 //! handler answers 422 and sends a `failed` receipt with error code `E_REJECTED`.
 
@@ -66,6 +71,8 @@ struct App {
     default_secret: WebhookSecret,
     /// `None` with `HANDLER_PAUSE_FLUSH=1`.
     flusher: Option<FlushWaker>,
+    /// Signs the receipts of status-probe answers.
+    key: ReceiptKey,
 }
 
 #[tokio::main]
@@ -103,15 +110,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The flusher posts committed receipts: at once when woken, else every `flush_interval`.
     // Its first pass sends whatever a previous run committed but did not post.
-    let client = ReceiptClient::new(&gateway_url, key);
+    let client = ReceiptClient::new(&gateway_url, key.clone());
     let flusher = (!pause_flush).then(|| outbox::spawn_flusher(db.clone(), client, flush_interval));
     if pause_flush {
         warn!("HANDLER_PAUSE_FLUSH=1: receipts are queued but never posted");
     }
 
-    let app = App { db, secrets, default_secret, flusher: flusher.as_ref().map(|f| f.waker()) };
-    let router =
-        Router::new().route("/webhooks/{source}", post(receive)).route("/orders", get(list_orders)).with_state(app);
+    let app = App { db, secrets, default_secret, flusher: flusher.as_ref().map(|f| f.waker()), key };
+    let router = Router::new()
+        .route("/webhooks/{source}", post(receive))
+        .route("/hookwarden/status/{source}", post(status_probe))
+        .route("/orders", get(list_orders))
+        .with_state(app);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     info!(%listen, %gateway_url, "orders-handler listening");
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
@@ -168,6 +178,21 @@ async fn receive(
         // the gateway retry; no receipt, the event is not applied yet.
         Err(OrderError::Db(e)) => Err(e.into()),
     }
+}
+
+/// `POST /hookwarden/status/{source}`: the gateway asks which events were applied; the
+/// outbox answers from its tables with signed receipts.
+async fn status_probe(
+    State(app): State<App>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let secret = app.secrets.get(&source).unwrap_or(&app.default_secret);
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let answer = outbox::serve_probe(&app.db, &app.key, secret, header, &body).await?;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], answer.body).into_response())
 }
 
 /// The business write: one order per event.

@@ -84,8 +84,8 @@ fn backlog_sql(db: Db, n: u64, at: i64) -> Vec<String> {
         Db::Sqlite => vec![
             format!(
                 "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
-                 INSERT INTO events (id, source, dedup_key, event_type, received_at, next_attempt_at) \
-                 SELECT printf('evt_backlog%015d', i), 'bench', 'k' || i, 'bench.backlog', {at}, {at} FROM n",
+                 INSERT INTO events (id, source, dedup_key, event_type, received_at, next_attempt_at, seq) \
+                 SELECT printf('evt_backlog%015d', i), 'bench', 'k' || i, 'bench.backlog', {at}, {at}, i + 1 FROM n",
                 last = n - 1
             ),
             format!(

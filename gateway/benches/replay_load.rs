@@ -26,8 +26,8 @@
 //!     10 ms) that says `completed`, with the sink's first-to-last send and the CPU split.
 //!
 //! `--store-only` measures the executor's per-item database work alone (no gateway, no HTTP):
-//! 32 tasks (the SQLite executor's concurrency) each read the event under the hold
-//! (`Store::hold_event`) and record its attempt (`Store::complete_attempts` with one record,
+//! 32 tasks (the SQLite executor's concurrency) each check the event before its send
+//! (`Store::check_before_send`) and record its attempt (`Store::complete_attempts` with one record,
 //! one transaction per item); then the same attempts recorded 500 per
 //! transaction, for the ceiling a grouped write would have.
 
@@ -669,8 +669,7 @@ async fn store_only(args: &Args, db_url: &str, filled: &Filled) -> Result<(f64, 
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(id) = ids.get(i) else { break };
-                    let (hold, _, _) = store.hold_event(id).await.map_err(|e| e.to_string())?;
-                    drop(hold);
+                    store.check_before_send(id).await.map_err(|e| e.to_string())?;
                     store.complete_attempts(&[record(id)]).await.map_err(|e| e.to_string())?;
                 }
                 Ok::<_, String>(())
@@ -726,7 +725,7 @@ async fn run(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<Option<
     if args.store_only {
         let (single, grouped) = store_only(args, db_url, &filled).await?;
         println!(
-            "hookwarden replay_load --store-only: db={} items={}: hold_event + complete_attempts(1 record) \
+            "hookwarden replay_load --store-only: db={} items={}: check_before_send + complete_attempts(1 record) \
              × 32 tasks {single:.0} items/s; complete_attempts(500 records) {grouped:.0} items/s",
             args.db.name(),
             args.exec_events

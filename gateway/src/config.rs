@@ -67,6 +67,15 @@ pub struct DeliveryConfig {
     pub jitter: f64,
 }
 
+/// How much longer than `delivery.timeout` a delivery's lease must be. A delivery's lease is
+/// renewed just before its forward goes out (when less than `timeout` plus this is left), so
+/// it must outlast the forward (at most `timeout`, connecting included), then the group commit
+/// of the attempt's result (milliseconds; hundreds under overload), and the clock skew
+/// between gateways, which compare the lease's end with their own clocks (milliseconds under
+/// NTP). A second covers both with room to spare; were it ever exceeded, the cost is a second
+/// attempt of the same event, not a lost one.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
@@ -277,6 +286,16 @@ impl Config {
         }
         if raw.server.admin_listen == Some(raw.server.listen) {
             return Err(ConfigError::Invalid("server.admin_listen must differ from server.listen".into()));
+        }
+        if delivery.lease < delivery.timeout + LEASE_MARGIN {
+            return Err(ConfigError::Invalid(format!(
+                "delivery.lease ({}) must exceed delivery.timeout ({}) by at least {}: a delivery is leased to one \
+                 gateway while it is out, and the lease must outlast the forward and the write of its result, or \
+                 another gateway may send the same attempt again",
+                humantime::format_duration(delivery.lease),
+                humantime::format_duration(delivery.timeout),
+                humantime::format_duration(LEASE_MARGIN)
+            )));
         }
         Ok(Self {
             listen: raw.server.listen,
@@ -544,6 +563,10 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         assert!(err.contains("admin_listen"), "{err}");
         let limit = check("ingest_limit = { per_second = 0 }\n", &[("STRIPE_SECRET", "s")]).unwrap_err();
         assert!(limit.contains("ingest_limit.per_second"), "{limit}");
+        let lease = "[delivery]\nlease = \"30s\"\ntimeout = \"30s\"\n";
+        let err = check(lease, &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(err.contains("delivery.lease (30s) must exceed delivery.timeout (30s) by at least 1s"), "{err}");
+        assert!(check("[delivery]\nlease = \"31s\"\ntimeout = \"30s\"\n", &[("STRIPE_SECRET", "s")]).is_ok());
         let bad_url = BASE.replace("http://127.0.0.1:3000/hook", "http://127.0.0.1:99999/hook");
         let err = Config::parse(&bad_url, &|_| Some("s".into())).unwrap_err().to_string();
         assert!(err.contains("not a valid URL"), "{err}");

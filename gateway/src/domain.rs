@@ -23,6 +23,14 @@ impl EventId {
         Self(format!("evt_{id}"))
     }
 
+    /// A new id at `now_ms` from `ids`, a gateway's generator (see [`EventIds`]).
+    fn at(ids: &mut ulid::Generator, now_ms: i64) -> Self {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now_ms.max(0) as u64);
+        // Overflow needs 2^80 ids in one millisecond; fall back to a fresh random one.
+        let id = ids.generate_from_datetime(at).unwrap_or_else(|_| ulid::Ulid::from_datetime(at));
+        Self(format!("evt_{id}"))
+    }
+
     /// Accepts a stored or user-given id of the right shape.
     pub fn parse(text: &str) -> Option<Self> {
         let rest = text.strip_prefix("evt_")?;
@@ -42,6 +50,19 @@ impl EventId {
 impl std::fmt::Display for EventId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A gateway's maker of event ids: from the gateway's clock (time is a dependency: a test may
+/// skew it), monotonic within the gateway, also within one millisecond. Ids of different
+/// gateways follow their hosts' clocks; the order events were received is the database's
+/// (`seq`, see `store`), not the ids'.
+#[derive(Default)]
+pub struct EventIds(Mutex<ulid::Generator>);
+
+impl EventIds {
+    pub fn next(&self, now_ms: i64) -> EventId {
+        EventId::at(&mut self.0.lock().expect("id generator lock"), now_ms)
     }
 }
 
@@ -107,6 +128,82 @@ impl DeliveryState {
 /// The error code an event carries when the ladder ran out.
 pub const EXHAUSTED_ERROR_CODE: &str = "delivery_exhausted";
 
+/// A header value exactly as the provider sent it. HTTP allows bytes that are not UTF-8 in a
+/// value (obs-text, 0x80-0xFF), and the contract keeps headers byte for byte, so the value is
+/// bytes. Stored and shown in JSON as a string when the bytes are UTF-8 (nearly always), or
+/// else as `{"base64": "…"}` (standard alphabet, padded) of the exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderBytes(pub Vec<u8>);
+
+impl HeaderBytes {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<&str> for HeaderBytes {
+    fn from(text: &str) -> Self {
+        Self(text.as_bytes().to_vec())
+    }
+}
+
+/// The key of the JSON object a value that is not UTF-8 is written as.
+const BASE64_KEY: &str = "base64";
+
+impl Serialize for HeaderBytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        use serde::ser::SerializeMap;
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry(BASE64_KEY, &base64::engine::general_purpose::STANDARD.encode(&self.0))?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HeaderBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = HeaderBytes;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a header value: a string, or {"base64": "…"}"#)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<HeaderBytes, E> {
+                Ok(HeaderBytes(text.as_bytes().to_vec()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<HeaderBytes, E> {
+                Ok(HeaderBytes(text.into_bytes()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<HeaderBytes, A::Error> {
+                use base64::Engine;
+                let (key, encoded): (String, String) =
+                    map.next_entry()?.ok_or_else(|| serde::de::Error::missing_field(BASE64_KEY))?;
+                if key != BASE64_KEY || map.next_key::<String>()?.is_some() {
+                    return Err(serde::de::Error::custom(r#"a header value object is {"base64": "…"} alone"#));
+                }
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map(HeaderBytes)
+                    .map_err(|e| serde::de::Error::custom(format!("header value base64: {e}")))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Headers as received, in order, as `(name, value)` pairs: names as HTTP made them (lower
+/// case), values byte for byte.
+pub type ReceivedHeaders = Vec<(String, HeaderBytes)>;
+
 /// An inbound webhook that passed verification, ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -115,8 +212,8 @@ pub struct NewEvent {
     pub dedup_key: String,
     pub event_type: Option<String>,
     pub received_at: i64,
-    /// Headers as received, in order, as `[name, value]` pairs.
-    pub headers: Vec<(String, String)>,
+    /// Headers as received, in order, values byte for byte.
+    pub headers: ReceivedHeaders,
     pub body: Vec<u8>,
     /// For sources with a `body_dedup_window`: the same body since then is a repeat.
     pub body_dedup: Option<BodyDedup>,
@@ -193,5 +290,30 @@ impl AttemptKind {
             AttemptKind::Scheduled => "scheduled",
             AttemptKind::Replay => "replay",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(value: &[u8], json: &str) {
+        let headers: ReceivedHeaders = vec![("x-note".into(), HeaderBytes(value.to_vec()))];
+        let written = serde_json::to_string(&headers).unwrap();
+        assert_eq!(written, format!(r#"[["x-note",{json}]]"#));
+        let read: ReceivedHeaders = serde_json::from_str(&written).unwrap();
+        assert_eq!(read, headers, "round trip of {value:?}");
+    }
+
+    #[test]
+    fn header_values_keep_their_bytes() {
+        check(b"application/json", r#""application/json""#);
+        check("café".as_bytes(), r#""café""#);
+        // obs-text: Latin-1 "café", not UTF-8.
+        check(b"caf\xe9", r#"{"base64":"Y2Fm6Q=="}"#);
+        check(b"", r#""""#);
+        let refused = serde_json::from_str::<ReceivedHeaders>(r#"[["x",{"base64":"Y2Fm6Q==","more":1}]]"#);
+        assert!(refused.is_err());
+        assert!(serde_json::from_str::<ReceivedHeaders>(r#"[["x",{"hex":"00"}]]"#).is_err());
     }
 }

@@ -20,6 +20,13 @@
 //!   queues new events for the dispatcher after they committed (`store::handoff`), and what
 //!   that queue misses or a crash drops is claimed from the database. A request handler
 //!   never hands anything over, so a provider that hangs up cannot strand an event.
+//! - nothing is sent after its receipt was recorded: every retry and replay send is decided
+//!   by one short read of the event as committed (`Store::check_before_send`), and a receipt
+//!   is recorded when it commits, so a receipt committed first drops the send and one
+//!   committed later finds it decided. The result written after the send never undoes a
+//!   receipt recorded meanwhile (guarded in the schedule's SQL, `store::delivery`).
+//! - nothing waits on a handler while holding a database connection, a transaction or a
+//!   lock a receipt needs: a handler that hangs slows its own deliveries, nobody else's.
 
 pub mod access;
 pub mod audit;
@@ -35,7 +42,6 @@ mod metrics;
 mod properties;
 pub mod receipts;
 pub mod replay;
-pub mod send_guard;
 pub mod store;
 pub mod timestamp;
 pub mod tls;
@@ -54,7 +60,6 @@ use crate::delivery::Dispatcher;
 use crate::domain::EventId;
 use crate::receipts::{ReceiptDesk, ReceiptKeys};
 use crate::replay::executor::{ReplaySettings, Replayer};
-use crate::send_guard::SendGuard;
 use crate::store::{Backend, CommitQueue, Store, StoreError};
 use tokio::sync::broadcast;
 
@@ -112,8 +117,7 @@ pub async fn run(
     let max_connections = config.max_connections;
 
     let (bus, _) = broadcast::channel(RECEIPT_BUS);
-    let receipts =
-        Arc::new(ReceiptDesk::new(store.clone(), receipt_keys, Arc::new(SendGuard::new(store.clone())), bus.clone()));
+    let receipts = Arc::new(ReceiptDesk::new(store.clone(), receipt_keys, bus.clone()));
     // The listener holds a pooled connection: it is stopped before the pool is closed.
     let listening =
         store.receipt_listener().await?.map(|l| tokio::spawn(forward_receipt_notifications(l, bus.clone())));
@@ -160,6 +164,7 @@ pub async fn run(
         receipts,
         replayer: replayer.clone(),
         clock,
+        ids: Default::default(),
         metrics: metrics::handle(),
         ingest_limits,
     });

@@ -3,7 +3,7 @@
 //! durations), they never panic and refuse with one of the documented error codes.
 //! (The HTTP routes get a corpus of malformed requests in the end-to-end tests.)
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -311,7 +311,6 @@ fn check_filter(text: &str) {
 mod receipt_desk {
     use super::*;
     use crate::receipts::{ReceiptDesk, ReceiptKeys, Refusal, Via};
-    use crate::send_guard::SendGuard;
     use crate::store::Store;
     use base64::Engine;
     use ed25519_dalek::Signer;
@@ -344,7 +343,7 @@ mod receipt_desk {
             let store = Store::connect(&url).await.expect("store");
             let keys = ReceiptKeys::from_sources(&config.sources).expect("keys");
             let (bus, _) = tokio::sync::broadcast::channel(16);
-            ReceiptDesk::new(store.clone(), keys, Arc::new(SendGuard::new(store)), bus)
+            ReceiptDesk::new(store, keys, bus)
         });
         Desk { runtime, desk, _dir: dir }
     });

@@ -6,7 +6,6 @@
 //! written unless every check passed. The format itself is `receipts_sdk::receipt`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::http::StatusCode;
 use ed25519_dalek::VerifyingKey;
@@ -15,7 +14,6 @@ use receipts_sdk::receipt::{self as format, Receipt, ReceiptError, ReceiptHeader
 use crate::config::SourceConfig;
 use crate::delivery::InlineReceipt;
 use crate::domain::{EventId, Outcome};
-use crate::send_guard::SendGuard;
 use crate::store::{Batcher, NewReceipt, Recorded, Store, StoreError, Workers};
 use tokio::sync::broadcast;
 
@@ -113,12 +111,12 @@ pub struct Accepted {
     pub repeat: bool,
 }
 
-/// Where receipts are accepted: the keys, the store, the send hold and the bus that tells
-/// running replays about new receipts.
+/// Where receipts are accepted: the keys, the store and the bus that tells running replays
+/// about new receipts. Recording one waits for nothing but its own group commit: no send
+/// holds anything a receipt needs (see `Store::check_before_send`).
 pub struct ReceiptDesk {
     pub store: Store,
     pub keys: ReceiptKeys,
-    pub guard: Arc<SendGuard>,
     pub bus: broadcast::Sender<EventId>,
     /// Group commit of receipts: concurrent receipts share one transaction and one fsync.
     writer: Batcher<NewReceipt, Result<Recorded, String>>,
@@ -130,7 +128,7 @@ pub struct ReceiptDesk {
 const RECEIPT_BATCH: usize = 256;
 
 impl ReceiptDesk {
-    pub fn new(store: Store, keys: ReceiptKeys, guard: Arc<SendGuard>, bus: broadcast::Sender<EventId>) -> Self {
+    pub fn new(store: Store, keys: ReceiptKeys, bus: broadcast::Sender<EventId>) -> Self {
         let batch_store = store.clone();
         let workers = Workers::Shared(if store.backend() == crate::store::Backend::Postgres { 4 } else { 1 });
         let writer = Batcher::spawn(8192, RECEIPT_BATCH, workers, move |batch: Vec<NewReceipt>| {
@@ -152,7 +150,7 @@ impl ReceiptDesk {
                 }
             }
         });
-        Self { store, keys, guard, bus, writer, lookups }
+        Self { store, keys, bus, writer, lookups }
     }
 
     /// Checks a receipt in the contract's order and records it.
@@ -200,13 +198,10 @@ impl ReceiptDesk {
             body: String::from_utf8_lossy(body).into_owned(),
             signature: headers.signature.to_string(),
         };
-        let recorded = {
-            let _hold = self.guard.for_receipt(&event_id).await;
-            match self.writer.submit(record.clone()).await {
-                Some(Ok(recorded)) => recorded,
-                Some(Err(err)) => return Err(Refusal::Store(StoreError::Batch(err))),
-                None => return Err(Refusal::Store(StoreError::Closed)),
-            }
+        let recorded = match self.writer.submit(record.clone()).await {
+            Some(Ok(recorded)) => recorded,
+            Some(Err(err)) => return Err(Refusal::Store(StoreError::Batch(err))),
+            None => return Err(Refusal::Store(StoreError::Closed)),
         };
         let (outcome, repeat) = match recorded {
             Recorded::New(outcome) => (outcome, false),

@@ -70,6 +70,10 @@ pub fn verify_forwarded<'h>(
         signature: need(HEADER_WEBHOOK_SIGNATURE)?,
     };
     WebhookVerifier::with_secret(secret.clone()).verify(headers, body, now_secs).map_err(ForwardedError::Signature)?;
+    // A status probe is signed with the same secret; its `prb_` id keeps it from passing as an event.
+    if !headers.id.starts_with("evt_") {
+        return Err(ForwardedError::InvalidHeader(HEADER_WEBHOOK_ID));
+    }
     let attempt = need(HEADER_ATTEMPT)?
         .parse::<u32>()
         .ok()
@@ -170,6 +174,10 @@ mod tests {
             let headers = with(forward(&secret()), name, None);
             assert_eq!(verify(&headers, BODY, NOW), Err(ForwardedError::MissingHeader(name)), "{name}");
         }
+        // A correctly signed message whose id is not an event's (a status probe's `prb_…`).
+        let probe_id = with(forward(&secret()), HEADER_WEBHOOK_ID, Some("prb_01"));
+        let probe_id = with(probe_id, HEADER_WEBHOOK_SIGNATURE, Some(&secret().sign("prb_01", NOW, BODY)));
+        assert_eq!(verify(&probe_id, BODY, NOW), Err(ForwardedError::InvalidHeader(HEADER_WEBHOOK_ID)));
         let empty = with(forward(&secret()), HEADER_SOURCE, Some("  "));
         assert_eq!(verify(&empty, BODY, NOW), Err(ForwardedError::MissingHeader(HEADER_SOURCE)));
         for attempt in ["0", "-1", "two", "99999999999"] {

@@ -5,6 +5,8 @@
 //!   signs every forward with it and verifies `standard` sources with it; handlers verify the
 //!   gateway's forwards with it.
 //! - [`forwarded`]: a handler's check of a forward: signature, event id, idempotency key.
+//! - [`probe`]: the status probe (docs/status-probe.md): the gateway's question, the
+//!   handler's answer of receipts.
 //! - [`client`] (feature `client`): posts receipts to the gateway, retrying under one id.
 //! - [`outbox`] (feature `outbox`): a transactional outbox for receipts and an "already
 //!   processed?" check, on sqlx (SQLite, PostgreSQL).
@@ -13,6 +15,7 @@
 //! use them on its hot path without pulling in a client; the default features are empty.
 
 pub mod forwarded;
+pub mod probe;
 pub mod receipt;
 pub mod webhook;
 

@@ -10,6 +10,9 @@
 //! [`already_processed`] marks an event processed in the caller's transaction and says
 //! whether it already was, so replays and retries of an event apply it once.
 //!
+//! The same two tables answer the gateway's status probe ([`serve_probe`], [`answer_probe`]):
+//! an event whose receipt was lost is settled by asking instead of being resent.
+//!
 //! Runs on SQLite, PostgreSQL, and either through `sqlx::Any` ([`Backend`]). Tables (created by
 //! [`ensure_schema`]; times are unix milliseconds):
 //!
@@ -23,6 +26,7 @@
 //! refused it for good (a final 4xx other than 401), and it was put aside so it does not block
 //! the queue.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +35,9 @@ use sqlx::{Database, Pool, Transaction};
 use tokio::sync::Notify;
 
 use crate::client::{ClientError, ReceiptClient};
-use crate::receipt::{Receipt, ReceiptError, new_receipt_id};
+use crate::probe::{self, AnswerEntry, ProbeAnswer};
+use crate::receipt::{Receipt, ReceiptError, ReceiptKey, ReceiptStatus, new_receipt_id};
+use crate::webhook::WebhookSecret;
 
 /// How many unsent receipts one query picks up.
 const BATCH: i64 = 100;
@@ -124,6 +130,19 @@ pub trait Backend: Database + sealed::Sealed {
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
     #[doc(hidden)]
     fn stats(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<OutboxStats>> + Send;
+    /// `(receipt_id, event_id, body)` of the receipts kept for `event_ids` (not put aside),
+    /// oldest first.
+    #[doc(hidden)]
+    fn stored_receipts(
+        pool: &Pool<Self>,
+        event_ids: &[String],
+    ) -> impl Future<Output = sqlx::Result<Vec<(String, String, String)>>> + Send;
+    /// Which of `event_ids` are marked processed.
+    #[doc(hidden)]
+    fn processed_among(
+        pool: &Pool<Self>,
+        event_ids: &[String],
+    ) -> impl Future<Output = sqlx::Result<Vec<String>>> + Send;
 }
 
 /// Implements [`Backend`] for one sqlx database; `$is_postgres` tells from a connection
@@ -221,8 +240,42 @@ macro_rules! backend {
                 .await?;
                 Ok(OutboxStats { unsent, sent, rejected })
             }
+
+            async fn stored_receipts(
+                pool: &Pool<$db>,
+                event_ids: &[String],
+            ) -> sqlx::Result<Vec<(String, String, String)>> {
+                let sql = format!(
+                    "SELECT receipt_id, event_id, body FROM hookwarden_receipt_outbox
+                     WHERE event_id IN ({}) AND (sent_at IS NULL OR last_error IS NULL)
+                     ORDER BY created_at, receipt_id",
+                    placeholders(event_ids.len())
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for id in event_ids {
+                    query = query.bind(id.as_str());
+                }
+                query.fetch_all(pool).await
+            }
+
+            async fn processed_among(pool: &Pool<$db>, event_ids: &[String]) -> sqlx::Result<Vec<String>> {
+                let sql = format!(
+                    "SELECT event_id FROM hookwarden_processed_events WHERE event_id IN ({})",
+                    placeholders(event_ids.len())
+                );
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                for id in event_ids {
+                    query = query.bind(id.as_str());
+                }
+                query.fetch_all(pool).await
+            }
         }
     };
+}
+
+/// `$1, $2, …, $n`: both SQLite and PostgreSQL take them.
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 backend!(sqlx::Sqlite, |_| false);
@@ -311,6 +364,79 @@ pub async fn stats<DB: Backend>(pool: &Pool<DB>) -> Result<OutboxStats, OutboxEr
     Ok(DB::stats(pool).await?)
 }
 
+/// The answer to a status probe about `event_ids` (docs/status-probe.md), from this outbox.
+/// For each asked event, the first that applies: its latest `applied` receipt, re-signed now
+/// under its stored id (the gateway counts one id with one body once); if the event is only
+/// marked processed, an `applied` receipt under [`probe::probe_receipt_id`]; its latest
+/// `failed` receipt; nothing, and the event stays `unknown` at the gateway. `applied` comes
+/// first because it is final at the gateway, whatever failed before it.
+pub async fn answer_probe<DB: Backend>(
+    pool: &Pool<DB>,
+    key: &ReceiptKey,
+    event_ids: &[String],
+) -> Result<ProbeAnswer, OutboxError> {
+    let mut answer = ProbeAnswer::default();
+    if event_ids.is_empty() {
+        return Ok(answer);
+    }
+    let now = crate::unix_now();
+    let (mut applied, mut failed): (HashMap<String, (String, Receipt)>, HashMap<String, (String, Receipt)>) =
+        Default::default();
+    for (receipt_id, event_id, body) in DB::stored_receipts(pool, event_ids).await? {
+        let Ok(receipt) = Receipt::parse(body.as_bytes()) else { continue };
+        let latest = if receipt.status == ReceiptStatus::Applied { &mut applied } else { &mut failed };
+        latest.insert(event_id, (receipt_id, receipt));
+    }
+    let processed: HashSet<String> = DB::processed_among(pool, event_ids).await?.into_iter().collect();
+    let mut seen = HashSet::new();
+    for event_id in event_ids {
+        if !seen.insert(event_id.as_str()) {
+            continue;
+        }
+        let signed = if let Some((receipt_id, receipt)) = applied.get(event_id) {
+            key.sign_with_id(receipt, receipt_id, now)
+        } else if processed.contains(event_id) {
+            key.sign_with_id(&Receipt::applied(event_id.as_str()), &probe::probe_receipt_id(event_id), now)
+        } else if let Some((receipt_id, receipt)) = failed.get(event_id) {
+            key.sign_with_id(receipt, receipt_id, now)
+        } else {
+            continue;
+        };
+        answer.receipts.push(AnswerEntry::from_signed(&signed));
+    }
+    Ok(answer)
+}
+
+/// What to answer a status probe with: a status and a JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Serves a status probe from any web framework: checks the request with the source's
+/// `secret` ([`probe::verify_probe`]) and answers from this outbox ([`answer_probe`]); a
+/// refused probe gets 401 or 400 with `{"error": {"code", "message"}}`. Mount it at the
+/// source's `status_url`.
+pub async fn serve_probe<'h, DB: Backend>(
+    pool: &Pool<DB>,
+    key: &ReceiptKey,
+    secret: &WebhookSecret,
+    get_header: impl Fn(&str) -> Option<&'h str>,
+    body: &[u8],
+) -> Result<ProbeReply, OutboxError> {
+    let request = match probe::verify_probe(secret, get_header, body, crate::unix_now()) {
+        Ok(request) => request,
+        Err(e) => {
+            let code = if e.status() == 401 { "probe_unauthorized" } else { "probe_malformed" };
+            let body = serde_json::json!({ "error": { "code": code, "message": e.to_string() } });
+            return Ok(ProbeReply { status: e.status(), body: body.to_string().into_bytes() });
+        }
+    };
+    let answer = answer_probe(pool, key, &request.event_ids).await?;
+    Ok(ProbeReply { status: 200, body: answer.to_json() })
+}
+
 /// Wakes a [`Flusher`] for an immediate pass; cheap to clone into request handlers.
 #[derive(Debug, Clone)]
 pub struct FlushWaker(Arc<Notify>);
@@ -386,7 +512,6 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::receipt::ReceiptStatus;
     use crate::test_support::{StandIn, fast_retry};
     use sqlx::Connection;
     use sqlx::postgres::{PgConnection, PgPoolOptions};
@@ -500,6 +625,66 @@ mod tests {
         let mut tx = pool.begin().await.unwrap();
         assert!(already_processed(&mut tx, "evt_e").await.unwrap());
         tx.rollback().await.unwrap();
+
+        // The status probe is answered from the same tables: the latest kept receipt of an
+        // event under its stored id, `applied` under the derived id for one only marked
+        // processed, nothing for an unknown event or a receipt put aside.
+        let mut tx = pool.begin().await.unwrap();
+        assert!(!already_processed(&mut tx, "evt_p").await.unwrap());
+        tx.commit().await.unwrap();
+        // evt_q failed first and was applied by a later retry: `applied` is the answer.
+        let mut tx = pool.begin().await.unwrap();
+        enqueue(&mut tx, &Receipt::failed("evt_q", "E_DB", None)).await.unwrap();
+        tx.commit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let mut tx = pool.begin().await.unwrap();
+        let id_q = enqueue(&mut tx, &Receipt::applied("evt_q")).await.unwrap();
+        tx.commit().await.unwrap();
+        let asked: Vec<String> = ["evt_a", "evt_b", "evt_p", "evt_x", "evt_poison_1", "evt_a", "evt_q"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let answer = answer_probe(&pool, &gateway.key, &asked).await.unwrap();
+        let got: Vec<(String, String, Receipt)> = answer
+            .receipts
+            .iter()
+            .map(|e| {
+                let body = crate::receipt::decode_inline_body(&e.body).unwrap();
+                let read = crate::receipt::ReceiptHeaders::read(|n| e.get(n)).unwrap();
+                let public = crate::webhook::decode_public_key(&gateway.key.public_key_base64()).unwrap();
+                read.verify_signature(&body, &public).unwrap();
+                read.check_timestamp(crate::unix_now()).unwrap();
+                (e.receipt_id.clone(), e.key_id.clone(), Receipt::parse(&body).unwrap())
+            })
+            .collect();
+        let key_id = gateway.key.id.clone();
+        assert_eq!(
+            got,
+            vec![
+                (id.clone(), key_id.clone(), receipt.clone()),
+                (id_b.clone(), key_id.clone(), Receipt::failed("evt_b", "E_DB", Some("deadlock".into()))),
+                (probe::probe_receipt_id("evt_p"), key_id.clone(), Receipt::applied("evt_p")),
+                (id_q, key_id.clone(), Receipt::applied("evt_q")),
+            ]
+        );
+
+        // Served to a signed probe; refused to one signed with another secret.
+        let secret = WebhookSecret::generate();
+        let request = probe::ProbeRequest::new("orders", vec!["evt_p".into(), "evt_x".into()]);
+        let signed = request.sign(&secret, "prb_t1", crate::unix_now());
+        let headers = signed.headers();
+        let get = |n: &str| headers.iter().find(|(h, _)| *h == n).map(|(_, v)| v.as_str());
+        let reply = serve_probe(&pool, &gateway.key, &secret, get, &signed.body).await.unwrap();
+        assert_eq!(reply.status, 200);
+        let answer = ProbeAnswer::parse(&reply.body).unwrap();
+        assert_eq!(answer.receipts.len(), 1);
+        assert_eq!(answer.receipts[0].receipt_id, probe::probe_receipt_id("evt_p"));
+        let forged = request.sign(&WebhookSecret::generate(), "prb_t2", crate::unix_now());
+        let headers = forged.headers();
+        let get = |n: &str| headers.iter().find(|(h, _)| *h == n).map(|(_, v)| v.as_str());
+        let reply = serve_probe(&pool, &gateway.key, &secret, get, &forged.body).await.unwrap();
+        assert_eq!(reply.status, 401);
+        assert!(String::from_utf8(reply.body).unwrap().contains("probe_unauthorized"));
 
         // The background flusher sends a committed receipt when woken, well before its interval.
         let flusher = spawn_flusher(pool.clone(), client.clone(), Duration::from_secs(3600));

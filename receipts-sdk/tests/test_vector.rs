@@ -101,3 +101,33 @@ fn the_readme_vector_verifies_as_the_gateway_checks_it() {
     let body = inline.iter().find(|(n, _)| *n == HEADER_BODY).map(|(_, b)| b.as_str()).unwrap();
     assert_eq!(decode_inline_body(body).unwrap(), v["body"].as_bytes());
 }
+
+/// `receipts-sdk/test-vectors.json` (which the Python and TypeScript SDKs' tests read) holds
+/// the same receipt vector as the README, and this crate reproduces its forward signature.
+#[test]
+fn the_shared_vector_file_matches_the_readme_and_the_sdk() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/test-vectors.json");
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let r = &file["receipt"];
+    let v = vector();
+    let text = |field: &str| r[field].as_str().unwrap_or_else(|| panic!("receipt.{field}")).to_string();
+    assert_eq!(text("seed"), v["seed (base64)"]);
+    assert_eq!(text("public_key"), v["public key (base64)"]);
+    assert_eq!(text("key_id"), v["receipt-key"]);
+    assert_eq!(text("receipt_id"), v["receipt-id"]);
+    assert_eq!(r["timestamp"].as_i64().unwrap().to_string(), v["receipt-timestamp"]);
+    assert_eq!(text("body"), v["body"]);
+    assert_eq!(text("signed_content"), v["signed content"]);
+    assert_eq!(text("signature"), v["receipt-signature"]);
+    let key = ReceiptKey::from_seed_base64(&v["receipt-key"], &v["seed (base64)"]).unwrap();
+    let receipt = Receipt::parse(v["body"].as_bytes()).unwrap();
+    let inline = key.sign_with_id(&receipt, &v["receipt-id"], r["timestamp"].as_i64().unwrap()).inline_headers();
+    assert_eq!(inline.iter().find(|(n, _)| *n == HEADER_BODY).unwrap().1, text("inline_body"));
+
+    let f = &file["forward"];
+    let secret = receipts_sdk::webhook::WebhookSecret::parse(f["secret"].as_str().unwrap()).unwrap();
+    let (id, ts, body) =
+        (f["webhook_id"].as_str().unwrap(), f["timestamp"].as_i64().unwrap(), f["body"].as_str().unwrap());
+    assert_eq!(String::from_utf8(signed_content(id, &ts.to_string(), body.as_bytes())).unwrap(), f["signed_content"]);
+    assert_eq!(secret.sign(id, ts, body.as_bytes()), f["signature"].as_str().unwrap());
+}

@@ -47,13 +47,20 @@ impl TestDb {
 impl TestDb {
     /// Runs `statements` on a connection of the test's own, beside whatever gateway uses the
     /// database (to break it on purpose, say). SQLite waits for the gateway's writer.
-    pub async fn execute(&self, statements: &[&'static str]) {
+    pub async fn execute(&self, statements: &[&str]) {
+        for sql in statements {
+            self.try_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+
+    /// Runs one statement as [`TestDb::execute`] does; the database's refusal as text.
+    pub async fn try_execute(&self, sql: &str) -> Result<(), String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
         if self.pg_name.is_some() {
             let mut conn = PgConnection::connect(&self.url).await.expect("connect to the test database");
-            for sql in statements {
-                sqlx::query(*sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-            }
+            let done = sqlx::query(sql).execute(&mut conn).await.map(|_| ()).map_err(|e| e.to_string());
             conn.close().await.expect("close");
+            done
         } else {
             let options = self
                 .url
@@ -61,10 +68,53 @@ impl TestDb {
                 .expect("a SQLite url")
                 .busy_timeout(std::time::Duration::from_secs(10));
             let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("open the test database");
-            for sql in statements {
-                sqlx::query(*sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-            }
+            let done = sqlx::query(sql).execute(&mut conn).await.map(|_| ()).map_err(|e| e.to_string());
             conn.close().await.expect("close");
+            done
+        }
+    }
+
+    /// Puts a trigger on `table` that refuses every `operation` (`INSERT`, `UPDATE`, …) with
+    /// "refused by the test", behind the gateway's back: its next write there fails as a full
+    /// disk or a broken database would. [`TestDb::allow`] takes it off.
+    pub async fn refuse(&self, operation: &str, table: &str) {
+        let name = format!("refuse_{}_{table}", operation.to_lowercase());
+        if self.pg_name.is_some() {
+            self.execute(&[
+                &format!(
+                    "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+                ),
+                &format!("CREATE TRIGGER {name} BEFORE {operation} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()"),
+            ])
+            .await;
+        } else {
+            self.execute(&[&format!(
+                "CREATE TRIGGER {name} BEFORE {operation} ON {table} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )])
+            .await;
+        }
+    }
+
+    /// Takes off what [`TestDb::refuse`] put on.
+    pub async fn allow(&self, operation: &str, table: &str) {
+        let name = format!("refuse_{}_{table}", operation.to_lowercase());
+        if self.pg_name.is_some() {
+            self.execute(&[&format!("DROP TRIGGER {name} ON {table}"), &format!("DROP FUNCTION {name}()")]).await;
+        } else {
+            self.execute(&[&format!("DROP TRIGGER {name}")]).await;
+        }
+    }
+
+    /// One number the database answers `sql` with (a count, say), read beside the gateway.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        if self.pg_name.is_some() {
+            let mut conn = PgConnection::connect(&self.url).await.expect("connect to the test database");
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("a number")
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("open the test database");
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("a number")
         }
     }
 }

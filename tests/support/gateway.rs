@@ -64,6 +64,8 @@ pub struct GatewaySpec {
     pub admin_listen: bool,
     /// More TOML lines for `[server]`, e.g. `max_connections = 8`.
     pub server_extra: String,
+    /// More TOML lines for `[delivery]`, e.g. `max_in_flight = 400`.
+    pub delivery_extra: String,
 }
 
 impl GatewaySpec {
@@ -77,15 +79,36 @@ impl GatewaySpec {
             max_body_bytes: 64 * 1024,
             admin_listen: false,
             server_extra: String::new(),
+            delivery_extra: String::new(),
         }
     }
 
     fn toml(&self, listen: SocketAddr, admin: Option<SocketAddr>) -> String {
         let admin = admin.map(|a| format!("admin_listen = \"{a}\"\n")).unwrap_or_default();
         let mut out = format!(
-            "[server]\nlisten = \"{listen}\"\n{admin}{}max_body_bytes = {}\n\n[database]\nurl = \"{}\"\n\n\
-             [delivery]\npoll_interval = \"{}\"\nlease = \"{}\"\ntimeout = \"{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n",
-            self.server_extra, self.max_body_bytes, self.database_url, self.poll_interval, self.lease, self.timeout
+            "[server]
+listen = \"{listen}\"
+{admin}{}max_body_bytes = {}
+
+[database]
+url = \"{}\"
+
+\
+             [delivery]
+poll_interval = \"{}\"
+lease = \"{}\"
+timeout = \"{}\"
+{}
+[admin]
+token = \"{ADMIN_TOKEN}\"
+",
+            self.server_extra,
+            self.max_body_bytes,
+            self.database_url,
+            self.poll_interval,
+            self.lease,
+            self.timeout,
+            self.delivery_extra
         );
         for s in &self.sources {
             out.push_str(&format!(
@@ -105,8 +128,16 @@ impl GatewaySpec {
     }
 }
 
+/// A gateway run by `hookwarden::run` on a thread of the test process, for what a process
+/// cannot be given from outside (its clock).
+struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
 pub struct Gateway {
     child: Option<Child>,
+    in_process: Option<InProcess>,
     pub addr: SocketAddr,
     /// The admin API's own address, when it listens apart.
     pub admin_addr: Option<SocketAddr>,
@@ -131,10 +162,68 @@ impl Gateway {
         let admin_addr = spec.admin_listen.then(free_port);
         let config_path = dir.path().join("hookwarden.toml");
         std::fs::write(&config_path, spec.toml(addr, admin_addr)).expect("write config");
-        let log_path = dir.path().join("gateway.log");
-        let mut gateway =
-            Self { child: None, addr, admin_addr, config_path, log_path, _dir: dir, http: super::client() };
+        let mut gateway = Self::in_dir(dir, addr, admin_addr, None);
         gateway.spawn().await;
+        gateway
+    }
+
+    /// A gateway whose config (`hookwarden.toml`) and log are in `dir`, not started yet.
+    fn in_dir(
+        dir: tempfile::TempDir,
+        addr: SocketAddr,
+        admin_addr: Option<SocketAddr>,
+        in_process: Option<InProcess>,
+    ) -> Self {
+        Self {
+            child: None,
+            in_process,
+            addr,
+            admin_addr,
+            config_path: dir.path().join("hookwarden.toml"),
+            log_path: dir.path().join("gateway.log"),
+            _dir: dir,
+            http: super::client(),
+        }
+    }
+
+    /// Runs the gateway in this process (`hookwarden::run`, real HTTP and database) with
+    /// `clock` as its time, e.g. a host's clock that is off, and waits until it is ready.
+    pub async fn start_in_process(spec: &GatewaySpec, clock: hookwarden::clock::SharedClock) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bind = || {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.set_nonblocking(true).expect("non-blocking listener");
+            listener
+        };
+        let listener = bind();
+        let addr = listener.local_addr().expect("addr");
+        let admin_listener = spec.admin_listen.then(bind);
+        let admin_addr = admin_listener.as_ref().map(|l| l.local_addr().expect("addr"));
+        let config_path = dir.path().join("hookwarden.toml");
+        std::fs::write(&config_path, spec.toml(addr, admin_addr)).expect("write config");
+        let config = hookwarden::config::Config::load(&config_path).expect("a valid config");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let tokio_listener = |l| tokio::net::TcpListener::from_std(l).expect("tokio listener");
+                let listeners = hookwarden::Listeners {
+                    public: tokio_listener(listener),
+                    admin: admin_listener.map(tokio_listener),
+                };
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                hookwarden::run(config, listeners, clock, shutdown).await.expect("the in-process gateway ran");
+            });
+        });
+        let gateway = Self::in_dir(dir, addr, admin_addr, Some(InProcess { stop, thread }));
+        let url = gateway.url("/readyz");
+        eventually(Duration::from_secs(20), "in-process gateway ready", || {
+            let (http, url) = (gateway.http.clone(), url.clone());
+            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
         gateway
     }
 
@@ -183,11 +272,15 @@ impl Gateway {
         format!("http://{}{}", self.admin_addr.unwrap_or(self.addr), path)
     }
 
-    /// SIGKILL: no shutdown code runs.
+    /// SIGKILL: no shutdown code runs. (A gateway in this process is stopped the ordinary way.)
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(InProcess { stop, thread }) = self.in_process.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
         }
     }
 

@@ -47,3 +47,31 @@ pub enum Db {
     Sqlite,
     Postgres,
 }
+
+/// Runs the test `$name(kind: Db)` on both backends, as `$name::sqlite` and `$name::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::support::Db::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name($crate::support::Db::Postgres).await;
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
+/// The value of a counter in a gateway's `/metrics` text, for one label set (`name{labels}`);
+/// 0 when it was never counted.
+pub async fn metric(gateway: &Gateway, series: &str) -> f64 {
+    let text = client().get(gateway.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|value| value.trim().parse().expect("a number"))
+        .unwrap_or(0.0)
+}

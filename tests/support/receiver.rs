@@ -47,6 +47,8 @@ pub struct Behaviour {
     /// Answer this status to the first N requests of each event, then 200.
     pub fail_first: u32,
     pub delay: Duration,
+    /// The delay applies from the (N+1)th request of each event on (0: to every request).
+    pub delay_after: u32,
     pub retry_after: Option<u64>,
     /// Put an `applied` receipt on each 2xx, signed with the receiver's key.
     pub inline_receipt: bool,
@@ -54,7 +56,14 @@ pub struct Behaviour {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Self { status: 200, fail_first: 0, delay: Duration::ZERO, retry_after: None, inline_receipt: false }
+        Self {
+            status: 200,
+            fail_first: 0,
+            delay: Duration::ZERO,
+            delay_after: 0,
+            retry_after: None,
+            inline_receipt: false,
+        }
     }
 }
 
@@ -67,6 +76,10 @@ struct Inner {
     /// Requests being answered now, and the most there ever were at once.
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
+    /// Where to post an `applied` receipt before answering a 2xx (a gateway's base URL).
+    receipt_post_to: Mutex<Option<String>>,
+    /// Each such post: event id, how long the gateway took to answer it, its status.
+    receipt_posts: Mutex<Vec<(String, Duration, u16)>>,
 }
 
 #[derive(Clone)]
@@ -106,7 +119,7 @@ async fn answer(inner: &Inner, uri: axum::http::Uri, headers: HeaderMap, body: B
         body,
         verified,
     });
-    if !behaviour.delay.is_zero() {
+    if !behaviour.delay.is_zero() && seen > behaviour.delay_after {
         tokio::time::sleep(behaviour.delay).await;
     }
     let status = if behaviour.fail_first > 0 {
@@ -114,6 +127,21 @@ async fn answer(inner: &Inner, uri: axum::http::Uri, headers: HeaderMap, body: B
     } else {
         behaviour.status
     };
+    let post_to = inner.receipt_post_to.lock().unwrap().clone();
+    let key = inner.receipt_key.lock().unwrap().clone();
+    if let (Some(gateway), Some(key), true) = (post_to, key, (200..300).contains(&status)) {
+        // A handler that commits, posts its receipt and only then answers the forward.
+        let signed =
+            key.sign(&receipts_sdk::receipt::Receipt::applied(id_for_receipt.clone()), super::sign::now_secs());
+        let mut request = super::client().post(format!("{gateway}/v1/receipts")).body(signed.body.clone());
+        for (name, value) in signed.headers() {
+            request = request.header(name, value);
+        }
+        let started = Instant::now();
+        let answered = request.header("content-type", "application/json").send().await;
+        let status = answered.map(|r| r.status().as_u16()).unwrap_or(0);
+        inner.receipt_posts.lock().unwrap().push((id_for_receipt.clone(), started.elapsed(), status));
+    }
     let mut response_headers = HeaderMap::new();
     if let Some(secs) = behaviour.retry_after {
         response_headers.insert("retry-after", secs.to_string().parse().unwrap());
@@ -153,6 +181,22 @@ impl Receiver {
     /// The key inline receipts are signed with.
     pub fn set_receipt_key(&self, key: receipts_sdk::receipt::ReceiptKey) {
         *self.inner.receipt_key.lock().unwrap() = Some(key);
+    }
+
+    /// Posts an `applied` receipt (signed with the receipt key) to the gateway at `base`
+    /// before answering each 2xx, as a handler that commits first does.
+    pub fn post_receipts_before_answering(&self, base: &str) {
+        *self.inner.receipt_post_to.lock().unwrap() = Some(base.to_string());
+    }
+
+    /// The receipts posted before answering: event id, the gateway's time to answer, status.
+    pub fn receipt_posts(&self) -> Vec<(String, Duration, u16)> {
+        self.inner.receipt_posts.lock().unwrap().clone()
+    }
+
+    /// Requests the receiver is answering now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
     }
 
     /// The most requests the receiver was answering at one time.

@@ -6,7 +6,7 @@
 //! from the group commit through a queue (`store::handoff`), and the store is claimed from
 //! every `poll_interval` (for retries) or when that queue overflowed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -15,8 +15,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use super::{ForwardRequest, Forwarder, NextStep, idempotency_key};
 use crate::clock::SharedClock;
-use crate::config::{Config, DeliveryConfig, SourceConfig};
-use crate::domain::AttemptKind;
+use crate::config::{Config, DeliveryConfig, LEASE_MARGIN, SourceConfig};
+use crate::domain::{AttemptKind, EventId};
 use crate::receipts::ReceiptDesk;
 use crate::store::{AttemptRecord, CommitQueue, Completion, DueDelivery, FreshDeliveries, Store, StoreError};
 
@@ -46,6 +46,10 @@ pub struct Dispatcher {
     fresh: Option<FreshDeliveries>,
     /// When the store is next claimed from, given a queue of fresh events.
     next_claim: Mutex<Instant>,
+    /// Events this gateway is delivering now. One whose lease ran out while it waited for
+    /// its source's turn can be claimed again, by this gateway too: that claim is dropped
+    /// here, the delivery already under way goes on (and renews the lease before it sends).
+    delivering: Mutex<HashSet<EventId, foldhash::fast::RandomState>>,
 }
 
 /// Lets the ingest path nudge the dispatcher after a commit.
@@ -91,6 +95,7 @@ impl Dispatcher {
             receipts,
             fresh,
             next_claim: Mutex::new(Instant::now()),
+            delivering: Mutex::new(HashSet::default()),
         })
     }
 
@@ -147,9 +152,13 @@ impl Dispatcher {
             }
             due.extend(claimed);
         }
-        let started = due.len();
+        let mut started = 0;
         let mut first = Some(first);
         for delivery in due {
+            if !self.delivering.lock().expect("delivering set").insert(delivery.event_id.clone()) {
+                continue;
+            }
+            started += 1;
             let permit = match first.take() {
                 Some(permit) => permit,
                 None => self.in_flight.clone().acquire_owned().await.expect("semaphore never closed"),
@@ -158,7 +167,9 @@ impl Dispatcher {
             // Boxed: a forward's future is kilobytes, which the runtime would otherwise copy
             // by value into the task and again on completion (a visible share of CPU per event).
             tokio::spawn(Box::pin(async move {
-                me.deliver(delivery).await;
+                let event = delivery.event_id.clone();
+                me.deliver(delivery, lease_until).await;
+                me.delivering.lock().expect("delivering set").remove(&event);
                 drop(permit);
             }));
         }
@@ -174,7 +185,8 @@ impl Dispatcher {
         fresh.missed() || Instant::now() >= *self.next_claim.lock().expect("claim time")
     }
 
-    async fn deliver(&self, mut due: DueDelivery) {
+    /// Delivers `due`, claimed under a lease until `lease_until`.
+    async fn deliver(&self, mut due: DueDelivery, lease_until: i64) {
         let Some(lane) = self.lanes.get(&due.source) else {
             tracing::warn!(event = %due.event_id, source = %due.source, "event of a source no longer configured");
             let now = self.clock.now_ms();
@@ -184,13 +196,19 @@ impl Dispatcher {
             return;
         };
         let lane_permit = lane.permits.acquire().await.expect("semaphore never closed");
-        // A retry whose receipt arrived since it was scheduled is not sent; the hold keeps a
-        // receipt from being recorded between this check and the end of the send.
-        let hold = if due.ladder_attempts > 0 {
-            match self.receipts.guard.hold(&due.event_id).await {
-                Ok(hold) if hold.receipts == 0 => Some(hold),
-                held => {
-                    if let Err(err) = held {
+        if !self.keep_lease(&due.event_id, lease_until).await {
+            return;
+        }
+        // A retry whose receipt was recorded since it was scheduled is not sent. The check is
+        // the send's decision and holds nothing while the handler answers: a receipt recorded
+        // after it finds the send decided, and the result below does not undo the receipt.
+        // The attempt starts with the check: its `started_at` is never later than the check.
+        let started_at = self.clock.now_ms();
+        if due.ladder_attempts > 0 {
+            match self.store.check_before_send(&due.event_id).await {
+                Ok(check) if check.receipts == 0 => {}
+                checked => {
+                    if let Err(err) = checked {
                         tracing::warn!(event = %due.event_id, error = %err, "checking for a receipt failed");
                     }
                     if let Err(err) = self.store.release_lease(&due.event_id, &self.gateway_id).await {
@@ -199,10 +217,7 @@ impl Dispatcher {
                     return;
                 }
             }
-        } else {
-            None
-        };
-        let started_at = self.clock.now_ms();
+        }
         let key = idempotency_key(&due.source, &due.dedup_key);
         let result = self
             .forwarder
@@ -219,8 +234,6 @@ impl Dispatcher {
                 now_secs: started_at.div_euclid(1000),
             })
             .await;
-        // Released before the result is written: the write updates the row the hold locks.
-        drop(hold);
         // The source's limit is on requests its handler has in flight; this one is over, and
         // waiting for the group commit of its result must not hold the next one back.
         drop(lane_permit);
@@ -255,6 +268,30 @@ impl Dispatcher {
         self.record(record).await;
         if let Some(inline) = inline {
             self.receipts.accept_inline(&due.event_id, &inline, self.clock.now_ms()).await;
+        }
+    }
+
+    /// Whether this gateway still holds the lease on `event` for long enough to send it: the
+    /// wait for the source's turn may have used up the lease taken at the claim. When what is
+    /// left would not outlast the forward and [`LEASE_MARGIN`], the lease is renewed; a lease
+    /// that passed to another gateway meanwhile means that gateway sends the event, not this
+    /// one.
+    async fn keep_lease(&self, event: &EventId, lease_until: i64) -> bool {
+        let now = self.clock.now_ms();
+        if lease_until - now >= (self.settings.timeout + LEASE_MARGIN).as_millis() as i64 {
+            return true;
+        }
+        let until = now + self.settings.lease.as_millis() as i64;
+        match self.store.renew_lease(event, &self.gateway_id, until).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::info!(%event, "lease passed to another gateway while waiting for the source's turn; not sent here");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(%event, error = %err, "renewing a lease failed; the event is left to be claimed again");
+                false
+            }
         }
     }
 

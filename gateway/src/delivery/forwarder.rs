@@ -24,6 +24,8 @@ use rustls_platform_verifier::BuilderVerifierExt;
 use sha2::{Digest, Sha256};
 use tokio::time::timeout_at;
 
+use crate::domain::HeaderBytes;
+
 // The SDK's header names as `HeaderName`s, made once (a name given as text is parsed on every send).
 const WEBHOOK_ID: HeaderName = HeaderName::from_static(forwarded::HEADER_WEBHOOK_ID);
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static(forwarded::HEADER_WEBHOOK_TIMESTAMP);
@@ -58,8 +60,8 @@ pub struct ForwardRequest<'a> {
     pub idempotency_key: &'a str,
     pub attempt: i64,
     pub replay_id: Option<&'a str>,
-    /// The headers the provider sent; only `content-type` is passed on.
-    pub original_headers: &'a [(String, String)],
+    /// The headers the provider sent; only `content-type` is passed on, byte for byte.
+    pub original_headers: &'a [(String, HeaderBytes)],
     pub body: Bytes,
     pub secret: &'a WebhookSecret,
     pub now_secs: i64,
@@ -266,14 +268,17 @@ fn request(req: &ForwardRequest<'_>) -> Result<hyper::Request<Full<Bytes>>, Stri
         .original_headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-        .map(|(_, value)| value.as_str())
-        .unwrap_or("application/json");
+        .map(|(_, value)| value.as_bytes())
+        .unwrap_or(b"application/json");
     let text = |name: &HeaderName, value: &str| {
         HeaderValue::from_str(value).map_err(|_| format!("`{name}` cannot carry {value:?}"))
     };
+    // As received, also bytes that are not UTF-8: the provider's own value went through HTTP.
+    let content_type = HeaderValue::from_bytes(content_type)
+        .map_err(|_| format!("`{CONTENT_TYPE}` cannot carry {:?}", String::from_utf8_lossy(content_type)))?;
     let mut request = hyper::Request::post(uri).body(Full::new(req.body.clone())).map_err(|e| e.to_string())?;
     let headers = request.headers_mut();
-    headers.insert(CONTENT_TYPE, text(&CONTENT_TYPE, content_type)?);
+    headers.insert(CONTENT_TYPE, content_type);
     headers.insert(USER_AGENT, AGENT);
     headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
     headers.insert(WEBHOOK_ID, text(&WEBHOOK_ID, req.event_id)?);

@@ -202,21 +202,17 @@ async fn resolve(
     };
     let not_found = || ApiError::not_found("event_unknown", format!("no event `{id}`"));
     let event_id = EventId::parse(&id).ok_or_else(not_found)?;
-    let before = app.store.event_source(&event_id).await?.ok_or_else(not_found)?;
-    if !caller.scope.allows(&before.0) {
+    let now = app.clock.now_ms();
+    let audit = |source: &str, before: Outcome| crate::store::NewAuditEntry {
+        at: now,
+        actor: caller.name.clone(),
+        action: "event.resolved".into(),
+        subject: Some(id.clone()),
+        details: json!({ "note": req.note, "outcome": outcome, "outcome_before": before, "source": source }),
+    };
+    if !app.store.resolve_event(&event_id, &caller.scope, outcome, &caller.name, &req.note, now, audit).await? {
         return Err(not_found());
     }
-    let now = app.clock.now_ms();
-    app.store.resolve_event(&event_id, outcome, &caller.name, &req.note, now).await?;
-    app.store
-        .append_audit(crate::store::NewAuditEntry {
-            at: now,
-            actor: caller.name,
-            action: "event.resolved".into(),
-            subject: Some(id.clone()),
-            details: json!({ "note": req.note, "outcome": outcome, "outcome_before": before.1, "source": before.0 }),
-        })
-        .await?;
     Ok(Json(json!({ "event_id": id, "outcome": outcome })))
 }
 

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::config::SourceConfig;
-use crate::domain::{BodyDedup, EventId, NewEvent, Stored};
+use crate::domain::{BodyDedup, HeaderBytes, NewEvent, Stored};
 use crate::error::ApiError;
 
 /// Each source's ingest rate limit (`ingest_limit`), checked before its body is read: a flood
@@ -101,14 +101,14 @@ async fn store(app: AppState, source_name: String, headers: HeaderMap, body: Bod
         return Err(ApiError::unauthorized(err.code(), err.to_string()));
     }
     let event = NewEvent {
-        id: EventId::generate(),
+        id: app.ids.next(now_ms),
         dedup_key: source.verifier.dedup_key(source.dedup.as_ref(), &headers, &body),
         event_type: source.verifier.event_type(source.event_type.as_ref(), &headers, &body),
         source: source_name.clone(),
         received_at: now_ms,
         headers: headers
             .iter()
-            .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .map(|(name, value)| (name.as_str().to_string(), HeaderBytes(value.as_bytes().to_vec())))
             .collect(),
         body_dedup: source.body_dedup_window.map(|window| BodyDedup {
             sha256: hex::encode(Sha256::digest(&body)),

@@ -26,6 +26,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::clock::SharedClock;
 use crate::config::{Config, SourceConfig};
 use crate::delivery::DispatcherHandle;
+use crate::domain::EventIds;
 use crate::error::ApiError;
 use crate::receipts::ReceiptDesk;
 use crate::replay::executor::Replayer;
@@ -68,6 +69,8 @@ pub struct App {
     pub receipts: Arc<ReceiptDesk>,
     pub replayer: Arc<Replayer>,
     pub clock: SharedClock,
+    /// Ids of inbound events, from `clock`.
+    pub ids: EventIds,
     pub metrics: PrometheusHandle,
     pub ingest_limits: IngestLimits,
 }

@@ -57,28 +57,22 @@ async fn create(
         destination: plan.request.to.clone(),
         rate: plan.rate,
     };
-    let eligible = app.store.create_replay(&job, &plan.selection, plan.limit).await?;
-    let audited = app
-        .store
-        .append_audit(NewAuditEntry {
-            at: now,
-            actor: caller.name.clone(),
-            action: "replay.started".into(),
-            subject: Some(id.clone()),
-            details: json!({
-                "request": recorded,
-                "reason": plan.request.reason,
-                "override_note": plan.request.override_confirmed.as_ref().map(|o| o.note.clone()),
-                "plan": summary_of(&shown),
-                "eligible": eligible,
-            }),
-        })
-        .await;
-    if let Err(err) = audited {
-        // A run that is not in the audit log does not run.
-        let _ = app.store.finish_replay(&id, "failed", now, Some("could not write the audit entry"), None).await;
-        return Err(err.into());
-    }
+    let audit = |eligible: i64| NewAuditEntry {
+        at: now,
+        actor: caller.name.clone(),
+        action: "replay.started".into(),
+        subject: Some(id.clone()),
+        details: json!({
+            "request": recorded,
+            "reason": plan.request.reason,
+            "override_note": plan.request.override_confirmed.as_ref().map(|o| o.note.clone()),
+            "plan": summary_of(&shown),
+            "eligible": eligible,
+        }),
+    };
+    // The job and its audit entry commit together: a run that is not in the audit log does
+    // not exist.
+    let eligible = app.store.create_replay(&job, &plan.selection, plan.limit, audit).await?;
     app.replayer.wake();
     shown["dry_run"] = json!(false);
     shown["id"] = json!(id);
@@ -143,7 +137,14 @@ async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<Stri
     caller.require(Role::Operator)?;
     let job = visible_job(&app, &caller, &id).await?;
     let now = app.clock.now_ms();
-    if !app.store.finish_replay(&id, "cancelled", now, None, None).await? {
+    let audit = |counts: &crate::store::ReplayCounts| NewAuditEntry {
+        at: now,
+        actor: caller.name.clone(),
+        action: "replay.cancelled".into(),
+        subject: Some(id.clone()),
+        details: json!({ "counts_at_cancel": counts }),
+    };
+    if !app.store.cancel_replay(&id, now, audit).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "replay_not_running",
@@ -151,15 +152,6 @@ async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<Stri
         ));
     }
     app.replayer.stop_local(&id);
-    app.store
-        .append_audit(NewAuditEntry {
-            at: now,
-            actor: caller.name,
-            action: "replay.cancelled".into(),
-            subject: Some(id.clone()),
-            details: json!({ "counts_at_cancel": job.counts }),
-        })
-        .await?;
     let job = app.store.get_replay(&id).await?.unwrap_or(job);
     Ok(Json(job_json(&job)))
 }

@@ -116,7 +116,7 @@ async fn create(
             "expires_at": record.expires_at.map(format_ms),
         }),
     };
-    if !app.store.create_token(&record, &token_hash(&token), &audit).await? {
+    if !app.store.insert_token(&record, &token_hash(&token), &audit).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, "token_name_taken", format!("a token named `{name}` exists")));
     }
     let mut shown = token_json(&record);

@@ -3,7 +3,9 @@
 //! Per job: items go out in the order the events were received, in batches of at most 500.
 //! Before each batch every remaining item's outcome is read again; receipts announced on the
 //! bus (in-process, and from other gateways through PostgreSQL NOTIFY) drop queued items at
-//! once; and just before each send the item is checked under the send hold. An item is
+//! once; and just before each send the item is checked (`Store::check_before_send`, which
+//! holds nothing while the handler answers). Each of the three counts the items it drops in
+//! `hookwarden_replay_skipped_receipts_total{at}`. An item is
 //! marked `sending` durably before it goes out, so a job resumed after a crash never sends an
 //! item twice. Pace: [`AdaptiveRate`]; concurrency: a semaphore.
 
@@ -196,27 +198,36 @@ impl Replayer {
         {
             tracing::warn!(replay = %job.id, error = %err, "marking cancelled items failed");
         }
-        let finished = self.store.finish_replay(&job.id, state, now, error.as_deref(), Some(run.rate.current())).await;
-        if let Err(err) = self.audit_finish(&job.id, state, error.as_deref()).await {
-            tracing::error!(replay = %job.id, error = %err, "writing the replay's audit entry failed");
+        // The job's end and its audit entry commit together. If either fails the job stays
+        // `running` under this gateway's lease; once that runs out the job is claimed again,
+        // finds nothing left to send, and ends then.
+        let ended = match self.finished_entry(&job.id, state, error.as_deref()).await {
+            Ok(entry) => {
+                self.store.finish_replay(&job.id, state, now, error.as_deref(), Some(run.rate.current()), &entry).await
+            }
+            Err(err) => Err(err),
+        };
+        match ended {
+            Ok(here) => tracing::info!(replay = %job.id, state, ended_here = here, "replay ended"),
+            Err(err) => {
+                tracing::error!(replay = %job.id, error = %err, "ending the replay with its audit entry failed")
+            }
         }
-        tracing::info!(replay = %job.id, state, ended_here = finished.unwrap_or(false), "replay ended");
     }
 
-    async fn audit_finish(&self, id: &str, state: &str, error: Option<&str>) -> Result<(), StoreError> {
+    /// The `replay.finished` entry: the job's counts and every item's result (all final once
+    /// the run drained, so read before the transaction that ends the job).
+    async fn finished_entry(&self, id: &str, state: &str, error: Option<&str>) -> Result<NewAuditEntry, StoreError> {
         let job = self.store.get_replay(id).await?;
         let items = self.store.replay_item_results(id).await?;
         let counts = job.as_ref().map(|j| json!(j.counts)).unwrap_or_default();
-        self.store
-            .append_audit(NewAuditEntry {
-                at: self.clock.now_ms(),
-                actor: job.map(|j| j.created_by).unwrap_or_default(),
-                action: "replay.finished".into(),
-                subject: Some(id.to_string()),
-                details: json!({ "state": state, "error": error, "counts": counts, "items": items, "gateway": self.gateway_id }),
-            })
-            .await
-            .map(|_| ())
+        Ok(NewAuditEntry {
+            at: self.clock.now_ms(),
+            actor: job.map(|j| j.created_by).unwrap_or_default(),
+            action: "replay.finished".into(),
+            subject: Some(id.to_string()),
+            details: json!({ "state": state, "error": error, "counts": counts, "items": items, "gateway": self.gateway_id }),
+        })
     }
 
     /// What a job's run keeps while it goes: its pace, its sends in flight, the receipts seen.
@@ -372,6 +383,7 @@ impl Replayer {
                         continue;
                     };
                     if run.receipted.lock().expect("receipted lock").contains(&item.event_id) {
+                        skipped(Skip::Announced);
                         run.finish(item_result(item.seq, "skipped_receipt", self.clock.now_ms())).await;
                         continue;
                     }
@@ -427,6 +439,7 @@ impl Replayer {
             let receipted = run.receipted.lock().expect("receipted lock").contains(&item.event_id);
             match current.get(&item.event_id) {
                 Some((receipts, _)) if *receipts > item.receipts_at_plan || receipted => {
+                    skipped(if *receipts > item.receipts_at_plan { Skip::Batch } else { Skip::Announced });
                     dropped.push(item_result(item.seq, "skipped_receipt", now))
                 }
                 Some((_, outcome)) if !run.eligible.contains(outcome) => {
@@ -440,7 +453,7 @@ impl Replayer {
         Ok(keep)
     }
 
-    /// Checks one item under the send hold and sends it, or drops it.
+    /// Checks one item and sends it, or drops it.
     /// `permit` is one of the job's sends in flight: given back as soon as the send ended, so
     /// the next send does not wait for this one's results to be written.
     async fn send_one(&self, run: &JobRun, item: &ReplayItem, event: SendableEvent, permit: OwnedSemaphorePermit) {
@@ -448,8 +461,11 @@ impl Replayer {
             run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
             return;
         };
-        let hold = match self.receipts.guard.hold(&item.event_id).await {
-            Ok(hold) => hold,
+        // The send's decision (see `Store::check_before_send`): nothing is held while it is out.
+        // The attempt starts with it: its `started_at` is never later than the check.
+        let started_at = self.clock.now_ms();
+        let check = match self.store.check_before_send(&item.event_id).await {
+            Ok(check) => check,
             Err(err) => {
                 let mut failed = item_result(item.seq, "failed", self.clock.now_ms());
                 failed.error = Some(format!("could not check the event before sending: {err}"));
@@ -457,13 +473,12 @@ impl Replayer {
                 return;
             }
         };
-        if hold.receipts > item.receipts_at_plan {
-            drop(hold);
+        if check.receipts > item.receipts_at_plan {
+            skipped(Skip::AtSend);
             run.finish(item_result(item.seq, "skipped_receipt", self.clock.now_ms())).await;
             return;
         }
-        if !run.eligible.contains(&hold.outcome) {
-            drop(hold);
+        if !run.eligible.contains(&check.outcome) {
             run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
             return;
         }
@@ -471,14 +486,12 @@ impl Replayer {
             None => &source.forward_url,
             Some(Ok(url)) => url,
             Some(Err(err)) => {
-                drop(hold);
                 let mut failed = item_result(item.seq, "failed", self.clock.now_ms());
                 failed.error = Some(format!("the destination {err}"));
                 run.finish(failed).await;
                 return;
             }
         };
-        let started_at = self.clock.now_ms();
         let key = idempotency_key(&event.source, &event.dedup_key);
         let result = self
             .forwarder
@@ -495,7 +508,6 @@ impl Replayer {
                 now_secs: started_at.div_euclid(1000),
             })
             .await;
-        drop(hold);
         drop(permit);
         let now = self.clock.now_ms();
         let ok = result.succeeded();
@@ -576,7 +588,7 @@ impl JobRun {
                 Ok(id) => {
                     receipted.insert(id);
                 }
-                // Missed announcements are harmless: the batch re-read and the send hold decide.
+                // Missed announcements are harmless: the batch re-read and the check before the send decide.
                 Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
                 Err(_) => return,
             }
@@ -592,6 +604,28 @@ impl JobRun {
         let all = self.outstanding.acquire_many(MAX_OUTSTANDING).await;
         drop(all);
     }
+}
+
+/// Where an item was dropped for a receipt recorded after the run started.
+#[derive(Debug, Clone, Copy)]
+enum Skip {
+    /// The re-read of every remaining item before a batch.
+    Batch,
+    /// The receipt was announced on the bus (this gateway's, or another's through NOTIFY).
+    Announced,
+    /// The check just before the send.
+    AtSend,
+}
+
+/// Counts a drop in `hookwarden_replay_skipped_receipts_total{at}`: each layer can be seen
+/// doing its part (the tests look).
+fn skipped(at: Skip) {
+    let at = match at {
+        Skip::Batch => "batch",
+        Skip::Announced => "announced",
+        Skip::AtSend => "send",
+    };
+    metrics::counter!("hookwarden_replay_skipped_receipts_total", "at" => at).increment(1);
 }
 
 fn item_result(seq: i64, state: &'static str, at: i64) -> ItemResult {

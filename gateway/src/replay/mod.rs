@@ -2,7 +2,8 @@
 //!
 //! Architecture invariants: a replay never sends an event outside its mandatory scope; a
 //! `confirmed` event is only eligible under an override that carries its own note; every
-//! send goes through `send_guard`, so nothing is sent after its receipt was recorded.
+//! send is decided by `Store::check_before_send`, so nothing is sent after its receipt was
+//! recorded.
 
 pub mod executor;
 pub mod filter;

@@ -1,12 +1,11 @@
-//! Appending to and reading the audit log. Appends are serialised (an advisory lock on
-//! PostgreSQL, the single writer on SQLite) so the hash chain has no forks. An audited change
-//! appends its entry in its own transaction ([`append_sqlite`], [`append_postgres`]), so the
-//! change never commits without its entry.
+//! Appending to and reading the audit log. An audited change commits with its entry, in one
+//! transaction ([`append_audit_in!`]); appends are serialised (an advisory lock on PostgreSQL,
+//! the one writer connection on SQLite) so the hash chain has no forks.
 
 use sqlx::Row;
 
-use super::{Store, StoreError, with_pool};
-use crate::audit::{AuditEntry, GENESIS, entry_hash};
+use super::{Store, StoreError, with_pool, with_writer};
+use crate::audit::AuditEntry;
 
 /// An entry to append; the store gives it its sequence number and hashes.
 #[derive(Debug, Clone)]
@@ -18,23 +17,36 @@ pub struct NewAuditEntry {
     pub details: serde_json::Value,
 }
 
-const LAST: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
-const INSERT: &str = "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
+pub(super) const LAST: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+pub(super) const INSERT: &str = "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-/// Appends `entry` inside the caller's transaction `$tx` (a connection of either backend),
-/// after the hash chain's last entry; evaluates to the entry as stored. On PostgreSQL the
-/// caller has taken [`CHAIN_LOCK`] in the same transaction.
-macro_rules! append_entry {
-    ($tx:expr, $entry:expr) => {{
-        let entry: &NewAuditEntry = $entry;
+/// Appends `$entry` (a `&NewAuditEntry`) inside `$tx`, an open transaction on either backend,
+/// and evaluates to the [`AuditEntry`] written. An audited change runs its statements and
+/// this in one transaction, so the change and its entry commit together or not at all. The
+/// chain has no forks: on PostgreSQL appends are serialised by an advisory lock held to the
+/// end of the transaction (taken here, after the change's own statements, so it is held
+/// only for the append and the commit); on SQLite by the one writer connection.
+macro_rules! append_audit_in {
+    ($store:expr, $tx:expr, $entry:expr) => {{
+        let entry: &$crate::store::NewAuditEntry = $entry;
+        if $store.backend() == $crate::store::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(4242002)").execute(&mut *$tx).await?;
+        }
         let details = serde_json::to_string(&entry.details).expect("serialises");
-        let last: Option<(i64, String)> = sqlx::query_as(LAST).fetch_optional(&mut *$tx).await?;
-        let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+        let last: Option<(i64, String)> = sqlx::query_as(super::audit::LAST).fetch_optional(&mut *$tx).await?;
+        let (prev_seq, prev_hash) = last.unwrap_or((0, $crate::audit::GENESIS.to_string()));
         let seq = prev_seq + 1;
-        let hash =
-            entry_hash(&prev_hash, seq, entry.at, &entry.actor, &entry.action, entry.subject.as_deref(), &details);
-        sqlx::query(INSERT)
+        let hash = $crate::audit::entry_hash(
+            &prev_hash,
+            seq,
+            entry.at,
+            &entry.actor,
+            &entry.action,
+            entry.subject.as_deref(),
+            &details,
+        );
+        sqlx::query(super::audit::INSERT)
             .bind(seq)
             .bind(entry.at)
             .bind(&entry.actor)
@@ -45,7 +57,7 @@ macro_rules! append_entry {
             .bind(&hash)
             .execute(&mut *$tx)
             .await?;
-        AuditEntry {
+        $crate::audit::AuditEntry {
             seq,
             at: entry.at,
             actor: entry.actor.clone(),
@@ -57,43 +69,18 @@ macro_rules! append_entry {
         }
     }};
 }
-
-/// Serialises appends on PostgreSQL (`pg_advisory_xact_lock`), so the chain has no forks.
-const CHAIN_LOCK: &str = "SELECT pg_advisory_xact_lock(4242002)";
-
-/// Appends `entry` in the SQLite transaction `tx` (the single writer serialises appends).
-pub(super) async fn append_sqlite(
-    tx: &mut sqlx::SqliteConnection,
-    entry: &NewAuditEntry,
-) -> Result<AuditEntry, StoreError> {
-    Ok(append_entry!(tx, entry))
-}
-
-/// Appends `entry` in the PostgreSQL transaction `tx`, taking the chain's lock first.
-pub(super) async fn append_postgres(
-    tx: &mut sqlx::PgConnection,
-    entry: &NewAuditEntry,
-) -> Result<AuditEntry, StoreError> {
-    sqlx::query(CHAIN_LOCK).execute(&mut *tx).await?;
-    Ok(append_entry!(tx, entry))
-}
+pub(crate) use append_audit_in;
 
 impl Store {
+    /// Appends an entry that goes with no other change (a dry run). An audited change
+    /// appends its entry in its own transaction instead ([`append_audit_in!`]).
     pub async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
-        match &self.pool {
-            super::Pool::Sqlite { write: pool, .. } => {
-                let mut tx = pool.begin().await?;
-                let appended = append_sqlite(&mut tx, &entry).await?;
-                tx.commit().await?;
-                Ok(appended)
-            }
-            super::Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let appended = append_postgres(&mut tx, &entry).await?;
-                tx.commit().await?;
-                Ok(appended)
-            }
-        }
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let written = append_audit_in!(self, tx, &entry);
+            tx.commit().await?;
+            Ok(written)
+        })
     }
 
     /// Entries with `seq > after`, oldest first, optionally within `[since, until)`.

@@ -71,7 +71,7 @@ impl Store {
         relaxed: bool,
     ) -> Result<(Vec<Stored>, Vec<bool>), StoreError> {
         match &self.pool {
-            Pool::Sqlite { write, leases, .. } => {
+            Pool::Sqlite { write, leases, last_seq, .. } => {
                 // Leases live in memory on SQLite: checked before the transaction.
                 let held: Vec<bool> = attempts
                     .iter()
@@ -87,7 +87,7 @@ impl Store {
                     // `db` (which does not close a handle it did not open) and its statements
                     // are gone before `handle` is unlocked.
                     let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-                    commit_sqlite::write_group(&db, events, headers, attempts, &held, relaxed)
+                    commit_sqlite::write_group(&db, events, headers, attempts, &held, relaxed, last_seq)
                 });
                 drop(handle);
                 // After an error the connection may be inside a transaction (its rollback

@@ -9,6 +9,7 @@
 //! second look at the batch.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 
@@ -16,9 +17,10 @@ use super::delivery::{EXHAUSTED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY};
 use super::{AttemptRecord, Completion};
 use crate::domain::{BodyDedup, EXHAUSTED_ERROR_CODE, EventId, NewEvent, Stored};
 
-/// New events are due at once: `next_attempt_at` is their received time.
-const INSERT_EVENT: &str = "INSERT INTO events (id, source, dedup_key, event_type, received_at, next_attempt_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (source, dedup_key) DO NOTHING";
+/// New events are due at once: `next_attempt_at` is their received time. `seq` is their place
+/// in the order received, which on SQLite's one writer is the order of its commits.
+const INSERT_EVENT: &str = "INSERT INTO events (id, source, dedup_key, event_type, received_at, next_attempt_at, seq) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) ON CONFLICT (source, dedup_key) DO NOTHING";
 const EXISTING: &str = "SELECT id FROM events WHERE source = ?1 AND dedup_key = ?2";
 const INSERT_PAYLOAD: &str = "INSERT INTO event_payloads (event_id, headers, body) VALUES (?1, ?2, ?3)";
 /// An attempt's number is its event's count plus one, read before the group's updates.
@@ -32,7 +34,9 @@ const DELIVERED: &str = "UPDATE events SET attempts = attempts + 1, ladder_attem
 /// transaction on `db`; what each event became, in order. An attempt's schedule is updated
 /// only where `update` says so (its lease is held, or it is a replay); the attempt itself is
 /// recorded either way. `relaxed` skips this transaction's fsync (see
-/// `Store::record_replay_attempts`). On an error nothing of the group is written.
+/// `Store::record_replay_attempts`). New events are numbered on from `last_seq`, which moves
+/// on only once they committed (only the writer, which runs this, reads or moves it). On an
+/// error nothing of the group is written.
 pub(super) fn write_group(
     db: &Connection,
     events: &[NewEvent],
@@ -40,11 +44,16 @@ pub(super) fn write_group(
     attempts: &[AttemptRecord],
     update: &[bool],
     relaxed: bool,
+    last_seq: &AtomicI64,
 ) -> rusqlite::Result<Vec<Stored>> {
     if relaxed {
         db.execute_batch("PRAGMA synchronous = NORMAL")?;
     }
-    let written = transaction(db, events, headers, attempts, update);
+    let mut seq = last_seq.load(Ordering::Acquire);
+    let written = transaction(db, events, headers, attempts, update, &mut seq);
+    if written.is_ok() {
+        last_seq.store(seq, Ordering::Release);
+    }
     if relaxed {
         // Every other write needs its fsync; a connection left relaxed must not be used again.
         db.execute_batch("PRAGMA synchronous = FULL")?;
@@ -58,6 +67,7 @@ fn transaction(
     headers: &[String],
     attempts: &[AttemptRecord],
     update: &[bool],
+    seq: &mut i64,
 ) -> rusqlite::Result<Vec<Stored>> {
     // Dropped without `commit` (an error on the way), it rolls back.
     let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
@@ -74,8 +84,9 @@ fn transaction(
                 stored.push(Stored::Duplicate(first));
                 continue;
             }
-            let row = params![id, event.source, event.dedup_key, event.event_type, event.received_at];
+            let row = params![id, event.source, event.dedup_key, event.event_type, event.received_at, *seq + 1];
             if insert.execute(row)? == 1 {
+                *seq += 1;
                 payload.execute(params![id, headers, event.body])?;
                 stored.push(Stored::New(event.id.clone()));
                 continue;

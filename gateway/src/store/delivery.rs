@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{Backend, Pool, Store, StoreError, mark, or_rollback, row_marks, with_writer};
-use crate::domain::{AttemptKind, EventId};
+use crate::domain::{AttemptKind, EventId, ReceivedHeaders};
 
 const CLAIM_POSTGRES: &str = "UPDATE events SET lease_owner = $1, lease_until = $2 \
      WHERE id IN (SELECT id FROM events WHERE next_attempt_at <= $3 \
@@ -56,16 +56,20 @@ impl MemoryLeases {
         }
     }
 
-    /// Sets the end of `owner`'s leases on `events` to `until` (leases of others stay).
-    fn renew<'a>(&self, events: impl IntoIterator<Item = &'a str>, owner: &str, until: i64) {
+    /// Sets the end of `owner`'s leases on `events` to `until` (leases of others stay); how
+    /// many it renewed.
+    fn renew<'a>(&self, events: impl IntoIterator<Item = &'a str>, owner: &str, until: i64) -> usize {
         let mut held = self.held.lock().expect("lease map");
+        let mut renewed = 0;
         for event in events {
             if let Some(lease) = held.get_mut(event)
                 && lease.0 == owner
             {
                 lease.1 = until;
+                renewed += 1;
             }
         }
+        renewed
     }
 
     /// Ends leases given as (owner, event), each only if that owner still holds it (after the
@@ -106,16 +110,20 @@ pub(super) fn insert_attempts_sql(backend: Backend, rows: usize) -> String {
 pub(super) const DELIVERED_MANY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'delivered', delivered_at = $1, next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL \
      WHERE lease_owner = $2 AND id IN";
-/// `$1` event, `$2` retry time; followed by [`OWNED`] on PostgreSQL.
+/// `$1` event, `$2` retry time; followed by [`OWNED`] on PostgreSQL. A receipt recorded, or
+/// an operator's resolution made, while the attempt was out stands: no retry is scheduled.
 pub(super) const RETRY: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
      delivery_state = 'pending', \
-     next_attempt_at = CASE WHEN receipts > 0 THEN NULL ELSE $2 END, lease_owner = NULL, lease_until = NULL \
+     next_attempt_at = CASE WHEN receipts > 0 OR resolved_at IS NOT NULL THEN NULL ELSE $2 END, \
+     lease_owner = NULL, lease_until = NULL \
      WHERE id = $1";
-/// `$1` event, `$2` error code; followed by [`OWNED`] on PostgreSQL.
+/// `$1` event, `$2` error code; followed by [`OWNED`] on PostgreSQL. An event with a receipt
+/// (recorded while the last attempt was out) is neither exhausted nor failed by it.
 pub(super) const EXHAUSTED: &str = "UPDATE events SET attempts = attempts + 1, ladder_attempts = ladder_attempts + 1, \
-     delivery_state = 'exhausted', next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, \
-     outcome = CASE WHEN outcome = 'unknown' THEN 'failed' ELSE outcome END, \
-     error_code = CASE WHEN outcome = 'unknown' THEN $2 ELSE error_code END \
+     delivery_state = CASE WHEN receipts > 0 THEN delivery_state ELSE 'exhausted' END, \
+     next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, \
+     outcome = CASE WHEN outcome = 'unknown' AND receipts = 0 THEN 'failed' ELSE outcome END, \
+     error_code = CASE WHEN outcome = 'unknown' AND receipts = 0 THEN $2 ELSE error_code END \
      WHERE id = $1";
 /// The lease check of a PostgreSQL schedule update; `$3` is the owner.
 pub(super) const OWNED: &str = " AND lease_owner = $3";
@@ -133,7 +141,7 @@ pub struct DueDelivery {
     pub event_id: EventId,
     pub source: String,
     pub dedup_key: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: ReceivedHeaders,
     pub body: Vec<u8>,
     /// Attempts of any kind so far (the next one is `attempts + 1`).
     pub attempts: i64,
@@ -273,6 +281,24 @@ impl Store {
     pub fn lease_taken(&self, events: &[DueDelivery], owner: &str, until: i64) {
         if let Pool::Sqlite { leases, .. } = &self.pool {
             leases.renew(events.iter().map(|due| due.event_id.as_str()), owner, until);
+        }
+    }
+
+    /// Extends `owner`'s lease on one claimed delivery to `until`; `false` when `owner` no
+    /// longer holds it (its lease ran out and another gateway claimed the event).
+    pub async fn renew_lease(&self, event_id: &EventId, owner: &str, until: i64) -> Result<bool, StoreError> {
+        match &self.pool {
+            Pool::Sqlite { leases, .. } => Ok(leases.renew([event_id.as_str()], owner, until) == 1),
+            Pool::Postgres(pool) => {
+                let renewed = sqlx::query("UPDATE events SET lease_until = $3 WHERE id = $1 AND lease_owner = $2")
+                    .bind(event_id.as_str())
+                    .bind(owner)
+                    .bind(until)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                Ok(renewed == 1)
+            }
         }
     }
 

@@ -2,9 +2,11 @@
 
 use sqlx::Row;
 
+use super::audit::append_audit_in;
 use super::selection::bind_all;
-use super::{Selection, SqlParam, Store, StoreError, with_pool, with_writer};
-use crate::domain::{Attempt, AttemptKind, DeliveryState, EventId, EventSummary, Outcome, Resolution};
+use super::{Backend, NewAuditEntry, Selection, SqlParam, Store, StoreError, with_pool, with_writer};
+use crate::access::SourceScope;
+use crate::domain::{Attempt, AttemptKind, DeliveryState, EventId, EventSummary, Outcome, ReceivedHeaders, Resolution};
 
 const COLUMNS: &str = "id, source, dedup_key, event_type, received_at, outcome, error_code, delivery_state, \
      attempts, next_attempt_at, delivered_at, resolved_by, resolved_note, resolved_at";
@@ -28,7 +30,7 @@ pub struct EventQuery {
 #[derive(Debug, Clone)]
 pub struct EventDetail {
     pub summary: EventSummary,
-    pub headers: Vec<(String, String)>,
+    pub headers: ReceivedHeaders,
     pub body: Vec<u8>,
     pub attempts: Vec<Attempt>,
 }
@@ -138,28 +140,45 @@ impl Store {
 }
 
 impl Store {
-    /// An operator closes a gap without replay: sets the outcome, keeps who and why, and
-    /// cancels pending retries. `false` when there is no such event.
+    /// An operator closes a gap without replay: sets the outcome, keeps who and why, cancels
+    /// pending retries, and appends the audit entry `audit` makes of the event's source and
+    /// outcome before, all in one transaction. `false` when there is no such event, or none
+    /// of a source in `scope` (nothing written).
+    #[allow(clippy::too_many_arguments)]
     pub async fn resolve_event(
         &self,
         id: &EventId,
+        scope: &SourceScope,
         outcome: Outcome,
         by: &str,
         note: &str,
         now: i64,
+        audit: impl FnOnce(&str, Outcome) -> NewAuditEntry,
     ) -> Result<bool, StoreError> {
-        let n = with_writer!(self, pool => sqlx::query(
-            "UPDATE events SET outcome = $2, error_code = CASE WHEN $2 = 'confirmed' THEN NULL ELSE error_code END, \
-             resolved_by = $3, resolved_note = $4, resolved_at = $5, outcome_at = $5, next_attempt_at = NULL WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .bind(outcome.as_str())
-        .bind(by)
-        .bind(note)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(n == 1)
+        let lock = if self.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
+        let before = format!("SELECT source, outcome FROM events WHERE id = $1{lock}");
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let found: Option<(String, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(before)).bind(id.as_str()).fetch_optional(&mut *tx).await?;
+            let Some((source, was)) = found.filter(|(source, _)| scope.allows(source)) else {
+                return Ok(false);
+            };
+            let was = Outcome::parse(&was).ok_or_else(|| corrupt("outcome", &was))?;
+            sqlx::query(
+                "UPDATE events SET outcome = $2, error_code = CASE WHEN $2 = 'confirmed' THEN NULL ELSE error_code END, \
+                 resolved_by = $3, resolved_note = $4, resolved_at = $5, outcome_at = $5, next_attempt_at = NULL WHERE id = $1",
+            )
+            .bind(id.as_str())
+            .bind(outcome.as_str())
+            .bind(by)
+            .bind(note)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            append_audit_in!(self, tx, &audit(&source, was));
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 }

@@ -41,7 +41,7 @@ pub use delivery::{AttemptRecord, Completion, DueDelivery};
 pub use events::{EventDetail, EventQuery};
 pub use handoff::{FreshDeliveries, Handoff, handoff};
 pub use health::NotReady;
-pub use receipts::{EventHold, NewReceipt, Recorded, StoredReceipt};
+pub use receipts::{NewReceipt, Recorded, SendCheck, StoredReceipt};
 pub use replays::{ItemResult, NewReplay, ReplayCounts, ReplayItem, ReplayJob, SampleEvent, SendableEvent};
 pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
@@ -136,6 +136,9 @@ enum Pool {
         leases: delivery::MemoryLeases,
         file: std::sync::Arc<std::path::Path>,
         checkpointer: checkpoint::Checkpointer,
+        /// The `seq` of the last event stored: the one writer numbers events in the order it
+        /// commits them (see `commit_sqlite`), from here.
+        last_seq: std::sync::Arc<std::sync::atomic::AtomicI64>,
     },
     Postgres(PgPool),
 }
@@ -295,6 +298,15 @@ impl Store {
                 .connect_with(options.clone().statement_cache_capacity(WRITER_STATEMENTS))
                 .await?;
             SQLITE_MIGRATIONS.run(&write).await?;
+            // The last row's: `seq` and the rowid both grow with every insert on the one writer
+            // (migration 0005 numbered the rows before it by their rowids), so the row with the
+            // largest rowid holds the largest `seq`. One step from the end of the table;
+            // `MAX(seq)` would read all of it (~1 s per million events here) or need an index
+            // on `seq`, which would cost every ingested event a B-tree insert.
+            let last_seq: i64 =
+                sqlx::query_scalar("SELECT COALESCE((SELECT seq FROM events ORDER BY rowid DESC LIMIT 1), 0)")
+                    .fetch_one(&write)
+                    .await?;
             // Readers cannot write: a statement sent to the wrong pool fails in every test.
             let read = SqlitePoolOptions::new()
                 .max_connections(8)
@@ -304,7 +316,14 @@ impl Store {
                 .await?;
             checkpointer.start(&file)?;
             Ok(Self {
-                pool: Pool::Sqlite { read, write, leases: Default::default(), file: file.into(), checkpointer },
+                pool: Pool::Sqlite {
+                    read,
+                    write,
+                    leases: Default::default(),
+                    file: file.into(),
+                    checkpointer,
+                    last_seq: std::sync::Arc::new(last_seq.into()),
+                },
                 health: Default::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {

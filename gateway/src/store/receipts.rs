@@ -120,34 +120,35 @@ fn outcome(text: &str) -> Result<Outcome, StoreError> {
     Outcome::parse(text).ok_or_else(|| StoreError::Corrupt(format!("outcome `{text}`")))
 }
 
-/// The database side of a send hold: on PostgreSQL a transaction holding `FOR SHARE` on
-/// the event's row, so recording a receipt (an `UPDATE` of that row) waits for the send.
-pub enum EventHold {
-    None,
-    Postgres(#[allow(dead_code)] sqlx::Transaction<'static, sqlx::Postgres>),
+/// What the check before a send read: the event's receipts and outcome, as committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendCheck {
+    pub receipts: i64,
+    pub outcome: Outcome,
 }
 
+/// On PostgreSQL the read also takes `FOR SHARE` for as long as the statement runs: a receipt
+/// being committed on the row at that moment is waited for (its transaction, never a
+/// handler) and seen, instead of the row as it was before.
+const CHECK_SQLITE: &str = "SELECT receipts, outcome FROM events WHERE id = $1";
+const CHECK_POSTGRES: &str = "SELECT receipts, outcome FROM events WHERE id = $1 FOR SHARE";
+
 impl Store {
-    /// Reads an event's receipt count and outcome under a hold (see `send_guard`).
-    pub async fn hold_event(&self, id: &EventId) -> Result<(EventHold, i64, Outcome), StoreError> {
-        match &self.pool {
-            super::Pool::Sqlite { read: pool, .. } => {
-                let (receipts, o): (i64, String) = sqlx::query_as("SELECT receipts, outcome FROM events WHERE id = $1")
-                    .bind(id.as_str())
-                    .fetch_one(pool)
-                    .await?;
-                Ok((EventHold::None, receipts, outcome(&o)?))
-            }
-            super::Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let (receipts, o): (i64, String) =
-                    sqlx::query_as("SELECT receipts, outcome FROM events WHERE id = $1 FOR SHARE")
-                        .bind(id.as_str())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                Ok((EventHold::Postgres(tx), receipts, outcome(&o)?))
-            }
-        }
+    /// The check that decides a retry or a replay send, taken just before it goes out. This
+    /// is what keeps "nothing is sent after its receipt was recorded", across gateways too:
+    /// a receipt is recorded when its transaction commits, and this one statement reads the
+    /// event as committed, holding nothing once it answers. So a receipt either committed
+    /// before the check (the check sees it and the send is dropped) or after it (the send was
+    /// decided first and goes out; the handler's idempotency key absorbs it). Nothing waits
+    /// on a handler while holding a connection, a transaction or a lock a receipt needs; and
+    /// the attempt's result, written after the send, never undoes a receipt recorded during
+    /// it (the schedule updates in `store::delivery` look at `receipts` in SQL).
+    pub async fn check_before_send(&self, id: &EventId) -> Result<SendCheck, StoreError> {
+        let (receipts, o): (i64, String) = match &self.pool {
+            super::Pool::Sqlite { read, .. } => sqlx::query_as(CHECK_SQLITE).bind(id.as_str()).fetch_one(read).await?,
+            super::Pool::Postgres(pool) => sqlx::query_as(CHECK_POSTGRES).bind(id.as_str()).fetch_one(pool).await?,
+        };
+        Ok(SendCheck { receipts, outcome: outcome(&o)? })
     }
 
     /// The source and outcome of an event, or `None` when there is no such event.
@@ -305,14 +306,6 @@ impl Store {
                 })
                 .collect()
         })
-    }
-
-    /// Whether any receipt was recorded for the event: checked just before a retry goes out.
-    pub async fn has_receipt(&self, event_id: &EventId) -> Result<bool, StoreError> {
-        let n: i64 = with_pool!(self, pool => {
-            sqlx::query_scalar("SELECT receipts FROM events WHERE id = $1").bind(event_id.as_str()).fetch_one(pool).await?
-        });
-        Ok(n > 0)
     }
 }
 

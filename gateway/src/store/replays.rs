@@ -9,9 +9,10 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
+use super::audit::append_audit_in;
 use super::selection::bind_all;
-use super::{Backend, Selection, Store, StoreError, with_pool, with_writer};
-use crate::domain::{EventId, Outcome};
+use super::{Backend, NewAuditEntry, Selection, Store, StoreError, with_pool, with_writer};
+use crate::domain::{EventId, Outcome, ReceivedHeaders};
 
 /// An event of a plan's sample.
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ pub struct SampleEvent {
 pub struct SendableEvent {
     pub source: String,
     pub dedup_key: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: ReceivedHeaders,
     pub body: Vec<u8>,
     pub attempts: i64,
 }
@@ -147,10 +148,11 @@ impl Store {
         Ok(out)
     }
 
-    /// The first events of a selection, in the order they were received (the plan's sample).
+    /// The first events of a selection, in the order they were received (the plan's sample):
+    /// the database's order (`seq`), never the hosts' clocks that made ids and times.
     pub async fn sample_events(&self, sel: &Selection, limit: i64) -> Result<Vec<SampleEvent>, StoreError> {
         let sql = format!(
-            "SELECT id, source, dedup_key, event_type, received_at, outcome FROM events WHERE {} ORDER BY id LIMIT {}",
+            "SELECT id, source, dedup_key, event_type, received_at, outcome FROM events WHERE {} ORDER BY seq LIMIT {}",
             sel.render(1),
             limit.max(0)
         );
@@ -198,12 +200,20 @@ impl Store {
     }
 
     /// Creates a running job with its items (the first `limit` events of `eligible`, in the
-    /// order they were received), and returns how many items it has.
-    pub async fn create_replay(&self, job: &NewReplay, eligible: &Selection, limit: i64) -> Result<i64, StoreError> {
+    /// order they were received: `seq`, the database's) and the audit entry `audit` makes of the item count, in one
+    /// transaction: a job nobody can find in the audit log never exists, and so never runs.
+    /// Returns how many items it has.
+    pub async fn create_replay(
+        &self,
+        job: &NewReplay,
+        eligible: &Selection,
+        limit: i64,
+        audit: impl FnOnce(i64) -> NewAuditEntry,
+    ) -> Result<i64, StoreError> {
         let items = format!(
             "INSERT INTO replay_items (replay_id, seq, event_id, receipts_at_plan, state) \
-             SELECT $1, ROW_NUMBER() OVER (ORDER BY id), id, receipts, 'queued' \
-             FROM (SELECT id, receipts FROM events WHERE {} ORDER BY id LIMIT {}) picked",
+             SELECT $1, ROW_NUMBER() OVER (ORDER BY seq), id, receipts, 'queued' \
+             FROM (SELECT id, receipts, seq FROM events WHERE {} ORDER BY seq LIMIT {}) picked",
             eligible.render(2),
             limit.max(0)
         );
@@ -226,6 +236,7 @@ impl Store {
                 .await?
                 .rows_affected() as i64;
             sqlx::query("UPDATE replays SET eligible = $2 WHERE id = $1").bind(&job.id).bind(n).execute(&mut *tx).await?;
+            append_audit_in!(self, tx, &audit(n));
             tx.commit().await?;
             Ok(n)
         })
@@ -442,7 +453,9 @@ impl Store {
     }
 
     /// Ends a running job (`completed`, `cancelled` or `failed`), with the pace it ended at
-    /// when the run knows it; `false` when it had ended.
+    /// when the run knows it, and appends `audit` in the same transaction; `false` when the
+    /// job had ended already (the entry is written all the same: it records how the run on
+    /// this gateway ended).
     pub async fn finish_replay(
         &self,
         id: &str,
@@ -450,20 +463,50 @@ impl Store {
         now: i64,
         error: Option<&str>,
         current_rate: Option<f64>,
+        audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
-        let n = with_writer!(self, pool => sqlx::query(
-            "UPDATE replays SET state = $2, finished_at = $3, error = $4, lease_owner = NULL, lease_until = NULL, \
-             current_rate = COALESCE($5, current_rate) WHERE id = $1 AND state = 'running'",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(now)
-        .bind(error)
-        .bind(current_rate)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(n == 1)
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
+                "UPDATE replays SET state = $2, finished_at = $3, error = $4, lease_owner = NULL, lease_until = NULL, \
+                 current_rate = COALESCE($5, current_rate) WHERE id = $1 AND state = 'running'",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(now)
+            .bind(error)
+            .bind(current_rate)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            append_audit_in!(self, tx, audit);
+            tx.commit().await?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Cancels a running job, with the audit entry `audit` makes of its counts at that
+    /// moment, in one transaction; `false` when the job was not running (nothing written).
+    pub async fn cancel_replay(
+        &self,
+        id: &str,
+        now: i64,
+        audit: impl FnOnce(&ReplayCounts) -> NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE replays SET state = 'cancelled', finished_at = $2, lease_owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND state = 'running' RETURNING {JOB_COLUMNS}"
+        );
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(now).fetch_optional(&mut *tx).await? else {
+                return Ok(false);
+            };
+            let job = job_from_row!(&row)?;
+            append_audit_in!(self, tx, &audit(&job.counts));
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Per-item results of a job, for its audit entry.

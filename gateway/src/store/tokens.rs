@@ -3,8 +3,8 @@
 
 use sqlx::Row;
 
-use super::audit::{append_postgres, append_sqlite};
-use super::{NewAuditEntry, Pool, Store, StoreError, with_pool};
+use super::audit::append_audit_in;
+use super::{NewAuditEntry, Store, StoreError, with_pool, with_writer};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
@@ -78,40 +78,18 @@ const INSERT: &str = "INSERT INTO tokens (id, name, role, token_hash, created_at
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING";
 const REVOKE: &str = "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 
-/// Runs `$body` in a transaction `$tx` on the writer of either backend, with `$append` the
-/// audit append of that backend; commits when `$body` evaluates to `Ok`.
-macro_rules! in_transaction {
-    ($store:expr, $tx:ident, $append:ident => $body:expr) => {
-        match &$store.pool {
-            Pool::Sqlite { write, .. } => {
-                let mut $tx = write.begin().await?;
-                let $append = append_sqlite;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-            Pool::Postgres(pool) => {
-                let mut $tx = pool.begin().await?;
-                let $append = append_postgres;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-        }
-    };
-}
-
 impl Store {
-    /// Stores a new token and its audit entry in one transaction; `false` (and nothing
-    /// written) when the name is taken.
-    pub async fn create_token(
+    /// Stores a new token with its audit entry, in one transaction; `false` when the name is
+    /// taken (nothing written).
+    pub async fn insert_token(
         &self,
         t: &TokenRecord,
         token_hash: &str,
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
         let sources = t.sources.as_ref().map(|s| serde_json::to_string(s).expect("serialises"));
-        Ok(in_transaction!(self, tx, append => {
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
             let inserted = sqlx::query(INSERT)
                 .bind(&t.id)
                 .bind(&t.name)
@@ -123,13 +101,14 @@ impl Store {
                 .bind(t.expires_at)
                 .execute(&mut *tx)
                 .await?
-                .rows_affected()
-                == 1;
-            if inserted {
-                append(&mut tx, audit).await?;
+                .rows_affected();
+            if inserted != 1 {
+                return Ok(false);
             }
-            inserted
-        }))
+            append_audit_in!(self, tx, audit);
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// The token with this hash, revoked or expired ones too (the caller says which is which).
@@ -161,17 +140,20 @@ impl Store {
         audit: impl FnOnce(&TokenRecord) -> NewAuditEntry,
     ) -> Result<Revoked, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM tokens WHERE id = $1");
-        Ok(in_transaction!(self, tx, append => {
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
             let revoked = sqlx::query(REVOKE).bind(id).bind(at).execute(&mut *tx).await?.rows_affected() == 1;
-            match sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(id).fetch_optional(&mut *tx).await? {
+            let outcome = match sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(id).fetch_optional(&mut *tx).await? {
                 None => Revoked::Unknown,
                 Some(row) if revoked => {
                     let token = record(&row)?;
-                    append(&mut tx, &audit(&token)).await?;
+                    append_audit_in!(self, tx, &audit(&token));
                     Revoked::Now(token)
                 }
                 Some(row) => Revoked::Before(record(&row)?),
-            }
-        }))
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
     }
 }
