@@ -16,11 +16,11 @@ fn command(gw: &Gateway, args: &[&str]) -> Command {
     command
 }
 
-async fn hookwarden(gw: &Gateway, args: &[&str]) -> Output {
+pub(crate) async fn hookwarden(gw: &Gateway, args: &[&str]) -> Output {
     command(gw, args).output().await.expect("run hookwarden")
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

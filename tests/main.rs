@@ -6,16 +6,21 @@
 
 mod support;
 
+mod access;
 mod audit;
 mod cli;
 mod crash;
 mod delivery;
 mod handler;
+mod handler_faults;
+mod hostile_requests;
 mod ingest;
+mod ingest_guards;
 mod python_sdk;
 mod receipts;
 mod replay;
 mod replicas;
 mod stall;
 mod store_contract;
+mod store_faults;
 mod typescript_sdk;

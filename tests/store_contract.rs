@@ -17,6 +17,7 @@ fn event(source: &str, key: &str, at: i64) -> NewEvent {
         received_at: at,
         headers: vec![("content-type".into(), "application/json".into())],
         body: format!("{{\"k\":\"{key}\"}}").into_bytes(),
+        body_dedup: None,
     }
 }
 

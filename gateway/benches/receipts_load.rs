@@ -137,6 +137,7 @@ async fn fill(db: Db, url: &str, n: usize) -> Result<(Vec<EventId>, Duration), S
                 received_at: base + k as i64,
                 headers: vec![("content-type".into(), "application/json".into())],
                 body: format!(r#"{{"id":"evt_bench_{k:07}","type":"bench.event","data":{{"n":{k}}}}}"#).into_bytes(),
+                body_dedup: None,
             })
             .collect();
         i += batch.len();

@@ -45,6 +45,7 @@ use axum::http::StatusCode;
 use common::{
     Cleanup, CpuShare, CpuSnapshot, Db, Sink, count_sql, cpu_share, cpu_snapshot, positive, run_sql, unix_now_ms,
 };
+use hookwarden::access::SourceScope;
 use hookwarden::domain::{AttemptKind, EventId, NewEvent, Outcome};
 use hookwarden::http::Role;
 use hookwarden::replay::plan::{ReplayRequest, numbered_to_marks, plan, to_store_param};
@@ -203,6 +204,7 @@ async fn store_events(
                     received_at: start + (k as i128 * span as i128 / n as i128) as i64,
                     headers: vec![("content-type".into(), "application/json".into())],
                     body: body(prefix, k, event_type, body_bytes),
+                    body_dedup: None,
                 }
             })
             .collect();
@@ -446,7 +448,9 @@ async fn dry_runs(args: &Args, gw: &Gateway, db_url: &str, filled: &Filled) -> R
         for _ in 0..args.runs {
             let request: ReplayRequest = serde_json::from_value(request.clone()).map_err(|e| e.to_string())?;
             let started = Instant::now();
-            plan(&store, &sources, request, Role::Admin, unix_now_ms()).await.map_err(|e| format!("plan: {e}"))?;
+            plan(&store, &sources, request, Role::Admin, &SourceScope::All, unix_now_ms())
+                .await
+                .map_err(|e| format!("plan: {e}"))?;
             in_process.push(started.elapsed());
         }
         let mut selection = Selection::default();

@@ -1,6 +1,8 @@
-//! Who may do what: the roles of the admin API and the console, and how tokens are made and
-//! kept. Both front ends (`http/` and the console) and the domain (the replay planner) ask
-//! this module; it knows nothing of HTTP.
+//! Who may do what: the roles of the admin API and the console, the sources a token is
+//! scoped to, and how tokens are made and kept. Both front ends (`http/` and the console) and
+//! the domain (the replay planner) ask this module; it knows nothing of HTTP.
+
+use std::collections::BTreeSet;
 
 /// What a token may do; each role may do everything of the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,6 +27,32 @@ impl Role {
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
+        }
+    }
+}
+
+/// The sources a token may see and act on. A token scoped to `stripe` reads, resolves and
+/// replays `stripe`'s events only; other sources' events, replays and the audit log (which
+/// spans every source) are not there for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceScope {
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl SourceScope {
+    pub fn allows(&self, source: &str) -> bool {
+        match self {
+            SourceScope::All => true,
+            SourceScope::Only(sources) => sources.contains(source),
+        }
+    }
+
+    /// The sources, when limited.
+    pub fn limited_to(&self) -> Option<&BTreeSet<String>> {
+        match self {
+            SourceScope::All => None,
+            SourceScope::Only(sources) => Some(sources),
         }
     }
 }

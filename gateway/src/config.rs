@@ -30,6 +30,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where the admin API listens, apart from ingest (`None`: on `listen` with the rest).
+    pub admin_listen: Option<SocketAddr>,
+    /// Connections each listener keeps open at once; more wait in the kernel's queue.
+    pub max_connections: usize,
     pub max_body_bytes: usize,
     pub database_url: String,
     pub delivery: DeliveryConfig,
@@ -101,6 +105,18 @@ pub struct SourceConfig {
     pub event_type: Option<Extract>,
     /// Deliveries in flight at once for this source.
     pub max_in_flight: usize,
+    /// Ingests accepted per second (and in a burst) before this source gets 429s.
+    pub ingest_limit: Option<IngestLimit>,
+    /// How long an identical body (sha256) is taken as a repeat of the first, whatever its
+    /// delivery id: for providers that sign no timestamp (`github`, `hmac`, `none`).
+    pub body_dedup_window: Option<Duration>,
+}
+
+/// A source's ingest rate limit: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,15 +149,20 @@ struct RawConfig {
 struct RawServer {
     #[serde(default = "default_listen")]
     listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
+    max_connections: Option<u64>,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self { listen: default_listen(), max_body_bytes: default_max_body() }
+        Self { listen: default_listen(), admin_listen: None, max_connections: None, max_body_bytes: default_max_body() }
     }
 }
+
+/// Connections each listener keeps open by default.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 fn default_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("valid address")
@@ -163,7 +184,7 @@ struct RawDelivery {
     poll_interval: Option<String>,
     lease: Option<String>,
     timeout: Option<String>,
-    max_in_flight: Option<usize>,
+    max_in_flight: Option<u64>,
     jitter: Option<f64>,
 }
 
@@ -189,7 +210,16 @@ struct RawSource {
     receipt_sla: Option<String>,
     dedup: Option<RawExtract>,
     event_type: Option<RawExtract>,
-    max_in_flight: Option<usize>,
+    max_in_flight: Option<u64>,
+    ingest_limit: Option<RawIngestLimit>,
+    body_dedup_window: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngestLimit {
+    per_second: u64,
+    burst: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -244,14 +274,18 @@ impl Config {
         let d = raw.delivery;
         let defaults = DeliveryConfig::default();
         let delivery = DeliveryConfig {
-            poll_interval: opt_duration(d.poll_interval, "delivery.poll_interval")?.unwrap_or(defaults.poll_interval),
-            lease: opt_duration(d.lease, "delivery.lease")?.unwrap_or(defaults.lease),
-            timeout: opt_duration(d.timeout, "delivery.timeout")?.unwrap_or(defaults.timeout),
-            max_in_flight: d.max_in_flight.unwrap_or(defaults.max_in_flight).max(1),
+            poll_interval: opt_duration(d.poll_interval, "delivery.poll_interval", bounds::POLL_INTERVAL)?
+                .unwrap_or(defaults.poll_interval),
+            lease: opt_duration(d.lease, "delivery.lease", bounds::LEASE)?.unwrap_or(defaults.lease),
+            timeout: opt_duration(d.timeout, "delivery.timeout", bounds::TIMEOUT)?.unwrap_or(defaults.timeout),
+            max_in_flight: count(d.max_in_flight, "delivery.max_in_flight")?.unwrap_or(defaults.max_in_flight),
             jitter: d.jitter.unwrap_or(defaults.jitter),
         };
         if !(0.0..1.0).contains(&delivery.jitter) {
             return Err(ConfigError::Invalid("delivery.jitter must be in [0, 1)".into()));
+        }
+        if raw.server.admin_listen == Some(raw.server.listen) {
+            return Err(ConfigError::Invalid("server.admin_listen must differ from server.listen".into()));
         }
         if delivery.lease < delivery.timeout + LEASE_MARGIN {
             return Err(ConfigError::Invalid(format!(
@@ -265,6 +299,9 @@ impl Config {
         }
         Ok(Self {
             listen: raw.server.listen,
+            admin_listen: raw.server.admin_listen,
+            max_connections: count(raw.server.max_connections, "server.max_connections")?
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             max_body_bytes: raw.server.max_body_bytes,
             database_url: raw.database.url,
             delivery,
@@ -278,13 +315,55 @@ impl Config {
     }
 }
 
-fn parse_duration(text: &str, what: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| ConfigError::Invalid(format!("{what}: `{text}` is not a duration ({e})")))
+/// The range each duration setting must fall in: past these a value is a typo (`"60000s"`
+/// meant as milliseconds), and the bounds keep every sum with "now" far from overflowing.
+pub mod bounds {
+    use std::time::Duration;
+
+    const DAY: u64 = 86_400;
+    pub const POLL_INTERVAL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3600));
+    pub const LEASE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(DAY));
+    pub const TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3600));
+    pub const RETRY_RUNG: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(30 * DAY));
+    pub const RECEIPT_SLA: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(365 * DAY));
+    pub const TOLERANCE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
+    pub const BODY_DEDUP_WINDOW: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
+    /// Forwards in flight (overall or per source), ingests per second, open connections.
+    pub const COUNT: (u64, u64) = (1, 1_000_000);
 }
 
-fn opt_duration(text: Option<String>, what: &str) -> Result<Option<Duration>, ConfigError> {
-    text.map(|t| parse_duration(&t, what)).transpose()
+/// A duration setting: humantime text (`500ms`, `2m`, `1h 30m`) within `range`.
+fn parse_duration(text: &str, what: &str, range: (Duration, Duration)) -> Result<Duration, ConfigError> {
+    let parsed = humantime::parse_duration(text.trim())
+        .map_err(|e| ConfigError::Invalid(format!("{what}: `{text}` is not a duration ({e})")))?;
+    let (min, max) = range;
+    if parsed < min || parsed > max {
+        return Err(ConfigError::Invalid(format!(
+            "{what}: `{text}` is outside {} to {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(parsed)
+}
+
+fn opt_duration(
+    text: Option<String>,
+    what: &str,
+    range: (Duration, Duration),
+) -> Result<Option<Duration>, ConfigError> {
+    text.map(|t| parse_duration(&t, what, range)).transpose()
+}
+
+/// A count setting within [`bounds::COUNT`].
+fn count(value: Option<u64>, what: &str) -> Result<Option<usize>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(n) if (bounds::COUNT.0..=bounds::COUNT.1).contains(&n) => Ok(Some(n as usize)),
+        Some(n) => {
+            Err(ConfigError::Invalid(format!("{what}: {n} is outside {} to {}", bounds::COUNT.0, bounds::COUNT.1)))
+        }
+    }
 }
 
 /// Inline or from the environment; naming both, or an unset variable, is an error.
@@ -327,7 +406,10 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
     let forward_to = s.forward_to;
     let forward_url = http_url(&forward_to).map_err(|e| err(format!("forward_to {e}")))?;
     let rungs = match s.retry_ladder {
-        Some(rungs) => rungs.iter().map(|r| parse_duration(r, "retry_ladder")).collect::<Result<Vec<_>, _>>()?,
+        Some(rungs) => rungs
+            .iter()
+            .map(|r| parse_duration(r, "retry_ladder", bounds::RETRY_RUNG))
+            .collect::<Result<Vec<_>, _>>()?,
         None => RetryLadder::default_rungs(),
     };
     let max_attempts = s.max_attempts.unwrap_or(rungs.len() as u32 + 1);
@@ -344,17 +426,38 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
             return Err(err(format!("receipt key `{}` is not a base64 ed25519 public key", key.id)));
         }
     }
+    let ingest_limit = match s.ingest_limit {
+        None => None,
+        Some(limit) => {
+            let per_second =
+                count(Some(limit.per_second), "ingest_limit.per_second").map_err(|e| err(e.to_string()))?;
+            let burst = count(limit.burst, "ingest_limit.burst").map_err(|e| err(e.to_string()))?;
+            let per_second = per_second.expect("given") as u32;
+            Some(IngestLimit { per_second, burst: burst.map_or(per_second, |b| b as u32) })
+        }
+    };
+    let body_dedup_window = opt_duration(s.body_dedup_window, "body_dedup_window", bounds::BODY_DEDUP_WINDOW)
+        .map_err(|e| err(e.to_string()))?;
+    if body_dedup_window.is_some() && !verifier.signs_no_timestamp() {
+        return Err(err(format!(
+            "body_dedup_window is for kinds whose provider signs no timestamp (github, hmac, none), not `{}`",
+            verifier.kind()
+        )));
+    }
     Ok(SourceConfig {
+        ingest_limit,
+        body_dedup_window,
         verifier,
         forward_to,
         forward_url,
         signing_secret,
         receipt_keys: s.receipt_keys,
         ladder,
-        receipt_sla: opt_duration(s.receipt_sla, "receipt_sla")?.unwrap_or(Duration::from_secs(300)),
+        receipt_sla: opt_duration(s.receipt_sla, "receipt_sla", bounds::RECEIPT_SLA)?
+            .unwrap_or(Duration::from_secs(300)),
         dedup: s.dedup.map(resolve_extract).transpose().map_err(&err)?,
         event_type: s.event_type.map(resolve_extract).transpose().map_err(&err)?,
-        max_in_flight: s.max_in_flight.unwrap_or(64).max(1),
+        max_in_flight: count(s.max_in_flight, "max_in_flight").map_err(|e| err(e.to_string()))?.unwrap_or(64),
         name: s.name,
     })
 }
@@ -369,10 +472,9 @@ fn resolve_extract(raw: RawExtract) -> Result<Extract, String> {
 }
 
 fn resolve_verifier(v: RawVerify, env: &dyn Fn(&str) -> Option<String>) -> Result<Verifier, String> {
-    let tolerance = match v.tolerance {
-        Some(t) => humantime::parse_duration(&t).map_err(|e| format!("verify.tolerance: {e}"))?,
-        None => Duration::from_secs(300),
-    };
+    let tolerance = opt_duration(v.tolerance, "verify.tolerance", bounds::TOLERANCE)
+        .map_err(|e| e.to_string())?
+        .unwrap_or(Duration::from_secs(300));
     let secret = secret_from(v.secret, v.secret_env, env)?;
     let need_secret = |kind: &str| secret.clone().ok_or_else(|| format!("verify kind `{kind}` needs a secret"));
     Ok(match v.kind.as_str() {
@@ -440,6 +542,10 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         assert_eq!(source.ladder.max_attempts(), 8);
         assert_eq!(config.admin_token, Some(Secret("tok".into())));
         assert_eq!(format!("{:?}", config.admin_token), "Some(<redacted>)");
+        assert_eq!((config.admin_listen, config.max_connections), (None, DEFAULT_MAX_CONNECTIONS));
+        assert_eq!((source.ingest_limit, source.body_dedup_window), (None, None));
+        let limited = check("ingest_limit = { per_second = 20 }\n", &[("STRIPE_SECRET", "s")]).unwrap();
+        assert_eq!(limited.sources[0].ingest_limit, Some(IngestLimit { per_second: 20, burst: 20 }));
     }
 
     #[test]
@@ -450,6 +556,13 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         let bad_kind = BASE.replace("kind = \"stripe\"", "kind = \"paypal\"");
         let err = Config::parse(&bad_kind, &|_| Some("s".into())).unwrap_err().to_string();
         assert!(err.contains("paypal"), "{err}");
+        let stripe_window = check("body_dedup_window = \"1h\"\n", &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(stripe_window.contains("signs no timestamp"), "{stripe_window}");
+        let same = format!("[server]\nlisten = \"127.0.0.1:9\"\nadmin_listen = \"127.0.0.1:9\"\n{BASE}");
+        let err = Config::parse(&same, &|_| Some("s".into())).unwrap_err().to_string();
+        assert!(err.contains("admin_listen"), "{err}");
+        let limit = check("ingest_limit = { per_second = 0 }\n", &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(limit.contains("ingest_limit.per_second"), "{limit}");
         let lease = "[delivery]\nlease = \"30s\"\ntimeout = \"30s\"\n";
         let err = check(lease, &[("STRIPE_SECRET", "s")]).unwrap_err();
         assert!(err.contains("delivery.lease (30s) must exceed delivery.timeout (30s) by at least 1s"), "{err}");

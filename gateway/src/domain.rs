@@ -215,6 +215,17 @@ pub struct NewEvent {
     /// Headers as received, in order, values byte for byte.
     pub headers: ReceivedHeaders,
     pub body: Vec<u8>,
+    /// For sources with a `body_dedup_window`: the same body since then is a repeat.
+    pub body_dedup: Option<BodyDedup>,
+}
+
+/// A body seen since `since` (unix ms) with this sha256 (hex) makes the event a repeat of
+/// the first one, whatever its delivery id: a captured request of a provider that signs no
+/// timestamp, sent again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyDedup {
+    pub sha256: String,
+    pub since: i64,
 }
 
 /// What storing an inbound webhook did.

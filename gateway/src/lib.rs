@@ -9,7 +9,7 @@
 //! - [`receipts`]: accepting signed receipts (posted or inline) in the contract's order.
 //! - [`http`]: routes, JSON, status codes; the only place that knows HTTP.
 //! - [`clock`]: time as a dependency; [`timestamp`]: RFC 3339 in and out.
-//! - [`access`]: roles and tokens, asked by both front ends and the planner.
+//! - [`access`]: roles, source scopes and tokens, asked by both front ends and the planner.
 //! - [`audit`]: the hash chain of the append-only audit log.
 //!
 //! The guarantees, and where each lives:
@@ -38,6 +38,8 @@ pub mod domain;
 pub mod error;
 pub mod http;
 mod metrics;
+#[cfg(test)]
+mod properties;
 pub mod receipts;
 pub mod replay;
 pub mod store;
@@ -46,7 +48,7 @@ pub mod tls;
 pub mod verify;
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -77,14 +79,29 @@ const FRESH_QUEUE: usize = 1024;
 /// Receipt notifications buffered for running replays.
 const RECEIPT_BUS: usize = 65_536;
 
-/// Runs a gateway on `listener` until `shutdown` resolves, then drains: stops taking
+/// Where a gateway takes requests: everything on `public`, or, with `admin` (the config's
+/// `server.admin_listen`), ingest, receipts and probes on `public` and the admin API apart.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(public: TcpListener) -> Self {
+        Self { public, admin: None }
+    }
+}
+
+/// Runs a gateway on `listeners` until `shutdown` resolves, then drains: stops taking
 /// requests, finishes deliveries in flight, and gives back its leases.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     clock: SharedClock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let listeners = listeners.into();
+    let listener = &listeners.public;
     let receipt_keys = ReceiptKeys::from_sources(&config.sources).map_err(RunError::Config)?;
     let store = Store::connect(&config.database_url).await?;
     let _sole = store.lock_sole_gateway()?;
@@ -94,7 +111,10 @@ pub async fn run(
         store.release_replay_leases().await?;
     }
     let gateway_id = format!("gw-{}-{:08x}", std::process::id(), rand::random::<u32>());
-    tracing::info!(%gateway_id, backend = ?store.backend(), listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway starting");
+    let address = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let admin = listeners.admin.as_ref().map(address).unwrap_or_else(|| "(with the rest)".into());
+    tracing::info!(%gateway_id, backend = ?store.backend(), listen = %address(listener), %admin, "gateway starting");
+    let max_connections = config.max_connections;
 
     let (bus, _) = broadcast::channel(RECEIPT_BUS);
     let receipts = Arc::new(ReceiptDesk::new(store.clone(), receipt_keys, bus.clone()));
@@ -134,6 +154,7 @@ pub async fn run(
             timeout: config.delivery.timeout,
         },
     );
+    let ingest_limits = http::IngestLimits::from_sources(&config.sources);
     let state = http::AppState::new(http::App {
         store: store.clone(),
         sources,
@@ -145,16 +166,13 @@ pub async fn run(
         clock,
         ids: Default::default(),
         metrics: metrics::handle(),
+        ingest_limits,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let delivering = tokio::spawn(dispatcher.run(stop_rx.clone()));
     let replaying = tokio::spawn(replayer.run(stop_rx));
-    let app = http::router(state);
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
-    if let Err(err) = served {
-        tracing::error!(error = %err, "server error");
-    }
+    serve(listeners, state, max_connections, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = delivering.await;
     let _ = replaying.await;
@@ -165,6 +183,42 @@ pub async fn run(
     store.close().await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Serves HTTP on `listeners` (each keeping at most `max_connections` open) until `shutdown`
+/// resolves, then lets the requests in flight finish.
+async fn serve(
+    listeners: Listeners,
+    state: http::AppState,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let graceful = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let bounded = |listener| http::BoundedListener::new(listener, max_connections);
+    let served = match listeners.admin {
+        None => {
+            let app = http::router(state);
+            axum::serve(bounded(listeners.public), app).with_graceful_shutdown(graceful(stopped)).await
+        }
+        Some(admin) => {
+            let public = axum::serve(bounded(listeners.public), http::public_router(state.clone()))
+                .with_graceful_shutdown(graceful(stopped.clone()));
+            let admin =
+                axum::serve(bounded(admin), http::admin_router(state)).with_graceful_shutdown(graceful(stopped));
+            let (public, admin) = tokio::join!(public.into_future(), admin.into_future());
+            public.and(admin)
+        }
+    };
+    if let Err(err) = served {
+        tracing::error!(error = %err, "server error");
+    }
 }
 
 /// Receipts recorded by other gateways (PostgreSQL NOTIFY) onto this gateway's bus.

@@ -130,6 +130,23 @@ enum TokensCommand {
         /// viewer, operator or admin.
         #[arg(long, default_value = "operator")]
         role: String,
+        /// A source the token may act on (repeat for several); without it, every source.
+        #[arg(long = "source")]
+        sources: Vec<String>,
+        /// When it expires: an RFC 3339 time or a duration from now (30d); default never.
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Every token: role, sources, expiry, whether revoked (admins only).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a token by its id (`tok_…`); it stops working at once (admins only).
+    Revoke {
+        id: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -189,8 +206,13 @@ fn remote(command: Command) -> ExitCode {
             Command::Audit { action: None, since, until, remote } => {
                 cli::audit(&api(&remote), since, until, remote.json).await
             }
-            Command::Tokens(TokensCommand::Create { name, role, remote }) => {
-                cli::tokens_create(&api(&remote), &name, &role, remote.json).await
+            Command::Tokens(TokensCommand::Create { name, role, sources, expires, remote }) => {
+                let new = cli::NewToken { name, role, sources, expires };
+                cli::tokens_create(&api(&remote), new, remote.json).await
+            }
+            Command::Tokens(TokensCommand::List { remote }) => cli::tokens_list(&api(&remote), remote.json).await,
+            Command::Tokens(TokensCommand::Revoke { id, remote }) => {
+                cli::tokens_revoke(&api(&remote), &id, remote.json).await
             }
             Command::Serve { .. } | Command::Keys(_) => unreachable!("handled in main"),
         }
@@ -243,14 +265,20 @@ fn serve(path: PathBuf) -> ExitCode {
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async move {
-        let listener = match listen(config.listen) {
-            Ok(listener) => listener,
-            Err(err) => {
-                eprintln!("hookwarden: cannot listen on {}: {err}", config.listen);
-                return ExitCode::from(2);
+        let mut listeners = Vec::new();
+        for addr in std::iter::once(config.listen).chain(config.admin_listen) {
+            match listen(addr) {
+                Ok(listener) => listeners.push(listener),
+                Err(err) => {
+                    eprintln!("hookwarden: cannot listen on {addr}: {err}");
+                    return ExitCode::from(2);
+                }
             }
-        };
-        match hookwarden::run(config, listener, Arc::new(SystemClock), hookwarden::shutdown_signal()).await {
+        }
+        let mut listeners = listeners.into_iter();
+        let listeners =
+            hookwarden::Listeners { public: listeners.next().expect("the public listener"), admin: listeners.next() };
+        match hookwarden::run(config, listeners, Arc::new(SystemClock), hookwarden::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("hookwarden: {err}");

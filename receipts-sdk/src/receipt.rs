@@ -264,7 +264,8 @@ impl<'a> ReceiptHeaders<'a> {
     /// Whether the timestamp is within the tolerance of `now_secs`.
     pub fn check_timestamp(&self, now_secs: i64) -> Result<(), ReceiptError> {
         let t: i64 = self.timestamp.parse().map_err(|_| ReceiptError::InvalidTimestamp)?;
-        if (now_secs - t).abs() > TOLERANCE_SECS {
+        // `abs_diff`: a timestamp of any size is stale, never an overflow.
+        if now_secs.abs_diff(t) > TOLERANCE_SECS.unsigned_abs() {
             return Err(ReceiptError::StaleTimestamp);
         }
         Ok(())

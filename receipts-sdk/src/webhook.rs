@@ -131,7 +131,8 @@ impl WebhookVerifier {
     /// Checks the timestamp against `now_secs` and then the signatures.
     pub fn verify(&self, headers: WebhookHeaders<'_>, body: &[u8], now_secs: i64) -> Result<(), WebhookError> {
         let timestamp: i64 = headers.timestamp.trim().parse().map_err(|_| WebhookError::InvalidTimestamp)?;
-        if (now_secs - timestamp).abs() > self.tolerance_secs {
+        // `abs_diff`: a timestamp of any size is stale, never an overflow.
+        if now_secs.abs_diff(timestamp) > self.tolerance_secs.unsigned_abs() {
             return Err(WebhookError::StaleTimestamp);
         }
         self.verify_ignoring_timestamp(headers, body)

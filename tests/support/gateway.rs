@@ -60,6 +60,10 @@ pub struct GatewaySpec {
     pub lease: String,
     pub timeout: String,
     pub max_body_bytes: usize,
+    /// Run the admin API on a listener of its own (`server.admin_listen`).
+    pub admin_listen: bool,
+    /// More TOML lines for `[server]`, e.g. `max_connections = 8`.
+    pub server_extra: String,
     /// More TOML lines for `[delivery]`, e.g. `max_in_flight = 400`.
     pub delivery_extra: String,
 }
@@ -73,15 +77,38 @@ impl GatewaySpec {
             lease: "30s".into(),
             timeout: "10s".into(),
             max_body_bytes: 64 * 1024,
+            admin_listen: false,
+            server_extra: String::new(),
             delivery_extra: String::new(),
         }
     }
 
-    fn toml(&self, listen: SocketAddr) -> String {
+    fn toml(&self, listen: SocketAddr, admin: Option<SocketAddr>) -> String {
+        let admin = admin.map(|a| format!("admin_listen = \"{a}\"\n")).unwrap_or_default();
         let mut out = format!(
-            "[server]\nlisten = \"{listen}\"\nmax_body_bytes = {}\n\n[database]\nurl = \"{}\"\n\n\
-             [delivery]\npoll_interval = \"{}\"\nlease = \"{}\"\ntimeout = \"{}\"\n{}\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n",
-            self.max_body_bytes, self.database_url, self.poll_interval, self.lease, self.timeout, self.delivery_extra
+            "[server]
+listen = \"{listen}\"
+{admin}{}max_body_bytes = {}
+
+[database]
+url = \"{}\"
+
+\
+             [delivery]
+poll_interval = \"{}\"
+lease = \"{}\"
+timeout = \"{}\"
+{}
+[admin]
+token = \"{ADMIN_TOKEN}\"
+",
+            self.server_extra,
+            self.max_body_bytes,
+            self.database_url,
+            self.poll_interval,
+            self.lease,
+            self.timeout,
+            self.delivery_extra
         );
         for s in &self.sources {
             out.push_str(&format!(
@@ -112,6 +139,8 @@ pub struct Gateway {
     child: Option<Child>,
     in_process: Option<InProcess>,
     pub addr: SocketAddr,
+    /// The admin API's own address, when it listens apart.
+    pub admin_addr: Option<SocketAddr>,
     config_path: PathBuf,
     log_path: PathBuf,
     /// Holds the config and log files for the gateway's life.
@@ -119,7 +148,8 @@ pub struct Gateway {
     http: reqwest::Client,
 }
 
-fn free_port() -> SocketAddr {
+/// A port nothing listens on now (taken and given back).
+pub fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
 }
@@ -129,46 +159,65 @@ impl Gateway {
     pub async fn start(spec: &GatewaySpec) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr = free_port();
+        let admin_addr = spec.admin_listen.then(free_port);
         let config_path = dir.path().join("hookwarden.toml");
-        std::fs::write(&config_path, spec.toml(addr)).expect("write config");
-        let log_path = dir.path().join("gateway.log");
-        let mut gateway =
-            Self { child: None, in_process: None, addr, config_path, log_path, _dir: dir, http: super::client() };
+        std::fs::write(&config_path, spec.toml(addr, admin_addr)).expect("write config");
+        let mut gateway = Self::in_dir(dir, addr, admin_addr, None);
         gateway.spawn().await;
         gateway
+    }
+
+    /// A gateway whose config (`hookwarden.toml`) and log are in `dir`, not started yet.
+    fn in_dir(
+        dir: tempfile::TempDir,
+        addr: SocketAddr,
+        admin_addr: Option<SocketAddr>,
+        in_process: Option<InProcess>,
+    ) -> Self {
+        Self {
+            child: None,
+            in_process,
+            addr,
+            admin_addr,
+            config_path: dir.path().join("hookwarden.toml"),
+            log_path: dir.path().join("gateway.log"),
+            _dir: dir,
+            http: super::client(),
+        }
     }
 
     /// Runs the gateway in this process (`hookwarden::run`, real HTTP and database) with
     /// `clock` as its time, e.g. a host's clock that is off, and waits until it is ready.
     pub async fn start_in_process(spec: &GatewaySpec, clock: hookwarden::clock::SharedClock) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let bind = || {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.set_nonblocking(true).expect("non-blocking listener");
+            listener
+        };
+        let listener = bind();
         let addr = listener.local_addr().expect("addr");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        let admin_listener = spec.admin_listen.then(bind);
+        let admin_addr = admin_listener.as_ref().map(|l| l.local_addr().expect("addr"));
         let config_path = dir.path().join("hookwarden.toml");
-        std::fs::write(&config_path, spec.toml(addr)).expect("write config");
+        std::fs::write(&config_path, spec.toml(addr, admin_addr)).expect("write config");
         let config = hookwarden::config::Config::load(&config_path).expect("a valid config");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let tokio_listener = |l| tokio::net::TcpListener::from_std(l).expect("tokio listener");
+                let listeners = hookwarden::Listeners {
+                    public: tokio_listener(listener),
+                    admin: admin_listener.map(tokio_listener),
+                };
                 let shutdown = async move {
                     let _ = stopped.await;
                 };
-                hookwarden::run(config, listener, clock, shutdown).await.expect("the in-process gateway ran");
+                hookwarden::run(config, listeners, clock, shutdown).await.expect("the in-process gateway ran");
             });
         });
-        let log_path = dir.path().join("gateway.log");
-        let gateway = Self {
-            child: None,
-            in_process: Some(InProcess { stop, thread }),
-            addr,
-            config_path,
-            log_path,
-            _dir: dir,
-            http: super::client(),
-        };
+        let gateway = Self::in_dir(dir, addr, admin_addr, Some(InProcess { stop, thread }));
         let url = gateway.url("/readyz");
         eventually(Duration::from_secs(20), "in-process gateway ready", || {
             let (http, url) = (gateway.http.clone(), url.clone());
@@ -209,8 +258,18 @@ impl Gateway {
         .await;
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the gateway is running").id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the admin API's listener (the public one when it does not listen apart).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr.unwrap_or(self.addr), path)
     }
 
     /// SIGKILL: no shutdown code runs. (A gateway in this process is stopped the ordinary way.)
@@ -245,7 +304,7 @@ impl Gateway {
     pub async fn start_refused(spec: &GatewaySpec) -> (std::process::ExitStatus, String) {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("hookwarden.toml");
-        std::fs::write(&config_path, spec.toml(free_port())).expect("write config");
+        std::fs::write(&config_path, spec.toml(free_port(), None)).expect("write config");
         let run = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
             .arg("serve")
             .arg("--config")
@@ -273,7 +332,8 @@ impl Gateway {
 
     /// `GET` an admin route with the test admin token.
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin request");
+        let response =
+            self.http.get(self.admin_url(path)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -281,7 +341,7 @@ impl Gateway {
     /// A request with `token` (the admin token when `None`) and an optional JSON body.
     pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(token.unwrap_or(ADMIN_TOKEN));
+        let mut request = self.http.request(method, self.admin_url(path)).bearer_auth(token.unwrap_or(ADMIN_TOKEN));
         if let Some(body) = body {
             request = request.json(body);
         }

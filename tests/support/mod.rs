@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod gateway;
+pub mod pg_cluster;
 pub mod receiver;
 pub mod sign;
 
@@ -9,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use db::TestDb;
-pub use gateway::{Gateway, GatewaySpec, SourceSpec};
+pub use gateway::{Gateway, GatewaySpec, SourceSpec, free_port};
 pub use receiver::Receiver;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";

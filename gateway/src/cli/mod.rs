@@ -6,6 +6,7 @@
 //! API, so the server's checks, roles and audit log apply to the CLI too.
 
 mod replay;
+mod tokens;
 mod views;
 
 use serde_json::Value;
@@ -13,7 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use replay::{ReplayArgs, replay};
-pub use views::{EventsQuery, audit, audit_verify, event_show, events_list, summary, tokens_create};
+pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};
+pub use views::{EventsQuery, audit, audit_verify, event_show, events_list, summary};
 
 /// Why a command failed; `main` prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,10 @@ impl Api {
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         self.send(self.http.post(format!("{}{path}", self.server)).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
+        self.send(self.http.delete(format!("{}{path}", self.server))).await
     }
 
     async fn send(&self, mut request: reqwest::RequestBuilder) -> Result<Value, CliError> {

@@ -1,4 +1,4 @@
-//! `events list|show`, `summary`, `audit [verify]`, `tokens create`.
+//! `events list|show`, `summary`, `audit [verify]`.
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -238,16 +238,5 @@ pub async fn audit_verify(api: &Api) -> Result<(), CliError> {
         entries.len(),
         entries.last().map(|e| format!(", head {}", e.hash)).unwrap_or_default()
     );
-    Ok(())
-}
-
-pub async fn tokens_create(api: &Api, name: &str, role: &str, json_out: bool) -> Result<(), CliError> {
-    let v = api.post("/v1/tokens", &json!({ "name": name, "role": role })).await?;
-    if json_out {
-        print_json(&v);
-    } else {
-        println!("token for {} ({}): {}", s(&v["name"]), s(&v["role"]), s(&v["token"]));
-        println!("It is shown once and stored only as a hash: keep it now (e.g. HOOKWARDEN_TOKEN).");
-    }
     Ok(())
 }

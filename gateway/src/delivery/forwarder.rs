@@ -208,7 +208,7 @@ impl Forwarder {
             Ok(Answer { status, headers, excerpt }) => ForwardResult {
                 status: Some(status),
                 latency_ms,
-                error: None,
+                error: redirect_error(status, &headers),
                 excerpt: (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned()),
                 retry_after: headers
                     .get("retry-after")
@@ -294,6 +294,22 @@ fn request(req: &ForwardRequest<'_>) -> Result<hyper::Request<Full<Bytes>>, Stri
         headers.insert(AUTHORIZATION, basic);
     }
     Ok(request)
+}
+
+/// What a 3xx answer means for a forward: forwards are signed for one URL and never follow
+/// a redirect (a loop would be followed forever, and a signed body would go where the config
+/// does not say), so a redirect is a failed attempt that names where it pointed.
+fn redirect_error(status: u16, headers: &HeaderMap) -> Option<String> {
+    if !(300..400).contains(&status) {
+        return None;
+    }
+    let location = headers.get(hyper::header::LOCATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let mut text = match location {
+        Some(to) => format!("redirect: the handler answered {status} to {to}; forwards do not follow redirects"),
+        None => format!("redirect: the handler answered {status}; forwards do not follow redirects"),
+    };
+    text.truncate(text.floor_char_boundary(500));
+    Some(text)
 }
 
 /// A `user:password@` in a forward URL goes out as HTTP Basic authentication (as reqwest,

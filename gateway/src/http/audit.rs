@@ -27,6 +27,8 @@ async fn list(
     params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
+    // The log spans every source (tokens, replays of any source): not for a scoped token.
+    caller.require_every_source()?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

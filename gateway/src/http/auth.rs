@@ -1,20 +1,22 @@
 //! Bearer tokens for the admin API: the bootstrap admin token (config or
-//! `HOOKWARDEN_ADMIN_TOKEN`, compared in constant time) and operator tokens created with
-//! `hookwarden tokens create`, stored as sha256 hashes. A token's name is the audit log's "who".
+//! `HOOKWARDEN_ADMIN_TOKEN`, compared in constant time) and tokens created with
+//! `hookwarden tokens create`, stored as sha256 hashes, each with a role, optionally scoped to
+//! sources and with an expiry. A token's name is the audit log's "who".
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::access::{Role, token_hash};
+use crate::access::{Role, SourceScope, token_hash};
 use crate::error::ApiError;
 
-/// The authenticated caller of an admin route: the "who" of the audit log.
+/// The authenticated caller of an admin route: the "who" of the audit log, and what it may do.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    pub scope: SourceScope,
 }
 
 impl Caller {
@@ -23,6 +25,26 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::forbidden("role_insufficient", format!("this needs the {} role", role.as_str())))
+        }
+    }
+
+    /// For what spans every source (the audit log, tokens): a token scoped to some is refused.
+    pub fn require_every_source(&self) -> Result<(), ApiError> {
+        match self.scope {
+            SourceScope::All => Ok(()),
+            SourceScope::Only(_) => Err(ApiError::forbidden(
+                "scope_insufficient",
+                "this needs a token for every source; this one is scoped to some",
+            )),
+        }
+    }
+
+    /// For a source the caller named: refused when outside its scope.
+    pub fn require_source(&self, source: &str) -> Result<(), ApiError> {
+        if self.scope.allows(source) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("source_forbidden", format!("this token may not act on source `{source}`")))
         }
     }
 }
@@ -41,10 +63,20 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(admin) = &app.config.admin_token
             && bool::from(admin.0.as_bytes().ct_eq(token.as_bytes()))
         {
-            return Ok(Caller { name: "bootstrap-admin".into(), role: Role::Admin });
+            return Ok(Caller { name: "bootstrap-admin".into(), role: Role::Admin, scope: SourceScope::All });
         }
         let invalid = || ApiError::unauthorized("token_invalid", "the token is not valid");
-        let (name, role) = app.store.find_token(&token_hash(token)).await?.ok_or_else(invalid)?;
-        Ok(Caller { name, role: Role::parse(&role).ok_or_else(invalid)? })
+        let found = app.store.find_token(&token_hash(token)).await?.ok_or_else(invalid)?;
+        if found.revoked_at.is_some() {
+            return Err(ApiError::unauthorized("token_revoked", "the token was revoked"));
+        }
+        if found.expires_at.is_some_and(|at| at <= app.clock.now_ms()) {
+            return Err(ApiError::unauthorized("token_expired", "the token has expired"));
+        }
+        let scope = match found.sources {
+            None => SourceScope::All,
+            Some(sources) => SourceScope::Only(sources.into_iter().collect()),
+        };
+        Ok(Caller { name: found.name, role: Role::parse(&found.role).ok_or_else(invalid)?, scope })
     }
 }

@@ -13,7 +13,7 @@ use super::{AppState, Caller, Role};
 use crate::delivery::idempotency_key;
 use crate::domain::{EventId, EventSummary, Outcome};
 use crate::error::ApiError;
-use crate::replay::plan::and_filter;
+use crate::replay::plan::{and_filter, and_scope};
 use crate::store::{EventQuery, Selection};
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -81,7 +81,11 @@ async fn list(
         .as_deref()
         .map(|c| EventId::parse(c).ok_or_else(|| ApiError::bad_request("invalid_query", "`cursor` is not an event id")))
         .transpose()?;
+    if let Some(source) = &p.source {
+        caller.require_source(source)?;
+    }
     let mut filter = Selection::default();
+    and_scope(&mut filter, &caller.scope);
     if let Some(text) = p.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
         let parsed = crate::replay::filter::parse(text)
             .map_err(|err| ApiError::bad_request(err.code(), format!("filter: {err}")))?;
@@ -110,6 +114,10 @@ async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String
     let not_found = || ApiError::not_found("event_unknown", format!("no event `{id}`"));
     let event_id = EventId::parse(&id).ok_or_else(not_found)?;
     let detail = app.store.get_event(&event_id).await?.ok_or_else(not_found)?;
+    // Another source's event is not there for a scoped token.
+    if !caller.scope.allows(&detail.summary.source) {
+        return Err(not_found());
+    }
     let receipts = app.store.list_receipts(&event_id).await?;
     let mut out = event_json(&app, &detail.summary, app.clock.now_ms());
     let body = match std::str::from_utf8(&detail.body) {
@@ -202,7 +210,7 @@ async fn resolve(
         subject: Some(id.clone()),
         details: json!({ "note": req.note, "outcome": outcome, "outcome_before": before, "source": source }),
     };
-    if !app.store.resolve_event(&event_id, outcome, &caller.name, &req.note, now, audit).await? {
+    if !app.store.resolve_event(&event_id, &caller.scope, outcome, &caller.name, &req.note, now, audit).await? {
         return Err(not_found());
     }
     Ok(Json(json!({ "event_id": id, "outcome": outcome })))

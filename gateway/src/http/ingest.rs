@@ -1,27 +1,79 @@
 //! `POST /ingest/{source}`: verify, store durably, and only then answer 200.
 //!
-//! Order matters and is the guarantee: unknown source (404) → size (413) → signature (401) →
-//! group-committed insert → 200. Nothing is stored unless every check passed, and nothing
-//! is acknowledged unless it was committed; a failed commit is a 503 so the provider retries.
+//! Order matters and is the guarantee: the source's rate limit (429) → unknown source (404) →
+//! size (413) → signature (401) → group-committed insert → 200. Nothing is stored unless every
+//! check passed, and nothing is acknowledged unless it was committed; a failed commit is a 503
+//! so the provider retries.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use governor::clock::Clock;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::domain::{HeaderBytes, NewEvent, Stored};
+use crate::config::SourceConfig;
+use crate::domain::{BodyDedup, HeaderBytes, NewEvent, Stored};
 use crate::error::ApiError;
+
+/// Each source's ingest rate limit (`ingest_limit`), checked before its body is read: a flood
+/// from one provider (or an attacker) gets 429 with `Retry-After` and cannot starve the other
+/// sources of the writer; the provider retries later, so nothing is lost.
+pub struct IngestLimits(HashMap<String, DefaultDirectRateLimiter>);
+
+impl IngestLimits {
+    pub fn from_sources(sources: &[SourceConfig]) -> Self {
+        let limits = sources
+            .iter()
+            .filter_map(|s| {
+                let limit = s.ingest_limit?;
+                let per_second = NonZeroU32::new(limit.per_second)?;
+                let burst = NonZeroU32::new(limit.burst).unwrap_or(per_second);
+                Some((s.name.clone(), RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))))
+            })
+            .collect();
+        Self(limits)
+    }
+
+    /// `Some(wait)` when `source` is over its limit: how long until it may send again.
+    fn over(&self, source: &str) -> Option<Duration> {
+        let limiter = self.0.get(source)?;
+        limiter.check().err().map(|not_until| not_until.wait_time_from(limiter.clock().now()))
+    }
+}
 
 async fn ingest(
     State(app): State<AppState>,
     Path(source_name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Response {
+    if let Some(wait) = app.ingest_limits.over(&source_name) {
+        metrics::counter!("hookwarden_ingest_total", "source" => source_name.clone(), "result" => "rate_limited")
+            .increment(1);
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("source `{source_name}` is over its ingest limit; retry in {seconds} s"),
+        );
+        return ([(RETRY_AFTER, seconds.to_string())], error).into_response();
+    }
+    store(app, source_name, headers, body).await.into_response()
+}
+
+async fn store(app: AppState, source_name: String, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let Some(source) = app.sources.get(&source_name) else {
         return Err(ApiError::not_found("source_unknown", format!("no source named `{source_name}`")));
     };
@@ -58,6 +110,10 @@ async fn ingest(
             .iter()
             .map(|(name, value)| (name.as_str().to_string(), HeaderBytes(value.as_bytes().to_vec())))
             .collect(),
+        body_dedup: source.body_dedup_window.map(|window| BodyDedup {
+            sha256: hex::encode(Sha256::digest(&body)),
+            since: now_ms.saturating_sub(window.as_millis() as i64),
+        }),
         body: body.to_vec(),
     };
     // The commit runs in its own task: a provider that hangs up now cancels this handler,

@@ -9,6 +9,7 @@ mod auth;
 mod events;
 mod health;
 mod ingest;
+mod listener;
 mod receipts;
 mod replays;
 mod summary;
@@ -33,6 +34,8 @@ use crate::store::{CommitQueue, Store};
 
 pub use crate::access::Role;
 pub use auth::Caller;
+pub use ingest::IngestLimits;
+pub use listener::BoundedListener;
 pub use time::{format_ms, parse_rfc3339};
 
 /// Everything a request handler may use, behind one `Arc`: axum clones the state for every
@@ -69,18 +72,41 @@ pub struct App {
     /// Ids of inbound events, from `clock`.
     pub ids: EventIds,
     pub metrics: PrometheusHandle,
+    pub ingest_limits: IngestLimits,
 }
 
+/// Every route, on one listener.
 pub fn router(state: AppState) -> Router {
+    finish(public_routes().merge(admin_routes()), state)
+}
+
+/// What faces providers and handlers when the admin API listens apart (`server.admin_listen`):
+/// ingest, receipts and the health probes.
+pub fn public_router(state: AppState) -> Router {
+    finish(public_routes(), state)
+}
+
+/// The admin API with the probes and metrics, for its own (private) listener.
+pub fn admin_router(state: AppState) -> Router {
+    finish(admin_routes().merge(health::probes()), state)
+}
+
+fn public_routes() -> Router<AppState> {
+    Router::new().merge(ingest::router()).merge(receipts::router()).merge(health::probes())
+}
+
+fn admin_routes() -> Router<AppState> {
     Router::new()
-        .merge(ingest::router())
         .merge(events::router())
-        .merge(receipts::router())
         .merge(replays::router())
         .merge(audit::router())
         .merge(tokens::router())
         .merge(summary::router())
-        .merge(health::router())
+        .merge(health::metrics())
+}
+
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         // Errors are JSON everywhere, also for a path or method the API does not have.
         .fallback(|| async { ApiError::not_found("route_unknown", "no such route") })
         .method_not_allowed_fallback(|| async {

@@ -16,6 +16,7 @@ fn plan_error(err: PlanError) -> ApiError {
     match err {
         PlanError::Store(err) => err.into(),
         PlanError::Forbidden(message) => ApiError::forbidden("role_insufficient", message),
+        PlanError::SourceForbidden(_) => ApiError::forbidden("source_forbidden", err.to_string()),
         PlanError::SourceUnknown(_) => ApiError::not_found("source_unknown", err.to_string()),
         other => ApiError::bad_request(other.code(), other.to_string()),
     }
@@ -28,7 +29,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     let now = app.clock.now_ms();
-    let plan = plan(&app.store, &app.sources, request, caller.role, now).await.map_err(plan_error)?;
+    let plan = plan(&app.store, &app.sources, request, caller.role, &caller.scope, now).await.map_err(plan_error)?;
     let mut shown = plan.to_json();
     if plan.request.dry_run != Some(false) {
         app.store
@@ -46,6 +47,8 @@ async fn create(
     let mut recorded = serde_json::to_value(&plan.request).expect("serialises");
     recorded["eligible_outcomes"] = json!(plan.eligible_outcomes);
     recorded["filter_normalised"] = json!(plan.filter.as_ref().map(ToString::to_string));
+    // The sources the run may touch, when its maker's token was scoped: who else may see it.
+    recorded["scope"] = json!(caller.scope.limited_to());
     let job = NewReplay {
         id: id.clone(),
         created_by: caller.name.clone(),
@@ -105,23 +108,34 @@ fn job_json(job: &ReplayJob) -> Value {
     })
 }
 
+/// The job, when it exists and the caller's scope covers every source it may touch (its
+/// `source`, or the scope its maker's token had); a job out of scope is not there for it.
+async fn visible_job(app: &AppState, caller: &Caller, id: &str) -> Result<ReplayJob, ApiError> {
+    let unknown = || ApiError::not_found("replay_unknown", format!("no replay `{id}`"));
+    let job = app.store.get_replay(id).await?.ok_or_else(unknown)?;
+    if caller.scope.limited_to().is_none() {
+        return Ok(job);
+    }
+    let sources: Option<Vec<&str>> = match (job.request["source"].as_str(), job.request["scope"].as_array()) {
+        (Some(source), _) => Some(vec![source]),
+        (None, Some(scope)) => scope.iter().map(Value::as_str).collect(),
+        (None, None) => None,
+    };
+    match sources {
+        Some(sources) if sources.iter().all(|s| caller.scope.allows(s)) => Ok(job),
+        _ => Err(unknown()),
+    }
+}
+
 async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let job = app
-        .store
-        .get_replay(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("replay_unknown", format!("no replay `{id}`")))?;
+    let job = visible_job(&app, &caller, &id).await?;
     Ok(Json(job_json(&job)))
 }
 
 async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
-    let job = app
-        .store
-        .get_replay(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("replay_unknown", format!("no replay `{id}`")))?;
+    let job = visible_job(&app, &caller, &id).await?;
     let now = app.clock.now_ms();
     let audit = |counts: &crate::store::ReplayCounts| NewAuditEntry {
         at: now,

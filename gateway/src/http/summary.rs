@@ -77,12 +77,15 @@ async fn summary(
         ));
     }
     let sources: Vec<_> = match &p.source {
-        Some(name) => vec![
-            app.sources
-                .get(name)
-                .ok_or_else(|| ApiError::not_found("source_unknown", format!("no source named `{name}`")))?,
-        ],
-        None => app.config.sources.iter().collect(),
+        Some(name) => {
+            caller.require_source(name)?;
+            vec![
+                app.sources
+                    .get(name)
+                    .ok_or_else(|| ApiError::not_found("source_unknown", format!("no source named `{name}`")))?,
+            ]
+        }
+        None => app.config.sources.iter().filter(|s| caller.scope.allows(&s.name)).collect(),
     };
     let mut totals = Counts::default();
     let mut per_source = BTreeMap::new();

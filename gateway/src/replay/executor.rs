@@ -26,7 +26,7 @@ use crate::domain::{AttemptKind, EventId, Outcome};
 use crate::receipts::ReceiptDesk;
 use crate::store::{
     AttemptRecord, Batcher, Completion, ItemResult, NewAuditEntry, ReplayItem, ReplayJob, SendableEvent, Store,
-    StoreError, Workers,
+    StoreError, Workers, retry_transient,
 };
 
 /// Items re-checked and sent per batch.
@@ -92,10 +92,11 @@ impl Replayer {
         settings: ReplaySettings,
     ) -> Arc<Self> {
         let writer = store.clone();
+        let patience = settings.lease;
         let attempts = Batcher::spawn(8192, 512, Workers::Shared(1), move |records: Vec<AttemptRecord>| {
             let store = writer.clone();
             async move {
-                match store.record_replay_attempts(&records).await {
+                match retry_transient(patience, || store.record_replay_attempts(&records)).await {
                     Ok(_) => records.iter().map(|_| Ok(())).collect(),
                     Err(err) => records.iter().map(|_| Err(err.to_string())).collect(),
                 }
@@ -170,7 +171,7 @@ impl Replayer {
         }
         tracing::info!(replay = %job.id, eligible = job.counts.eligible, "replay running");
         let run = self.job_run(&job);
-        let result = self.drive(&job, &run, stop_rx).await;
+        let result = self.drive_through_outages(&job, &run, stop_rx).await;
         {
             // Only this run's own entry: a fresh run of the job may have replaced it.
             let mut running = self.running.lock().expect("running lock");
@@ -246,6 +247,46 @@ impl Replayer {
             outstanding: Arc::new(Semaphore::new(MAX_OUTSTANDING as usize)),
             results: self.result_writer(&job.id),
         })
+    }
+
+    /// [`Self::drive`], carried across store failures that pass by themselves (the database
+    /// restarting, a session cut, a full disk): the run waits until the store renews its lease
+    /// again and then goes on where the store says it is, rather than ending the job failed.
+    /// Items the failed pass had marked `sending` are then reported interrupted, never resent.
+    async fn drive_through_outages(
+        self: &Arc<Self>,
+        job: &ReplayJob,
+        run: &Arc<JobRun>,
+        stop: watch::Receiver<Stop>,
+    ) -> Result<End, StoreError> {
+        loop {
+            let err = match self.drive(job, run, stop.clone()).await {
+                Err(err) if err.is_transient() => err,
+                done => return done,
+            };
+            tracing::warn!(replay = %job.id, error = %err, "the store failed under a running replay; it goes on once the store is back");
+            run.drain().await;
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match stop.has_changed().map(|_| *stop.borrow()) {
+                    Ok(Stop::Run) => {}
+                    Ok(Stop::Cancel) => return Ok(End::Cancelled),
+                    Ok(Stop::Shutdown) => return Ok(End::Shutdown),
+                    Err(_) => return Ok(End::LeaseLost),
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                let until = self.clock.now_ms() + self.settings.lease.as_millis() as i64;
+                match self.store.renew_replay(&job.id, &self.gateway_id, until, run.rate.current()).await {
+                    Ok(Some(state)) if state == "running" => break,
+                    Ok(Some(_)) => return Ok(End::Cancelled),
+                    Ok(None) => return Ok(End::LeaseLost),
+                    Err(err) if err.is_transient() => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            tracing::info!(replay = %job.id, "the store is back: the replay goes on");
+        }
     }
 
     /// Runs a job's items until none is queued, the job is cancelled, or the lease is lost.
@@ -503,14 +544,17 @@ impl Replayer {
     }
 
     /// A group-commit writer of one job's item results.
+    /// Results that meet a store failure that passes are written again for up to a lease:
+    /// an item left `sending` is reported interrupted when the run resumes.
     fn result_writer(&self, id: &str) -> Batcher<ItemResult, ()> {
         let store = self.store.clone();
         let id = id.to_string();
+        let patience = self.settings.lease;
         Batcher::spawn(4096, 512, Workers::Shared(1), move |results: Vec<ItemResult>| {
             let store = store.clone();
             let id = id.clone();
             async move {
-                if let Err(err) = store.record_items(&id, &results).await {
+                if let Err(err) = retry_transient(patience, || store.record_items(&id, &results)).await {
                     tracing::error!(replay = %id, error = %err, "recording replay results failed");
                 }
                 vec![(); results.len()]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::filter::{self, Filter, FilterError};
-use crate::access::Role;
+use crate::access::{Role, SourceScope};
 use crate::config::SourceConfig;
 use crate::delivery::idempotency_key;
 use crate::domain::{EventId, Outcome};
@@ -66,6 +66,8 @@ pub enum PlanError {
     OverrideNoteMissing,
     #[error("{0}")]
     Forbidden(String),
+    #[error("this token may not act on source `{0}`")]
+    SourceForbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -80,6 +82,7 @@ impl PlanError {
             PlanError::ReasonMissing => "reason_required",
             PlanError::OverrideNoteMissing => "override_note_required",
             PlanError::Forbidden(_) => "role_insufficient",
+            PlanError::SourceForbidden(_) => "source_forbidden",
             PlanError::Store(_) => "store_unavailable",
         }
     }
@@ -157,12 +160,14 @@ fn parse_time(field: &str, text: &str) -> Result<i64, PlanError> {
 }
 
 /// Checks a request and measures it against the store. `live` asks for the live run's
-/// requirements (a reason); `role` is the caller's.
+/// requirements (a reason); `role` and `scope` are the caller's: a scoped caller's replay
+/// selects only events of its sources (others' ids count as unknown).
 pub async fn plan(
     store: &Store,
     sources: &HashMap<String, SourceConfig>,
     request: ReplayRequest,
     role: Role,
+    scope: &SourceScope,
     now_ms: i64,
 ) -> Result<ReplayPlan, PlanError> {
     if role < Role::Operator {
@@ -171,11 +176,15 @@ pub async fn plan(
     let live = request.dry_run == Some(false);
     let mut selection = Selection::default();
     if let Some(source) = &request.source {
+        if !scope.allows(source) {
+            return Err(PlanError::SourceForbidden(source.clone()));
+        }
         if !sources.contains_key(source) {
             return Err(PlanError::SourceUnknown(source.clone()));
         }
         selection.and("source = ?", vec![SqlParam::Text(source.clone())]);
     }
+    and_scope(&mut selection, scope);
     let (mut since, mut until) = (None, None);
     match (&request.since, &request.event_ids) {
         (None, None) => return Err(PlanError::ScopeMissing),
@@ -302,6 +311,14 @@ pub async fn plan(
 pub fn and_filter(selection: &mut Selection, filter: &filter::Filter) {
     let (sql, params) = filter.to_sql(1);
     selection.and(&numbered_to_marks(&sql), params.into_iter().map(to_store_param).collect());
+}
+
+/// Limits a store condition to a scoped token's sources (nothing for a token for all).
+pub fn and_scope(selection: &mut Selection, scope: &SourceScope) {
+    if let Some(only) = scope.limited_to() {
+        let marks = vec!["?"; only.len()].join(", ");
+        selection.and(&format!("source IN ({marks})"), only.iter().map(|s| SqlParam::Text(s.clone())).collect());
+    }
 }
 
 /// The filter's `$n` placeholders as the `?` marks a [`Selection`] numbers itself.

@@ -10,7 +10,7 @@
 //! (`keep_prepared`, here and for receipts): each count is a text of its own, and parsing it
 //! afresh on most commits was ~12% of the instructions per ingested event.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::delivery::{
@@ -18,10 +18,10 @@ use super::delivery::{
 };
 use super::ingest::{EXISTING, ROWS_PER_STATEMENT, insert_payloads_sql, insert_sql};
 use super::{
-    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, SqlTexts, Store, StoreError, Workers, commit_sqlite,
-    keep_prepared, row_marks,
+    AttemptRecord, Backend, Batcher, Completion, Handoff, Pool, SqlTexts, Store, StoreError, Workers, body_dedup,
+    commit_sqlite, keep_prepared, row_marks,
 };
-use crate::domain::{EventId, NewEvent, Stored};
+use crate::domain::{BodyDedup, EventId, NewEvent, Stored};
 
 impl Store {
     /// Stores `events` and records `attempts` in one transaction.
@@ -58,6 +58,18 @@ impl Store {
     ) -> Result<(Vec<Stored>, Vec<bool>), StoreError> {
         let headers: Vec<String> =
             events.iter().map(|e| serde_json::to_string(&e.headers).expect("headers serialise")).collect();
+        let written = self.write_group(events, &headers, attempts, relaxed).await;
+        self.health.note(&written);
+        written
+    }
+
+    async fn write_group(
+        &self,
+        events: &[NewEvent],
+        headers: &[String],
+        attempts: &[AttemptRecord],
+        relaxed: bool,
+    ) -> Result<(Vec<Stored>, Vec<bool>), StoreError> {
         match &self.pool {
             Pool::Sqlite { write, leases, last_seq, .. } => {
                 // Leases live in memory on SQLite: checked before the transaction.
@@ -75,7 +87,7 @@ impl Store {
                     // `db` (which does not close a handle it did not open) and its statements
                     // are gone before `handle` is unlocked.
                     let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-                    commit_sqlite::write_group(&db, events, &headers, attempts, &held, relaxed, last_seq)
+                    commit_sqlite::write_group(&db, events, headers, attempts, &held, relaxed, last_seq)
                 });
                 drop(handle);
                 // After an error the connection may be inside a transaction (its rollback
@@ -93,7 +105,7 @@ impl Store {
                 );
                 Ok((stored, held))
             }
-            Pool::Postgres(pool) => write_postgres(pool, events, &headers, attempts).await,
+            Pool::Postgres(pool) => write_postgres(pool, events, headers, attempts).await,
         }
     }
 }
@@ -121,8 +133,37 @@ async fn write_postgres(
     let mut stored = Vec::with_capacity(events.len());
     let mut tx = pool.begin().await?;
 
+    // Bodies seen within their source's window make their events repeats before any insert;
+    // claimed in one order, so two transactions claiming the same bodies cannot deadlock.
+    let mut repeats: HashMap<usize, EventId> = HashMap::new();
+    let mut claims: Vec<(usize, &NewEvent, &BodyDedup)> =
+        events.iter().enumerate().filter_map(|(i, e)| Some((i, e, e.body_dedup.as_ref()?))).collect();
+    claims.sort_by(|a, b| (&a.1.source, &a.2.sha256).cmp(&(&b.1.source, &b.2.sha256)));
+    for (i, event, dedup) in claims {
+        let claimed = sqlx::query(body_dedup::CLAIM)
+            .bind(&event.source)
+            .bind(&dedup.sha256)
+            .bind(event.id.as_str())
+            .bind(event.received_at)
+            .bind(dedup.since)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if claimed == 0 {
+            let first: String = sqlx::query_scalar(body_dedup::FIRST)
+                .bind(&event.source)
+                .bind(&dedup.sha256)
+                .fetch_one(&mut *tx)
+                .await?;
+            repeats.insert(i, EventId::from_stored(first));
+        }
+    }
+    let (to_insert, to_insert_headers): (Vec<&NewEvent>, Vec<&String>) =
+        events.iter().zip(headers).enumerate().filter(|(i, _)| !repeats.contains_key(i)).map(|(_, pair)| pair).unzip();
+
     let mut inserted: HashSet<&str> = HashSet::with_capacity(events.len());
-    for (chunk, chunk_headers) in events.chunks(ROWS_PER_STATEMENT).zip(headers.chunks(ROWS_PER_STATEMENT)) {
+    for (chunk, chunk_headers) in to_insert.chunks(ROWS_PER_STATEMENT).zip(to_insert_headers.chunks(ROWS_PER_STATEMENT))
+    {
         let mut query = sqlx::query(INSERT_EVENTS.get(backend, chunk.len())).persistent(keep_prepared(chunk.len()));
         for event in chunk {
             query = query
@@ -147,8 +188,12 @@ async fn write_postgres(
             let found: HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
             chunk.iter().map(|e| e.id.as_str()).filter(|id| found.contains(*id)).collect()
         };
-        let fresh: Vec<(&NewEvent, &String)> =
-            chunk.iter().zip(chunk_headers).filter(|(e, _)| new.contains(e.id.as_str())).collect();
+        let fresh: Vec<(&NewEvent, &String)> = chunk
+            .iter()
+            .zip(chunk_headers)
+            .filter(|(e, _)| new.contains(e.id.as_str()))
+            .map(|(e, h)| (*e, *h))
+            .collect();
         if !fresh.is_empty() {
             let mut payloads =
                 sqlx::query(INSERT_PAYLOADS.get(backend, fresh.len())).persistent(keep_prepared(fresh.len()));
@@ -159,13 +204,25 @@ async fn write_postgres(
         }
         inserted.extend(new);
     }
-    for event in events {
+    for (i, event) in events.iter().enumerate() {
+        if let Some(first) = repeats.remove(&i) {
+            stored.push(Stored::Duplicate(first));
+            continue;
+        }
         if inserted.contains(event.id.as_str()) {
             stored.push(Stored::New(event.id.clone()));
             continue;
         }
         let id: String =
             sqlx::query_scalar(EXISTING).bind(&event.source).bind(&event.dedup_key).fetch_one(&mut *tx).await?;
+        if let Some(dedup) = &event.body_dedup {
+            sqlx::query(body_dedup::POINT_AT)
+                .bind(&event.source)
+                .bind(&dedup.sha256)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
         stored.push(Stored::Duplicate(EventId::from_stored(id)));
     }
 

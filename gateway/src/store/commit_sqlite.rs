@@ -15,7 +15,7 @@ use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 
 use super::delivery::{EXHAUSTED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY};
 use super::{AttemptRecord, Completion};
-use crate::domain::{EXHAUSTED_ERROR_CODE, EventId, NewEvent, Stored};
+use crate::domain::{BodyDedup, EXHAUSTED_ERROR_CODE, EventId, NewEvent, Stored};
 
 /// New events are due at once: `next_attempt_at` is their received time. `seq` is their place
 /// in the order received, which on SQLite's one writer is the order of its commits.
@@ -78,6 +78,12 @@ fn transaction(
         let mut existing: Option<Statement<'_>> = None;
         for (event, headers) in events.iter().zip(headers) {
             let id = event.id.as_str();
+            if let Some(dedup) = &event.body_dedup
+                && let Some(first) = claim_body(&tx, event, dedup)?
+            {
+                stored.push(Stored::Duplicate(first));
+                continue;
+            }
             let row = params![id, event.source, event.dedup_key, event.event_type, event.received_at, *seq + 1];
             if insert.execute(row)? == 1 {
                 *seq += 1;
@@ -88,6 +94,9 @@ fn transaction(
             // A repeat of an event stored before, or earlier in this group: the first one's id.
             let first: String = prepared(&mut existing, &tx, EXISTING)?
                 .query_row(params![event.source, event.dedup_key], |row| row.get(0))?;
+            if let Some(dedup) = &event.body_dedup {
+                tx.execute(&BODY_SQL.point_at, params![event.source, dedup.sha256, first])?;
+            }
             stored.push(Stored::Duplicate(EventId::from_stored(first)));
         }
     }
@@ -130,6 +139,20 @@ fn transaction(
     Ok(stored)
 }
 
+/// Claims `event`'s body for it (see [`super::body_dedup`]): `Some(first)` when the same body
+/// came since `dedup.since`, and the event is a repeat of that first one.
+fn claim_body(tx: &Connection, event: &NewEvent, dedup: &BodyDedup) -> rusqlite::Result<Option<EventId>> {
+    let claimed = tx.execute(
+        &BODY_SQL.claim,
+        params![event.source, dedup.sha256, event.id.as_str(), event.received_at, dedup.since],
+    )?;
+    if claimed == 1 {
+        return Ok(None);
+    }
+    let first: String = tx.query_row(&BODY_SQL.first, params![event.source, dedup.sha256], |row| row.get(0))?;
+    Ok(Some(EventId::from_stored(first)))
+}
+
 /// `slot`'s statement, prepared on first use.
 fn prepared<'s, 'c>(
     slot: &'s mut Option<Statement<'c>>,
@@ -150,6 +173,22 @@ struct Updates {
     replay_delivered: String,
     replay_failed: String,
 }
+
+/// The body-dedup statements, numbered as SQLite takes them.
+struct BodySql {
+    claim: String,
+    first: String,
+    point_at: String,
+}
+
+static BODY_SQL: LazyLock<BodySql> = LazyLock::new(|| {
+    let numbered = |sql: &str| sql.replace('$', "?");
+    BodySql {
+        claim: numbered(super::body_dedup::CLAIM),
+        first: numbered(super::body_dedup::FIRST),
+        point_at: numbered(super::body_dedup::POINT_AT),
+    }
+});
 
 static UPDATES: LazyLock<Updates> = LazyLock::new(|| {
     let numbered = |sql: &str| sql.replace('$', "?");

@@ -5,6 +5,7 @@ use sqlx::Row;
 use super::audit::append_audit_in;
 use super::selection::bind_all;
 use super::{Backend, NewAuditEntry, Selection, SqlParam, Store, StoreError, with_pool, with_writer};
+use crate::access::SourceScope;
 use crate::domain::{Attempt, AttemptKind, DeliveryState, EventId, EventSummary, Outcome, ReceivedHeaders, Resolution};
 
 const COLUMNS: &str = "id, source, dedup_key, event_type, received_at, outcome, error_code, delivery_state, \
@@ -141,11 +142,13 @@ impl Store {
 impl Store {
     /// An operator closes a gap without replay: sets the outcome, keeps who and why, cancels
     /// pending retries, and appends the audit entry `audit` makes of the event's source and
-    /// outcome before, all in one transaction. `false` when there is no such event (nothing
-    /// written).
+    /// outcome before, all in one transaction. `false` when there is no such event, or none
+    /// of a source in `scope` (nothing written).
+    #[allow(clippy::too_many_arguments)]
     pub async fn resolve_event(
         &self,
         id: &EventId,
+        scope: &SourceScope,
         outcome: Outcome,
         by: &str,
         note: &str,
@@ -158,7 +161,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             let found: Option<(String, String)> =
                 sqlx::query_as(sqlx::AssertSqlSafe(before)).bind(id.as_str()).fetch_optional(&mut *tx).await?;
-            let Some((source, was)) = found else {
+            let Some((source, was)) = found.filter(|(source, _)| scope.allows(source)) else {
                 return Ok(false);
             };
             let was = Outcome::parse(&was).ok_or_else(|| corrupt("outcome", &was))?;

@@ -11,15 +11,18 @@
 
 mod audit;
 mod batch;
+mod body_dedup;
 mod checkpoint;
 mod commit;
 mod commit_sqlite;
 mod delivery;
 mod events;
 mod handoff;
+mod health;
 mod ingest;
 mod receipts;
 mod replays;
+mod retry;
 mod selection;
 mod summary;
 mod tokens;
@@ -37,11 +40,13 @@ pub use commit::CommitQueue;
 pub use delivery::{AttemptRecord, Completion, DueDelivery};
 pub use events::{EventDetail, EventQuery};
 pub use handoff::{FreshDeliveries, Handoff, handoff};
+pub use health::NotReady;
 pub use receipts::{NewReceipt, Recorded, SendCheck, StoredReceipt};
 pub use replays::{ItemResult, NewReplay, ReplayCounts, ReplayItem, ReplayJob, SampleEvent, SendableEvent};
+pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
 pub use summary::{SummaryQuery, SummaryRow};
-pub use tokens::TokenRecord;
+pub use tokens::{Revoked, TokenRecord};
 
 /// Why the store failed; the HTTP edge answers 503 for these so providers retry.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,49 @@ pub enum StoreError {
     Batch(String),
 }
 
+impl StoreError {
+    /// The database ran out of disk (SQLite `SQLITE_FULL`, PostgreSQL `53100`).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("13" | "53100")) || e.message().contains("disk is full")
+            }
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => e.code == rusqlite::ErrorCode::DiskFull,
+            other => other.to_string().contains("disk is full"),
+        }
+    }
+
+    /// A failure that passes by itself: the database unreachable or restarting, a session
+    /// cut, a full disk, contention. Work that met one waits and tries again instead of
+    /// giving up (a statement the database refuses is not one of these).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(err) => match err {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(e) => {
+                    let code = e.code();
+                    let code = code.as_deref().unwrap_or("");
+                    if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                        // BUSY (5), LOCKED (6), FULL (13), and their extended codes.
+                        matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6 | 13))
+                    } else {
+                        // PostgreSQL: connection exceptions (08), insufficient resources (53),
+                        // operator intervention (57: shutdown, cannot connect now),
+                        // serialisation failures and deadlocks (40).
+                        ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class))
+                    }
+                }
+                _ => false,
+            },
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked | rusqlite::ErrorCode::DiskFull
+            ),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -99,6 +147,8 @@ enum Pool {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Whether the last group commit failed, and why (`/readyz`).
+    health: health::WriteHealth,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of either backend, for reads.
@@ -216,6 +266,9 @@ pub(crate) fn row_marks(backend: Backend, rows: usize, per_row: usize, first: us
     groups.join(", ")
 }
 
+/// How long a statement waits for a PostgreSQL connection (see `Store::connect`).
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -271,12 +324,16 @@ impl Store {
                     checkpointer,
                     last_seq: std::sync::Arc::new(last_seq.into()),
                 },
+                health: Default::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
             let pool = PgPoolOptions::new()
                 .max_connections(32)
-                .acquire_timeout(Duration::from_secs(30))
+                // While PostgreSQL is down or restarting, an acquire retries the connection
+                // until this runs out: a provider then hears 503 within it, not after its own
+                // timeout, and retries later.
+                .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await?;
             // Several gateways may start at once on one database; the lock serialises them.
@@ -286,7 +343,7 @@ impl Store {
             sqlx::query("SELECT pg_advisory_unlock(4242001)").execute(&mut *conn).await?;
             migrated?;
             drop(conn);
-            Ok(Self { pool: Pool::Postgres(pool) })
+            Ok(Self { pool: Pool::Postgres(pool), health: Default::default() })
         } else {
             Err(StoreError::UnsupportedUrl(url.to_string()))
         }
@@ -322,12 +379,6 @@ impl Store {
                 Err(StoreError::LockFile(format!("cannot lock {}: {e}", path.display())))
             }
         }
-    }
-
-    /// A cheap round trip, for `/readyz`.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
-        Ok(())
     }
 
     /// The SQLite writer's `synchronous` level (2 = FULL), for diagnostics and the test that

@@ -85,6 +85,12 @@ impl Verifier {
         }
     }
 
+    /// Whether the provider's signature covers no timestamp, so a captured request can be
+    /// sent again, with a fresh delivery id, and still verify.
+    pub fn signs_no_timestamp(&self) -> bool {
+        matches!(self, Verifier::Github { .. } | Verifier::Hmac { .. } | Verifier::None)
+    }
+
     /// Checks the request's signature at `now_secs` (unix seconds).
     pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_secs: i64) -> Result<(), VerifyError> {
         match self {

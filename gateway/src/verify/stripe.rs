@@ -33,7 +33,8 @@ pub(super) fn verify(
     if signatures.is_empty() {
         return Err(malformed());
     }
-    if (now_secs - t).abs() > tolerance.as_secs() as i64 {
+    // `abs_diff`: a timestamp of any size is stale, never an overflow.
+    if now_secs.abs_diff(t) > tolerance.as_secs() {
         return Err(VerifyError::StaleTimestamp);
     }
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
