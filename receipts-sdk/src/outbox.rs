@@ -380,8 +380,9 @@ pub async fn answer_probe<DB: Backend>(
         return Ok(answer);
     }
     let now = crate::unix_now();
-    let (mut applied, mut failed): (HashMap<String, (String, Receipt)>, HashMap<String, (String, Receipt)>) =
-        Default::default();
+    // Event id → (receipt id, receipt): the latest stored of each status.
+    let mut applied: HashMap<String, (String, Receipt)> = HashMap::new();
+    let mut failed: HashMap<String, (String, Receipt)> = HashMap::new();
     for (receipt_id, event_id, body) in DB::stored_receipts(pool, event_ids).await? {
         let Ok(receipt) = Receipt::parse(body.as_bytes()) else { continue };
         let latest = if receipt.status == ReceiptStatus::Applied { &mut applied } else { &mut failed };
