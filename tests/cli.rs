@@ -137,8 +137,8 @@ async fn ctrl_c_during_a_live_replay_asks_before_cancelling() {
     wait_for(&mut stderr, &mut seen, "[y/N] ").await;
     stdin.write_all(b"y\n").await.unwrap();
     let out = tokio::time::timeout(Duration::from_secs(20), cli.wait_with_output()).await.unwrap().unwrap();
-    // A run that did not complete is not a success for scripts either.
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // A run that did not complete is not a success for scripts either: 4, cancelled.
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(stdout(&out).contains("cancelled: sent"), "{out:?}");
     let (_, job) = gw.admin_get(&format!("/v1/replays/{id}")).await;
     assert_eq!(job["state"], "cancelled", "{job}");

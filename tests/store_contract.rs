@@ -2,9 +2,12 @@
 
 use std::collections::HashSet;
 
+use hookwarden::access::SourceScope;
 use hookwarden::domain::Outcome;
 use hookwarden::domain::{AttemptKind, EventId, NewEvent, Stored};
-use hookwarden::store::{AttemptRecord, CommitQueue, Completion, NewReceipt, Recorded, Store};
+use hookwarden::store::{
+    AttemptRecord, CommitQueue, Completion, NewAuditEntry, NewReceipt, Recorded, Resolving, Store,
+};
 
 use crate::support::{Db, TestDb, on_both_backends};
 
@@ -341,3 +344,40 @@ async fn order_received(kind: Db) {
 }
 
 on_both_backends!(order_received);
+
+/// The check before a send sees an operator's resolution as committed, made after the run
+/// was planned (so the executor drops the item, `JobRun::still_eligible`); receipts keep
+/// their meaning: a `failed` one leaves the event resolved, an `applied` one confirms it.
+async fn the_check_before_a_send_sees_a_resolution(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let events: Vec<_> = (0..2).map(|n| event("s", &format!("res{n}"), 100)).collect();
+    store.insert_events(&events).await.unwrap();
+    let (a, b) = (&events[0].id, &events[1].id);
+    let before = store.check_before_send(a).await.unwrap();
+    assert_eq!((before.outcome, before.resolved_at), (Outcome::Unknown, None));
+    let entry = |_: &str, _: Outcome| NewAuditEntry {
+        at: 5_000,
+        actor: "op".into(),
+        action: "event.resolved".into(),
+        subject: None,
+        details: serde_json::json!({}),
+    };
+    let scope = SourceScope::All;
+    assert_eq!(store.resolve_event(a, &scope, "op", "by hand", 5_000, entry).await.unwrap(), Resolving::Resolved);
+    let after = store.check_before_send(a).await.unwrap();
+    assert_eq!((after.outcome, after.resolved_at, after.receipts), (Outcome::Resolved, Some(5_000), 0));
+    assert_eq!(
+        store.resolve_event(a, &scope, "op", "again", 6_000, entry).await.unwrap(),
+        Resolving::Settled(Outcome::Resolved)
+    );
+    let only_t = SourceScope::Only(["t".to_string()].into());
+    assert_eq!(store.resolve_event(b, &only_t, "op", "x", 6_000, entry).await.unwrap(), Resolving::NotFound);
+
+    let failed = store.record_receipts(&[receipt("rf", a, "failed", Some("E_LATE"))]).await.unwrap();
+    assert_eq!(failed, vec![Recorded::New(Outcome::Resolved)], "a failed receipt does not reopen it");
+    let applied = store.record_receipts(&[receipt("ra", a, "applied", None)]).await.unwrap();
+    assert_eq!(applied, vec![Recorded::New(Outcome::Confirmed)], "the application says it applied it");
+}
+
+on_both_backends!(the_check_before_a_send_sees_a_resolution);

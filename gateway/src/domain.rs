@@ -73,6 +73,9 @@ pub enum Outcome {
     Confirmed,
     Failed,
     Unknown,
+    /// An operator closed the event with a note: settled, without claiming the application
+    /// applied it (an `applied` receipt still makes it `confirmed`).
+    Resolved,
 }
 
 impl Outcome {
@@ -81,6 +84,7 @@ impl Outcome {
             Outcome::Confirmed => "confirmed",
             Outcome::Failed => "failed",
             Outcome::Unknown => "unknown",
+            Outcome::Resolved => "resolved",
         }
     }
 
@@ -89,6 +93,7 @@ impl Outcome {
             "confirmed" => Some(Outcome::Confirmed),
             "failed" => Some(Outcome::Failed),
             "unknown" => Some(Outcome::Unknown),
+            "resolved" => Some(Outcome::Resolved),
             _ => None,
         }
     }

@@ -219,6 +219,7 @@ fn remote(command: Command) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Exit(code)) => ExitCode::from(code),
         Err(err @ CliError::Usage(_)) => {
             eprintln!("hookwarden: {err}");
             ExitCode::from(2)

@@ -28,6 +28,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Failed(String),
+    /// The command said what happened already; only the exit code is left to give.
+    #[error("exit status {0}")]
+    Exit(u8),
 }
 
 /// The admin API, as the CLI sees it.

@@ -24,6 +24,10 @@ pub struct ReplayArgs {
     /// Replay exactly these events instead of a window (repeatable).
     #[arg(long = "event-id")]
     pub event_ids: Vec<String>,
+    /// Only events received after this one (the order a replay sends in): continues a run
+    /// that --limit cut short, as the run's last lines say.
+    #[arg(long, value_name = "EVENT_ID")]
+    pub after: Option<String>,
     /// e.g. "outcome = unknown AND attempts < 3".
     #[arg(long)]
     pub filter: Option<String>,
@@ -74,6 +78,7 @@ impl ReplayArgs {
             "since": self.since.as_deref().map(|t| time_arg(t, now)).transpose()?,
             "until": self.until.as_deref().map(|t| time_arg(t, now)).transpose()?,
             "event_ids": (!self.event_ids.is_empty()).then_some(&self.event_ids),
+            "after_event": self.after,
             "filter": self.filter,
             "limit": self.limit,
             "rate": self.rate,
@@ -85,8 +90,10 @@ impl ReplayArgs {
         }))
     }
 
-    /// The exact command that runs this plan live, with the times made absolute.
-    fn live_command(&self, request: &Value) -> String {
+    /// The exact command that runs this plan live, with the times made absolute (the window
+    /// ends where the plan's did, so the command covers the same events however late it
+    /// runs), sending at most `limit` events after `after`.
+    fn live_command(&self, request: &Value, plan: &Value, limit: Option<i64>, after: Option<&str>) -> String {
         let mut parts = vec!["hookwarden".to_string(), "replay".into(), shell_quote(&self.source)];
         let mut flag = |name: &str, value: &Value| {
             if let Some(v) = value.as_str() {
@@ -96,9 +103,19 @@ impl ReplayArgs {
             }
         };
         flag("since", &request["since"]);
-        flag("until", &request["until"]);
+        if request["since"].is_string() {
+            let until = &plan["scope"]["until_planned"];
+            flag("until", if until.is_string() { until } else { &request["until"] });
+        }
+        match after {
+            Some(after) => flag("after", &json!(after)),
+            None => flag("after", &request["after_event"]),
+        }
         flag("filter", &request["filter"]);
-        flag("limit", &request["limit"]);
+        match limit {
+            Some(limit) => flag("limit", &json!(limit)),
+            None => flag("limit", &request["limit"]),
+        }
         flag("rate", &request["rate"]);
         flag("to", &request["to"]);
         for id in &self.event_ids {
@@ -110,7 +127,8 @@ impl ReplayArgs {
         if self.override_confirmed {
             parts.push(format!("--override-confirmed --note {}", shell_quote(self.note.as_deref().unwrap_or(""))));
         }
-        parts.push("--no-dry-run --reason \"<why, for the audit log>\"".into());
+        let reason = self.reason.as_deref().map_or_else(|| "\"<why, for the audit log>\"".to_string(), shell_quote);
+        parts.push(format!("--no-dry-run --reason {reason}"));
         parts.join(" ")
     }
 }
@@ -123,6 +141,18 @@ fn shell_quote(text: &str) -> String {
     }
 }
 
+/// How a live run ended, as the exit code says it (README, "At 2 AM").
+pub mod exit {
+    /// The job completed and no item failed.
+    pub const COMPLETED: u8 = 0;
+    /// The job completed, and at least one item failed (the handler did not take it).
+    pub const ITEMS_FAILED: u8 = 3;
+    /// The job was cancelled.
+    pub const CANCELLED: u8 = 4;
+    /// The job failed (the gateway could not go on with it).
+    pub const JOB_FAILED: u8 = 5;
+}
+
 pub async fn replay(api: &Api, args: ReplayArgs) -> Result<(), CliError> {
     let request = args.request(OffsetDateTime::now_utc())?;
     let answer = api.post("/v1/replays", &request).await?;
@@ -130,7 +160,10 @@ pub async fn replay(api: &Api, args: ReplayArgs) -> Result<(), CliError> {
         if args.json {
             print_json(&answer);
         } else {
-            print!("{}", dry_run_report(&answer, &args.live_command(&request)));
+            let run = args.live_command(&request, &answer, None, None);
+            let all = (count(&answer, "left_out") > 0)
+                .then(|| args.live_command(&request, &answer, Some(count(&answer, "eligible_in_scope")), None));
+            print!("{}", dry_run_report(&answer, &run, all.as_deref()));
         }
         return Ok(());
     }
@@ -139,15 +172,54 @@ pub async fn replay(api: &Api, args: ReplayArgs) -> Result<(), CliError> {
         .ok_or_else(|| CliError::Failed("the gateway did not return a replay id".into()))?
         .to_string();
     let job = watch(api, &id, answer["eligible"].as_u64().unwrap_or(0), args.json).await?;
-    if args.json {
-        print_json(&job);
+    finish(&job, args.json, |left_out, last| args.live_command(&request, &answer, Some(left_out), Some(last)))
+}
+
+/// Prints how a job ended (the report's last line, or its JSON) and turns it into the exit
+/// code; `continuation` makes the command that sends what `--limit` left out.
+pub(super) fn finish(job: &Value, json: bool, continuation: impl Fn(i64, &str) -> String) -> Result<(), CliError> {
+    if json {
+        print_json(job);
     } else {
-        println!("{}", final_line(&job));
+        if let Some(left) = left_out_note(job, &continuation) {
+            println!("{left}");
+        }
+        println!("{}", final_line(job));
     }
+    match exit_code(job) {
+        exit::COMPLETED => Ok(()),
+        code => Err(CliError::Exit(code)),
+    }
+}
+
+/// The exit code of a job that ended.
+pub fn exit_code(job: &Value) -> u8 {
     match job["state"].as_str() {
-        Some("completed") => Ok(()),
-        other => Err(CliError::Failed(format!("replay {id} ended {}", other.unwrap_or("in an unknown state")))),
+        Some("completed") if count(&job["counts"], "failed") == 0 => exit::COMPLETED,
+        Some("completed") => exit::ITEMS_FAILED,
+        Some("cancelled") => exit::CANCELLED,
+        _ => exit::JOB_FAILED,
     }
+}
+
+/// What `--limit` left behind, and how to go on exactly where the run stopped.
+fn left_out_note(job: &Value, continuation: &impl Fn(i64, &str) -> String) -> Option<String> {
+    let left_out = count(job, "left_out");
+    let last = job["last_event_id"].as_str()?;
+    (left_out > 0 && job["state"] == "completed").then(|| {
+        format!(
+            "{left_out} more eligible event{} in the scope {} left out by --limit (this run sent the first {}).\n\
+             To continue where it stopped, in the same order:\n  {}",
+            plural(left_out),
+            if left_out == 1 { "was" } else { "were" },
+            count(&job["counts"], "eligible"),
+            continuation(left_out, last)
+        )
+    })
+}
+
+fn plural(n: i64) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn count(v: &Value, key: &str) -> i64 {
@@ -155,7 +227,8 @@ fn count(v: &Value, key: &str) -> i64 {
 }
 
 /// The dry run, as a report.
-pub fn dry_run_report(plan: &Value, live_command: &str) -> String {
+/// `all_command` runs it over every eligible event, when the limit leaves some out.
+pub fn dry_run_report(plan: &Value, live_command: &str, all_command: Option<&str>) -> String {
     let counts = &plan["counts"];
     let mut out = String::new();
     out.push_str("Replay plan (dry run): nothing was sent.\n\n");
@@ -166,8 +239,11 @@ pub fn dry_run_report(plan: &Value, live_command: &str) -> String {
         None => out.push_str(&format!(
             "  window       {} -> {}\n",
             scope["since"].as_str().unwrap_or("?"),
-            scope["until"].as_str().unwrap_or("now")
+            scope["until"].as_str().or(scope["until_planned"].as_str()).unwrap_or("now")
         )),
+    }
+    if let Some(after) = scope["after_event"].as_str() {
+        out.push_str(&format!("  after        {after} (events received after it)\n"));
     }
     if let Some(filter) = plan["filter"].as_str() {
         out.push_str(&format!("  filter       {filter}\n"));
@@ -181,6 +257,12 @@ pub fn dry_run_report(plan: &Value, live_command: &str) -> String {
         if overriding { "ELIGIBLE (override)" } else { "excluded: the handler confirmed them" }
     ));
     out.push_str(&format!("  unknown   {:>8}   eligible\n", count(counts, "unknown")));
+    let named = scope["event_ids"].is_u64();
+    out.push_str(&format!(
+        "  resolved  {:>8}   {}\n",
+        count(counts, "resolved"),
+        if named { "eligible: named by id" } else { "excluded: an operator resolved them (name one by --event-id)" }
+    ));
     out.push_str(&format!(
         "  failed    {:>8}   {}\n",
         count(counts, "failed"),
@@ -198,6 +280,13 @@ pub fn dry_run_report(plan: &Value, live_command: &str) -> String {
         count(plan, "limit"),
         human_seconds(plan["estimated_seconds"].as_f64().unwrap_or(0.0))
     ));
+    let left_out = count(plan, "left_out");
+    if left_out > 0 {
+        out.push_str(&format!(
+            "Left out      {left_out} eligible event{} by the limit: this run would NOT send them\n",
+            plural(left_out)
+        ));
+    }
     if let Some(to) = plan["to"].as_str() {
         out.push_str(&format!("Destination   {to} (instead of the source's handler)\n"));
     }
@@ -225,6 +314,9 @@ pub fn dry_run_report(plan: &Value, live_command: &str) -> String {
     }
     if eligible == 0 {
         out.push_str("\nNothing to replay.\n");
+    } else if let Some(all) = all_command {
+        out.push_str(&format!("\nTo run it live (the first {eligible} only):\n  {live_command}\n"));
+        out.push_str(&format!("To send all {} eligible events:\n  {all}\n", count(plan, "eligible_in_scope")));
     } else {
         out.push_str(&format!("\nTo run it live:\n  {live_command}\n"));
     }
@@ -240,18 +332,38 @@ fn human_seconds(s: f64) -> String {
     }
 }
 
-fn final_line(job: &Value) -> String {
+/// The report's last line: how the job ended, its counts, and for failures their most
+/// common cause.
+pub fn final_line(job: &Value) -> String {
     let c = &job["counts"];
-    format!(
-        "replay {} {}: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}",
+    let state = job["state"].as_str().unwrap_or("in an unknown state");
+    let failed = count(c, "failed");
+    let how = match state {
+        "completed" if failed > 0 => format!("completed, {failed} FAILED"),
+        "failed" => format!("FAILED ({})", job["error"].as_str().unwrap_or("no reason given")),
+        "cancelled" => "cancelled".to_string(),
+        other => other.to_string(),
+    };
+    let mut line = format!(
+        "replay {} {how}: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}",
         job["id"].as_str().unwrap_or(""),
-        job["state"].as_str().unwrap_or(""),
         count(c, "sent"),
         count(c, "succeeded"),
-        count(c, "failed"),
+        failed,
         count(c, "skipped_receipt"),
         count(c, "skipped_other"),
-    )
+    );
+    if let Some(top) = job["failures"].as_array().and_then(|f| f.first()) {
+        line.push_str(&format!(
+            "; most failed with {} ({} of {failed})",
+            top["cause"].as_str().unwrap_or("?"),
+            count(top, "count")
+        ));
+    }
+    if job["settled"] == false {
+        line.push_str(" (counts not final: the gateway has not recorded every item's result yet)");
+    }
+    line
 }
 
 /// Follows a live run until it ends; Ctrl-C asks whether to cancel it.
@@ -263,6 +375,7 @@ async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value,
             .progress_chars("=> "),
     );
     let mut ctrl_c = ctrl_c_listener().await;
+    let mut settle_wait = 0;
     if !quiet {
         eprintln!("replay {id} started; Ctrl-C to cancel it");
     }
@@ -279,7 +392,15 @@ async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value,
             count(c, "skipped_receipt") + count(c, "skipped_other"),
             job["current_rate"].as_f64().unwrap_or(0.0)
         ));
-        if job["state"] != "running" {
+        if !matches!(job["state"].as_str(), Some("running" | "paused")) {
+            // The job's state changes before its last results are written (a cancel answers
+            // at once, the send in flight and the cancelled items are counted after): the
+            // counts printed are the job's final ones, or said not to be.
+            if job["settled"] == false && settle_wait < 20 {
+                settle_wait += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
             bar.finish();
             return Ok(job);
         }
@@ -331,17 +452,17 @@ mod tests {
     #[test]
     fn the_report_says_what_would_happen_and_how_to_run_it() {
         let plan = json!({
-            "scope": { "source": "orders", "since": "2026-11-26T04:00:00Z", "until": "2026-11-26T06:00:00Z" },
+            "scope": { "source": "orders", "since": "2026-11-26T04:00:00Z", "until": null, "until_planned": "2026-11-26T06:00:00Z" },
             "filter": "attempts < 3",
             "counts": { "confirmed": 120, "unknown": 37, "failed": 4 },
-            "eligible": 37, "eligible_in_scope": 37, "limit": 50, "rate": 2.0, "estimated_seconds": 19.0,
+            "eligible": 37, "eligible_in_scope": 37, "left_out": 0, "limit": 50, "rate": 2.0, "estimated_seconds": 19.0,
             "risk": "low", "include_failed": false, "override_confirmed": false,
             "sample": [{ "event_id": "evt_1", "event_type": "order.created", "received_at": "2026-11-26T04:01:00Z",
                          "outcome": "unknown", "destination": "http://h/orders", "idempotency_key": "idk_1" }],
         });
         let args = ReplayArgs { source: "orders".into(), since: Some("2h".into()), ..ReplayArgs::default() };
         let request = json!({ "since": "2026-11-26T04:00:00Z", "filter": "attempts < 3" });
-        let report = dry_run_report(&plan, &args.live_command(&request));
+        let report = dry_run_report(&plan, &args.live_command(&request, &plan, None, None), None);
         for expected in [
             "nothing was sent",
             "confirmed      120   excluded",
@@ -350,10 +471,30 @@ mod tests {
             "Would send    37 of 37 eligible (limit 50), at 2/s: about 19s",
             "Risk          LOW",
             "evt_1",
-            "hookwarden replay orders --since 2026-11-26T04:00:00Z --filter 'attempts < 3' --no-dry-run --reason",
+            "hookwarden replay orders --since 2026-11-26T04:00:00Z --until 2026-11-26T06:00:00Z --filter 'attempts < 3' --no-dry-run --reason",
         ] {
             assert!(report.contains(expected), "missing `{expected}` in:\n{report}");
         }
+        assert!(!report.contains("Left out"), "{report}");
+    }
+
+    #[test]
+    fn exit_codes_and_the_last_line_tell_how_the_job_ended() {
+        let job = |state: &str, failed: i64| {
+            json!({ "id": "rpl_1", "state": state, "settled": true, "error": "the store went away",
+                    "counts": { "eligible": 4, "sent": 4, "succeeded": 4 - failed, "failed": failed },
+                    "failures": if failed > 0 { json!([{ "cause": "HTTP 500", "count": failed }]) } else { json!([]) } })
+        };
+        assert_eq!(exit_code(&job("completed", 0)), exit::COMPLETED);
+        assert_eq!(exit_code(&job("completed", 4)), exit::ITEMS_FAILED);
+        assert_eq!(exit_code(&job("cancelled", 0)), exit::CANCELLED);
+        assert_eq!(exit_code(&job("failed", 0)), exit::JOB_FAILED);
+        assert!(final_line(&job("completed", 4)).contains("completed, 4 FAILED"));
+        assert!(final_line(&job("completed", 4)).ends_with("most failed with HTTP 500 (4 of 4)"));
+        assert!(final_line(&job("failed", 0)).contains("FAILED (the store went away)"));
+        let mut moving = job("cancelled", 0);
+        moving["settled"] = json!(false);
+        assert!(final_line(&moving).contains("counts not final"));
     }
 
     #[test]

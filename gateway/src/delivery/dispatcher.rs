@@ -206,7 +206,8 @@ impl Dispatcher {
         let started_at = self.clock.now_ms();
         if due.ladder_attempts > 0 {
             match self.store.check_before_send(&due.event_id).await {
-                Ok(check) if check.receipts == 0 => {}
+                // An operator's resolution settles the event too: no retry after it.
+                Ok(check) if check.receipts == 0 && check.resolved_at.is_none() => {}
                 checked => {
                     if let Err(err) = checked {
                         tracing::warn!(event = %due.event_id, error = %err, "checking for a receipt failed");

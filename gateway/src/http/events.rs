@@ -14,7 +14,7 @@ use crate::delivery::idempotency_key;
 use crate::domain::{EventId, EventSummary, Outcome};
 use crate::error::ApiError;
 use crate::replay::plan::{and_filter, and_scope};
-use crate::store::{EventQuery, Selection};
+use crate::store::{EventQuery, Resolving, Selection};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
@@ -72,7 +72,10 @@ async fn list(
         .as_deref()
         .map(|o| {
             Outcome::parse(o).ok_or_else(|| {
-                ApiError::bad_request("invalid_query", format!("`outcome` `{o}` is not confirmed, failed or unknown"))
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("`outcome` `{o}` is not confirmed, failed, unknown or resolved"),
+                )
             })
         })
         .transpose()?;
@@ -174,8 +177,6 @@ async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String
 #[serde(deny_unknown_fields)]
 struct Resolve {
     note: String,
-    /// `confirmed` (default) or `failed`.
-    outcome: Option<String>,
 }
 
 /// `POST /v1/events/{id}/resolve`: close a gap without replay, with a note (audited).
@@ -190,16 +191,6 @@ async fn resolve(
     if req.note.trim().is_empty() {
         return Err(ApiError::bad_request("note_required", "resolving an event needs a `note`"));
     }
-    let outcome = match req.outcome.as_deref().unwrap_or("confirmed") {
-        "confirmed" => Outcome::Confirmed,
-        "failed" => Outcome::Failed,
-        other => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!("`outcome` `{other}` is not confirmed or failed"),
-            ));
-        }
-    };
     let not_found = || ApiError::not_found("event_unknown", format!("no event `{id}`"));
     let event_id = EventId::parse(&id).ok_or_else(not_found)?;
     let now = app.clock.now_ms();
@@ -208,12 +199,20 @@ async fn resolve(
         actor: caller.name.clone(),
         action: "event.resolved".into(),
         subject: Some(id.clone()),
-        details: json!({ "note": req.note, "outcome": outcome, "outcome_before": before, "source": source }),
+        details: json!({ "note": req.note, "outcome": Outcome::Resolved, "outcome_before": before, "source": source }),
     };
-    if !app.store.resolve_event(&event_id, &caller.scope, outcome, &caller.name, &req.note, now, audit).await? {
-        return Err(not_found());
+    match app.store.resolve_event(&event_id, &caller.scope, &caller.name, &req.note, now, audit).await? {
+        Resolving::Resolved => {}
+        Resolving::NotFound => return Err(not_found()),
+        Resolving::Settled(outcome) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "event_settled",
+                format!("event `{id}` is {} already; nothing changed", outcome.as_str()),
+            ));
+        }
     }
-    Ok(Json(json!({ "event_id": id, "outcome": outcome })))
+    Ok(Json(json!({ "event_id": id, "outcome": Outcome::Resolved })))
 }
 
 pub fn router() -> Router<AppState> {

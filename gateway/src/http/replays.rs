@@ -1,8 +1,9 @@
-//! `POST /v1/replays` (dry run by default), `GET /v1/replays/{id}`, `POST /v1/replays/{id}/cancel`.
+//! `POST /v1/replays` (dry run by default), `GET /v1/replays` (newest first, keyset paging),
+//! `GET /v1/replays/{id}`, `POST /v1/replays/{id}/cancel`, `/pause` and `/resume`.
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 use super::{AppState, Caller, Role};
 use crate::error::ApiError;
 use crate::replay::plan::{PlanError, ReplayRequest, plan};
-use crate::store::{NewAuditEntry, NewReplay, ReplayJob};
+use crate::store::{FailureCause, NewAuditEntry, NewReplay, ReplayCounts, ReplayJob, ReplayListQuery, Toggle};
 
 fn plan_error(err: PlanError) -> ApiError {
     match err {
@@ -49,6 +50,10 @@ async fn create(
     recorded["filter_normalised"] = json!(plan.filter.as_ref().map(ToString::to_string));
     // The sources the run may touch, when its maker's token was scoped: who else may see it.
     recorded["scope"] = json!(caller.scope.limited_to());
+    // What the limit left out of this run, and the window's end as planned: a continuation
+    // covers the same scope after the run's last item.
+    recorded["left_out"] = json!(plan.eligible_in_scope - plan.eligible);
+    recorded["until_planned"] = json!(plan.until.map(crate::timestamp::format_ms));
     let job = NewReplay {
         id: id.clone(),
         created_by: caller.name.clone(),
@@ -90,10 +95,15 @@ fn summary_of(plan: &Value) -> Value {
     summary
 }
 
+/// A job as the API shows it (the list shows the same, without `failures`).
 fn job_json(job: &ReplayJob) -> Value {
     json!({
         "id": job.id,
         "state": job.state,
+        "paused": job.paused.as_ref().map(|p| json!({ "by": p.by, "at": super::format_ms(p.at) })),
+        // Every item has its final result: the counts will not move again.
+        "settled": job.settled(),
+        "left_out": job.request["left_out"],
         "created_by": job.created_by,
         "created_at": super::format_ms(job.created_at),
         "finished_at": job.finished_at.map(super::format_ms),
@@ -113,24 +123,115 @@ fn job_json(job: &ReplayJob) -> Value {
 async fn visible_job(app: &AppState, caller: &Caller, id: &str) -> Result<ReplayJob, ApiError> {
     let unknown = || ApiError::not_found("replay_unknown", format!("no replay `{id}`"));
     let job = app.store.get_replay(id).await?.ok_or_else(unknown)?;
-    if caller.scope.limited_to().is_none() {
-        return Ok(job);
-    }
-    let sources: Option<Vec<&str>> = match (job.request["source"].as_str(), job.request["scope"].as_array()) {
-        (Some(source), _) => Some(vec![source]),
-        (None, Some(scope)) => scope.iter().map(Value::as_str).collect(),
-        (None, None) => None,
-    };
-    match sources {
-        Some(sources) if sources.iter().all(|s| caller.scope.allows(s)) => Ok(job),
-        _ => Err(unknown()),
-    }
+    if job.visible_to(&caller.scope) { Ok(job) } else { Err(unknown()) }
+}
+
+/// The job with why its items failed (most common cause first) and its last item (where a
+/// continuation of its scope starts after).
+async fn job_detail(app: &AppState, job: &ReplayJob) -> Result<Value, ApiError> {
+    let causes = app.store.replay_failure_causes(&job.id, 5).await?;
+    let mut shown = job_json(job);
+    shown["failures"] = json!(
+        causes
+            .iter()
+            .map(|c: &FailureCause| json!({
+                "status_code": c.status_code, "error": c.error, "count": c.count, "cause": c.describe(),
+            }))
+            .collect::<Vec<_>>()
+    );
+    shown["last_event_id"] = json!(app.store.replay_last_event(&job.id).await?);
+    Ok(shown)
 }
 
 async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let job = visible_job(&app, &caller, &id).await?;
-    Ok(Json(job_json(&job)))
+    Ok(Json(job_detail(&app, &job).await?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    state: Option<String>,
+    source: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+const STATES: [&str; 5] = ["running", "paused", "completed", "cancelled", "failed"];
+
+/// `GET /v1/replays?state=&source=&limit=&cursor=`: jobs newest first; `next_cursor` pages.
+async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "`limit` must be 1 to 1000"));
+    }
+    if let Some(state) = p.state.as_deref().filter(|s| !STATES.contains(s)) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`state` `{state}` is not one of {}", STATES.join(", ")),
+        ));
+    }
+    if let Some(cursor) = p.cursor.as_deref().filter(|c| !c.starts_with("rpl_") || c.len() > 64) {
+        return Err(ApiError::bad_request("invalid_query", format!("`cursor` `{cursor}` is not a replay id")));
+    }
+    if let Some(source) = &p.source {
+        caller.require_source(source)?;
+    }
+    let query = ReplayListQuery { before: p.cursor, limit, state: p.state, source: p.source };
+    let page = app.store.list_replays(&query, &caller.scope).await?;
+    Ok(Json(json!({
+        "data": page.jobs.iter().map(job_json).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+/// `POST /v1/replays/{id}/pause` and `/resume`: stop sending and go on (audited; the job
+/// keeps its lease while paused). Pausing takes effect at once on the gateway running the
+/// job when it is this one, else at that gateway's next lease renewal (within a second).
+async fn toggle(app: AppState, caller: Caller, id: String, pause: bool) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    visible_job(&app, &caller, &id).await?;
+    let now = app.clock.now_ms();
+    let action = if pause { "replay.paused" } else { "replay.resumed" };
+    let audit = |counts: &ReplayCounts| NewAuditEntry {
+        at: now,
+        actor: caller.name.clone(),
+        action: action.into(),
+        subject: Some(id.clone()),
+        details: json!({ "counts": counts }),
+    };
+    match app.store.toggle_replay_pause(&id, pause, &caller.name, now, audit).await? {
+        Toggle::Done(job) => {
+            if pause {
+                app.replayer.pause_local(&id);
+            } else {
+                app.replayer.resume_local(&id);
+                app.replayer.wake();
+            }
+            Ok(Json(job_detail(&app, &job).await?))
+        }
+        Toggle::NotFound => Err(ApiError::not_found("replay_unknown", format!("no replay `{id}`"))),
+        Toggle::NotApplicable(state) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            if pause { "replay_not_running" } else { "replay_not_paused" },
+            format!("replay `{id}` is {state}"),
+        )),
+    }
+}
+
+async fn pause(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    toggle(app, caller, id, true).await
+}
+
+async fn resume(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    toggle(app, caller, id, false).await
 }
 
 async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -153,12 +254,14 @@ async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<Stri
     }
     app.replayer.stop_local(&id);
     let job = app.store.get_replay(&id).await?.unwrap_or(job);
-    Ok(Json(job_json(&job)))
+    Ok(Json(job_detail(&app, &job).await?))
 }
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/replays", post(create))
+        .route("/v1/replays", post(create).get(list))
         .route("/v1/replays/{id}", get(show))
         .route("/v1/replays/{id}/cancel", post(cancel))
+        .route("/v1/replays/{id}/pause", post(pause))
+        .route("/v1/replays/{id}/resume", post(resume))
 }

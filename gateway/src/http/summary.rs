@@ -34,6 +34,8 @@ struct Counts {
     confirmed: i64,
     failed: i64,
     unknown: i64,
+    /// Closed by an operator with a note: settled, but never counted as `confirmed`.
+    resolved: i64,
     /// Delivered, no receipt, and past the source's `receipt_sla` (part of `unknown`).
     overdue: i64,
     total: i64,
@@ -45,6 +47,7 @@ impl Counts {
             Outcome::Confirmed => self.confirmed += n,
             Outcome::Failed => self.failed += n,
             Outcome::Unknown => self.unknown += n,
+            Outcome::Resolved => self.resolved += n,
         }
         if overdue {
             self.overdue += n;
@@ -105,7 +108,7 @@ async fn summary(
         };
         let rows = app.store.summary(&query).await?;
         for (code, n) in app.store.failed_by_error_code(&query).await? {
-            // Codes are never empty; "" counts failed events without one (resolved so by hand).
+            // Codes are never empty; "" counts failed events without one.
             *failed_by_error_code.entry(code.unwrap_or_default()).or_default() += n;
         }
         let mut counts = Counts::default();
@@ -116,6 +119,7 @@ async fn summary(
         totals.add(Outcome::Confirmed, false, counts.confirmed);
         totals.add(Outcome::Failed, false, counts.failed);
         totals.add(Outcome::Unknown, false, counts.unknown);
+        totals.add(Outcome::Resolved, false, counts.resolved);
         totals.overdue += counts.overdue;
         per_source.insert(source.name.clone(), counts);
     }

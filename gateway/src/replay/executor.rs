@@ -25,8 +25,8 @@ use crate::delivery::{ForwardRequest, Forwarder, idempotency_key};
 use crate::domain::{AttemptKind, EventId, Outcome};
 use crate::receipts::ReceiptDesk;
 use crate::store::{
-    AttemptRecord, Batcher, Completion, ItemResult, NewAuditEntry, ReplayItem, ReplayJob, SendableEvent, Store,
-    StoreError, Workers, retry_transient,
+    AttemptRecord, Batcher, Completion, ItemResult, NewAuditEntry, ReplayItem, ReplayJob, SendCheck, SendableEvent,
+    Store, StoreError, Workers, retry_transient,
 };
 
 /// Items re-checked and sent per batch.
@@ -72,10 +72,20 @@ enum End {
     Shutdown,
 }
 
+/// What a lease renewal found.
+enum Renewal {
+    Running,
+    Paused,
+    Ended(End),
+}
+
 /// What a running job is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Run,
+    /// An operator paused it: nothing more goes out until it is resumed; the job keeps its
+    /// lease (renewed while paused), so no other gateway takes it over.
+    Pause,
     /// An operator cancelled it: what is left is not sent.
     Cancel,
     /// The gateway is stopping: what is left goes back in the queue for the next one.
@@ -126,6 +136,34 @@ impl Replayer {
     pub fn stop_local(&self, id: &str) {
         if let Some(stop) = self.running.lock().expect("running lock").get(id) {
             let _ = stop.send(Stop::Cancel);
+        }
+    }
+
+    /// Pauses a job running on this gateway (its state was already set to `paused`); one
+    /// running elsewhere sees it at its next lease renewal (within a second).
+    pub fn pause_local(&self, id: &str) {
+        if let Some(stop) = self.running.lock().expect("running lock").get(id) {
+            stop.send_if_modified(|told| {
+                let running = *told == Stop::Run;
+                if running {
+                    *told = Stop::Pause;
+                }
+                running
+            });
+        }
+    }
+
+    /// Lets a paused job running on this gateway go on (its state was already set back to
+    /// `running`); a cancel or a shutdown told meanwhile stands.
+    pub fn resume_local(&self, id: &str) {
+        if let Some(stop) = self.running.lock().expect("running lock").get(id) {
+            stop.send_if_modified(|told| {
+                let paused = *told == Stop::Pause;
+                if paused {
+                    *told = Stop::Run;
+                }
+                paused
+            });
         }
     }
 
@@ -241,6 +279,7 @@ impl Replayer {
             id: job.id.clone(),
             destination: job.destination.as_deref().map(crate::config::http_url),
             eligible,
+            planned_at: job.created_at,
             rate: AdaptiveRate::new(job.rate),
             receipted: Mutex::new(HashSet::new()),
             permits: Arc::new(Semaphore::new(concurrency as usize)),
@@ -269,7 +308,7 @@ impl Replayer {
             let mut pause = Duration::from_millis(100);
             loop {
                 match stop.has_changed().map(|_| *stop.borrow()) {
-                    Ok(Stop::Run) => {}
+                    Ok(Stop::Run | Stop::Pause) => {}
                     Ok(Stop::Cancel) => return Ok(End::Cancelled),
                     Ok(Stop::Shutdown) => return Ok(End::Shutdown),
                     Err(_) => return Ok(End::LeaseLost),
@@ -278,7 +317,8 @@ impl Replayer {
                 pause = (pause * 2).min(Duration::from_secs(2));
                 let until = self.clock.now_ms() + self.settings.lease.as_millis() as i64;
                 match self.store.renew_replay(&job.id, &self.gateway_id, until, run.rate.current()).await {
-                    Ok(Some(state)) if state == "running" => break,
+                    // A paused job waits in `drive`, which renews before it sends anything.
+                    Ok(Some(state)) if state == "running" || state == "paused" => break,
                     Ok(Some(_)) => return Ok(End::Cancelled),
                     Ok(None) => return Ok(End::LeaseLost),
                     Err(err) if err.is_transient() => {}
@@ -289,7 +329,8 @@ impl Replayer {
         }
     }
 
-    /// Runs a job's items until none is queued, the job is cancelled, or the lease is lost.
+    /// Runs a job's items until none is queued, the job is cancelled, or the lease is lost;
+    /// waits while it is paused.
     async fn drive(
         self: &Arc<Self>,
         job: &ReplayJob,
@@ -301,8 +342,10 @@ impl Replayer {
             tracing::warn!(replay = %job.id, resumed, "resumed a job: items that were being sent are not sent again");
         }
         let mut bus = self.receipts.bus.subscribe();
-        let mut renewed_at = tokio::time::Instant::now();
-        loop {
+        // Renewed before the first send: a job paused meanwhile (say, while the store was
+        // down) sends nothing before it is resumed.
+        let mut renewed_at = tokio::time::Instant::now() - RENEW_EVERY;
+        'batches: loop {
             let items = self.store.queued_items(&job.id, BATCH).await?;
             if items.is_empty() {
                 run.drain().await;
@@ -313,11 +356,28 @@ impl Replayer {
                 self.store.load_for_send(&sendable.iter().map(|i| i.event_id.clone()).collect::<Vec<_>>()).await?;
             let chunk_size = (run.rate.current() / 2.0).clamp(1.0, 64.0) as usize;
             for chunk in sendable.chunks(chunk_size) {
-                if renewed_at.elapsed() >= RENEW_EVERY
-                    && let Some(end) = self.renew(job, run, &mut renewed_at).await
-                {
-                    run.drain().await;
-                    return Ok(end);
+                if renewed_at.elapsed() >= RENEW_EVERY {
+                    match self.renew(job, run, &mut renewed_at).await {
+                        Renewal::Running => {}
+                        Renewal::Paused => {
+                            if let Some(end) = self.wait_while_paused(job, run, &mut stop, &mut renewed_at).await {
+                                run.drain().await;
+                                return Ok(end);
+                            }
+                            continue 'batches;
+                        }
+                        Renewal::Ended(end) => {
+                            run.drain().await;
+                            return Ok(end);
+                        }
+                    }
+                }
+                if *stop.borrow() == Stop::Pause {
+                    if let Some(end) = self.wait_while_paused(job, run, &mut stop, &mut renewed_at).await {
+                        run.drain().await;
+                        return Ok(end);
+                    }
+                    continue 'batches;
                 }
                 // Written before anything goes out: a crash from here on never resends these.
                 let now = self.clock.now_ms();
@@ -351,9 +411,10 @@ impl Replayer {
                             },
                             _ = tokio::time::sleep_until(renewed_at + RENEW_EVERY) => {
                                 match self.renew(job, run, &mut renewed_at).await {
-                                    None => {}
-                                    Some(End::Cancelled) => break (Stop::Cancel, None),
-                                    Some(end) => {
+                                    Renewal::Running => {}
+                                    Renewal::Paused => break (Stop::Pause, None),
+                                    Renewal::Ended(End::Cancelled) => break (Stop::Cancel, None),
+                                    Renewal::Ended(end) => {
                                         // Whoever holds the lease now marks the items left
                                         // `sending` here interrupted: never sent, never resent.
                                         run.drain().await;
@@ -364,18 +425,29 @@ impl Replayer {
                         }
                     };
                     let Some(permit) = permit.filter(|_| told == Stop::Run) else {
-                        // Marked `sending` but never sent: cancelled, or back in the queue for
-                        // the gateway that takes the job on.
+                        // Marked `sending` but never sent: cancelled, or back in the queue (for
+                        // the gateway that takes the job on, or for when it is resumed).
                         let (state, end) = match told {
-                            Stop::Shutdown => ("queued", End::Shutdown),
-                            _ => ("cancelled", End::Cancelled),
+                            Stop::Shutdown => ("queued", Some(End::Shutdown)),
+                            Stop::Pause => ("queued", None),
+                            _ => ("cancelled", Some(End::Cancelled)),
                         };
                         let now = self.clock.now_ms();
                         let unsent: Vec<ItemResult> =
                             chunk[n..].iter().map(|i| item_result(i.seq, state, now)).collect();
                         self.store.record_items(&job.id, &unsent).await?;
-                        run.drain().await;
-                        return Ok(end);
+                        let end = match end {
+                            Some(end) => Some(end),
+                            None => self.wait_while_paused(job, run, &mut stop, &mut renewed_at).await,
+                        };
+                        match end {
+                            Some(end) => {
+                                run.drain().await;
+                                return Ok(end);
+                            }
+                            // Resumed: the queue is read again, in order, from where it stopped.
+                            None => continue 'batches,
+                        }
                     };
                     run.note_receipts(&mut bus);
                     let Some(event) = events.get(&item.event_id).cloned() else {
@@ -401,23 +473,64 @@ impl Replayer {
         }
     }
 
-    /// Extends the lease (and stores the pace), noting when in `renewed_at`; `Some(end)` when
-    /// the job must stop here. A renewal that fails is logged and tried again on the next
-    /// tick, as a lease outlasts many: a database blip does not end the run half-way through
-    /// a chunk, and a lease really lost meanwhile shows on the next renewal that goes through.
-    async fn renew(&self, job: &ReplayJob, run: &JobRun, renewed_at: &mut tokio::time::Instant) -> Option<End> {
+    /// While the job is paused: sends nothing, keeps renewing the lease (a paused job is
+    /// neither taken over nor taken for dead), and returns `None` once it is resumed, or how
+    /// the run ends (cancelled, lease lost, the gateway stopping).
+    async fn wait_while_paused(
+        &self,
+        job: &ReplayJob,
+        run: &JobRun,
+        stop: &mut watch::Receiver<Stop>,
+        renewed_at: &mut tokio::time::Instant,
+    ) -> Option<End> {
+        tracing::info!(replay = %job.id, "replay paused");
+        loop {
+            match *stop.borrow_and_update() {
+                Stop::Cancel => return Some(End::Cancelled),
+                Stop::Shutdown => return Some(End::Shutdown),
+                Stop::Run | Stop::Pause => {}
+            }
+            // The store decides (a pause or resume may have been asked of another gateway).
+            match self.renew(job, run, renewed_at).await {
+                Renewal::Running => {
+                    self.resume_local(&job.id);
+                    let _ = stop.borrow_and_update();
+                    tracing::info!(replay = %job.id, "replay resumed");
+                    return None;
+                }
+                Renewal::Paused => {}
+                Renewal::Ended(end) => return Some(end),
+            }
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        return Some(End::LeaseLost);
+                    }
+                }
+                _ = tokio::time::sleep_until(*renewed_at + RENEW_EVERY) => {}
+            }
+        }
+    }
+
+    /// Extends the lease (and stores the pace), noting when in `renewed_at`; says whether the
+    /// job runs, is paused, or must stop here. A renewal that fails is logged and tried again
+    /// on the next tick, as a lease outlasts many: a database blip does not end the run
+    /// half-way through a chunk, and a lease really lost meanwhile shows on the next renewal
+    /// that goes through.
+    async fn renew(&self, job: &ReplayJob, run: &JobRun, renewed_at: &mut tokio::time::Instant) -> Renewal {
         let until = self.clock.now_ms() + self.settings.lease.as_millis() as i64;
         let renewed = self.store.renew_replay(&job.id, &self.gateway_id, until, run.rate.current()).await;
         *renewed_at = tokio::time::Instant::now();
         match renewed {
             Ok(state) => match state.as_deref() {
-                Some("running") => None,
-                Some(_) => Some(End::Cancelled),
-                None => Some(End::LeaseLost),
+                Some("running") => Renewal::Running,
+                Some("paused") => Renewal::Paused,
+                Some(_) => Renewal::Ended(End::Cancelled),
+                None => Renewal::Ended(End::LeaseLost),
             },
             Err(err) => {
                 tracing::warn!(replay = %job.id, error = %err, "renewing the replay's lease failed; trying again");
-                None
+                Renewal::Running
             }
         }
     }
@@ -438,11 +551,11 @@ impl Replayer {
         for item in items {
             let receipted = run.receipted.lock().expect("receipted lock").contains(&item.event_id);
             match current.get(&item.event_id) {
-                Some((receipts, _)) if *receipts > item.receipts_at_plan || receipted => {
-                    skipped(if *receipts > item.receipts_at_plan { Skip::Batch } else { Skip::Announced });
+                Some(check) if check.receipts > item.receipts_at_plan || receipted => {
+                    skipped(if check.receipts > item.receipts_at_plan { Skip::Batch } else { Skip::Announced });
                     dropped.push(item_result(item.seq, "skipped_receipt", now))
                 }
-                Some((_, outcome)) if !run.eligible.contains(outcome) => {
+                Some(check) if !run.still_eligible(check) => {
                     dropped.push(item_result(item.seq, "skipped_outcome", now))
                 }
                 Some(_) => keep.push(item),
@@ -478,7 +591,7 @@ impl Replayer {
             run.finish(item_result(item.seq, "skipped_receipt", self.clock.now_ms())).await;
             return;
         }
-        if !run.eligible.contains(&check.outcome) {
+        if !run.still_eligible(&check) {
             run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
             return;
         }
@@ -570,6 +683,8 @@ struct JobRun {
     /// planned, so an error here is a job stored before that check.
     destination: Option<Result<reqwest::Url, String>>,
     eligible: HashSet<Outcome>,
+    /// When the job was planned (created): a resolution after it drops the item.
+    planned_at: i64,
     rate: AdaptiveRate,
     /// Events whose receipts were announced since the run started.
     receipted: Mutex<HashSet<EventId>>,
@@ -581,6 +696,13 @@ struct JobRun {
 }
 
 impl JobRun {
+    /// Whether an item may still go out, as far as its outcome goes: one of the run's
+    /// eligible outcomes, and not resolved by an operator since the run was planned (a
+    /// resolved event named by id goes out only when it was resolved before).
+    fn still_eligible(&self, check: &SendCheck) -> bool {
+        self.eligible.contains(&check.outcome) && check.resolved_at.is_none_or(|at| at < self.planned_at)
+    }
+
     fn note_receipts(&self, bus: &mut broadcast::Receiver<EventId>) {
         let mut receipted = self.receipted.lock().expect("receipted lock");
         loop {

@@ -50,7 +50,7 @@ enum Kind {
 
 const FIELD_LIST: &str = "source, event_type, outcome, error_code, attempts, received_at";
 const OPERATOR_LIST: &str = "= != > < >= <= IN";
-const OUTCOMES: [&str; 3] = ["confirmed", "failed", "unknown"];
+const OUTCOMES: [&str; 4] = ["confirmed", "failed", "unknown", "resolved"];
 
 impl Field {
     /// Every field, in the order the contract lists them (used for suggestions).
@@ -1014,7 +1014,7 @@ mod tests {
         let cases = [
             ("error_code   foo", 14, "expected an operator (= != > < >= <= IN), found \"foo\""),
             ("outcom = failed", 1, "unknown field \"outcom\" (did you mean \"outcome\"?)"),
-            ("outcome = done", 11, "outcome must be one of confirmed, failed, unknown, found \"done\""),
+            ("outcome = done", 11, "outcome must be one of confirmed, failed, unknown, resolved, found \"done\""),
             ("attempts = many", 12, "attempts compares with a whole number, found \"many\""),
             ("", 1, "the expression is empty"),
             ("   \n\t ", 1, "the expression is empty"),
@@ -1057,7 +1057,7 @@ mod tests {
             ("source = , x", 10, "expected a value after \"=\", found \",\""),
             ("source = (a, b)", 10, "use IN (a, b) for a list"),
             // values that do not fit the field
-            ("outcome = Failed", 11, "outcome must be one of confirmed, failed, unknown, found \"Failed\""),
+            ("outcome = Failed", 11, "outcome must be one of confirmed, failed, unknown, resolved, found \"Failed\""),
             ("outcome IN (failed, 'done')", 21, "found 'done'"),
             ("attempts = -1", 12, "found \"-1\" (it cannot be negative)"),
             ("attempts = 1.5", 12, "attempts compares with a whole number, found \"1.5\""),

@@ -30,6 +30,9 @@ pub struct ReplayRequest {
     /// RFC 3339, exclusive; now when absent.
     pub until: Option<String>,
     pub event_ids: Option<Vec<String>>,
+    /// Only events received after this one, in the database's order (`seq`): how a run
+    /// that `limit` cut short is continued exactly where it stopped.
+    pub after_event: Option<String>,
     pub filter: Option<String>,
     pub limit: Option<i64>,
     /// Sends per second.
@@ -136,13 +139,24 @@ impl ReplayPlan {
                 "source": self.request.source,
                 "since": self.request.since,
                 "until": self.request.until,
+                // The window's end as planned (now, when `until` was not given): what a
+                // command that covers the same events again must say.
+                "until_planned": self.until.map(crate::timestamp::format_ms),
                 "event_ids": self.request.event_ids.as_ref().map(Vec::len),
+                "after_event": self.request.after_event,
             },
             "filter": self.filter.as_ref().map(ToString::to_string),
-            "counts": { "confirmed": count(Outcome::Confirmed), "unknown": count(Outcome::Unknown), "failed": count(Outcome::Failed) },
+            "counts": {
+                "confirmed": count(Outcome::Confirmed),
+                "unknown": count(Outcome::Unknown),
+                "failed": count(Outcome::Failed),
+                "resolved": count(Outcome::Resolved),
+            },
             "eligible_outcomes": self.eligible_outcomes,
             "eligible_in_scope": self.eligible_in_scope,
             "eligible": self.eligible,
+            // Eligible events the limit leaves out: a run sends only `eligible` of them.
+            "left_out": self.eligible_in_scope - self.eligible,
             "limit": self.limit,
             "rate": self.rate,
             "include_failed": self.request.include_failed,
@@ -170,10 +184,11 @@ pub async fn plan(
     scope: &SourceScope,
     now_ms: i64,
 ) -> Result<ReplayPlan, PlanError> {
-    if role < Role::Operator {
-        return Err(PlanError::Forbidden("replays need the operator role".into()));
-    }
     let live = request.dry_run == Some(false);
+    // A dry run changes nothing, so a viewer may run one (it is audited as theirs).
+    if live && role < Role::Operator {
+        return Err(PlanError::Forbidden("a live replay needs the operator role; a viewer may dry-run".into()));
+    }
     let mut selection = Selection::default();
     if let Some(source) = &request.source {
         if !scope.allows(source) {
@@ -216,6 +231,14 @@ pub async fn plan(
             );
         }
     }
+    if let Some(after) = &request.after_event {
+        let id = EventId::parse(after)
+            .ok_or_else(|| PlanError::Invalid(format!("`after_event` `{after}` is not an event id")))?;
+        let Some(seq) = store.event_seq(&id).await? else {
+            return Err(PlanError::Invalid(format!("`after_event`: no event `{after}`")));
+        };
+        selection.and("seq > ?", vec![SqlParam::Int(seq)]);
+    }
     let filter = match request.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
         Some(text) => {
             let parsed = filter::parse(text)?;
@@ -248,6 +271,10 @@ pub async fn plan(
     }
 
     let mut eligible_outcomes = vec![Outcome::Unknown];
+    // A resolved event goes out only when named by id (SPEC.md, "Words").
+    if request.event_ids.is_some() {
+        eligible_outcomes.push(Outcome::Resolved);
+    }
     if request.include_failed {
         eligible_outcomes.push(Outcome::Failed);
     }

@@ -140,21 +140,28 @@ impl Store {
 }
 
 impl Store {
-    /// An operator closes a gap without replay: sets the outcome, keeps who and why, cancels
-    /// pending retries, and appends the audit entry `audit` makes of the event's source and
-    /// outcome before, all in one transaction. `false` when there is no such event, or none
-    /// of a source in `scope` (nothing written).
-    #[allow(clippy::too_many_arguments)]
+    /// An event's place in the order the events were received (`seq`), if it exists.
+    pub async fn event_seq(&self, id: &EventId) -> Result<Option<i64>, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT seq FROM events WHERE id = $1").bind(id.as_str()).fetch_optional(pool).await?
+        }))
+    }
+
+    /// An operator closes a gap without replay: the outcome becomes `resolved` (settled,
+    /// never `confirmed`: nobody claims the application applied it), keeps who and why,
+    /// cancels pending retries, and appends the audit entry `audit` makes of the event's
+    /// source and outcome before, all in one transaction. The attempts and receipts stay.
+    /// Nothing is written when there is no such event, none of a source in `scope`, or it is
+    /// settled already (`confirmed` by a receipt, or resolved before).
     pub async fn resolve_event(
         &self,
         id: &EventId,
         scope: &SourceScope,
-        outcome: Outcome,
         by: &str,
         note: &str,
         now: i64,
         audit: impl FnOnce(&str, Outcome) -> NewAuditEntry,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Resolving, StoreError> {
         let lock = if self.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
         let before = format!("SELECT source, outcome FROM events WHERE id = $1{lock}");
         with_writer!(self, pool => {
@@ -162,15 +169,17 @@ impl Store {
             let found: Option<(String, String)> =
                 sqlx::query_as(sqlx::AssertSqlSafe(before)).bind(id.as_str()).fetch_optional(&mut *tx).await?;
             let Some((source, was)) = found.filter(|(source, _)| scope.allows(source)) else {
-                return Ok(false);
+                return Ok(Resolving::NotFound);
             };
             let was = Outcome::parse(&was).ok_or_else(|| corrupt("outcome", &was))?;
+            if matches!(was, Outcome::Confirmed | Outcome::Resolved) {
+                return Ok(Resolving::Settled(was));
+            }
             sqlx::query(
-                "UPDATE events SET outcome = $2, error_code = CASE WHEN $2 = 'confirmed' THEN NULL ELSE error_code END, \
-                 resolved_by = $3, resolved_note = $4, resolved_at = $5, outcome_at = $5, next_attempt_at = NULL WHERE id = $1",
+                "UPDATE events SET outcome = 'resolved', resolved_by = $2, resolved_note = $3, resolved_at = $4, \
+                 outcome_at = $4, next_attempt_at = NULL WHERE id = $1",
             )
             .bind(id.as_str())
-            .bind(outcome.as_str())
             .bind(by)
             .bind(note)
             .bind(now)
@@ -178,7 +187,17 @@ impl Store {
             .await?;
             append_audit_in!(self, tx, &audit(&source, was));
             tx.commit().await?;
-            Ok(true)
+            Ok(Resolving::Resolved)
         })
     }
+}
+
+/// What resolving an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolving {
+    Resolved,
+    /// No such event (for this scope).
+    NotFound,
+    /// It was `confirmed` or `resolved` already: nothing changed.
+    Settled(Outcome),
 }

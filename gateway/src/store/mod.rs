@@ -38,11 +38,14 @@ pub use audit::NewAuditEntry;
 pub use batch::{Batcher, Workers};
 pub use commit::CommitQueue;
 pub use delivery::{AttemptRecord, Completion, DueDelivery};
-pub use events::{EventDetail, EventQuery};
+pub use events::{EventDetail, EventQuery, Resolving};
 pub use handoff::{FreshDeliveries, Handoff, handoff};
 pub use health::NotReady;
 pub use receipts::{NewReceipt, Recorded, SendCheck, StoredReceipt};
-pub use replays::{ItemResult, NewReplay, ReplayCounts, ReplayItem, ReplayJob, SampleEvent, SendableEvent};
+pub use replays::{
+    FailureCause, ItemResult, NewReplay, Paused, ReplayCounts, ReplayItem, ReplayJob, ReplayListQuery, ReplayPage,
+    SampleEvent, SendableEvent, Toggle,
+};
 pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
 pub use summary::{SummaryQuery, SummaryRow};

@@ -2,7 +2,8 @@
 //!
 //! Receipts are only ever inserted. Recording one and moving the event's outcome happen in
 //! one transaction, which also cancels the event's pending retries. `confirmed` is sticky: a
-//! later `failed` receipt is kept and shown, but the outcome stays `confirmed`.
+//! later `failed` receipt is kept and shown, but the outcome stays `confirmed`. So is an
+//! operator's `resolved` against a `failed` receipt; an `applied` one makes it `confirmed`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -63,8 +64,9 @@ const INSERT: &str = "INSERT INTO receipts (receipt_id, event_id, key_id, status
      signed_at, received_at, via, body, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
      ON CONFLICT (receipt_id) DO NOTHING";
 const APPLY: &str = "UPDATE events SET receipts = receipts + 1, next_attempt_at = NULL, outcome_at = $4, \
-     outcome = CASE WHEN $2 = 'applied' OR outcome = 'confirmed' THEN 'confirmed' ELSE 'failed' END, \
-     error_code = CASE WHEN $2 = 'applied' THEN NULL WHEN outcome = 'confirmed' THEN error_code ELSE $3 END \
+     outcome = CASE WHEN $2 = 'applied' OR outcome = 'confirmed' THEN 'confirmed' \
+     WHEN outcome = 'resolved' THEN 'resolved' ELSE 'failed' END, \
+     error_code = CASE WHEN $2 = 'applied' THEN NULL WHEN outcome IN ('confirmed', 'resolved') THEN error_code ELSE $3 END \
      WHERE id = $1 RETURNING outcome";
 
 /// Event ids per source lookup.
@@ -120,18 +122,20 @@ fn outcome(text: &str) -> Result<Outcome, StoreError> {
     Outcome::parse(text).ok_or_else(|| StoreError::Corrupt(format!("outcome `{text}`")))
 }
 
-/// What the check before a send read: the event's receipts and outcome, as committed.
+/// What the check before a send read: the event's receipts, outcome and when an operator
+/// resolved it, as committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendCheck {
     pub receipts: i64,
     pub outcome: Outcome,
+    pub resolved_at: Option<i64>,
 }
 
 /// On PostgreSQL the read also takes `FOR SHARE` for as long as the statement runs: a receipt
 /// being committed on the row at that moment is waited for (its transaction, never a
 /// handler) and seen, instead of the row as it was before.
-const CHECK_SQLITE: &str = "SELECT receipts, outcome FROM events WHERE id = $1";
-const CHECK_POSTGRES: &str = "SELECT receipts, outcome FROM events WHERE id = $1 FOR SHARE";
+const CHECK_SQLITE: &str = "SELECT receipts, outcome, resolved_at FROM events WHERE id = $1";
+const CHECK_POSTGRES: &str = "SELECT receipts, outcome, resolved_at FROM events WHERE id = $1 FOR SHARE";
 
 impl Store {
     /// The check that decides a retry or a replay send, taken just before it goes out. This
@@ -144,11 +148,11 @@ impl Store {
     /// the attempt's result, written after the send, never undoes a receipt recorded during
     /// it (the schedule updates in `store::delivery` look at `receipts` in SQL).
     pub async fn check_before_send(&self, id: &EventId) -> Result<SendCheck, StoreError> {
-        let (receipts, o): (i64, String) = match &self.pool {
+        let (receipts, o, resolved_at): (i64, String, Option<i64>) = match &self.pool {
             super::Pool::Sqlite { read, .. } => sqlx::query_as(CHECK_SQLITE).bind(id.as_str()).fetch_one(read).await?,
             super::Pool::Postgres(pool) => sqlx::query_as(CHECK_POSTGRES).bind(id.as_str()).fetch_one(pool).await?,
         };
-        Ok(SendCheck { receipts, outcome: outcome(&o)? })
+        Ok(SendCheck { receipts, outcome: outcome(&o)?, resolved_at })
     }
 
     /// The source and outcome of an event, or `None` when there is no such event.

@@ -11,7 +11,8 @@ use sqlx::Row;
 
 use super::audit::append_audit_in;
 use super::selection::bind_all;
-use super::{Backend, NewAuditEntry, Selection, Store, StoreError, with_pool, with_writer};
+use super::{Backend, NewAuditEntry, Selection, SendCheck, Store, StoreError, with_pool, with_writer};
+use crate::access::SourceScope;
 use crate::domain::{EventId, Outcome, ReceivedHeaders};
 
 /// An event of a plan's sample.
@@ -69,6 +70,87 @@ pub struct ReplayJob {
     pub counts: ReplayCounts,
     pub finished_at: Option<i64>,
     pub error: Option<String>,
+    /// Who paused it and when, while `state` is `paused`.
+    pub paused: Option<Paused>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paused {
+    pub at: i64,
+    pub by: String,
+}
+
+impl ReplayJob {
+    /// The sources the job may touch: its `source`, or the sources its maker's token was
+    /// scoped to; `None` for a job over every source.
+    pub fn sources(&self) -> Option<Vec<&str>> {
+        match (self.request["source"].as_str(), self.request["scope"].as_array()) {
+            (Some(source), _) => Some(vec![source]),
+            (None, Some(scope)) => scope.iter().map(serde_json::Value::as_str).collect(),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether a token with `scope` may see and act on the job: its scope covers every
+    /// source the job may touch.
+    pub fn visible_to(&self, scope: &SourceScope) -> bool {
+        if scope.limited_to().is_none() {
+            return true;
+        }
+        self.sources().is_some_and(|sources| sources.iter().all(|s| scope.allows(s)))
+    }
+
+    /// Every item has its final result: the counts will not move again.
+    pub fn settled(&self) -> bool {
+        let c = &self.counts;
+        c.sent + c.skipped_receipt + c.skipped_other >= c.eligible
+    }
+}
+
+/// Which jobs to list: newest first, in pages ending before `before` (a job id).
+#[derive(Debug, Clone)]
+pub struct ReplayListQuery {
+    pub before: Option<String>,
+    pub limit: i64,
+    /// `running`, `paused`, `completed`, `cancelled`, `failed`.
+    pub state: Option<String>,
+    /// Only jobs whose `source` is this one.
+    pub source: Option<String>,
+}
+
+/// One page of jobs; `next_cursor` is where the next page starts, when there may be one.
+#[derive(Debug, Clone)]
+pub struct ReplayPage {
+    pub jobs: Vec<ReplayJob>,
+    pub next_cursor: Option<String>,
+}
+
+/// Why items of a job failed, most common first: `status` (the handler's answer) or `error`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailureCause {
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub count: i64,
+}
+
+impl FailureCause {
+    /// As a person reads it: `HTTP 500`, or the error.
+    pub fn describe(&self) -> String {
+        match (self.status_code, &self.error) {
+            (Some(code), _) => format!("HTTP {code}"),
+            (None, Some(error)) => error.clone(),
+            (None, None) => "no answer".into(),
+        }
+    }
+}
+
+/// What pausing or resuming a job did.
+#[derive(Debug, Clone)]
+pub enum Toggle {
+    Done(Box<ReplayJob>),
+    /// The job is in another state (nothing written).
+    NotApplicable(String),
+    NotFound,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +173,7 @@ pub struct ItemResult {
 }
 
 const JOB_COLUMNS: &str = "id, state, created_by, created_at, request, destination, rate, current_rate, eligible, sent, \
-     succeeded, failed, skipped_receipt, skipped_other, finished_at, error";
+     succeeded, failed, skipped_receipt, skipped_other, finished_at, error, paused_at, paused_by";
 
 macro_rules! job_from_row {
     ($row:expr) => {{
@@ -116,6 +198,11 @@ macro_rules! job_from_row {
             },
             finished_at: row.try_get("finished_at")?,
             error: row.try_get("error")?,
+            paused: match (row.try_get::<Option<i64>, _>("paused_at")?, row.try_get::<Option<String>, _>("paused_by")?)
+            {
+                (Some(at), Some(by)) => Some(Paused { at, by }),
+                _ => None,
+            },
         })
     }};
 }
@@ -307,23 +394,27 @@ impl Store {
             .collect())
     }
 
-    /// Current receipt counts and outcomes of some events (re-read before each batch).
-    pub async fn receipt_counts(&self, ids: &[EventId]) -> Result<HashMap<EventId, (i64, Outcome)>, StoreError> {
+    /// Current receipt counts, outcomes and resolution times of some events (re-read before
+    /// each batch).
+    pub async fn receipt_counts(&self, ids: &[EventId]) -> Result<HashMap<EventId, SendCheck>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
-            let sql = format!("SELECT id, receipts, outcome FROM events WHERE id IN ({})", placeholders.join(", "));
-            let rows: Vec<(String, i64, String)> = with_pool!(self, pool => {
+            let sql = format!(
+                "SELECT id, receipts, outcome, resolved_at FROM events WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let rows: Vec<(String, i64, String, Option<i64>)> = with_pool!(self, pool => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for id in chunk {
                     q = q.bind(id.as_str());
                 }
                 q.fetch_all(pool).await?
             });
-            for (id, receipts, outcome) in rows {
+            for (id, receipts, outcome, resolved_at) in rows {
                 let outcome =
                     Outcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt(format!("outcome `{outcome}`")))?;
-                out.insert(EventId::from_stored(id), (receipts, outcome));
+                out.insert(EventId::from_stored(id), SendCheck { receipts, outcome, resolved_at });
             }
         }
         Ok(out)
@@ -469,7 +560,8 @@ impl Store {
             let mut tx = pool.begin().await?;
             let n = sqlx::query(
                 "UPDATE replays SET state = $2, finished_at = $3, error = $4, lease_owner = NULL, lease_until = NULL, \
-                 current_rate = COALESCE($5, current_rate) WHERE id = $1 AND state = 'running'",
+                 current_rate = COALESCE($5, current_rate), paused_at = NULL, paused_by = NULL \
+                 WHERE id = $1 AND state IN ('running', 'paused')",
             )
             .bind(id)
             .bind(state)
@@ -485,6 +577,121 @@ impl Store {
         })
     }
 
+    /// Pauses a running job (`pause = true`) or resumes a paused one, with the audit entry
+    /// `audit` makes of its counts at that moment, in one transaction. A paused job keeps
+    /// its lease and its gateway, which stops sending and keeps renewing the lease, so no
+    /// other gateway takes it over nor takes it for dead.
+    pub async fn toggle_replay_pause(
+        &self,
+        id: &str,
+        pause: bool,
+        by: &str,
+        now: i64,
+        audit: impl FnOnce(&ReplayCounts) -> NewAuditEntry,
+    ) -> Result<Toggle, StoreError> {
+        let (from, to) = if pause { ("running", "paused") } else { ("paused", "running") };
+        let sql = format!(
+            "UPDATE replays SET state = $2, paused_at = $3, paused_by = $4 WHERE id = $1 AND state = $5 \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let (at, who) = if pause { (Some(now), Some(by)) } else { (None, None) };
+        let current = "SELECT state FROM replays WHERE id = $1";
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(to)
+                .bind(at)
+                .bind(who)
+                .bind(from)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                let state: Option<String> =
+                    sqlx::query_scalar(current).bind(id).fetch_optional(&mut *tx).await?;
+                return Ok(state.map_or(Toggle::NotFound, Toggle::NotApplicable));
+            };
+            let job = job_from_row!(&row)?;
+            append_audit_in!(self, tx, &audit(&job.counts));
+            tx.commit().await?;
+            Ok(Toggle::Done(Box::new(job)))
+        })
+    }
+
+    /// Jobs newest first (keyset paging on the id, whose ULID sorts by creation), those a
+    /// token with `scope` may see (see [`ReplayJob::visible_to`]). The replays page of the
+    /// console and `GET /v1/replays` both list through this.
+    pub async fn list_replays(&self, q: &ReplayListQuery, scope: &SourceScope) -> Result<ReplayPage, StoreError> {
+        let limit = q.limit.clamp(1, 1000);
+        let mut jobs = Vec::new();
+        let mut before = q.before.clone();
+        // A scoped token may not see every job: pages are read until `limit` visible ones
+        // are found or the jobs run out.
+        loop {
+            let mut sql = format!("SELECT {JOB_COLUMNS} FROM replays WHERE 1 = 1");
+            let mut params: Vec<String> = Vec::new();
+            if let Some(before) = &before {
+                params.push(before.clone());
+                sql.push_str(&format!(" AND id < ${}", params.len()));
+            }
+            if let Some(state) = &q.state {
+                params.push(state.clone());
+                sql.push_str(&format!(" AND state = ${}", params.len()));
+            }
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+            let page: Vec<ReplayJob> = with_pool!(self, pool => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for p in &params {
+                    query = query.bind(p);
+                }
+                let rows = query.fetch_all(pool).await?;
+                rows.iter().map(|row| job_from_row!(row)).collect::<Result<Vec<_>, StoreError>>()?
+            });
+            let read = page.len();
+            for (n, job) in page.into_iter().enumerate() {
+                before = Some(job.id.clone());
+                let wanted = q.source.as_deref().is_none_or(|s| job.request["source"].as_str() == Some(s));
+                if wanted && job.visible_to(scope) {
+                    jobs.push(job);
+                    if jobs.len() as i64 == limit {
+                        // Rows left in this page, or a full page read: there may be more.
+                        let more = n + 1 < read || read as i64 == limit;
+                        let next_cursor = more.then(|| before.clone()).flatten();
+                        return Ok(ReplayPage { jobs, next_cursor });
+                    }
+                }
+            }
+            if (read as i64) < limit {
+                return Ok(ReplayPage { jobs, next_cursor: None });
+            }
+        }
+    }
+
+    /// Why a job's items failed, most common cause first (at most `limit` causes).
+    pub async fn replay_failure_causes(&self, id: &str, limit: i64) -> Result<Vec<FailureCause>, StoreError> {
+        let sql = format!(
+            "SELECT status_code, error, COUNT(*) AS n FROM replay_items \
+             WHERE replay_id = $1 AND state IN ('failed', 'interrupted') \
+             GROUP BY status_code, error ORDER BY n DESC, status_code LIMIT {}",
+            limit.max(1)
+        );
+        let rows: Vec<(Option<i64>, Option<String>, i64)> = with_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(|(status_code, error, count)| FailureCause { status_code, error, count }).collect())
+    }
+
+    /// The last item of a job in its order (the event sent or skipped last, or to be): where
+    /// a continuation of the same scope starts after.
+    pub async fn replay_last_event(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT event_id FROM replay_items WHERE replay_id = $1 ORDER BY seq DESC LIMIT 1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
     /// Cancels a running job, with the audit entry `audit` makes of its counts at that
     /// moment, in one transaction; `false` when the job was not running (nothing written).
     pub async fn cancel_replay(
@@ -494,8 +701,8 @@ impl Store {
         audit: impl FnOnce(&ReplayCounts) -> NewAuditEntry,
     ) -> Result<bool, StoreError> {
         let sql = format!(
-            "UPDATE replays SET state = 'cancelled', finished_at = $2, lease_owner = NULL, lease_until = NULL \
-             WHERE id = $1 AND state = 'running' RETURNING {JOB_COLUMNS}"
+            "UPDATE replays SET state = 'cancelled', finished_at = $2, lease_owner = NULL, lease_until = NULL, \
+             paused_at = NULL, paused_by = NULL WHERE id = $1 AND state IN ('running', 'paused') RETURNING {JOB_COLUMNS}"
         );
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;

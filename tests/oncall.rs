@@ -1,0 +1,303 @@
+//! The on-call path (issue 15), walked as a tired person walks it: the real `hookwarden`
+//! binary against a real gateway, on SQLite and PostgreSQL where the store is involved.
+//! Exit codes and last lines that tell the truth, `--limit` that says what it leaves out and
+//! how to go on, resolutions counted as `resolved`, the replay list and pause/resume.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cli::{hookwarden, stdout};
+use crate::replay::{outage, spec};
+use crate::support::receiver::Behaviour;
+use crate::support::{
+    ADMIN_TOKEN, Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, on_both_backends,
+};
+
+const SINCE: &str = "2000-01-01T00:00:00Z";
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn job(gw: &Gateway, id: &str) -> Value {
+    let (status, job) = gw.admin_get(&format!("/v1/replays/{id}")).await;
+    assert_eq!(status, 200, "{job}");
+    job
+}
+
+/// A live run in which every send failed (the handler is still down) is not a success: exit
+/// 3, and the last line says how many failed and why.
+#[tokio::test]
+async fn a_live_run_whose_sends_all_failed_exits_3_and_names_the_cause() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    outage(&gw, &receiver, "down", 3).await;
+    receiver.set(Behaviour { status: 500, ..Behaviour::default() });
+
+    let live =
+        hookwarden(&gw, &["replay", "orders", "--since", "1h", "--rate", "50", "--no-dry-run", "--reason", "INC-1"])
+            .await;
+    let out = stdout(&live);
+    assert_eq!(live.status.code(), Some(3), "{live:?}");
+    let last = out.lines().last().unwrap();
+    assert!(last.contains("completed, 3 FAILED: sent 3, succeeded 0, failed 3"), "{out}");
+    assert!(last.ends_with("most failed with HTTP 500 (3 of 3)"), "{out}");
+
+    // JSON says the same, and the exit code is the same.
+    receiver.set(Behaviour::default());
+    let ok = hookwarden(
+        &gw,
+        &["replay", "orders", "--since", "1h", "--rate", "50", "--no-dry-run", "--reason", "INC-1", "--json"],
+    )
+    .await;
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let job: Value = serde_json::from_slice(&ok.stdout).expect("JSON only on stdout");
+    assert_eq!((job["state"].as_str(), job["counts"]["succeeded"].as_i64()), (Some("completed"), Some(3)), "{job}");
+}
+
+/// `--limit` never leaves events behind without a word: the dry run says how many it leaves
+/// out and prints the command that covers them; the live run says so and prints the command
+/// that continues exactly where it stopped, in the order replays send (`seq`), so nothing the
+/// first run sent goes out twice.
+async fn the_limit_says_what_it_leaves_out_and_how_to_continue(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "limit", 5).await;
+
+    let dry = hookwarden(&gw, &["replay", "orders", "--since", "1h", "--limit", "2", "--rate", "50"]).await;
+    assert!(dry.status.success(), "{dry:?}");
+    let report = stdout(&dry);
+    assert!(report.contains("Would send    2 of 5 eligible (limit 2)"), "{report}");
+    assert!(report.contains("Left out      3 eligible events by the limit"), "{report}");
+    assert!(report.contains("To run it live (the first 2 only):"), "{report}");
+    let all = report.lines().skip_while(|l| !l.starts_with("To send all 5 eligible events:")).nth(1).unwrap();
+    assert!(all.contains("--limit 5") && all.contains("--until "), "{report}");
+
+    let live = hookwarden(
+        &gw,
+        &["replay", "orders", "--since", "1h", "--limit", "2", "--rate", "50", "--no-dry-run", "--reason", "INC-2"],
+    )
+    .await;
+    assert!(live.status.success(), "{live:?}");
+    let out = stdout(&live);
+    assert!(out.contains("3 more eligible events in the scope were left out by --limit"), "{out}");
+    let command = out.lines().skip_while(|l| !l.starts_with("To continue where it stopped")).nth(1).unwrap().trim();
+    assert!(command.contains(&format!("--after {}", ids[1])) && command.contains("--limit 3"), "{out}");
+    // The first two went out once more; no receipt came, so they are still `unknown`.
+    let replayed = |id: &str| receiver.for_event(id).iter().filter(|r| r.replay_id().is_some()).count();
+    assert_eq!(ids.iter().map(|id| replayed(id)).collect::<Vec<_>>(), [1, 1, 0, 0, 0]);
+
+    // The printed command, run as printed, sends the other three and nothing twice.
+    let continued = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command.replacen("hookwarden", env!("CARGO_BIN_EXE_hookwarden"), 1))
+        .env("HOOKWARDEN_URL", gw.url(""))
+        .env("HOOKWARDEN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(continued.status.success(), "{continued:?}");
+    assert!(!stdout(&continued).contains("left out"), "{continued:?}");
+    assert_eq!(ids.iter().map(|id| replayed(id)).collect::<Vec<_>>(), [1, 1, 1, 1, 1]);
+    // In the order received.
+    let order: Vec<String> =
+        receiver.received().iter().filter(|r| r.replay_id().is_some()).map(|r| r.event_id().to_string()).collect();
+    assert_eq!(order, ids);
+}
+
+/// An operator's resolution settles an event without claiming it was applied: the gap view
+/// counts it `resolved` (in total and in its bucket), never `confirmed`; a replay skips it
+/// unless it is named by id; a resolution made after a run was planned drops its item, also
+/// one named by id (the check before the send sees it).
+async fn resolutions_are_counted_as_resolved_and_not_replayed_unless_named(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "resolve", 4).await;
+    let (status, answer) =
+        gw.admin_post(&format!("/v1/events/{}/resolve", ids[0]), &json!({ "note": "applied by hand, OPS-7" })).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("resolved")), "{answer}");
+    let (status, again) = gw.admin_post(&format!("/v1/events/{}/resolve", ids[0]), &json!({ "note": "twice" })).await;
+    assert_eq!((status, again["error"]["code"].as_str()), (409, Some("event_settled")), "{again}");
+
+    let (_, summary) = gw.admin_get("/v1/summary?bucket=24h&source=orders").await;
+    let totals = &summary["totals"];
+    assert_eq!((totals["resolved"].as_i64(), totals["confirmed"].as_i64()), (Some(1), Some(0)), "{summary}");
+    assert_eq!(totals["unknown"], 3, "{summary}");
+    let bucket = summary["buckets"].as_array().unwrap().iter().find(|b| b["total"] == 4).expect("the events' bucket");
+    assert_eq!((bucket["resolved"].as_i64(), bucket["confirmed"].as_i64()), (Some(1), Some(0)), "{summary}");
+    assert_eq!(gw.event(&ids[0]).await.unwrap()["attempt_log"].as_array().unwrap().len(), 1, "history kept");
+
+    // Not eligible in a window; eligible when named by id.
+    let dry = hookwarden(&gw, &["replay", "orders", "--since", "1h"]).await;
+    let report = stdout(&dry);
+    assert!(report.contains("resolved         1   excluded: an operator resolved them"), "{report}");
+    assert!(report.contains("Would send    3 of 3 eligible"), "{report}");
+    let (_, named) = gw.admin_post("/v1/replays", &json!({ "event_ids": [ids[0]] })).await;
+    assert_eq!(named["eligible"], 1, "{named}");
+
+    // Resolved after the run was planned: dropped, whether named by id or in the window.
+    // The handler holds each send 600 ms, one at a time, so the last items wait their turn.
+    receiver.set(Behaviour { delay: Duration::from_millis(600), ..Behaviour::default() });
+    let body = json!({ "event_ids": [ids[0], ids[1], ids[2], ids[3]], "dry_run": false, "reason": "INC-3", "rate": 1 });
+    let (status, started) = gw.admin_post("/v1/replays", &body).await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap();
+    let (status, _) = gw.admin_post(&format!("/v1/events/{}/resolve", ids[3]), &json!({ "note": "by hand" })).await;
+    assert_eq!(status, 200);
+    let done = eventually(Duration::from_secs(30), "the run to end", || async {
+        let job = job(&gw, id).await;
+        (job["state"] == "completed" && job["settled"] == true).then_some(job)
+    })
+    .await;
+    assert_eq!((done["counts"]["succeeded"].as_i64(), done["counts"]["skipped_other"].as_i64()), (Some(3), Some(1)));
+    let replayed = |id: &str| receiver.for_event(id).iter().filter(|r| r.replay_id().is_some()).count();
+    assert_eq!((replayed(&ids[0]), replayed(&ids[3])), (1, 0), "resolved before: sent; resolved after: not");
+}
+
+/// The replays list (newest first, keyset paging, a scoped token sees its sources' jobs
+/// only) and pause/resume: audited with the change in one transaction, a paused job sends
+/// nothing, keeps its lease and its gateway, and goes on where it stopped once resumed.
+async fn replays_are_listed_paused_and_resumed(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let mut spec: GatewaySpec = spec(&db, &receiver);
+    spec.sources.push(SourceSpec::new("billing", "{ kind = \"none\" }", &receiver.url("/billing")));
+    let gw = Gateway::start(&spec).await;
+    let ids = outage(&gw, &receiver, "pause", 6).await;
+    let (status, _) = gw.ingest("billing", &[], br#"{"id":"b-1"}"#).await;
+    assert_eq!(status, 200);
+
+    let start = |source: &str, rate: u32| json!({ "source": source, "since": SINCE, "dry_run": false, "reason": "INC-4", "rate": rate });
+    let (_, billing) = gw.admin_post("/v1/replays", &start("billing", 50)).await;
+    let billing = billing["id"].as_str().unwrap().to_string();
+    let (_, first) = gw
+        .admin_post(
+            "/v1/replays",
+            &json!({ "source": "orders", "event_ids": [ids[0]], "dry_run": false, "reason": "x" }),
+        )
+        .await;
+    let first = first["id"].as_str().unwrap().to_string();
+    let (status, slow) = gw.admin_post("/v1/replays", &start("orders", 1)).await;
+    assert_eq!(status, 202, "{slow}");
+    let slow = slow["id"].as_str().unwrap().to_string();
+
+    let created = gw
+        .admin_post("/v1/tokens", &json!({ "name": "orders-oncall", "role": "operator", "sources": ["orders"] }))
+        .await
+        .1;
+    let token = created["token"].as_str().unwrap().to_string();
+    let t = Some(token.as_str());
+
+    // Newest first, one per page, for the admin; a scoped token sees orders' jobs only.
+    let mut pages = Vec::new();
+    let mut path = "/v1/replays?limit=1".to_string();
+    loop {
+        let (status, page) = gw.call("GET", &path, Some(ADMIN_TOKEN), None).await;
+        assert_eq!(status, 200, "{page}");
+        pages.extend(page["data"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/replays?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [slow.clone(), first.clone(), billing.clone()]);
+    let (_, scoped) = gw.call("GET", "/v1/replays?limit=1", t, None).await;
+    assert_eq!(scoped["data"][0]["id"].as_str(), Some(slow.as_str()), "{scoped}");
+    let next = scoped["next_cursor"].as_str().unwrap();
+    let (_, rest) = gw.call("GET", &format!("/v1/replays?limit=5&cursor={next}"), t, None).await;
+    let rest: Vec<&str> = rest["data"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(rest, [first.as_str()], "billing's job is not there for an orders token");
+    let (status, _) = gw.call("GET", "/v1/replays?source=billing", t, None).await;
+    assert_eq!(status, 403);
+    let (status, _) = gw.call("POST", &format!("/v1/replays/{billing}/pause"), t, None).await;
+    assert_eq!(status, 404, "another source's job is not there to pause");
+
+    // The pause and its audit entry commit together or not at all.
+    db.refuse("INSERT", "audit_log").await;
+    let (status, _) = gw.call("POST", &format!("/v1/replays/{slow}/pause"), t, None).await;
+    assert_eq!(status, 503);
+    assert_eq!(job(&gw, &slow).await["state"], "running");
+    db.allow("INSERT", "audit_log").await;
+
+    let (status, paused) = gw.call("POST", &format!("/v1/replays/{slow}/pause"), t, None).await;
+    assert_eq!((status, paused["state"].as_str()), (200, Some("paused")), "{paused}");
+    assert_eq!(paused["paused"]["by"], "orders-oncall", "{paused}");
+    let (status, twice) = gw.call("POST", &format!("/v1/replays/{slow}/pause"), t, None).await;
+    assert_eq!((status, twice["error"]["code"].as_str()), (409, Some("replay_not_running")), "{twice}");
+    // Nothing goes out while paused (the rate would allow a send a second), and past the
+    // lease (6 s) the job is still held by its gateway, not taken for dead.
+    let sent_at_pause = eventually(Duration::from_secs(5), "the send in flight to be counted", || async {
+        let job = job(&gw, &slow).await;
+        let c = &job["counts"];
+        let (sent, skipped) = (c["sent"].as_i64().unwrap(), c["skipped_other"].as_i64().unwrap());
+        (receiver.received().iter().filter(|r| r.replay_id() == Some(slow.as_str())).count() as i64 == sent)
+            .then_some(sent + skipped)
+    })
+    .await;
+    let owned = format!("SELECT COUNT(*) FROM replays WHERE id = '{slow}' AND lease_owner IS NOT NULL");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let held = job(&gw, &slow).await;
+    assert_eq!(held["state"], "paused", "{held}");
+    let c = &held["counts"];
+    assert_eq!(c["sent"].as_i64().unwrap() + c["skipped_other"].as_i64().unwrap(), sent_at_pause, "{held}");
+    assert_eq!(db.scalar(&owned).await, 1, "the paused job keeps its lease");
+    assert!(sent_at_pause < 6, "the run was over before the pause: {held}");
+
+    let (status, resumed) = gw.call("POST", &format!("/v1/replays/{slow}/resume"), t, None).await;
+    assert_eq!((status, resumed["state"].as_str()), (200, Some("running")), "{resumed}");
+    let done = eventually(Duration::from_secs(30), "the resumed run to end", || async {
+        let job = job(&gw, &slow).await;
+        (job["state"] == "completed" && job["settled"] == true).then_some(job)
+    })
+    .await;
+    assert_eq!(done["counts"]["failed"], 0, "{done}");
+    // Every event of the window went out exactly once in this run (the first job's too).
+    let posts: Vec<String> = receiver
+        .received()
+        .iter()
+        .filter(|r| r.replay_id() == Some(slow.as_str()))
+        .map(|r| r.event_id().to_string())
+        .collect();
+    assert_eq!(posts, ids, "in order, once each");
+    let audit = gw.audit().await;
+    let actions: Vec<&str> =
+        audit.iter().filter(|e| e["subject"] == slow.as_str()).map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["replay.started", "replay.paused", "replay.resumed", "replay.finished"]);
+    let paused_entry = audit.iter().find(|e| e["action"] == "replay.paused").unwrap();
+    assert_eq!(paused_entry["actor"], "orders-oncall");
+}
+
+on_both_backends!(
+    the_limit_says_what_it_leaves_out_and_how_to_continue,
+    resolutions_are_counted_as_resolved_and_not_replayed_unless_named,
+    replays_are_listed_paused_and_resumed,
+);
+
+/// A viewer may dry-run (it changes nothing), audited as the viewer's; a live run is refused.
+#[tokio::test]
+async fn a_viewer_may_dry_run() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    outage(&gw, &receiver, "viewer", 2).await;
+    let viewer = gw.token("vera", "viewer").await;
+    let as_viewer = |args: &'static [&'static str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookwarden"));
+        command.args(args).env("HOOKWARDEN_URL", gw.url("")).env("HOOKWARDEN_TOKEN", &viewer);
+        command
+    };
+    let dry = as_viewer(&["replay", "orders", "--since", "1h"]).output().await.unwrap();
+    assert!(dry.status.success(), "{dry:?}");
+    assert!(stdout(&dry).contains("Would send    2 of 2 eligible"), "{dry:?}");
+    let live =
+        as_viewer(&["replay", "orders", "--since", "1h", "--no-dry-run", "--reason", "x"]).output().await.unwrap();
+    assert_eq!(live.status.code(), Some(1), "{live:?}");
+    assert!(stderr(&live).contains("role_insufficient"), "{live:?}");
+    let audit = gw.audit().await;
+    let entry = audit.iter().find(|e| e["action"] == "replay.dry_run").unwrap();
+    assert_eq!(entry["actor"], "vera", "{entry}");
+}
