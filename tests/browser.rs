@@ -74,11 +74,7 @@ async fn signing_in_and_out_with_the_guards_around_sessions() {
     scenario(
         "signin",
         &gw,
-        &[
-            ("ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
-            ("EXPECT_CONFIRMED", "2".into()),
-            ("EXPECT_UNKNOWN", "4".into()),
-        ],
+        &[("ADMIN_TOKEN", ADMIN_TOKEN.to_string()), ("EXPECT_CONFIRMED", "2".into()), ("EXPECT_UNKNOWN", "4".into())],
     )
     .await;
 }

@@ -61,7 +61,10 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Over TLS (a proxy in front says so), or configured to assume it.
 fn secure(app: &AppState, headers: &HeaderMap) -> bool {
     app.config.console.secure_cookie
-        || headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"))
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 fn set_cookie(name: &str, value: &str, secure: bool, clear: bool) -> HeaderValue {
@@ -82,7 +85,10 @@ fn idle_before(app: &AppState, now: i64) -> i64 {
 /// Why a console request is not from a signed-in user (or is from another site).
 pub enum Refused {
     /// A page asked for without a session: to the sign-in form, coming back afterwards.
-    SignIn { next: String, notice: Option<&'static str> },
+    SignIn {
+        next: String,
+        notice: Option<&'static str>,
+    },
     Forbidden(&'static str),
     Unavailable,
 }
@@ -168,7 +174,8 @@ impl OptionalFromRequestParts<AppState> for Signed {
 /// Refuses a request another site made the browser send: `Sec-Fetch-Site` (sent by every
 /// current browser) must say same-origin or user-initiated, and an `Origin` must be this host.
 fn same_origin(headers: &HeaderMap) -> Result<(), Refused> {
-    let refused = Refused::Forbidden("This request came from another site; the console takes forms from its own pages only.");
+    let refused =
+        Refused::Forbidden("This request came from another site; the console takes forms from its own pages only.");
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")
     {
@@ -213,8 +220,9 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
         let who = match session_of(&parts, app).await.map_err(IntoResponse::into_response)? {
             Some((session, caller)) => Signed { caller, csrf: session.csrf },
             None => {
-                return Err(Refused::Forbidden("No console session: sign in again and repeat what you did.")
-                    .into_response());
+                return Err(
+                    Refused::Forbidden("No console session: sign in again and repeat what you did.").into_response()
+                );
             }
         };
         let Form(with): Form<WithCsrf<T>> = Form::from_request(Request::from_parts(parts, body), app)
@@ -255,7 +263,9 @@ pub async fn signin_form(
         return Redirect::to(&next).into_response();
     }
     let notice = match q.notice.as_deref() {
-        Some("expired") => Some("Your session ended (idle too long, signed out, or its token was revoked). Sign in again."),
+        Some("expired") => {
+            Some("Your session ended (idle too long, signed out, or its token was revoked). Sign in again.")
+        }
         Some("signedout") => Some("Signed out."),
         _ => None,
     };
@@ -379,7 +389,9 @@ mod tests {
             h
         };
         assert!(same_origin(&headers(&[])).is_ok());
-        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin"), ("origin", "http://gw.internal:9090")])).is_ok());
+        assert!(
+            same_origin(&headers(&[("sec-fetch-site", "same-origin"), ("origin", "http://gw.internal:9090")])).is_ok()
+        );
         assert!(same_origin(&headers(&[("sec-fetch-site", "same-site")])).is_err());
         assert!(same_origin(&headers(&[("sec-fetch-site", "cross-site")])).is_err());
         assert!(same_origin(&headers(&[("origin", "http://gw.internal:9091")])).is_err());
