@@ -24,6 +24,7 @@ mod receipts;
 mod replays;
 mod retry;
 mod selection;
+mod sessions;
 mod summary;
 mod tokens;
 
@@ -48,6 +49,7 @@ pub use replays::{
 };
 pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
+pub use sessions::ConsoleSession;
 pub use summary::{SummaryQuery, SummaryRow};
 pub use tokens::{Revoked, TokenRecord};
 
