@@ -272,6 +272,7 @@ async fn replays_are_listed_paused_and_resumed(kind: Db) {
 }
 
 on_both_backends!(
+    events_are_resolved_one_or_a_selection_at_a_time,
     the_limit_says_what_it_leaves_out_and_how_to_continue,
     resolutions_are_counted_as_resolved_and_not_replayed_unless_named,
     replays_are_listed_paused_and_resumed,
@@ -300,4 +301,279 @@ async fn a_viewer_may_dry_run() {
     let audit = gw.audit().await;
     let entry = audit.iter().find(|e| e["action"] == "replay.dry_run").unwrap();
     assert_eq!(entry["actor"], "vera", "{entry}");
+}
+
+/// `hookwarden …` with the admin token, run under a pseudo-terminal (`script`), so that a
+/// Ctrl-C typed into it reaches the command as a person's would: stdin is the terminal's
+/// keyboard, stdout all it shows.
+fn under_a_terminal(gw: &Gateway, args: &str) -> tokio::process::Child {
+    tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", &format!("{} {args}", env!("CARGO_BIN_EXE_hookwarden")), "/dev/null"])
+        .env("HOOKWARDEN_URL", gw.url(""))
+        .env("HOOKWARDEN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script(1) from util-linux")
+}
+
+/// Reads the terminal's output into `seen` until it holds `needle`.
+async fn read_until(out: &mut tokio::process::ChildStdout, seen: &mut String, needle: &str) {
+    use tokio::io::AsyncReadExt;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut chunk = [0u8; 4096];
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let n = tokio::time::timeout(left, out.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no `{needle}` on the terminal; got:\n{seen}"))
+            .unwrap();
+        assert!(n > 0, "the terminal closed before `{needle}`; got:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+}
+
+/// Ctrl-C in a terminal pauses the job's sending while `Cancel? [y/N]` waits for an answer
+/// (nothing goes out meanwhile), `n` resumes it, `y` cancels it: exit 4, and the last line's
+/// counts are the job's own, final ones.
+#[tokio::test]
+async fn ctrl_c_pauses_sending_while_the_question_is_open() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    outage(&gw, &receiver, "pty", 30).await;
+    let mut cli = under_a_terminal(&gw, "replay orders --since 1h --rate 2 --no-dry-run --reason INC-5");
+    let (mut keys, mut screen) = (cli.stdin.take().unwrap(), cli.stdout.take().unwrap());
+    let mut seen = String::new();
+    read_until(&mut screen, &mut seen, "Ctrl-C to cancel it").await;
+    let id = seen[seen.find("rpl_").unwrap()..].split(' ').next().unwrap().to_string();
+    let sent_by_replay = || receiver.received().iter().filter(|r| r.replay_id() == Some(id.as_str())).count();
+    eventually(Duration::from_secs(10), "a first send", || async { (sent_by_replay() > 0).then_some(()) }).await;
+
+    keys.write_all(b"\x03").await.unwrap();
+    read_until(&mut screen, &mut seen, "[y/N] ").await;
+    assert!(seen.contains("Sending is paused."), "{seen}");
+    assert_eq!(job(&gw, &id).await["state"], "paused");
+    // A send in flight at the pause still lands; after that, nothing while the question waits
+    // (at 2/s, four more would have gone out).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_question = sent_by_replay();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sent_by_replay(), at_question, "a send while the question was open");
+
+    keys.write_all(b"n\n").await.unwrap();
+    read_until(&mut screen, &mut seen, "still running (resumed)").await;
+    eventually(Duration::from_secs(10), "sends to go on", || async { (sent_by_replay() > at_question).then_some(()) })
+        .await;
+
+    keys.write_all(b"\x03").await.unwrap();
+    seen.clear();
+    read_until(&mut screen, &mut seen, "[y/N] ").await;
+    keys.write_all(b"y\n").await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), cli.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(4), "cancelled: {seen}");
+    let mut rest = String::new();
+    use tokio::io::AsyncReadExt;
+    screen.read_to_string(&mut rest).await.unwrap();
+    let last = rest.lines().rev().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("no last line in:\n{rest}"));
+    let done = job(&gw, &id).await;
+    let c = &done["counts"];
+    let expected = format!(
+        "replay {id} cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}",
+        c["sent"], c["succeeded"], c["failed"], c["skipped_receipt"], c["skipped_other"]
+    );
+    // What the terminal shows last on that line (the progress bar was cleared before it).
+    let last = &last[last.rfind(&format!("replay {id}")).unwrap()..];
+    assert_eq!(last.trim(), expected, "the last line's counts are the job's: {done}");
+    assert_eq!(done["settled"], true, "{done}");
+    assert_eq!(c["sent"].as_i64().unwrap() as usize, sent_by_replay());
+    let audit = gw.audit().await;
+    let pauses = audit.iter().filter(|e| e["subject"] == id.as_str() && e["action"] == "replay.paused").count();
+    assert_eq!(pauses, 2, "each Ctrl-C paused the job, audited");
+}
+
+/// `hookwarden replays list|show|pause|resume|cancel|watch`: a person whose terminal died
+/// finds the job and re-attaches to it.
+#[tokio::test]
+async fn replays_are_found_and_followed_from_the_command_line() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    outage(&gw, &receiver, "jobs", 4).await;
+    let body =
+        json!({ "source": "orders", "since": SINCE, "dry_run": false, "reason": "INC-6 terminal died", "rate": 1 });
+    let (_, started) = gw.admin_post("/v1/replays", &body).await;
+    let id = started["id"].as_str().unwrap().to_string();
+
+    let list = hookwarden(&gw, &["replays", "list"]).await;
+    let text = stdout(&list);
+    assert!(list.status.success(), "{list:?}");
+    let header = text.lines().next().unwrap();
+    let row = text.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(header.find("STATE"), row.find("running"), "columns line up:\n{text}");
+    assert!(row.contains("INC-6 terminal died"), "{text}");
+    let listed: Value = serde_json::from_slice(&hookwarden(&gw, &["replays", "list", "--json"]).await.stdout).unwrap();
+    assert_eq!(listed["data"][0]["id"].as_str(), Some(id.as_str()));
+
+    let paused = hookwarden(&gw, &["replays", "pause", &id]).await;
+    assert!(stdout(&paused).contains("is paused now"), "{paused:?}");
+    let shown = stdout(&hookwarden(&gw, &["replays", "show", &id]).await);
+    assert!(shown.contains("paused") && shown.contains("bootstrap-admin") && shown.contains("INC-6"), "{shown}");
+    let resumed = hookwarden(&gw, &["replays", "resume", &id]).await;
+    assert!(stdout(&resumed).contains("is running now"), "{resumed:?}");
+
+    // Re-attach: follow it to its end; the exit code is the live run's.
+    let watched = hookwarden(&gw, &["replays", "watch", &id]).await;
+    assert_eq!(watched.status.code(), Some(0), "{watched:?}");
+    assert!(stdout(&watched).contains(&format!("replay {id} completed: sent 4, succeeded 4, failed 0")), "{watched:?}");
+
+    let (_, again) = gw.admin_post("/v1/replays", &body).await;
+    let again = again["id"].as_str().unwrap().to_string();
+    let cancelled = hookwarden(&gw, &["replays", "cancel", &again]).await;
+    assert_eq!(cancelled.status.code(), Some(4), "{cancelled:?}");
+    let job = job(&gw, &again).await;
+    let c = &job["counts"];
+    assert!(
+        stdout(&cancelled).contains(&format!(
+            "cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}",
+            c["sent"], c["succeeded"], c["failed"], c["skipped_receipt"], c["skipped_other"]
+        )),
+        "{cancelled:?} vs {job}"
+    );
+    let watched = hookwarden(&gw, &["replays", "watch", &again]).await;
+    assert_eq!(watched.status.code(), Some(4), "an ended job: its last line and exit code at once");
+    let gone = hookwarden(&gw, &["replays", "show", "rpl_nope"]).await;
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stderr(&gone).contains("replay_unknown"), "{gone:?}");
+}
+
+/// `events resolve`: one event by the provider's id at once; a selection after a dry run,
+/// all of it with one audit entry or nothing.
+async fn events_are_resolved_one_or_a_selection_at_a_time(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "res", 5).await;
+
+    let one = hookwarden(&gw, &["events", "resolve", "res-0", "--note", "refunded by hand, OPS-9"]).await;
+    assert!(one.status.success(), "{one:?}");
+    assert!(stdout(&one).contains(&format!("{} resolved", ids[0])), "{one:?}");
+    assert_eq!(gw.event(&ids[0]).await.unwrap()["outcome"], "resolved");
+    let twice = hookwarden(&gw, &["events", "resolve", &ids[0], "--note", "again"]).await;
+    assert!(stderr(&twice).contains("event_settled"), "{twice:?}");
+
+    let dry = hookwarden(&gw, &["events", "resolve", "--source", "orders", "--since", "1h", "--note", "bulk"]).await;
+    assert!(dry.status.success(), "{dry:?}");
+    let report = stdout(&dry);
+    assert!(report.contains("unknown          4   would be resolved"), "{report}");
+    assert!(report.contains("resolved         1   left as they are"), "{report}");
+    assert_eq!(gw.event(&ids[1]).await.unwrap()["outcome"], "unknown", "a dry run changes nothing");
+    let command =
+        report.lines().skip_while(|l| !l.starts_with("To resolve these 4")).nth(1).unwrap().trim().to_string();
+    let run = || {
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command.replacen("hookwarden", env!("CARGO_BIN_EXE_hookwarden"), 1))
+            .env("HOOKWARDEN_URL", gw.url(""))
+            .env("HOOKWARDEN_TOKEN", ADMIN_TOKEN)
+            .output()
+    };
+    // All or nothing: with its audit entry refused, no event is resolved.
+    db.refuse("INSERT", "audit_log").await;
+    let refused = run().await.unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    db.allow("INSERT", "audit_log").await;
+    for id in &ids[1..] {
+        assert_eq!(gw.event(id).await.unwrap()["outcome"], "unknown");
+    }
+    let live = run().await.unwrap();
+    assert!(stdout(&live).contains("Resolved 4 events"), "{live:?}");
+    for id in &ids[1..] {
+        assert_eq!(gw.event(id).await.unwrap()["outcome"], "resolved");
+    }
+    let audit = gw.audit().await;
+    let bulk: Vec<&Value> = audit.iter().filter(|e| e["action"] == "events.resolved").collect();
+    assert_eq!(bulk.len(), 1, "one entry for the selection");
+    assert_eq!(bulk[0]["details"]["event_ids"].as_array().unwrap().len(), 4);
+    assert_eq!(bulk[0]["details"]["note"], "bulk");
+}
+
+/// The provider's own id: a filter field, a column in lists, and what `events show` takes
+/// (with `--source` when two sources have it); `events show` tells why an event stands where
+/// it stands and prints its payload, cut unless `--full`; `events list` pages.
+#[tokio::test]
+async fn events_are_found_by_the_providers_id_and_shown_whole() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let mut spec: GatewaySpec = spec(&db, &receiver);
+    spec.sources.push(
+        SourceSpec::new("billing", "{ kind = \"none\" }", &receiver.url("/billing"))
+            .with("dedup = { json_pointer = \"/id\" }"),
+    );
+    let gw = Gateway::start(&spec).await;
+    let ids = outage(&gw, &receiver, "prov", 3).await;
+    let lines: serde_json::Map<String, Value> = (0..60).map(|n| (format!("field_{n:02}"), json!(n))).collect();
+    let (_, big) = gw.ingest("billing", &[], json!({ "id": "prov-1", "lines": lines }).to_string().as_bytes()).await;
+    let big = big["event_id"].as_str().unwrap().to_string();
+
+    let list = stdout(&hookwarden(&gw, &["events", "list", "--source", "orders"]).await);
+    let header = list.lines().next().unwrap();
+    assert!(header.contains("PROVIDER ID"), "{list}");
+    let row = list.lines().find(|l| l.starts_with(&ids[0])).unwrap();
+    assert_eq!(header.find("PROVIDER ID"), row.find("prov-0"), "columns line up:\n{list}");
+    let filtered = hookwarden(&gw, &["events", "list", "--filter", "provider_id = prov-2", "--json"]).await;
+    let filtered: Value = serde_json::from_slice(&filtered.stdout).unwrap();
+    assert_eq!(filtered["data"][0]["id"].as_str(), Some(ids[2].as_str()), "{filtered}");
+
+    let ambiguous = hookwarden(&gw, &["events", "show", "prov-1"]).await;
+    assert_eq!(ambiguous.status.code(), Some(2), "{ambiguous:?}");
+    assert!(stderr(&ambiguous).contains("add --source"), "{ambiguous:?}");
+    let shown = stdout(&hookwarden(&gw, &["events", "show", "prov-1", "--source", "orders"]).await);
+    assert!(shown.starts_with(&ids[1]), "{shown}");
+    assert!(shown.contains("\"id\": \"prov-1\""), "the payload, pretty: {shown}");
+    assert!(shown.contains("Attempts:") && !shown.contains("Receipts:"), "an empty section is left out: {shown}");
+
+    let cut = stdout(&hookwarden(&gw, &["events", "show", &big]).await);
+    assert!(cut.contains("more lines: add --full"), "{cut}");
+    assert!(!cut.contains("field_59"), "{cut}");
+    let full = stdout(&hookwarden(&gw, &["events", "show", &big, "--full"]).await);
+    assert!(full.contains("\"field_59\": 59") && !full.contains("more lines"), "{full}");
+
+    // Why it is not pending: the handler's failed receipt ends its retries.
+    let failed = receipts_sdk::receipt::Receipt::failed(&ids[0], "E_DUPLICATE", None);
+    gw.post_receipt(&crate::replay::handler_key().sign(&failed, crate::support::sign::now_secs())).await;
+    let why = stdout(&hookwarden(&gw, &["events", "show", &ids[0]]).await);
+    assert!(why.contains("no retry: the handler's receipt says it failed (E_DUPLICATE)"), "{why}");
+    assert!(why.contains("Receipts:"), "{why}");
+
+    // Pages: a cursor, or every page.
+    let first = stdout(&hookwarden(&gw, &["events", "list", "--limit", "2"]).await);
+    let cursor =
+        first.lines().find_map(|l| l.split("--cursor ").nth(1)).unwrap().split([',', ' ']).next().unwrap().to_string();
+    let second = stdout(&hookwarden(&gw, &["events", "list", "--limit", "2", "--cursor", &cursor]).await);
+    assert_eq!(second.lines().filter(|l| l.starts_with("evt_")).count(), 2, "{second}");
+    let all = hookwarden(&gw, &["events", "list", "--limit", "2", "--all", "--json"]).await;
+    let all: Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(all["data"].as_array().unwrap().len(), 4, "{all}");
+}
+
+/// `--reason` on a dry run is kept in its audit entry and said so; `--note` without
+/// `--override-confirmed` is said to be ignored.
+#[tokio::test]
+async fn reasons_and_notes_on_a_dry_run_are_kept_or_said_ignored() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    outage(&gw, &receiver, "why", 1).await;
+    let dry = hookwarden(&gw, &["replay", "orders", "--since", "1h", "--reason", "INC-8", "--note", "stray"]).await;
+    assert!(stdout(&dry).contains("--reason kept in this dry run's audit entry"), "{dry:?}");
+    assert!(stdout(&dry).contains("--reason INC-8"), "the live command carries it: {dry:?}");
+    assert!(stderr(&dry).contains("--note goes with --override-confirmed"), "{dry:?}");
+    let audit = gw.audit().await;
+    let entry = audit.iter().find(|e| e["action"] == "replay.dry_run").unwrap();
+    assert_eq!(entry["details"]["request"]["reason"], "INC-8", "{entry}");
 }

@@ -50,9 +50,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Look at events.
+    /// Look at events, and resolve them by hand.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Replay jobs: list them, show one, follow one to its end (after the terminal died),
+    /// cancel, pause or resume one.
+    #[command(subcommand)]
+    Replays(ReplaysCommand),
     /// Outcome counts per time bucket: where the gaps are.
     Summary {
         #[arg(long)]
@@ -102,13 +106,104 @@ enum EventsCommand {
         /// The replay filter language, e.g. "error_code = E_DB AND attempts >= 3".
         #[arg(long)]
         filter: Option<String>,
+        /// The provider's own event id (Stripe's evt_…, X-GitHub-Delivery, webhook-id).
+        #[arg(long)]
+        provider_id: Option<String>,
+        /// Events per page (default 50).
         #[arg(long)]
         limit: Option<i64>,
+        /// Start at this page (the `--cursor` a previous page printed).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Every page, not only the first.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         remote: Remote,
     },
-    /// One event with its attempts and receipts.
+    /// One event: why it stands where it stands, its attempts, receipts and payload.
     Show {
+        /// The gateway's id (evt_…) or the provider's own id.
+        id: String,
+        /// The source, when two sources have an event with that provider id.
+        #[arg(long)]
+        source: Option<String>,
+        /// The whole payload (it is cut after 40 lines otherwise).
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Close events without a replay (e.g. fixed by hand), with a note: one by its id at once,
+    /// or a selection (--since, --filter) after a dry run.
+    Resolve {
+        /// The gateway's id (evt_…) or the provider's own id; or leave it out and select.
+        id: Option<String>,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        note: String,
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// The replay filter language, e.g. "outcome = failed AND error_code = E_DUP".
+        #[arg(long)]
+        filter: Option<String>,
+        /// Resolve the selection for real (a selection is a dry run otherwise).
+        #[arg(long = "no-dry-run")]
+        live: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReplaysCommand {
+    /// Jobs, newest first.
+    List {
+        /// running, paused, completed, cancelled or failed.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Every page.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One job: its request, counts and why items failed.
+    Show {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Follow a job to its end (progress bar, Ctrl-C to cancel, the exit code of a live run).
+    Watch {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Cancel a running or paused job (items already sent stay sent).
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop sending until resumed (the job keeps its place).
+    Pause {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Go on with a paused job.
+    Resume {
         id: String,
         #[command(flatten)]
         remote: Remote,
@@ -192,12 +287,46 @@ fn remote(command: Command) -> ExitCode {
                 args.json = remote.json;
                 cli::replay(&api(&remote), args).await
             }
-            Command::Events(EventsCommand::List { source, since, until, outcome, filter, limit, remote }) => {
-                let query = cli::EventsQuery { source, since, until, outcome, filter, limit };
+            Command::Events(EventsCommand::List {
+                source,
+                since,
+                until,
+                outcome,
+                filter,
+                provider_id,
+                limit,
+                cursor,
+                all,
+                remote,
+            }) => {
+                let query = cli::EventsQuery { source, since, until, outcome, filter, limit, provider_id, cursor, all };
                 cli::events_list(&api(&remote), query, remote.json).await
             }
-            Command::Events(EventsCommand::Show { id, remote }) => {
-                cli::event_show(&api(&remote), &id, remote.json).await
+            Command::Events(EventsCommand::Show { id, source, full, remote }) => {
+                cli::event_show(&api(&remote), &id, source.as_deref(), full, remote.json).await
+            }
+            Command::Events(EventsCommand::Resolve { id, note, source, since, until, filter, live, remote }) => {
+                let args = cli::ResolveArgs { id, note, source, since, until, filter, live };
+                cli::events_resolve(&api(&remote), args, remote.json).await
+            }
+            Command::Replays(ReplaysCommand::List { state, source, limit, cursor, all, remote }) => {
+                let query = cli::ReplaysQuery { state, source, limit, cursor, all };
+                cli::replays_list(&api(&remote), query, remote.json).await
+            }
+            Command::Replays(ReplaysCommand::Show { id, remote }) => {
+                cli::replays_show(&api(&remote), &id, remote.json).await
+            }
+            Command::Replays(ReplaysCommand::Watch { id, remote }) => {
+                cli::replays_watch(&api(&remote), &id, remote.json).await
+            }
+            Command::Replays(ReplaysCommand::Cancel { id, remote }) => {
+                cli::replays_act(&api(&remote), &id, "cancel", remote.json).await
+            }
+            Command::Replays(ReplaysCommand::Pause { id, remote }) => {
+                cli::replays_act(&api(&remote), &id, "pause", remote.json).await
+            }
+            Command::Replays(ReplaysCommand::Resume { id, remote }) => {
+                cli::replays_act(&api(&remote), &id, "resume", remote.json).await
             }
             Command::Summary { source, since, until, bucket, remote } => {
                 cli::summary(&api(&remote), source, since, until, bucket, remote.json).await

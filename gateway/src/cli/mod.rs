@@ -5,7 +5,9 @@
 //! Architecture invariant: the CLI never opens the database; everything goes through the
 //! API, so the server's checks, roles and audit log apply to the CLI too.
 
+mod jobs;
 mod replay;
+mod table;
 mod tokens;
 mod views;
 
@@ -13,9 +15,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub use jobs::{ReplaysQuery, replays_act, replays_list, replays_show, replays_watch};
 pub use replay::{ReplayArgs, replay};
 pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};
-pub use views::{EventsQuery, audit, audit_verify, event_show, events_list, summary};
+pub use views::{EventsQuery, ResolveArgs, audit, audit_verify, event_show, events_list, events_resolve, summary};
 
 /// Why a command failed; `main` prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]

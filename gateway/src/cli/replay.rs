@@ -133,7 +133,7 @@ impl ReplayArgs {
     }
 }
 
-fn shell_quote(text: &str) -> String {
+pub(super) fn shell_quote(text: &str) -> String {
     if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/+@".contains(c)) {
         text.to_string()
     } else {
@@ -155,6 +155,9 @@ pub mod exit {
 
 pub async fn replay(api: &Api, args: ReplayArgs) -> Result<(), CliError> {
     let request = args.request(OffsetDateTime::now_utc())?;
+    if args.note.is_some() && !args.override_confirmed {
+        eprintln!("hookwarden: --note goes with --override-confirmed; without it the note is ignored (use --reason)");
+    }
     let answer = api.post("/v1/replays", &request).await?;
     if !args.live {
         if args.json {
@@ -164,6 +167,20 @@ pub async fn replay(api: &Api, args: ReplayArgs) -> Result<(), CliError> {
             let all = (count(&answer, "left_out") > 0)
                 .then(|| args.live_command(&request, &answer, Some(count(&answer, "eligible_in_scope")), None));
             print!("{}", dry_run_report(&answer, &run, all.as_deref()));
+            let mut kept = Vec::new();
+            if args.reason.is_some() {
+                kept.push("--reason");
+            }
+            if args.note.is_some() && args.override_confirmed {
+                kept.push("--note");
+            }
+            if !kept.is_empty() {
+                println!(
+                    "({} kept in this dry run's audit entry; nothing ran, and the live command above carries {} again)",
+                    kept.join(" and "),
+                    if kept.len() == 1 { "it" } else { "them" }
+                );
+            }
         }
         return Ok(());
     }
@@ -222,7 +239,7 @@ fn plural(n: i64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn count(v: &Value, key: &str) -> i64 {
+pub(super) fn count(v: &Value, key: &str) -> i64 {
     v[key].as_i64().unwrap_or(0)
 }
 
@@ -367,7 +384,7 @@ pub fn final_line(job: &Value) -> String {
 }
 
 /// Follows a live run until it ends; Ctrl-C asks whether to cancel it.
-async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value, CliError> {
+pub(super) async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value, CliError> {
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(eligible) };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
@@ -401,18 +418,30 @@ async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value,
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
             }
-            bar.finish();
+            // The last line says the same, on a line of its own.
+            bar.finish_and_clear();
             return Ok(job);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = &mut ctrl_c => {
-                let answer = bar.suspend(|| ask(&format!("Cancel replay {id}? Items already sent stay sent. [y/N] ")));
+                // Nothing more goes out while the question is open: the job is paused first
+                // (a job that ended meanwhile, or a token that may not pause, just asks).
+                let paused = api.post(&format!("/v1/replays/{id}/pause"), &json!({})).await.is_ok();
+                let question = if paused {
+                    format!("Sending is paused. Cancel replay {id}? Items already sent stay sent. [y/N] ")
+                } else {
+                    format!("Cancel replay {id}? Items already sent stay sent. [y/N] ")
+                };
+                let answer = bar.suspend(|| ask(&question));
                 ctrl_c = ctrl_c_listener().await;
                 if answer {
                     api.post(&format!("/v1/replays/{id}/cancel"), &json!({})).await?;
                 } else {
-                    eprintln!("still running; Ctrl-C again to cancel");
+                    if paused {
+                        api.post(&format!("/v1/replays/{id}/resume"), &json!({})).await?;
+                    }
+                    eprintln!("still running{}; Ctrl-C again to cancel", if paused { " (resumed)" } else { "" });
                 }
             }
         }

@@ -14,6 +14,7 @@ use crate::delivery::idempotency_key;
 use crate::domain::{EventId, EventSummary, Outcome};
 use crate::error::ApiError;
 use crate::replay::plan::{and_filter, and_scope};
+use crate::replay::resolve::{ResolveRequest, resolve_selection};
 use crate::store::{EventQuery, Resolving, Selection};
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -30,6 +31,8 @@ struct ListParams {
     filter: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
+    /// The provider's own event id (Stripe's `evt_…`, `X-GitHub-Delivery`, `webhook-id`).
+    provider_id: Option<String>,
 }
 
 /// An event as the API shows it; `overdue` when delivered without a receipt for longer than
@@ -93,6 +96,9 @@ async fn list(
         let parsed = crate::replay::filter::parse(text)
             .map_err(|err| ApiError::bad_request(err.code(), format!("filter: {err}")))?;
         and_filter(&mut filter, &parsed);
+    }
+    if let Some(id) = &p.provider_id {
+        filter.and("dedup_key = ?", vec![crate::store::SqlParam::Text(id.clone())]);
     }
     let query = EventQuery {
         source: p.source,
@@ -215,8 +221,25 @@ async fn resolve(
     Ok(Json(json!({ "event_id": id, "outcome": Outcome::Resolved })))
 }
 
+/// `POST /v1/events/resolve`: resolve a selection (a window or ids, a filter) with one note,
+/// a dry run unless `"dry_run": false`; all of it with one audit entry, or nothing.
+async fn resolve_many(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: Result<Json<ResolveRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Json(request) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let now = app.clock.now_ms();
+    let done = resolve_selection(&app.store, &app.sources, request, &caller.name, caller.role, &caller.scope, now)
+        .await
+        .map_err(super::replays::plan_error)?;
+    Ok(Json(done.to_json()))
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v1/events/resolve", axum::routing::post(resolve_many))
         .route("/v1/events", get(list))
         .route("/v1/events/{id}", get(show))
         .route("/v1/events/{id}/resolve", axum::routing::post(resolve))

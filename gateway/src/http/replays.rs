@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::replay::plan::{PlanError, ReplayRequest, plan};
 use crate::store::{FailureCause, NewAuditEntry, NewReplay, ReplayCounts, ReplayJob, ReplayListQuery, Toggle};
 
-fn plan_error(err: PlanError) -> ApiError {
+pub(super) fn plan_error(err: PlanError) -> ApiError {
     match err {
         PlanError::Store(err) => err.into(),
         PlanError::Forbidden(message) => ApiError::forbidden("role_insufficient", message),
@@ -109,6 +109,11 @@ fn job_json(job: &ReplayJob) -> Value {
         "finished_at": job.finished_at.map(super::format_ms),
         "reason": job.request["reason"],
         "source": job.request["source"],
+        // The window as planned (its end fixed), and where it started after: what a
+        // continuation of the same scope says again.
+        "since": job.request["since"],
+        "until": job.request["until_planned"],
+        "after_event": job.request["after_event"],
         "filter": job.request["filter_normalised"],
         "destination": job.destination,
         "rate": job.rate,

@@ -37,6 +37,9 @@ pub enum Field {
     ErrorCode,
     Attempts,
     ReceivedAt,
+    /// The provider's own event id (Stripe's `evt_…`, `X-GitHub-Delivery`, `webhook-id`):
+    /// the event's dedup key.
+    ProviderId,
 }
 
 /// How a field's values are written and compared.
@@ -48,14 +51,21 @@ enum Kind {
     Time,
 }
 
-const FIELD_LIST: &str = "source, event_type, outcome, error_code, attempts, received_at";
+const FIELD_LIST: &str = "source, event_type, outcome, error_code, attempts, received_at, provider_id";
 const OPERATOR_LIST: &str = "= != > < >= <= IN";
 const OUTCOMES: [&str; 4] = ["confirmed", "failed", "unknown", "resolved"];
 
 impl Field {
     /// Every field, in the order the contract lists them (used for suggestions).
-    pub const ALL: [Field; 6] =
-        [Field::Source, Field::EventType, Field::Outcome, Field::ErrorCode, Field::Attempts, Field::ReceivedAt];
+    pub const ALL: [Field; 7] = [
+        Field::Source,
+        Field::EventType,
+        Field::Outcome,
+        Field::ErrorCode,
+        Field::Attempts,
+        Field::ReceivedAt,
+        Field::ProviderId,
+    ];
 
     /// The name an operator types; part of the external contract, so lower-case and exact.
     pub fn name(self) -> &'static str {
@@ -66,11 +76,13 @@ impl Field {
             Field::ErrorCode => "error_code",
             Field::Attempts => "attempts",
             Field::ReceivedAt => "received_at",
+            Field::ProviderId => "provider_id",
         }
     }
 
-    /// The column in `events`. Equal to [`Field::name`] today, but kept apart so that a
-    /// schema rename cannot silently change the contract, or the other way round.
+    /// The column in `events`. Equal to [`Field::name`] but for `provider_id` (the dedup
+    /// key), kept apart so that a schema rename cannot silently change the contract, or the
+    /// other way round.
     pub fn column(self) -> &'static str {
         match self {
             Field::Source => "source",
@@ -79,6 +91,7 @@ impl Field {
             Field::ErrorCode => "error_code",
             Field::Attempts => "attempts",
             Field::ReceivedAt => "received_at",
+            Field::ProviderId => "dedup_key",
         }
     }
 
@@ -88,7 +101,7 @@ impl Field {
 
     fn kind(self) -> Kind {
         match self {
-            Field::Source | Field::EventType | Field::ErrorCode => Kind::Text,
+            Field::Source | Field::EventType | Field::ErrorCode | Field::ProviderId => Kind::Text,
             Field::Outcome => Kind::Outcome,
             Field::Attempts => Kind::Count,
             Field::ReceivedAt => Kind::Time,
@@ -760,7 +773,10 @@ fn parse_time_ms(text: &str) -> Option<i64> {
 /// The field an unknown name most likely meant: a case or dash slip, a common synonym, or a
 /// typo of at most two edits.
 fn suggest_field(word: &str) -> Option<Field> {
-    const ALIASES: [(&str, Field); 13] = [
+    const ALIASES: [(&str, Field); 16] = [
+        ("provider_event_id", Field::ProviderId),
+        ("dedup_key", Field::ProviderId),
+        ("delivery_id", Field::ProviderId),
         ("provider", Field::Source),
         ("type", Field::EventType),
         ("event", Field::EventType),

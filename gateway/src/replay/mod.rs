@@ -1,4 +1,5 @@
-//! Guardrailed replay: the filter language, the planner (the dry run) and the executor.
+//! Guardrailed replay: the filter language, the planner (the dry run) and the executor; and
+//! closing gaps without replay, a selection at a time (`resolve`).
 //!
 //! Architecture invariants: a replay never sends an event outside its mandatory scope; a
 //! `confirmed` event is only eligible under an override that carries its own note; every
@@ -9,3 +10,4 @@ pub mod executor;
 pub mod filter;
 pub mod plan;
 pub mod rate;
+pub mod resolve;

@@ -189,64 +189,16 @@ pub async fn plan(
     if live && role < Role::Operator {
         return Err(PlanError::Forbidden("a live replay needs the operator role; a viewer may dry-run".into()));
     }
-    let mut selection = Selection::default();
-    if let Some(source) = &request.source {
-        if !scope.allows(source) {
-            return Err(PlanError::SourceForbidden(source.clone()));
-        }
-        if !sources.contains_key(source) {
-            return Err(PlanError::SourceUnknown(source.clone()));
-        }
-        selection.and("source = ?", vec![SqlParam::Text(source.clone())]);
-    }
-    and_scope(&mut selection, scope);
-    let (mut since, mut until) = (None, None);
-    match (&request.since, &request.event_ids) {
-        (None, None) => return Err(PlanError::ScopeMissing),
-        (Some(_), Some(_)) => return Err(PlanError::Invalid("give a time window or `event_ids`, not both".into())),
-        (Some(s), None) => {
-            let start = parse_time("since", s)?;
-            let end = request.until.as_deref().map(|u| parse_time("until", u)).transpose()?.unwrap_or(now_ms);
-            if start >= end {
-                return Err(PlanError::Invalid("`since` must be before `until`".into()));
-            }
-            selection.and("received_at >= ? AND received_at < ?", vec![SqlParam::Int(start), SqlParam::Int(end)]);
-            (since, until) = (Some(start), Some(end));
-        }
-        (None, Some(ids)) => {
-            if ids.is_empty() || ids.len() > MAX_EVENT_IDS {
-                return Err(PlanError::Invalid(format!("`event_ids` takes 1 to {MAX_EVENT_IDS} ids")));
-            }
-            if request.until.is_some() {
-                return Err(PlanError::Invalid("`until` goes with `since`".into()));
-            }
-            let parsed = ids
-                .iter()
-                .map(|id| EventId::parse(id).ok_or_else(|| PlanError::Invalid(format!("`{id}` is not an event id"))))
-                .collect::<Result<Vec<_>, _>>()?;
-            let marks = vec!["?"; parsed.len()].join(", ");
-            selection.and(
-                &format!("id IN ({marks})"),
-                parsed.into_iter().map(|id| SqlParam::Text(id.to_string())).collect(),
-            );
-        }
-    }
-    if let Some(after) = &request.after_event {
-        let id = EventId::parse(after)
-            .ok_or_else(|| PlanError::Invalid(format!("`after_event` `{after}` is not an event id")))?;
-        let Some(seq) = store.event_seq(&id).await? else {
-            return Err(PlanError::Invalid(format!("`after_event`: no event `{after}`")));
-        };
-        selection.and("seq > ?", vec![SqlParam::Int(seq)]);
-    }
-    let filter = match request.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
-        Some(text) => {
-            let parsed = filter::parse(text)?;
-            and_filter(&mut selection, &parsed);
-            Some(parsed)
-        }
-        None => None,
+    let wanted = Scope {
+        source: request.source.as_deref(),
+        since: request.since.as_deref(),
+        until: request.until.as_deref(),
+        event_ids: request.event_ids.as_deref(),
+        after_event: request.after_event.as_deref(),
+        filter: request.filter.as_deref(),
     };
+    let (mut selection, window) = scope_selection(store, sources, &wanted, scope, now_ms).await?;
+    let (since, until, filter) = (window.since, window.until, window.filter);
     let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(PlanError::Invalid(format!("`limit` must be 1 to {MAX_LIMIT}")));
@@ -331,6 +283,96 @@ pub async fn plan(
         sample,
         selection,
     })
+}
+
+/// Which events a request means: a window or ids, maybe after an event, a filter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    pub source: Option<&'a str>,
+    /// RFC 3339, inclusive.
+    pub since: Option<&'a str>,
+    /// RFC 3339, exclusive; now when absent.
+    pub until: Option<&'a str>,
+    pub event_ids: Option<&'a [String]>,
+    /// Only events received after this one (`seq`).
+    pub after_event: Option<&'a str>,
+    pub filter: Option<&'a str>,
+}
+
+/// What a scope came to besides its condition: its window (unix ms) and parsed filter.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub filter: Option<Filter>,
+}
+
+/// The store condition for a scope, checked: mandatory (a window or ids), within the
+/// caller's sources, a known source, a filter that parses. Replays and resolutions of a
+/// selection both select through this.
+pub async fn scope_selection(
+    store: &Store,
+    sources: &HashMap<String, SourceConfig>,
+    wanted: &Scope<'_>,
+    scope: &SourceScope,
+    now_ms: i64,
+) -> Result<(Selection, Window), PlanError> {
+    let mut selection = Selection::default();
+    let mut window = Window::default();
+    if let Some(source) = wanted.source {
+        if !scope.allows(source) {
+            return Err(PlanError::SourceForbidden(source.to_string()));
+        }
+        if !sources.contains_key(source) {
+            return Err(PlanError::SourceUnknown(source.to_string()));
+        }
+        selection.and("source = ?", vec![SqlParam::Text(source.to_string())]);
+    }
+    and_scope(&mut selection, scope);
+    match (wanted.since, wanted.event_ids) {
+        (None, None) => return Err(PlanError::ScopeMissing),
+        (Some(_), Some(_)) => return Err(PlanError::Invalid("give a time window or `event_ids`, not both".into())),
+        (Some(s), None) => {
+            let start = parse_time("since", s)?;
+            let end = wanted.until.map(|u| parse_time("until", u)).transpose()?.unwrap_or(now_ms);
+            if start >= end {
+                return Err(PlanError::Invalid("`since` must be before `until`".into()));
+            }
+            selection.and("received_at >= ? AND received_at < ?", vec![SqlParam::Int(start), SqlParam::Int(end)]);
+            (window.since, window.until) = (Some(start), Some(end));
+        }
+        (None, Some(ids)) => {
+            if ids.is_empty() || ids.len() > MAX_EVENT_IDS {
+                return Err(PlanError::Invalid(format!("`event_ids` takes 1 to {MAX_EVENT_IDS} ids")));
+            }
+            if wanted.until.is_some() {
+                return Err(PlanError::Invalid("`until` goes with `since`".into()));
+            }
+            let parsed = ids
+                .iter()
+                .map(|id| EventId::parse(id).ok_or_else(|| PlanError::Invalid(format!("`{id}` is not an event id"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let marks = vec!["?"; parsed.len()].join(", ");
+            selection.and(
+                &format!("id IN ({marks})"),
+                parsed.into_iter().map(|id| SqlParam::Text(id.to_string())).collect(),
+            );
+        }
+    }
+    if let Some(after) = wanted.after_event {
+        let id = EventId::parse(after)
+            .ok_or_else(|| PlanError::Invalid(format!("`after_event` `{after}` is not an event id")))?;
+        let Some(seq) = store.event_seq(&id).await? else {
+            return Err(PlanError::Invalid(format!("`after_event`: no event `{after}`")));
+        };
+        selection.and("seq > ?", vec![SqlParam::Int(seq)]);
+    }
+    if let Some(text) = wanted.filter.map(str::trim).filter(|f| !f.is_empty()) {
+        let parsed = filter::parse(text)?;
+        and_filter(&mut selection, &parsed);
+        window.filter = Some(parsed);
+    }
+    Ok((selection, window))
 }
 
 /// Adds a parsed filter expression to a store condition: what a replay selects by, and what

@@ -201,3 +201,47 @@ pub enum Resolving {
     /// It was `confirmed` or `resolved` already: nothing changed.
     Settled(Outcome),
 }
+
+impl Store {
+    /// Resolves every `unknown` or `failed` event of `selection` (at most `max`, in the order
+    /// received) with one audit entry made of their ids, in one transaction: all of them and
+    /// their entry, or none. Returns the ids resolved.
+    pub async fn resolve_events(
+        &self,
+        selection: &Selection,
+        by: &str,
+        note: &str,
+        now: i64,
+        max: i64,
+        audit: impl FnOnce(&[String]) -> NewAuditEntry,
+    ) -> Result<Vec<String>, StoreError> {
+        let lock = if self.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
+        let pick = format!(
+            "SELECT id FROM events WHERE {} AND outcome IN ('unknown', 'failed') ORDER BY seq LIMIT {}{lock}",
+            selection.render(1),
+            max.max(0)
+        );
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let ids: Vec<String> = bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(pick)), selection.params())
+                .fetch_all(&mut *tx)
+                .await?;
+            for chunk in ids.chunks(500) {
+                let marks: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 4)).collect();
+                let sql = format!(
+                    "UPDATE events SET outcome = 'resolved', resolved_by = $1, resolved_note = $2, resolved_at = $3, \
+                     outcome_at = $3, next_attempt_at = NULL WHERE id IN ({})",
+                    marks.join(", ")
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(by).bind(note).bind(now);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            append_audit_in!(self, tx, &audit(&ids));
+            tx.commit().await?;
+            Ok(ids)
+        })
+    }
+}
