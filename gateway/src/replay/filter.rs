@@ -1118,7 +1118,7 @@ mod tests {
             (
                 "outcome = failed AND AND attempts = 1",
                 22,
-                "expected a field name after AND (source, event_type, outcome, error_code, attempts, received_at), found \"AND\"",
+                "expected a field name after AND (source, event_type, outcome, error_code, attempts, received_at, provider_id), found \"AND\"",
             ),
             ("outcome = failed;", 17, "unexpected character \";\""),
             ("source = café", 13, "unexpected character \"é\" (values with other characters go in quotes)"),
