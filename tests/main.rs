@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod audit;
 mod cli;
+mod cli_tools;
 mod crash;
 mod delivery;
 mod handler;
