@@ -46,6 +46,10 @@ pub fn resolved(config: &Config) -> Value {
             "max_in_flight": config.delivery.max_in_flight,
             "jitter": config.delivery.jitter,
         },
+        "console": {
+            "session_idle": duration(config.console.session_idle),
+            "secure_cookie": config.console.secure_cookie,
+        },
         "sources": config.sources.iter().map(source).collect::<Vec<_>>(),
     })
 }
