@@ -8,7 +8,10 @@ mod support;
 
 mod access;
 mod audit;
+mod browser;
 mod cli;
+mod cli_tools;
+mod console;
 mod crash;
 mod delivery;
 mod handler;

@@ -42,6 +42,7 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// `[retention]` as written, the defaults of every source's [`Retention`].
     pub retention: Retention,
+    pub console: ConsoleConfig,
 }
 
 /// How long a source's events are kept (SPEC.md "Retention"); `[retention]` with the
@@ -98,6 +99,22 @@ pub fn redelivery_window(kind: &str) -> Option<(Duration, &'static str)> {
             "Standard Webhooks senders on Svix's schedule retry for about 27.6 hours (5s, 5m, 30m, 2h, 5h, 10h, 10h)",
         )),
         _ => None,
+    }
+}
+
+/// The operator console's sessions (`[console]`).
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// A session unused for this long is over (sign in again).
+    pub session_idle: Duration,
+    /// Mark the session cookie `Secure` even when no proxy says the request came over TLS
+    /// (`X-Forwarded-Proto: https` always does).
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { session_idle: Duration::from_secs(30 * 60), secure_cookie: false }
     }
 }
 
@@ -202,6 +219,8 @@ struct RawConfig {
     #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
+    console: RawConsole,
+    #[serde(default)]
     sources: Vec<RawSource>,
     #[serde(default)]
     retention: RawRetention,
@@ -215,6 +234,13 @@ struct RawRetention {
     unsettled: Option<String>,
     run_every: Option<String>,
     archive_dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    session_idle: Option<String>,
+    secure_cookie: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +385,13 @@ impl Config {
         if !(0.0..1.0).contains(&delivery.jitter) {
             return Err(ConfigError::Invalid("delivery.jitter must be in [0, 1)".into()));
         }
+        let url = &raw.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            return Err(ConfigError::Invalid(format!(
+                "database.url `{}` is neither sqlite:… (e.g. sqlite://hookwarden.db) nor postgres://…",
+                if url.contains('@') { "<withheld: it holds credentials>" } else { url }
+            )));
+        }
         if raw.server.admin_listen == Some(raw.server.listen) {
             return Err(ConfigError::Invalid("server.admin_listen must differ from server.listen".into()));
         }
@@ -383,6 +416,11 @@ impl Config {
             sources,
             admin_token,
             retention,
+            console: ConsoleConfig {
+                session_idle: opt_duration(raw.console.session_idle, "console.session_idle", bounds::SESSION_IDLE)?
+                    .unwrap_or(ConsoleConfig::default().session_idle),
+                secure_cookie: raw.console.secure_cookie.unwrap_or(false),
+            },
         })
     }
 
@@ -407,6 +445,7 @@ pub mod bounds {
     /// `retention.payloads`, `events`, `unsettled`: a second (tests) to ten years.
     pub const RETENTION: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3650 * DAY));
     pub const RUN_EVERY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(DAY));
+    pub const SESSION_IDLE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(30 * DAY));
     /// Forwards in flight (overall or per source), ingests per second, open connections.
     pub const COUNT: (u64, u64) = (1, 1_000_000);
 }

@@ -25,6 +25,7 @@ mod replays;
 mod retention;
 mod retry;
 mod selection;
+mod sessions;
 mod summary;
 mod tokens;
 
@@ -47,6 +48,7 @@ pub use replays::{ItemResult, Loaded, NewReplay, ReplayCounts, ReplayItem, Repla
 pub use retention::{BatchPurged, Cursor, Cutoffs, PurgeLock, PurgePlan};
 pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
+pub use sessions::ConsoleSession;
 pub use summary::{SummaryQuery, SummaryRow};
 pub use tokens::{Revoked, TokenRecord};
 
