@@ -383,8 +383,9 @@ async fn ctrl_c_pauses_sending_while_the_question_is_open() {
     let done = job(&gw, &id).await;
     let c = &done["counts"];
     let expected = format!(
-        "replay {id} cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}",
-        c["sent"], c["succeeded"], c["failed"], c["skipped_receipt"], c["skipped_other"]
+        "replay {id} cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}, \
+         skipped (payload purged) {}",
+        c["sent"], c["succeeded"], c["failed"], c["skipped_receipt"], c["skipped_other"], c["skipped_purged"]
     );
     // What the terminal shows last on that line (the progress bar was cleared before it).
     let last = &last[last.rfind(&format!("replay {id}")).unwrap()..];
@@ -439,8 +440,9 @@ async fn replays_are_found_and_followed_from_the_command_line() {
     let c = &job["counts"];
     assert!(
         stdout(&cancelled).contains(&format!(
-            "cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}",
-            c["sent"], c["succeeded"], c["failed"], c["skipped_receipt"], c["skipped_other"]
+            "cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}, \
+             skipped (payload purged) {}",
+            c["sent"], c["succeeded"], c["failed"], c["skipped_receipt"], c["skipped_other"], c["skipped_purged"]
         )),
         "{cancelled:?} vs {job}"
     );

@@ -229,7 +229,10 @@ async fn overdue_events_and_the_gap_view() {
     assert_eq!(gw.event(&confirmed).await.unwrap()["overdue"], false);
     let (status, summary) = gw.admin_get("/v1/summary?source=orders&bucket=1m").await;
     assert_eq!(status, 200, "{summary}");
-    assert_eq!(summary["totals"], json!({ "confirmed": 1, "failed": 1, "unknown": 1, "resolved": 0, "overdue": 1, "total": 3 }));
+    assert_eq!(
+        summary["totals"],
+        json!({ "confirmed": 1, "failed": 1, "unknown": 1, "resolved": 0, "overdue": 1, "total": 3 })
+    );
     assert_eq!(summary["failed_by_error_code"], json!({ "E_VALIDATION": 1 }), "{summary}");
     let busy: Vec<&Value> = summary["buckets"].as_array().unwrap().iter().filter(|b| b["total"] != 0).collect();
     assert!(!busy.is_empty() && busy.len() <= 2, "{summary}");

@@ -362,13 +362,15 @@ pub fn final_line(job: &Value) -> String {
         other => other.to_string(),
     };
     let mut line = format!(
-        "replay {} {how}: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}",
+        "replay {} {how}: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}, \
+         skipped (payload purged) {}",
         job["id"].as_str().unwrap_or(""),
         count(c, "sent"),
         count(c, "succeeded"),
         failed,
         count(c, "skipped_receipt"),
         count(c, "skipped_other"),
+        count(c, "skipped_purged"),
     );
     if let Some(top) = job["failures"].as_array().and_then(|f| f.first()) {
         line.push_str(&format!(
@@ -399,14 +401,15 @@ pub(super) async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Re
     loop {
         let job = api.get(&format!("/v1/replays/{id}")).await?;
         let c = &job["counts"];
-        let done = count(c, "sent") + count(c, "skipped_receipt") + count(c, "skipped_other");
+        let done =
+            count(c, "sent") + count(c, "skipped_receipt") + count(c, "skipped_other") + count(c, "skipped_purged");
         bar.set_position(done as u64);
         bar.set_message(format!(
             "sent {} ok {} failed {} skipped {} at {:.1}/s",
             count(c, "sent"),
             count(c, "succeeded"),
             count(c, "failed"),
-            count(c, "skipped_receipt") + count(c, "skipped_other"),
+            count(c, "skipped_receipt") + count(c, "skipped_other") + count(c, "skipped_purged"),
             job["current_rate"].as_f64().unwrap_or(0.0)
         ));
         if !matches!(job["state"].as_str(), Some("running" | "paused")) {

@@ -61,7 +61,8 @@ pub async fn events_list(api: &Api, q: EventsQuery, json_out: bool) -> Result<()
         print_json(&json!({ "data": events, "next_cursor": next }));
         return Ok(());
     }
-    let mut table = Table::new(&["ID", "SOURCE", "PROVIDER ID", "TYPE", "RECEIVED", "OUTCOME", "DELIVERY", "ATT"]);
+    let mut table =
+        Table::new(&["ID", "SOURCE", "PROVIDER ID", "TYPE", "RECEIVED", "OUTCOME", "DELIVERY", "ATT", "PAYLOAD"]);
     for e in &events {
         let mut outcome = s(&e["outcome"]).to_string();
         if let Some(code) = e["error_code"].as_str() {
@@ -79,6 +80,7 @@ pub async fn events_list(api: &Api, q: EventsQuery, json_out: bool) -> Result<()
             outcome,
             s(&e["delivery_state"]).to_string(),
             n(&e["attempts"]).to_string(),
+            s(&e["payload"]).to_string(),
         ]);
     }
     if table.is_empty() {
@@ -146,6 +148,9 @@ pub fn event_report(e: &Value, full: bool) -> String {
     );
     line("delivery", delivery_status(e));
     line("idempotency key", s(&e["idempotency_key"]).to_string());
+    if let Some(at) = e["payload_purged_at"].as_str() {
+        line("payload", format!("purged {at} (retention): headers and body are gone"));
+    }
     if let Some(r) = e["resolved"].as_object() {
         line("resolved", format!("{} by {}: {}", s(&r["at"]), s(&r["by"]), s(&r["note"])));
     }

@@ -22,6 +22,7 @@ mod health;
 mod ingest;
 mod receipts;
 mod replays;
+mod retention;
 mod retry;
 mod selection;
 mod sessions;
@@ -39,14 +40,15 @@ pub use audit::NewAuditEntry;
 pub use batch::{Batcher, Workers};
 pub use commit::CommitQueue;
 pub use delivery::{AttemptRecord, Completion, DueDelivery};
-pub use events::{EventDetail, EventQuery, Resolving};
+pub use events::{EventDetail, EventQuery, Payload, Resolving};
 pub use handoff::{FreshDeliveries, Handoff, handoff};
 pub use health::NotReady;
 pub use receipts::{NewReceipt, Recorded, SendCheck, StoredReceipt};
 pub use replays::{
-    FailureCause, ItemResult, NewReplay, Paused, ReplayCounts, ReplayItem, ReplayJob, ReplayListQuery, ReplayPage,
-    SampleEvent, SendableEvent, Toggle,
+    FailureCause, ItemResult, Loaded, NewReplay, Paused, ReplayCounts, ReplayItem, ReplayJob, ReplayListQuery,
+    ReplayPage, SampleEvent, SendableEvent, Toggle,
 };
+pub use retention::{BatchPurged, Cursor, Cutoffs, PurgeLock, PurgePlan};
 pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
 pub use sessions::ConsoleSession;
