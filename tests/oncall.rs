@@ -579,3 +579,75 @@ async fn reasons_and_notes_on_a_dry_run_are_kept_or_said_ignored() {
     let entry = audit.iter().find(|e| e["action"] == "replay.dry_run").unwrap();
     assert_eq!(entry["details"]["request"]["reason"], "INC-8", "{entry}");
 }
+
+/// Messages a tired person can act on, times as people type them (said back in UTC), and
+/// `--json` meaning JSON only on stdout, for every command that talks to the gateway.
+#[tokio::test]
+async fn messages_dates_and_json_as_people_need_them() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "msg", 2).await;
+    let run = |args: &[&str], url: &str, token: Option<&str>, tz: &str| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookwarden"));
+        command.args(args).env("HOOKWARDEN_URL", url).env("TZ", tz).env_remove("HOOKWARDEN_TOKEN");
+        if let Some(token) = token {
+            command.env("HOOKWARDEN_TOKEN", token);
+        }
+        command.output()
+    };
+    let url = gw.url("");
+
+    let missing = run(&["events", "list"], &url, None, "UTC").await.unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let said = stderr(&missing);
+    assert!(said.contains("HOOKWARDEN_TOKEN") && said.contains("--token") && !said.contains("Authorization"), "{said}");
+    let bare = url.trim_start_matches("http://");
+    let no_scheme = run(&["events", "list"], bare, Some(ADMIN_TOKEN), "UTC").await.unwrap();
+    assert!(no_scheme.status.success(), "HOOKWARDEN_URL={bare}: {no_scheme:?}");
+    let empty = run(&["events", "list"], "", Some(ADMIN_TOKEN), "UTC").await.unwrap();
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(stderr(&empty).contains("e.g. http://127.0.0.1:8080"), "{empty:?}");
+    let help = stdout(&run(&["events", "list", "--help"], &url, None, "UTC").await.unwrap());
+    assert!(!help.contains("HOOKWARDEN_URL=]") && help.contains("[env: HOOKWARDEN_URL]"), "{help}");
+    assert!(help.lines().any(|l| l.contains("--token") && l.contains("optional")), "{help}");
+
+    // 01:10 in a place two hours east of UTC is 23:10 UTC; the command says so.
+    let at = run(&["events", "list", "--since", "01:10", "--json"], &url, Some(ADMIN_TOKEN), "UTC-2").await.unwrap();
+    assert!(at.status.success(), "{at:?}");
+    let said = stderr(&at);
+    assert!(said.contains("`01:10` is ") && said.contains("T23:10:00Z (local time is UTC+02:00)"), "{said}");
+    serde_json::from_slice::<Value>(&at.stdout).expect("JSON only on stdout");
+    for since in ["yesterday", "2026-12-06", "today"] {
+        let listed = run(&["events", "list", "--since", since], &url, Some(ADMIN_TOKEN), "UTC").await.unwrap();
+        assert!(listed.status.success(), "--since {since}: {listed:?}");
+    }
+    let wrong = run(&["events", "list", "--since", "last tuesday"], &url, Some(ADMIN_TOKEN), "UTC").await.unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(stderr(&wrong).contains("01:10 (today, local time)"), "{wrong:?}");
+
+    // --json: nothing but JSON on stdout.
+    for args in [
+        vec!["events", "list"],
+        vec!["events", "show", &ids[0]],
+        vec!["summary"],
+        vec!["audit"],
+        vec!["audit", "verify"],
+        vec!["replay", "orders", "--since", "1h", "--reason", "r"],
+        vec!["replays", "list"],
+        vec!["tokens", "list"],
+        vec!["events", "resolve", "--since", "1h", "--note", "n"],
+    ] {
+        let mut args = args.clone();
+        args.push("--json");
+        let out = run(&args, &url, Some(ADMIN_TOKEN), "UTC").await.unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let parsed: Result<Value, _> = serde_json::from_slice(&out.stdout);
+        assert!(parsed.is_ok(), "{args:?} printed more than JSON:\n{}", stdout(&out));
+    }
+    let verified: Value = serde_json::from_slice(
+        &run(&["audit", "verify", "--json"], &url, Some(ADMIN_TOKEN), "UTC").await.unwrap().stdout,
+    )
+    .unwrap();
+    assert_eq!(verified["verified"], true, "{verified}");
+}

@@ -35,13 +35,21 @@ struct Cli {
 /// Where the admin API is, and who is asking.
 #[derive(Args, Clone)]
 struct Remote {
-    /// The gateway's base URL.
-    #[arg(long, env = "HOOKWARDEN_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    /// The gateway's admin address (`localhost:8080` is taken as http://localhost:8080).
+    #[arg(
+        long,
+        env = "HOOKWARDEN_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     server: String,
-    /// A bearer token (see `hookwarden tokens create`).
-    #[arg(long, env = "HOOKWARDEN_TOKEN", global = true, hide_env_values = true)]
+    /// An API token; optional here when HOOKWARDEN_TOKEN is set, the usual way
+    /// (`hookwarden tokens create` makes one).
+    #[arg(long, env = "HOOKWARDEN_TOKEN", global = true, hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
-    /// Print the API's JSON instead of a report.
+    /// Print only the API's JSON (nothing else on stdout), instead of a report.
     #[arg(long, global = true)]
     json: bool,
 }
@@ -300,6 +308,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Before any thread starts: the `time` crate reads the local offset only then.
+    cli::read_local_offset();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. }) {
         restore_default_sigpipe();
@@ -339,7 +349,7 @@ fn remote(command: Command) -> ExitCode {
         match command {
             Command::Replay { mut args, remote } => {
                 args.json = remote.json;
-                cli::replay(&api(&remote), args).await
+                cli::replay(&api(&remote)?, args).await
             }
             Command::Events(EventsCommand::List {
                 source,
@@ -354,48 +364,50 @@ fn remote(command: Command) -> ExitCode {
                 remote,
             }) => {
                 let query = cli::EventsQuery { source, since, until, outcome, filter, limit, provider_id, cursor, all };
-                cli::events_list(&api(&remote), query, remote.json).await
+                cli::events_list(&api(&remote)?, query, remote.json).await
             }
             Command::Events(EventsCommand::Show { id, source, full, remote }) => {
-                cli::event_show(&api(&remote), &id, source.as_deref(), full, remote.json).await
+                cli::event_show(&api(&remote)?, &id, source.as_deref(), full, remote.json).await
             }
             Command::Events(EventsCommand::Resolve { id, note, source, since, until, filter, live, remote }) => {
                 let args = cli::ResolveArgs { id, note, source, since, until, filter, live };
-                cli::events_resolve(&api(&remote), args, remote.json).await
+                cli::events_resolve(&api(&remote)?, args, remote.json).await
             }
             Command::Replays(ReplaysCommand::List { state, source, limit, cursor, all, remote }) => {
                 let query = cli::ReplaysQuery { state, source, limit, cursor, all };
-                cli::replays_list(&api(&remote), query, remote.json).await
+                cli::replays_list(&api(&remote)?, query, remote.json).await
             }
             Command::Replays(ReplaysCommand::Show { id, remote }) => {
-                cli::replays_show(&api(&remote), &id, remote.json).await
+                cli::replays_show(&api(&remote)?, &id, remote.json).await
             }
             Command::Replays(ReplaysCommand::Watch { id, remote }) => {
-                cli::replays_watch(&api(&remote), &id, remote.json).await
+                cli::replays_watch(&api(&remote)?, &id, remote.json).await
             }
             Command::Replays(ReplaysCommand::Cancel { id, remote }) => {
-                cli::replays_act(&api(&remote), &id, "cancel", remote.json).await
+                cli::replays_act(&api(&remote)?, &id, "cancel", remote.json).await
             }
             Command::Replays(ReplaysCommand::Pause { id, remote }) => {
-                cli::replays_act(&api(&remote), &id, "pause", remote.json).await
+                cli::replays_act(&api(&remote)?, &id, "pause", remote.json).await
             }
             Command::Replays(ReplaysCommand::Resume { id, remote }) => {
-                cli::replays_act(&api(&remote), &id, "resume", remote.json).await
+                cli::replays_act(&api(&remote)?, &id, "resume", remote.json).await
             }
             Command::Summary { source, since, until, bucket, remote } => {
-                cli::summary(&api(&remote), source, since, until, bucket, remote.json).await
+                cli::summary(&api(&remote)?, source, since, until, bucket, remote.json).await
             }
-            Command::Audit { action: Some(AuditCommand::Verify), remote, .. } => cli::audit_verify(&api(&remote)).await,
+            Command::Audit { action: Some(AuditCommand::Verify), remote, .. } => {
+                cli::audit_verify(&api(&remote)?, remote.json).await
+            }
             Command::Audit { action: None, since, until, remote } => {
-                cli::audit(&api(&remote), since, until, remote.json).await
+                cli::audit(&api(&remote)?, since, until, remote.json).await
             }
             Command::Tokens(TokensCommand::Create { name, role, sources, expires, remote }) => {
                 let new = cli::NewToken { name, role, sources, expires };
-                cli::tokens_create(&api(&remote), new, remote.json).await
+                cli::tokens_create(&api(&remote)?, new, remote.json).await
             }
-            Command::Tokens(TokensCommand::List { remote }) => cli::tokens_list(&api(&remote), remote.json).await,
+            Command::Tokens(TokensCommand::List { remote }) => cli::tokens_list(&api(&remote)?, remote.json).await,
             Command::Tokens(TokensCommand::Revoke { id, remote }) => {
-                cli::tokens_revoke(&api(&remote), &id, remote.json).await
+                cli::tokens_revoke(&api(&remote)?, &id, remote.json).await
             }
             Command::Serve { .. }
             | Command::Keys(_)
@@ -428,7 +440,7 @@ fn restore_default_sigpipe() {
     }
 }
 
-fn api(remote: &Remote) -> Api {
+fn api(remote: &Remote) -> Result<Api, CliError> {
     Api::new(&remote.server, remote.token.clone())
 }
 

@@ -11,16 +11,16 @@ mod replay;
 mod table;
 mod tokens;
 mod views;
+mod when;
 
 use serde_json::Value;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 pub use config_check::config_check;
 pub use jobs::{ReplaysQuery, replays_act, replays_list, replays_show, replays_watch};
 pub use replay::{ReplayArgs, replay};
 pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};
 pub use views::{EventsQuery, ResolveArgs, audit, audit_verify, event_show, events_list, events_resolve, summary};
+pub use when::{read_local_offset, time_arg};
 
 /// Why a command failed; `main` prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +46,17 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(server: &str, token: Option<String>) -> Self {
+    /// `server` may leave out the scheme (`localhost:8080` is `http://localhost:8080`); an
+    /// empty one is refused with what to write.
+    pub fn new(server: &str, token: Option<String>) -> Result<Self, CliError> {
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("hookwarden-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("client");
-        Self { server: server.trim_end_matches('/').to_string(), token, http }
+        let server = server_url(server)?;
+        let token = token.filter(|t| !t.trim().is_empty());
+        Ok(Self { server, token, http })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
@@ -78,24 +82,33 @@ impl Api {
         if (200..300).contains(&status) {
             return Ok(body);
         }
-        Err(CliError::Api {
-            status,
-            code: body["error"]["code"].as_str().unwrap_or("error").to_string(),
-            message: body["error"]["message"].as_str().unwrap_or("the gateway gave no reason").to_string(),
-        })
+        let code = body["error"]["code"].as_str().unwrap_or("error").to_string();
+        let mut message = body["error"]["message"].as_str().unwrap_or("the gateway gave no reason").to_string();
+        if code == "token_missing" {
+            message = "no token given: export HOOKWARDEN_TOKEN=hwt_… (or pass --token hwt_…); \
+                       `hookwarden tokens create` makes one"
+                .into();
+        }
+        Err(CliError::Api { status, code, message })
     }
 }
 
-/// `2026-11-26T06:00:00Z` as it is, or a duration ago (`90m`, `2h`, `1d`) as RFC 3339.
-pub fn time_arg(text: &str, now: OffsetDateTime) -> Result<String, CliError> {
-    if OffsetDateTime::parse(text, &Rfc3339).is_ok() {
-        return Ok(text.to_string());
+/// The gateway's address as a base URL: `localhost:8080` gets `http://`, a trailing `/` goes.
+fn server_url(text: &str) -> Result<String, CliError> {
+    let text = text.trim().trim_end_matches('/');
+    if text.is_empty() {
+        return Err(CliError::Usage(
+            "HOOKWARDEN_URL (or --server) is empty: set it to the gateway's admin address, e.g. http://127.0.0.1:8080"
+                .into(),
+        ));
     }
-    let ago = humantime::parse_duration(text).map_err(|_| {
-        CliError::Usage(format!("`{text}` is neither an RFC 3339 time (2026-11-26T06:00:00Z) nor a duration ago (90m)"))
-    })?;
-    let at = now - time::Duration::try_from(ago).map_err(|_| CliError::Usage(format!("`{text}` is too long ago")))?;
-    Ok(at.format(&Rfc3339).expect("formats"))
+    let url = if text.contains("://") { text.to_string() } else { format!("http://{text}") };
+    match reqwest::Url::parse(&url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => Ok(url),
+        _ => Err(CliError::Usage(format!(
+            "`{text}` is not the gateway's address: write http://host:port or https://host (e.g. http://127.0.0.1:8080)"
+        ))),
+    }
 }
 
 /// Appends `key=value` query pairs (values percent-encoded) to `path`.
@@ -126,14 +139,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_and_durations_ago() {
-        let now = OffsetDateTime::parse("2026-11-26T06:00:00Z", &Rfc3339).unwrap();
-        assert_eq!(time_arg("90m", now).unwrap(), "2026-11-26T04:30:00Z");
-        assert_eq!(time_arg("2026-11-25T00:00:00Z", now).unwrap(), "2026-11-25T00:00:00Z");
-        assert!(time_arg("yesterday", now).is_err());
+    fn queries_are_encoded_and_addresses_get_a_scheme() {
         assert_eq!(
             with_query("/v1/events", &[("since", Some("2026-11-26T04:30:00+01:00".into())), ("x", None)]),
             "/v1/events?since=2026-11-26T04%3A30%3A00%2B01%3A00"
         );
+        assert_eq!(server_url("localhost:8080/").unwrap(), "http://localhost:8080");
+        assert_eq!(server_url("https://gw.internal").unwrap(), "https://gw.internal");
+        assert!(server_url("").is_err());
+        assert!(server_url("ftp://x").is_err());
     }
 }

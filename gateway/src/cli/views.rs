@@ -438,19 +438,36 @@ pub async fn audit(api: &Api, since: Option<String>, until: Option<String>, json
     Ok(())
 }
 
-/// Fetches the whole log and recomputes its hash chain.
-pub async fn audit_verify(api: &Api) -> Result<(), CliError> {
+/// Fetches the whole log and recomputes its hash chain (`--json`: only
+/// `{"verified", "entries", "head"}`, or `{"verified": false, "error"}`, on stdout).
+pub async fn audit_verify(api: &Api, json_out: bool) -> Result<(), CliError> {
     let raw = fetch_audit(api, None, None).await?;
-    let entries: Vec<AuditEntry> = raw
+    let checked = raw
         .into_iter()
         .map(serde_json::from_value)
-        .collect::<Result<_, _>>()
-        .map_err(|e| CliError::Failed(format!("the gateway returned an entry of an unknown shape: {e}")))?;
-    verify_chain(&entries, GENESIS).map_err(|e| CliError::Failed(format!("audit log FAILED verification: {e}")))?;
-    println!(
-        "audit log verified: {} entries, hash chain intact{}",
-        entries.len(),
-        entries.last().map(|e| format!(", head {}", e.hash)).unwrap_or_default()
-    );
-    Ok(())
+        .collect::<Result<Vec<AuditEntry>, _>>()
+        .map_err(|e| format!("the gateway returned an entry of an unknown shape: {e}"))
+        .and_then(|entries| {
+            verify_chain(&entries, GENESIS).map_err(|e| format!("audit log FAILED verification: {e}"))?;
+            Ok(entries)
+        });
+    match (checked, json_out) {
+        (Ok(entries), true) => {
+            print_json(&json!({ "verified": true, "entries": entries.len(), "head": entries.last().map(|e| &e.hash) }));
+            Ok(())
+        }
+        (Ok(entries), false) => {
+            println!(
+                "audit log verified: {} entries, hash chain intact{}",
+                entries.len(),
+                entries.last().map(|e| format!(", head {}", e.hash)).unwrap_or_default()
+            );
+            Ok(())
+        }
+        (Err(error), true) => {
+            print_json(&json!({ "verified": false, "error": error }));
+            Err(CliError::Exit(1))
+        }
+        (Err(error), false) => Err(CliError::Failed(error)),
+    }
 }
