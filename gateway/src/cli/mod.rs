@@ -8,6 +8,7 @@
 mod config_check;
 mod jobs;
 mod replay;
+mod storage;
 mod table;
 mod tokens;
 mod views;
@@ -18,6 +19,7 @@ use serde_json::Value;
 pub use config_check::config_check;
 pub use jobs::{ReplaysQuery, replays_act, replays_list, replays_show, replays_watch};
 pub use replay::{ReplayArgs, replay};
+pub use storage::{compact as storage_compact, storage};
 pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};
 pub use views::{EventsQuery, ResolveArgs, audit, audit_verify, event_show, events_list, events_resolve, summary};
 pub use when::{read_local_offset, time_arg};

@@ -48,7 +48,7 @@ pub use replays::{
     FailureCause, ItemResult, Loaded, NewReplay, Paused, ReplayCounts, ReplayItem, ReplayJob, ReplayListQuery,
     ReplayPage, SampleEvent, SendableEvent, Toggle,
 };
-pub use retention::{BatchPurged, Cursor, Cutoffs, PurgeLock, PurgePlan};
+pub use retention::{BatchPurged, Cursor, Cutoffs, DatabaseStorage, PurgeLock, PurgePlan, SourceStorage};
 pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
 pub use sessions::ConsoleSession;
@@ -302,7 +302,16 @@ impl Store {
                     let hook = hook.clone();
                     Box::pin(async move { hook.install(conn).await })
                 })
-                .connect_with(options.clone().statement_cache_capacity(WRITER_STATEMENTS))
+                // Pages freed by retention's purge can be given back to the file system
+                // (`Store::return_free_pages`). Takes effect only on a new file (the writer
+                // creates it); an existing one is converted by `hookwarden storage compact`
+                // (a VACUUM, offline). Readers cannot set it: they are read-only.
+                .connect_with(
+                    options
+                        .clone()
+                        .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
+                        .statement_cache_capacity(WRITER_STATEMENTS),
+                )
                 .await?;
             SQLITE_MIGRATIONS.run(&write).await?;
             // The last row's: `seq` and the rowid both grow with every insert on the one writer
