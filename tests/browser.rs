@@ -8,8 +8,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::replay::{confirm, outage, spec};
-use crate::support::{ADMIN_TOKEN, Db, Gateway, Receiver, TestDb};
+use receipts_sdk::receipt::Receipt;
+
+use crate::replay::{confirm, handler_key, outage, spec};
+use crate::support::{ADMIN_TOKEN, Db, Gateway, Receiver, TestDb, sign};
 
 /// Far above a scenario's few seconds: only a hung browser gets here.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
@@ -77,4 +79,42 @@ async fn signing_in_and_out_with_the_guards_around_sessions() {
         &[("ADMIN_TOKEN", ADMIN_TOKEN.to_string()), ("EXPECT_CONFIRMED", "2".into()), ("EXPECT_UNKNOWN", "4".into())],
     )
     .await;
+}
+
+/// The events list, an event's page, resolving with a note, the gap review's groups by error
+/// code, and a viewer's disabled buttons.
+#[tokio::test]
+async fn reviewing_failed_events_and_resolving_them_with_a_note() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "ord", 6).await;
+    for id in &ids[..2] {
+        confirm(&gw, id).await;
+    }
+    for id in &ids[2..4] {
+        let receipt = Receipt::failed(id.as_str(), "DB_CONSTRAINT_VIOLATION", None);
+        let (status, answer) = gw.post_receipt(&handler_key().sign(&receipt, sign::now_secs())).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let operator = gw.token("oncall-ann", "operator").await;
+    let viewer = gw.token("lead-bo", "viewer").await;
+    scenario(
+        "review",
+        &gw,
+        &[
+            ("OPERATOR_TOKEN", operator),
+            ("VIEWER_TOKEN", viewer),
+            ("FAILED_CODE", "DB_CONSTRAINT_VIOLATION".into()),
+            ("EVENTS", ids.len().to_string()),
+        ],
+    )
+    .await;
+    // What the browser did is in the store: both resolved, each with its audit entry.
+    for id in &ids[2..4] {
+        let event = gw.event(id).await.expect("the event");
+        assert!(event["resolved"]["note"].as_str().is_some_and(|n| !n.is_empty()), "{event}");
+    }
+    let resolved = gw.audit().await.into_iter().filter(|e| e["action"] == "event.resolved").count();
+    assert_eq!(resolved, 2);
 }

@@ -12,6 +12,8 @@
 //! from another site; every response under `/ui/` carries [`CSP`].
 
 mod chart;
+mod events;
+mod gaps;
 mod overview;
 mod page;
 mod session;
@@ -34,6 +36,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { axum::response::Redirect::to("/ui/") }))
         .route("/ui/", get(overview::page))
+        .route("/ui/events", get(events::list))
+        .route("/ui/events/{id}", get(events::show))
+        .route("/ui/events/{id}/resolve", axum::routing::post(events::resolve))
+        .route("/ui/gaps", get(gaps::page))
+        .route("/ui/gaps/resolve", axum::routing::post(gaps::resolve))
         .route("/ui/signin", get(session::signin_form).post(session::signin))
         .route("/ui/signout", axum::routing::post(session::signout))
         .route("/ui/static/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
