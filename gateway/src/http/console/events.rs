@@ -41,8 +41,13 @@ fn present(value: &Option<String>) -> Option<String> {
     value.as_ref().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
+/// What a value in a console link escapes: all but RFC 3986's unreserved characters.
+const ESCAPED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// A value for a console link's path or query.
 pub fn enc(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(value, ESCAPED).to_string()
 }
 
 impl Params {

@@ -9,6 +9,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::chart::{self, Chart};
+use super::events::enc;
 use super::page::{self, Nav};
 use super::session::Signed;
 use crate::http::AppState;
@@ -36,6 +37,10 @@ pub struct SourceRow {
 pub struct Selected {
     pub label: String,
     pub counts: Counts,
+    /// The events list scoped to the span.
+    pub events: String,
+    /// The replay form scoped to the span.
+    pub replay: String,
 }
 
 #[derive(Template)]
@@ -61,7 +66,7 @@ struct Overview {
 }
 
 fn query_pair(key: &str, value: &str) -> String {
-    format!("{key}={}", percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC))
+    format!("{key}={}", enc(value))
 }
 
 pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Params>) -> Response {
@@ -115,7 +120,13 @@ pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Para
             counts.overdue += c.overdue;
             counts.total += c.total;
         }
+        let mut events = format!("/ui/events?since={}&until={}", enc(&format_ms(from)), enc(&format_ms(to)));
+        if let Some(s) = &source {
+            events.push_str(&format!("&source={}", enc(s)));
+        }
         Selected {
+            events,
+            replay: super::replay::scope_link(source.as_deref(), from, to),
             label: format!(
                 "{} – {} UTC",
                 chart::clock_time(from, to - from >= 86_400_000),
