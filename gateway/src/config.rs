@@ -310,6 +310,13 @@ impl Config {
         if !(0.0..1.0).contains(&delivery.jitter) {
             return Err(ConfigError::Invalid("delivery.jitter must be in [0, 1)".into()));
         }
+        let url = &raw.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            return Err(ConfigError::Invalid(format!(
+                "database.url `{}` is neither sqlite:… (e.g. sqlite://hookwarden.db) nor postgres://…",
+                if url.contains('@') { "<withheld: it holds credentials>" } else { url }
+            )));
+        }
         if raw.server.admin_listen == Some(raw.server.listen) {
             return Err(ConfigError::Invalid("server.admin_listen must differ from server.listen".into()));
         }
