@@ -32,7 +32,7 @@ fn workspace_root() -> &'static Path {
 
 /// Builds the example handler once per test binary, into the directory of the `hookwarden`
 /// binary (same target dir, same profile).
-fn orders_handler_binary() -> &'static Path {
+pub(crate) fn orders_handler_binary() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let hookwarden = Path::new(env!("CARGO_BIN_EXE_hookwarden"));

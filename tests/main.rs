@@ -14,6 +14,7 @@ mod cli_tools;
 mod console;
 mod crash;
 mod delivery;
+mod demo;
 mod handler;
 mod handler_faults;
 mod hostile_requests;

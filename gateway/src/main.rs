@@ -105,6 +105,17 @@ enum Command {
     },
     /// Print the manual page (roff), e.g. `hookwarden man > hookwarden.1 && man ./hookwarden.1`.
     Man,
+    /// A gateway, the example orders handler and a simulated provider going through a handler
+    /// outage, on temporary files: see a gap in the console and close it (needs `cargo build
+    /// -p hookwarden-examples`).
+    Demo {
+        /// Where the gateway (and its console) listens, on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Play the provider's traffic this many times faster (tests).
+        #[arg(long, default_value_t = 1.0, hide = true)]
+        speed: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -199,13 +210,16 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story; the gateway inside it logs only what goes wrong.
+    let quiet = matches!(cli.command, Command::Demo { .. });
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| (if quiet { "warn" } else { "info,sqlx=warn" }).into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. }) {
         restore_default_sigpipe();
     }
@@ -233,6 +247,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Demo { port, speed } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(cli::demo(port, speed)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("hookwarden: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         command => remote(command),
     }
 }
@@ -272,7 +296,8 @@ fn remote(command: Command) -> ExitCode {
             | Command::Keys(_)
             | Command::Config(_)
             | Command::Completions { .. }
-            | Command::Man => unreachable!("handled in main"),
+            | Command::Man
+            | Command::Demo { .. } => unreachable!("handled in main"),
         }
     });
     match result {

@@ -6,6 +6,7 @@
 //! API, so the server's checks, roles and audit log apply to the CLI too.
 
 mod config_check;
+mod demo;
 mod replay;
 mod tokens;
 mod views;
@@ -15,6 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use config_check::config_check;
+pub use demo::demo;
 pub use replay::{ReplayArgs, replay};
 pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};
 pub use views::{EventsQuery, audit, audit_verify, event_show, events_list, summary};

@@ -60,7 +60,7 @@ fn quote(value: &str) -> String {
 
 pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Params>) -> Response {
     let (window, bucket, window_ms) =
-        WINDOWS.iter().copied().find(|(name, _, _)| Some(*name) == p.window.as_deref()).unwrap_or(WINDOWS[2]);
+        WINDOWS.iter().copied().find(|(name, _, _)| Some(*name) == p.window.as_deref()).unwrap_or(WINDOWS[3]);
     let source = p.source.clone().filter(|s| !s.is_empty());
     let now = app.clock.now_ms();
     let since = format_ms(now - window_ms);

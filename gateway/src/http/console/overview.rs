@@ -17,8 +17,13 @@ use crate::http::summary::{self, Counts};
 use crate::timestamp::{format_ms, parse_rfc3339};
 
 /// The windows offered, with the bucket each is drawn in (about 60 to 100 columns).
-pub const WINDOWS: [(&str, &str, i64); 4] =
-    [("1h", "1m", 3_600_000), ("6h", "5m", 21_600_000), ("24h", "15m", 86_400_000), ("7d", "2h", 604_800_000)];
+pub const WINDOWS: [(&str, &str, i64); 5] = [
+    ("15m", "10s", 900_000),
+    ("1h", "1m", 3_600_000),
+    ("6h", "5m", 21_600_000),
+    ("24h", "15m", 86_400_000),
+    ("7d", "2h", 604_800_000),
+];
 
 #[derive(Deserialize, Default)]
 pub struct Params {
@@ -71,7 +76,7 @@ fn query_pair(key: &str, value: &str) -> String {
 
 pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Params>) -> Response {
     let (window, bucket, window_ms) =
-        WINDOWS.iter().copied().find(|(name, _, _)| Some(*name) == p.window.as_deref()).unwrap_or(WINDOWS[2]);
+        WINDOWS.iter().copied().find(|(name, _, _)| Some(*name) == p.window.as_deref()).unwrap_or(WINDOWS[3]);
     let source = p.source.clone().filter(|s| !s.is_empty());
     let now = app.clock.now_ms();
     let params = summary::Params {
