@@ -269,26 +269,41 @@ async fn detail_page(
     };
     let e = &detail.summary;
     let now = app.clock.now_ms();
-    let (body, body_is_json) = match std::str::from_utf8(&detail.body) {
-        Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(json) => (serde_json::to_string_pretty(&json).unwrap_or_else(|_| text.to_string()), true),
-            Err(_) => (text.to_string(), false),
-        },
-        Err(_) => {
-            (format!("(not UTF-8; base64) {}", base64::engine::general_purpose::STANDARD.encode(&detail.body)), false)
+    let (body, body_is_json, headers) = match &detail.payload {
+        // Retention purged it: the event's row stays, its headers and body do not.
+        None => (
+            format!(
+                "(purged by retention{})",
+                e.payload_purged_at.map(|at| format!(" at {}", format_ms(at))).unwrap_or_default()
+            ),
+            false,
+            Vec::new(),
+        ),
+        Some(payload) => {
+            let (body, is_json) = match std::str::from_utf8(&payload.body) {
+                Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                    Ok(json) => (serde_json::to_string_pretty(&json).unwrap_or_else(|_| text.to_string()), true),
+                    Err(_) => (text.to_string(), false),
+                },
+                Err(_) => (
+                    format!("(not UTF-8; base64) {}", base64::engine::general_purpose::STANDARD.encode(&payload.body)),
+                    false,
+                ),
+            };
+            let headers = payload
+                .headers
+                .iter()
+                .map(|(name, value)| Header {
+                    name: name.clone(),
+                    value: match std::str::from_utf8(&value.0) {
+                        Ok(text) => text.to_string(),
+                        Err(_) => format!("(base64) {}", base64::engine::general_purpose::STANDARD.encode(&value.0)),
+                    },
+                })
+                .collect();
+            (body, is_json, headers)
         }
     };
-    let headers = detail
-        .headers
-        .iter()
-        .map(|(name, value)| Header {
-            name: name.clone(),
-            value: match std::str::from_utf8(&value.0) {
-                Ok(text) => text.to_string(),
-                Err(_) => format!("(base64) {}", base64::engine::general_purpose::STANDARD.encode(&value.0)),
-            },
-        })
-        .collect();
     let attempts = detail
         .attempts
         .iter()
