@@ -17,7 +17,7 @@ async fn the_demo_shows_a_gap_that_a_replay_closes() {
     let handler = orders_handler_binary();
     let port = free_port().port();
     let mut demo = Command::new(env!("CARGO_BIN_EXE_hookwarden"))
-        .args(["demo", "--port", &port.to_string(), "--speed", "10"])
+        .args(["demo", "--port", &port.to_string(), "--speed", "5"])
         .env("HOOKWARDEN_DEMO_HANDLER", handler)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -46,6 +46,8 @@ fn handler_binary() -> Result<PathBuf, CliError> {
 /// The handler process, stopped and started again for the outage.
 struct Handler {
     binary: PathBuf,
+    /// Answers once the handler listens (its list of orders).
+    ready_url: String,
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
@@ -67,6 +69,21 @@ impl Handler {
             .map_err(|e| CliError::Usage(format!("cannot start {}: {e}", self.binary.display())))?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Starts the handler and waits until it answers, so that no order meets a handler still
+    /// starting up (that would be an outage of its own).
+    async fn start_ready(&mut self) -> Result<(), CliError> {
+        self.start()?;
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            if http.get(&self.ready_url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(CliError::Usage(format!("the example handler did not start; see {}", self.log.display())))
     }
 
     fn stop(&mut self) {
@@ -157,6 +174,7 @@ async fn run_demo(port: u16, speed: f64, binary: PathBuf, dir: &Path) -> Result<
     });
     let mut handler = Handler {
         binary,
+        ready_url: format!("http://127.0.0.1:{handler_port}/orders"),
         env: vec![
             ("HANDLER_LISTEN".into(), format!("127.0.0.1:{handler_port}")),
             ("HANDLER_DATABASE_URL".into(), format!("sqlite://{}", dir.join("orders.db").display())),
@@ -169,7 +187,8 @@ async fn run_demo(port: u16, speed: f64, binary: PathBuf, dir: &Path) -> Result<
         log: dir.join("handler.log"),
         child: None,
     };
-    handler.start()?;
+    crate::tls::install_crypto_provider();
+    handler.start_ready().await?;
 
     println!("hookwarden demo: a gateway, the example orders handler and a simulated provider.");
     println!();
@@ -260,8 +279,8 @@ async fn simulate(url: &str, secret: &WebhookSecret, handler: &mut Handler, spee
         send(&http, false).await;
         tokio::time::sleep(every).await;
     }
+    handler.start_ready().await?;
     phase("handler back up: new orders are confirmed again; the gap stays until you replay it");
-    handler.start()?;
     let until = tokio::time::Instant::now() + scaled(AFTER);
     while tokio::time::Instant::now() < until {
         send(&http, false).await;
