@@ -110,7 +110,14 @@ pub struct SourceConfig {
     /// How long an identical body (sha256) is taken as a repeat of the first, whatever its
     /// delivery id: for providers that sign no timestamp (`github`, `hmac`, `none`).
     pub body_dedup_window: Option<Duration>,
+    /// Where the handler answers the status probe (docs/status-probe.md); `None`: never asked.
+    pub status_url: Option<reqwest::Url>,
+    /// How long one probe request may take, connecting included.
+    pub status_timeout: Duration,
 }
+
+/// A probe request's timeout when the source sets none.
+pub const DEFAULT_STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A source's ingest rate limit: `per_second` on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +220,8 @@ struct RawSource {
     max_in_flight: Option<u64>,
     ingest_limit: Option<RawIngestLimit>,
     body_dedup_window: Option<String>,
+    status_url: Option<String>,
+    status_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +337,8 @@ pub mod bounds {
     pub const RECEIPT_SLA: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(365 * DAY));
     pub const TOLERANCE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
     pub const BODY_DEDUP_WINDOW: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
+    /// One status probe: a replay waits for it before a batch, so minutes would be a stall.
+    pub const STATUS_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(300));
     /// Forwards in flight (overall or per source), ingests per second, open connections.
     pub const COUNT: (u64, u64) = (1, 1_000_000);
 }
@@ -444,7 +455,18 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
             verifier.kind()
         )));
     }
+    let status_url = s.status_url.as_deref().map(http_url).transpose().map_err(|e| err(format!("status_url {e}")))?;
+    let status_timeout = opt_duration(s.status_timeout, "status_timeout", bounds::STATUS_TIMEOUT)
+        .map_err(|e| err(e.to_string()))?
+        .unwrap_or(DEFAULT_STATUS_TIMEOUT);
+    if status_url.is_some() && s.receipt_keys.iter().all(|k| k.revoked) {
+        return Err(
+            err("status_url needs a receipt key that is not revoked: a probe is answered with receipts".into()),
+        );
+    }
     Ok(SourceConfig {
+        status_url,
+        status_timeout,
         ingest_limit,
         body_dedup_window,
         verifier,
@@ -567,6 +589,23 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         let err = check(lease, &[("STRIPE_SECRET", "s")]).unwrap_err();
         assert!(err.contains("delivery.lease (30s) must exceed delivery.timeout (30s) by at least 1s"), "{err}");
         assert!(check("[delivery]\nlease = \"31s\"\ntimeout = \"30s\"\n", &[("STRIPE_SECRET", "s")]).is_ok());
+        let key = "receipt_keys = [{ id = \"k\", public_key = \"ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=\" }]\n";
+        let probed = check(
+            &format!("{key}status_url = \"http://127.0.0.1:3000/status\"\nstatus_timeout = \"2s\"\n"),
+            &[("STRIPE_SECRET", "s")],
+        )
+        .unwrap();
+        assert_eq!(probed.sources[0].status_url.as_ref().map(|u| u.as_str()), Some("http://127.0.0.1:3000/status"));
+        assert_eq!(probed.sources[0].status_timeout, Duration::from_secs(2));
+        assert_eq!(check("", &[("STRIPE_SECRET", "s")]).unwrap().sources[0].status_timeout, DEFAULT_STATUS_TIMEOUT);
+        let err = check(&format!("{key}status_url = \"ftp://x/status\"\n"), &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(err.contains("status_url `ftp://x/status` is not an http(s) URL"), "{err}");
+        let err =
+            check(&format!("{key}status_url = \"http://x/s\"\nstatus_timeout = \"1h\"\n"), &[("STRIPE_SECRET", "s")])
+                .unwrap_err();
+        assert!(err.contains("status_timeout: `1h` is outside"), "{err}");
+        let err = check("status_url = \"http://x/s\"\n", &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(err.contains("status_url needs a receipt key"), "{err}");
         let bad_url = BASE.replace("http://127.0.0.1:3000/hook", "http://127.0.0.1:99999/hook");
         let err = Config::parse(&bad_url, &|_| Some("s".into())).unwrap_err().to_string();
         assert!(err.contains("not a valid URL"), "{err}");

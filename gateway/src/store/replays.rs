@@ -174,6 +174,15 @@ impl Store {
             .collect()
     }
 
+    /// The ids of a selection's first `limit` events, in the order they were received.
+    pub async fn event_ids(&self, sel: &Selection, limit: i64) -> Result<Vec<EventId>, StoreError> {
+        let sql = format!("SELECT id FROM events WHERE {} ORDER BY seq LIMIT {}", sel.render(1), limit.max(0));
+        let ids: Vec<String> = with_pool!(self, pool => {
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), sel.params()).fetch_all(pool).await?
+        });
+        Ok(ids.into_iter().map(EventId::from_stored).collect())
+    }
+
     /// What sending needs of some events: their source, key, headers and body.
     pub async fn load_for_send(&self, ids: &[EventId]) -> Result<HashMap<EventId, SendableEvent>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
