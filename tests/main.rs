@@ -8,7 +8,9 @@ mod support;
 
 mod access;
 mod audit;
+mod browser;
 mod cli;
+mod console;
 mod crash;
 mod delivery;
 mod handler;

@@ -40,6 +40,23 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// The bootstrap admin token (`HOOKWARDEN_ADMIN_TOKEN` or `[admin] token`).
     pub admin_token: Option<Secret>,
+    pub console: ConsoleConfig,
+}
+
+/// The operator console's sessions (`[console]`).
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// A session unused for this long is over (sign in again).
+    pub session_idle: Duration,
+    /// Mark the session cookie `Secure` even when no proxy says the request came over TLS
+    /// (`X-Forwarded-Proto: https` always does).
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { session_idle: Duration::from_secs(30 * 60), secure_cookie: false }
+    }
 }
 
 /// A string that must not appear in logs.
@@ -148,7 +165,16 @@ struct RawConfig {
     #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
+    console: RawConsole,
+    #[serde(default)]
     sources: Vec<RawSource>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    session_idle: Option<String>,
+    secure_cookie: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -316,6 +342,11 @@ impl Config {
             delivery,
             sources,
             admin_token,
+            console: ConsoleConfig {
+                session_idle: opt_duration(raw.console.session_idle, "console.session_idle", bounds::SESSION_IDLE)?
+                    .unwrap_or(ConsoleConfig::default().session_idle),
+                secure_cookie: raw.console.secure_cookie.unwrap_or(false),
+            },
         })
     }
 
@@ -339,6 +370,7 @@ pub mod bounds {
     pub const BODY_DEDUP_WINDOW: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
     /// One status probe: a replay waits for it before a batch, so minutes would be a stall.
     pub const STATUS_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(300));
+    pub const SESSION_IDLE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(30 * DAY));
     /// Forwards in flight (overall or per source), ingests per second, open connections.
     pub const COUNT: (u64, u64) = (1, 1_000_000);
 }

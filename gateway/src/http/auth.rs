@@ -49,24 +49,23 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+impl Caller {
+    /// Who `token` is, or why it is refused (the bearer header's token, or the console's
+    /// sign-in form's).
+    pub async fn from_token(app: &AppState, token: &str) -> Result<Self, ApiError> {
+        Self::from_token_hash(app, &token_hash(token)).await
+    }
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("token_missing", "send `Authorization: Bearer <token>`"))?;
+    /// Who the token with this sha256 is, checked now: a console session keeps only the
+    /// hash, and a token revoked or expired since sign-in ends the session's rights at once.
+    pub async fn from_token_hash(app: &AppState, hash: &str) -> Result<Self, ApiError> {
         if let Some(admin) = &app.config.admin_token
-            && bool::from(admin.0.as_bytes().ct_eq(token.as_bytes()))
+            && bool::from(token_hash(&admin.0).as_bytes().ct_eq(hash.as_bytes()))
         {
             return Ok(Caller { name: "bootstrap-admin".into(), role: Role::Admin, scope: SourceScope::All });
         }
         let invalid = || ApiError::unauthorized("token_invalid", "the token is not valid");
-        let found = app.store.find_token(&token_hash(token)).await?.ok_or_else(invalid)?;
+        let found = app.store.find_token(hash).await?.ok_or_else(invalid)?;
         if found.revoked_at.is_some() {
             return Err(ApiError::unauthorized("token_revoked", "the token was revoked"));
         }
@@ -78,5 +77,20 @@ impl FromRequestParts<AppState> for Caller {
             Some(sources) => SourceScope::Only(sources.into_iter().collect()),
         };
         Ok(Caller { name: found.name, role: Role::parse(&found.role).ok_or_else(invalid)?, scope })
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthorized("token_missing", "send `Authorization: Bearer <token>`"))?;
+        Caller::from_token(app, token).await
     }
 }

@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod console;
 mod events;
 mod health;
 mod ingest;
@@ -107,6 +108,7 @@ fn admin_routes() -> Router<AppState> {
         .merge(audit::router())
         .merge(tokens::router())
         .merge(summary::router())
+        .merge(console::router())
         .merge(health::metrics())
 }
 

@@ -20,23 +20,23 @@ use crate::store::SummaryQuery;
 const MAX_BUCKETS: i64 = 2000;
 const DAY_MS: i64 = 86_400_000;
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
-    source: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    bucket: Option<String>,
+pub struct Params {
+    pub source: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub bucket: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
-struct Counts {
-    confirmed: i64,
-    failed: i64,
-    unknown: i64,
+pub struct Counts {
+    pub confirmed: i64,
+    pub failed: i64,
+    pub unknown: i64,
     /// Delivered, no receipt, and past the source's `receipt_sla` (part of `unknown`).
-    overdue: i64,
-    total: i64,
+    pub overdue: i64,
+    pub total: i64,
 }
 
 impl Counts {
@@ -53,13 +53,25 @@ impl Counts {
     }
 }
 
-async fn summary(
-    State(app): State<AppState>,
-    caller: Caller,
-    params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+/// The gap view over a window, as both front ends show it (the JSON API and the console).
+#[derive(Debug, Clone)]
+pub struct GapView {
+    /// Unix ms, inclusive.
+    pub since: i64,
+    /// Unix ms, exclusive.
+    pub until: i64,
+    pub bucket_ms: i64,
+    pub totals: Counts,
+    /// The failed ones by error code (`""`: none, as an operator resolved them).
+    pub failed_by_error_code: BTreeMap<String, i64>,
+    pub sources: BTreeMap<String, Counts>,
+    /// Each bucket's start (unix ms) and counts, oldest first, empty ones too.
+    pub buckets: Vec<(i64, Counts)>,
+}
+
+/// The gap view the caller may see: `GET /v1/summary`'s answer, and the console's overview.
+pub async fn gap_view(app: &AppState, caller: &Caller, p: &Params) -> Result<GapView, ApiError> {
     caller.require(Role::Viewer)?;
-    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let now = app.clock.now_ms();
     let until = p.until.as_deref().map(|t| parse_rfc3339("until", t)).transpose()?.unwrap_or(now);
     let since = p.since.as_deref().map(|t| parse_rfc3339("since", t)).transpose()?.unwrap_or(until - DAY_MS);
@@ -119,21 +131,41 @@ async fn summary(
         totals.overdue += counts.overdue;
         per_source.insert(source.name.clone(), counts);
     }
-    let buckets: Vec<Value> = buckets
-        .into_iter()
+    Ok(GapView {
+        since,
+        until,
+        bucket_ms,
+        totals,
+        failed_by_error_code,
+        sources: per_source,
+        buckets: buckets.into_iter().collect(),
+    })
+}
+
+async fn summary(
+    State(app): State<AppState>,
+    caller: Caller,
+    params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let view = gap_view(&app, &caller, &p).await?;
+    let buckets: Vec<Value> = view
+        .buckets
+        .iter()
         .map(|(start, counts)| {
             let mut v = json!(counts);
-            v["start"] = json!(format_ms(start));
+            v["start"] = json!(format_ms(*start));
             v
         })
         .collect();
     Ok(Json(json!({
-        "since": format_ms(since),
-        "until": format_ms(until),
-        "bucket_seconds": bucket_ms / 1000,
-        "totals": totals,
-        "failed_by_error_code": failed_by_error_code,
-        "sources": per_source,
+        "since": format_ms(view.since),
+        "until": format_ms(view.until),
+        "bucket_seconds": view.bucket_ms / 1000,
+        "totals": view.totals,
+        "failed_by_error_code": view.failed_by_error_code,
+        "sources": view.sources,
         "buckets": buckets,
     })))
 }

@@ -24,6 +24,7 @@ mod receipts;
 mod replays;
 mod retry;
 mod selection;
+mod sessions;
 mod summary;
 mod tokens;
 
@@ -45,6 +46,7 @@ pub use receipts::{NewReceipt, Recorded, SendCheck, StoredReceipt};
 pub use replays::{ItemResult, NewReplay, ReplayCounts, ReplayItem, ReplayJob, SampleEvent, SendableEvent};
 pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
+pub use sessions::ConsoleSession;
 pub use summary::{SummaryQuery, SummaryRow};
 pub use tokens::{Revoked, TokenRecord};
 

@@ -1,0 +1,152 @@
+//! The console's first page: the gap view. Per source the outcome counts over a window
+//! (default 24 h), the timeline chart, the failed ones by error code, and the selected span
+//! with what it holds. Its data is `GET /v1/summary`'s (`summary::gap_view`).
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::chart::{self, Chart};
+use super::page::{self, Nav};
+use super::session::Signed;
+use crate::http::AppState;
+use crate::http::summary::{self, Counts};
+use crate::timestamp::{format_ms, parse_rfc3339};
+
+/// The windows offered, with the bucket each is drawn in (about 60 to 100 columns).
+pub const WINDOWS: [(&str, &str, i64); 4] =
+    [("1h", "1m", 3_600_000), ("6h", "5m", 21_600_000), ("24h", "15m", 86_400_000), ("7d", "2h", 604_800_000)];
+
+#[derive(Deserialize, Default)]
+pub struct Params {
+    window: Option<String>,
+    source: Option<String>,
+    /// The selected span, RFC 3339.
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub struct SourceRow {
+    pub name: String,
+    pub counts: Counts,
+}
+
+pub struct Selected {
+    pub label: String,
+    pub counts: Counts,
+}
+
+#[derive(Template)]
+#[template(path = "console/overview.html")]
+struct Overview {
+    nav: Nav,
+    windows: Vec<(&'static str, bool)>,
+    window: String,
+    sources: Vec<(String, bool)>,
+    rows: Vec<SourceRow>,
+    totals: Counts,
+    failed_by_code: Vec<(String, i64)>,
+    chart: Chart,
+    chart_width: f64,
+    chart_height: f64,
+    /// Where a span picked by dragging goes (`&from=…&to=…` appended).
+    base: String,
+    selected: Option<Selected>,
+    updated: String,
+    since_label: String,
+    bucket: &'static str,
+    error: Option<String>,
+}
+
+fn query_pair(key: &str, value: &str) -> String {
+    format!("{key}={}", percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC))
+}
+
+pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Params>) -> Response {
+    let (window, bucket, window_ms) =
+        WINDOWS.iter().copied().find(|(name, _, _)| Some(*name) == p.window.as_deref()).unwrap_or(WINDOWS[2]);
+    let source = p.source.clone().filter(|s| !s.is_empty());
+    let now = app.clock.now_ms();
+    let params = summary::Params {
+        source: source.clone(),
+        since: Some(format_ms(now - window_ms)),
+        until: Some(format_ms(now)),
+        bucket: Some(bucket.into()),
+    };
+    let view = match summary::gap_view(&app, &who.caller, &params).await {
+        Ok(view) => view,
+        Err(err) if err.status == StatusCode::SERVICE_UNAVAILABLE => {
+            return page::message(err.status, "Store unavailable", &err.message);
+        }
+        Err(err) => return page::message(err.status, "Cannot show this", &err.message),
+    };
+    let mut base = format!("/ui/?{}", query_pair("window", window));
+    if let Some(s) = &source {
+        base.push('&');
+        base.push_str(&query_pair("source", s));
+    }
+    let mut error = None;
+    let span = match (p.from.as_deref(), p.to.as_deref()) {
+        (Some(from), Some(to)) => match (parse_rfc3339("from", from), parse_rfc3339("to", to)) {
+            (Ok(from), Ok(to)) if from < to => Some((from, to)),
+            (Err(e), _) | (_, Err(e)) => {
+                error = Some(e.to_string());
+                None
+            }
+            _ => {
+                error = Some("the selected span ends before it starts".into());
+                None
+            }
+        },
+        _ => None,
+    };
+    let link = |from: i64, to: i64| {
+        format!("{base}&{}&{}", query_pair("from", &format_ms(from)), query_pair("to", &format_ms(to)))
+    };
+    let chart = chart::draw(&view.buckets, view.bucket_ms, span, link);
+    let selected = span.map(|(from, to)| {
+        let mut counts = Counts::default();
+        for (_, c) in view.buckets.iter().filter(|(start, _)| *start >= from && start + view.bucket_ms <= to) {
+            counts.confirmed += c.confirmed;
+            counts.unknown += c.unknown;
+            counts.failed += c.failed;
+            counts.overdue += c.overdue;
+            counts.total += c.total;
+        }
+        Selected {
+            label: format!(
+                "{} – {} UTC",
+                chart::clock_time(from, to - from >= 86_400_000),
+                chart::clock_time(to, to - from >= 86_400_000)
+            ),
+            counts,
+        }
+    });
+    let overview = Overview {
+        nav: Nav::new(&who, "overview"),
+        windows: WINDOWS.iter().map(|(name, _, _)| (*name, *name == window)).collect(),
+        window: window.into(),
+        sources: app
+            .config
+            .sources
+            .iter()
+            .filter(|s| who.caller.scope.allows(&s.name))
+            .map(|s| (s.name.clone(), Some(&s.name) == source.as_ref()))
+            .collect(),
+        rows: view.sources.iter().map(|(name, counts)| SourceRow { name: name.clone(), counts: *counts }).collect(),
+        totals: view.totals,
+        failed_by_code: view.failed_by_error_code.iter().map(|(code, n)| (code.clone(), *n)).collect(),
+        chart,
+        chart_width: chart::WIDTH,
+        chart_height: chart::HEIGHT,
+        base,
+        selected,
+        updated: chart::clock_time(now, false),
+        since_label: chart::clock_time(view.since, window_ms >= 86_400_000),
+        bucket,
+        error,
+    };
+    page::render(StatusCode::OK, &overview)
+}
