@@ -24,7 +24,12 @@ use crate::support::gateway::SIGNING_SECRET;
 use crate::support::sign::{now_ms, now_secs, receipt_key, receipt_keys_line};
 use crate::support::{Db, Gateway, GatewaySpec, SourceSpec, TestDb, eventually, on_both_backends};
 
-on_both_backends!(a_reconcile_settles_what_the_handler_applied, forged_slow_or_absent_answers_settle_nothing);
+on_both_backends!(
+    a_reconcile_settles_what_the_handler_applied,
+    forged_slow_or_absent_answers_settle_nothing,
+    a_replay_asks_first_and_sends_only_what_the_handler_lacks,
+    a_slow_or_dead_status_url_never_stalls_a_replay,
+);
 
 /// Ingests `body` to `source` (no signature); the new event's id.
 async fn ingest(gw: &Gateway, source: &str, body: &Value) -> String {
@@ -328,4 +333,142 @@ async fn forged_slow_or_absent_answers_settle_nothing(kind: Db) {
     assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("source_forbidden")), "{answer}");
     let reconciles = gw.audit().await.into_iter().filter(|e| e["action"] == "reconcile").count();
     assert_eq!(reconciles, 5, "every reconcile that ran is audited, the refused ones are not");
+}
+
+/// The issue's story: a handler applied 30 of 100 events but lost their receipts, and never
+/// saw the other 70. The dry run shows the 30 settled by the probe and records nothing; the
+/// live run sends exactly the 70, and the handler's own table holds each event once.
+async fn a_replay_asks_first_and_sends_only_what_the_handler_lacks(kind: Db) {
+    orders_handler_binary();
+    let db = TestDb::new(kind).await;
+    let addr = free_addr();
+    let key = handler_key();
+    let source = SourceSpec::new("orders", "{ kind = \"none\" }", &HandlerProcess::forward_to(addr))
+        .with("dedup = { json_pointer = \"/id\" }")
+        .with(&format!("receipt_keys = [{{ id = \"{}\", public_key = \"{}\" }}]", key.id, key.public_key_base64()))
+        .with(&format!("status_url = \"http://{addr}/hookwarden/status/orders\""))
+        .ladder(&["60s"], 5);
+    let gw = Gateway::start(&GatewaySpec::new(&db.url, vec![source])).await;
+    let mut handler = HandlerProcess::rust(addr, &gw);
+    handler.start(&[("HANDLER_PAUSE_FLUSH", "1")]).await;
+
+    let mut applied = Vec::new();
+    for n in 0..30 {
+        applied.push(ingest(&gw, "orders", &json!({ "id": format!("ord_a_{n}"), "amount": n })).await);
+    }
+    eventually(Duration::from_secs(30), "the handler applied the 30", || async {
+        (handler.orders().await.len() == 30).then_some(())
+    })
+    .await;
+    handler.kill9();
+    let mut missed = Vec::new();
+    for n in 0..70 {
+        missed.push(ingest(&gw, "orders", &json!({ "id": format!("ord_m_{n}"), "amount": n })).await);
+    }
+    eventually(Duration::from_secs(30), "the 70 forwards failed", || async {
+        let (_, page) = gw.admin_get("/v1/events?limit=1000&filter=attempts%20%3E%3D%201").await;
+        (page["data"].as_array()?.len() == 100).then_some(())
+    })
+    .await;
+    handler.start(&[("HANDLER_PAUSE_FLUSH", "1")]).await;
+    let all: Vec<String> = applied.iter().chain(&missed).cloned().collect();
+    for id in &all {
+        assert_eq!(settled(&gw, id).await, ("unknown".to_string(), vec![]), "receipts lost: all unknown");
+    }
+
+    let out = hookwarden(&gw, &["replay", "orders", "--since", "1h", "--limit", "100"]).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Ask first     30 of 100 unknown would be settled by the handler (not sent)"), "{text}");
+    for id in &all {
+        assert_eq!(settled(&gw, id).await, ("unknown".to_string(), vec![]), "the dry run recorded {id}");
+    }
+    assert_eq!(handler.orders().await.len(), 30, "the dry run sent nothing");
+
+    let live = ["replay", "orders", "--since", "1h", "--limit", "100", "--rate", "500", "--no-dry-run", "--reason", "issue 19"];
+    let out = hookwarden(&gw, &live).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("sent 70, succeeded 70, failed 0, skipped (receipt arrived) 0, skipped (the handler had it) 30"),
+        "{text}"
+    );
+    let (_, jobs) = gw.admin_get("/v1/audit?limit=1000").await;
+    let finished = jobs["entries"].as_array().unwrap().iter().rev().find(|e| e["action"] == "replay.finished").cloned();
+    let counts = &finished.expect("the run's end is audited")["details"]["counts"];
+    assert_eq!(
+        (counts["sent"].as_i64(), counts["skipped_probe"].as_i64(), counts["skipped_receipt"].as_i64()),
+        (Some(70), Some(30), Some(0)),
+        "{counts}"
+    );
+    assert_eq!((counts["probes"].as_i64(), counts["probes_failed"].as_i64()), (Some(1), Some(0)), "{counts}");
+    let mut expected = all.clone();
+    expected.sort();
+    assert_eq!(order_event_ids(&handler.orders().await), expected, "each event applied once, none twice");
+    for id in &applied {
+        let e = event(&gw, id).await;
+        assert_eq!((e["outcome"].as_str(), e["attempts"].as_i64()), (Some("confirmed"), Some(1)), "not resent: {e}");
+        assert_eq!(e["receipts"][0]["via"], "probe", "{e}");
+    }
+    for id in &missed {
+        let e = event(&gw, id).await;
+        assert_eq!(e["attempts"], 2, "sent once by the replay: {e}");
+    }
+}
+
+/// A status_url that hangs, or that nobody listens on, costs a replay its timeout and
+/// nothing else: the run completes, sends every item, and counts the failed probe; with
+/// `ask_first: false` nothing is asked.
+async fn a_slow_or_dead_status_url_never_stalls_a_replay(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let (addr, server) = start_probe_server().await;
+    let key = receipt_key("probe-key", 7);
+    let dead = crate::support::free_port();
+    let source = |name: &str, status_url: String| {
+        SourceSpec::new(name, "{ kind = \"none\" }", &format!("http://{addr}/webhooks"))
+            .with(&receipt_keys_line(&[(&key, false)]))
+            .with(&format!("status_url = \"{status_url}\""))
+            .with("status_timeout = \"700ms\"")
+    };
+    let spec = GatewaySpec::new(
+        &db.url,
+        vec![source("slow", format!("http://{addr}/status/slow")), source("dead", format!("http://{dead}/status"))],
+    );
+    let gw = Gateway::start(&spec).await;
+    server.answers.lock().unwrap().insert("slow".into(), None);
+    let since = hookwarden::timestamp::format_ms(now_ms() - 1000);
+    let mut ids = Vec::new();
+    for name in ["slow", "dead"] {
+        for n in 0..3 {
+            ids.push(ingest(&gw, name, &json!({ "n": n, "source": name })).await);
+        }
+    }
+    eventually(Duration::from_secs(20), "all delivered", || async {
+        for id in &ids {
+            (gw.event(id).await?["delivery_state"] == "delivered").then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    for (name, ask_first) in [("slow", true), ("dead", true), ("slow", false)] {
+        let started = Instant::now();
+        let body = json!({ "source": name, "since": since, "dry_run": false, "reason": "r", "rate": 100,
+                           "ask_first": ask_first });
+        let (status, answer) = gw.admin_post("/v1/replays", &body).await;
+        assert_eq!(status, 202, "{answer}");
+        let id = answer["id"].as_str().unwrap().to_string();
+        let job = eventually(Duration::from_secs(10), "the replay ended", || async {
+            let (_, job) = gw.admin_get(&format!("/v1/replays/{id}")).await;
+            (job["state"] != "running").then_some(job)
+        })
+        .await;
+        let elapsed = started.elapsed();
+        assert_eq!(job["state"], "completed", "{name}: {job}");
+        let c = &job["counts"];
+        assert_eq!((c["sent"].as_i64(), c["succeeded"].as_i64()), (Some(3), Some(3)), "{name}: {job}");
+        let probes = if ask_first { 1 } else { 0 };
+        assert_eq!((c["probes"].as_i64(), c["probes_failed"].as_i64()), (Some(probes), Some(probes)), "{name}: {job}");
+        assert_eq!(c["skipped_probe"], 0, "{name}: {job}");
+        assert!(elapsed < Duration::from_secs(5), "{name}: the replay took {elapsed:?}");
+    }
 }

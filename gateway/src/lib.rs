@@ -143,10 +143,12 @@ pub async fn run(
         fresh,
     );
     let sources = Arc::new(config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect::<HashMap<_, _>>());
+    let prober = probe::Prober::new(receipts.clone(), clock.clone());
     let replayer = Replayer::new(
         store.clone(),
         sources.clone(),
         receipts.clone(),
+        prober.clone(),
         clock.clone(),
         gateway_id.clone(),
         ReplaySettings {
@@ -156,7 +158,6 @@ pub async fn run(
             timeout: config.delivery.timeout,
         },
     );
-    let prober = probe::Prober::new(receipts.clone(), clock.clone());
     let ingest_limits = http::IngestLimits::from_sources(&config.sources);
     let state = http::AppState::new(http::App {
         store: store.clone(),

@@ -4,15 +4,15 @@
 //! [`Prober::ask`] sends one probe (at most 100 events) and checks every entry of the answer
 //! exactly as a posted receipt is checked (`receipts::ReceiptDesk::check`), plus that the
 //! entry's event was one this probe asked about. It records nothing: the replay executor
-//! records what passed through the receipt desk's group commit (ask first), a reconcile
-//! records it with its audit entry in one transaction ([`reconcile`]), a dry run only counts
-//! it. A probe that fails (timeout, transport, a status other than 200, a malformed answer)
+//! records what passed (ask first), a reconcile records it with its audit entry in one
+//! transaction ([`reconcile`]), a dry run only counts it ([`preview`]). A probe that fails (timeout, transport, a status other than 200, a malformed answer)
 //! fails as a whole and settles nothing; its caller counts it and goes on.
 //!
 //! Architecture invariant: nothing here waits on a handler while holding a database
 //! connection, a transaction or a lock; answers are recorded after the probe ended.
 
 pub mod client;
+pub mod preview;
 pub mod reconcile;
 
 use std::sync::Arc;

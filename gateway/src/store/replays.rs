@@ -3,7 +3,8 @@
 //!
 //! Item states: `queued` → `sending` (written before the request goes out, so a resumed job
 //! never sends an item twice) → `succeeded` | `failed`; or `queued` → `skipped_receipt` |
-//! `skipped_outcome` | `cancelled`; a `sending` item found after a crash is `interrupted`.
+//! `skipped_outcome` | `skipped_probe` (the handler's answer to a status probe settled it) |
+//! `cancelled`; a `sending` item found after a crash is `interrupted`.
 
 use std::collections::HashMap;
 
@@ -54,6 +55,11 @@ pub struct ReplayCounts {
     pub failed: i64,
     pub skipped_receipt: i64,
     pub skipped_other: i64,
+    /// Items the handler's answer to a status probe settled before they were sent.
+    pub skipped_probe: i64,
+    /// Probes the run sent (asking first), and of them those that failed as a whole.
+    pub probes: i64,
+    pub probes_failed: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +88,8 @@ pub struct ReplayItem {
 #[derive(Debug, Clone)]
 pub struct ItemResult {
     pub seq: i64,
-    /// `sending`, `succeeded`, `failed`, `skipped_receipt`, `skipped_outcome`, `cancelled`.
+    /// `sending`, `succeeded`, `failed`, `skipped_receipt`, `skipped_outcome`, `skipped_probe`,
+    /// `cancelled`.
     pub state: &'static str,
     pub status_code: Option<i64>,
     pub latency_ms: Option<i64>,
@@ -91,7 +98,7 @@ pub struct ItemResult {
 }
 
 const JOB_COLUMNS: &str = "id, state, created_by, created_at, request, destination, rate, current_rate, eligible, sent, \
-     succeeded, failed, skipped_receipt, skipped_other, finished_at, error";
+     succeeded, failed, skipped_receipt, skipped_other, skipped_probe, probes, probes_failed, finished_at, error";
 
 macro_rules! job_from_row {
     ($row:expr) => {{
@@ -113,6 +120,9 @@ macro_rules! job_from_row {
                 failed: row.try_get("failed")?,
                 skipped_receipt: row.try_get("skipped_receipt")?,
                 skipped_other: row.try_get("skipped_other")?,
+                skipped_probe: row.try_get("skipped_probe")?,
+                probes: row.try_get("probes")?,
+                probes_failed: row.try_get("probes_failed")?,
             },
             finished_at: row.try_get("finished_at")?,
             error: row.try_get("error")?,
@@ -120,15 +130,17 @@ macro_rules! job_from_row {
     }};
 }
 
-/// How an item state moves the job's counters: (sent, succeeded, failed, skipped_receipt, skipped_other).
-fn deltas(state: &str) -> [i64; 5] {
+/// How an item state moves the job's counters: (sent, succeeded, failed, skipped_receipt,
+/// skipped_other, skipped_probe).
+fn deltas(state: &str) -> [i64; 6] {
     match state {
         // `queued` again: a stopping gateway hands back what it had not sent.
-        "sending" | "queued" => [0, 0, 0, 0, 0],
-        "succeeded" => [1, 1, 0, 0, 0],
-        "failed" | "interrupted" => [1, 0, 1, 0, 0],
-        "skipped_receipt" => [0, 0, 0, 1, 0],
-        _ => [0, 0, 0, 0, 1],
+        "sending" | "queued" => [0, 0, 0, 0, 0, 0],
+        "succeeded" => [1, 1, 0, 0, 0, 0],
+        "failed" | "interrupted" => [1, 0, 1, 0, 0, 0],
+        "skipped_receipt" => [0, 0, 0, 1, 0, 0],
+        "skipped_probe" => [0, 0, 0, 0, 0, 1],
+        _ => [0, 0, 0, 0, 1, 0],
     }
 }
 
@@ -343,7 +355,7 @@ impl Store {
         if results.is_empty() {
             return Ok(());
         }
-        let mut totals = [0i64; 5];
+        let mut totals = [0i64; 6];
         for r in results {
             for (t, d) in totals.iter_mut().zip(deltas(r.state)) {
                 *t += d;
@@ -391,7 +403,8 @@ impl Store {
             }
             sqlx::query(
                 "UPDATE replays SET sent = sent + $2, succeeded = succeeded + $3, failed = failed + $4, \
-                 skipped_receipt = skipped_receipt + $5, skipped_other = skipped_other + $6 WHERE id = $1",
+                 skipped_receipt = skipped_receipt + $5, skipped_other = skipped_other + $6, \
+                 skipped_probe = skipped_probe + $7 WHERE id = $1",
             )
             .bind(id)
             .bind(totals[0])
@@ -399,11 +412,26 @@ impl Store {
             .bind(totals[2])
             .bind(totals[3])
             .bind(totals[4])
+            .bind(totals[5])
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
             Ok(())
         })
+    }
+
+    /// Counts the probes a run sent before a batch (asking first), and how many failed.
+    pub async fn count_probes(&self, id: &str, probes: i64, failed: i64) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "UPDATE replays SET probes = probes + $2, probes_failed = probes_failed + $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(probes)
+        .bind(failed)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
     }
 
     /// Items left `sending` by a crashed gateway: they may have gone out, so they are never
