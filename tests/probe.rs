@@ -22,13 +22,15 @@ use crate::cli::{hookwarden, stdout};
 use crate::handler::{HandlerProcess, free_addr, handler_key, order_event_ids, orders_handler_binary, outbox};
 use crate::support::gateway::SIGNING_SECRET;
 use crate::support::sign::{now_ms, now_secs, receipt_key, receipt_keys_line};
-use crate::support::{Db, Gateway, GatewaySpec, SourceSpec, TestDb, eventually, on_both_backends};
+use crate::support::receiver::Behaviour;
+use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, on_both_backends};
 
 on_both_backends!(
     a_reconcile_settles_what_the_handler_applied,
     forged_slow_or_absent_answers_settle_nothing,
     a_replay_asks_first_and_sends_only_what_the_handler_lacks,
     a_slow_or_dead_status_url_never_stalls_a_replay,
+    events_that_need_no_receipt_are_confirmed_by_their_2xx,
 );
 
 /// Ingests `body` to `source` (no signature); the new event's id.
@@ -471,4 +473,83 @@ async fn a_slow_or_dead_status_url_never_stalls_a_replay(kind: Db) {
         assert_eq!(c["skipped_probe"], 0, "{name}: {job}");
         assert!(elapsed < Duration::from_secs(5), "{name}: the replay took {elapsed:?}");
     }
+}
+
+/// A source's `no_receipt_types` (exact or `*` globs): such an event is `confirmed` by its
+/// 2xx, first delivery or replay, with the reason shown; it never sits in the gap view, and a
+/// replay treats it as confirmed. Other types still wait for a receipt.
+async fn events_that_need_no_receipt_are_confirmed_by_their_2xx(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let source = SourceSpec::new("orders", "{ kind = \"none\" }", &receiver.url("/orders"))
+        .with("dedup = { json_pointer = \"/id\" }")
+        .with("event_type = { json_pointer = \"/type\" }")
+        .with("no_receipt_types = [\"ping\", \"*.updated\"]")
+        .ladder(&["1h"], 8);
+    let gw = Gateway::start(&GatewaySpec::new(&db.url, vec![source])).await;
+    let since = hookwarden::timestamp::format_ms(now_ms() - 1000);
+
+    // Handler down: neither is confirmed by a failed attempt.
+    receiver.set(Behaviour { status: 500, ..Behaviour::default() });
+    let updated = ingest(&gw, "orders", &json!({ "id": "a", "type": "customer.updated" })).await;
+    let created = ingest(&gw, "orders", &json!({ "id": "b", "type": "order.created" })).await;
+    eventually(Duration::from_secs(20), "both attempted", || async {
+        let counts = receiver.counts_by_event();
+        (counts.contains_key(&updated) && counts.contains_key(&created)).then_some(())
+    })
+    .await;
+    for id in [&updated, &created] {
+        let e = event(&gw, id).await;
+        assert_eq!((e["outcome"].as_str(), &e["outcome_reason"]), (Some("unknown"), &Value::Null), "{e}");
+    }
+
+    // Handler up: a ping is confirmed by its 2xx, an order waits for its receipt.
+    receiver.set(Behaviour::default());
+    let ping = ingest(&gw, "orders", &json!({ "id": "c", "type": "ping" })).await;
+    let order = ingest(&gw, "orders", &json!({ "id": "d", "type": "order.created" })).await;
+    let confirmed = eventually(Duration::from_secs(20), "the ping confirmed", || async {
+        let e = gw.event(&ping).await?;
+        (e["outcome"] == "confirmed").then_some(e)
+    })
+    .await;
+    assert_eq!(
+        confirmed["outcome_reason"],
+        "no receipt needed: event type `ping` matches `ping` in no_receipt_types; a 2xx confirms it"
+    );
+    assert!(confirmed["receipts"].as_array().unwrap().is_empty(), "{confirmed}");
+    eventually(Duration::from_secs(20), "the order delivered", || async {
+        (gw.event(&order).await?["delivery_state"] == "delivered").then_some(())
+    })
+    .await;
+    assert_eq!(event(&gw, &order).await["outcome"], "unknown");
+    let shown = hookwarden(&gw, &["events", "show", &ping]).await;
+    assert!(stdout(&shown).contains("why              no receipt needed: event type `ping`"), "{}", stdout(&shown));
+
+    // The gap view counts the ping confirmed, never unknown or overdue.
+    let (_, summary) = gw.admin_get(&format!("/v1/summary?source=orders&since={since}")).await;
+    assert_eq!((summary["totals"]["confirmed"].as_i64(), summary["totals"]["unknown"].as_i64()), (Some(1), Some(3)), "{summary}");
+
+    // A replay treats the ping as confirmed; replayed with a 2xx, the updated event is
+    // confirmed too, the orders still wait for receipts.
+    let dry = json!({ "source": "orders", "since": since });
+    let (status, plan) = gw.admin_post("/v1/replays", &dry).await;
+    assert_eq!((status, plan["counts"]["confirmed"].as_i64(), plan["eligible"].as_i64()), (200, Some(1), Some(3)), "{plan}");
+    let live = json!({ "source": "orders", "since": since, "dry_run": false, "reason": "r", "rate": 100 });
+    let (status, started) = gw.admin_post("/v1/replays", &live).await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    let job = eventually(Duration::from_secs(20), "the replay ended", || async {
+        let (_, job) = gw.admin_get(&format!("/v1/replays/{id}")).await;
+        (job["state"] != "running").then_some(job)
+    })
+    .await;
+    assert_eq!((job["state"].as_str(), job["counts"]["sent"].as_i64()), (Some("completed"), Some(3)), "{job}");
+    let e = event(&gw, &updated).await;
+    assert_eq!(e["outcome"], "confirmed", "{e}");
+    assert!(e["outcome_reason"].as_str().unwrap().contains("`customer.updated` matches `*.updated`"), "{e}");
+    for id in [&created, &order] {
+        assert_eq!(event(&gw, id).await["outcome"], "unknown");
+    }
+    let (_, plan) = gw.admin_post("/v1/replays", &dry).await;
+    assert_eq!((plan["counts"]["confirmed"].as_i64(), plan["eligible"].as_i64()), (Some(2), Some(2)), "{plan}");
 }

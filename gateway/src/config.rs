@@ -131,10 +131,70 @@ pub struct SourceConfig {
     pub status_url: Option<reqwest::Url>,
     /// How long one probe request may take, connecting included.
     pub status_timeout: Duration,
+    /// Event types whose 2xx is enough: such events are `confirmed` on delivery.
+    pub no_receipt_types: NoReceiptTypes,
+}
+
+/// A source's `no_receipt_types`: exact event types, or patterns where `*` stands for any
+/// run of characters (`ping`, `*.updated`, `invoice.*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoReceiptTypes(Vec<String>);
+
+impl NoReceiptTypes {
+    /// Longest pattern accepted (event types are short).
+    const MAX_LEN: usize = 200;
+
+    pub fn parse(patterns: Vec<String>) -> Result<Self, String> {
+        for p in &patterns {
+            if p.trim().is_empty() || p.len() > Self::MAX_LEN || p.chars().any(char::is_control) {
+                return Err(format!("no_receipt_types: `{p}` is not an event type or pattern (1 to 200 characters)"));
+            }
+        }
+        Ok(Self(patterns))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first pattern `event_type` matches, if any.
+    pub fn matching(&self, event_type: &str) -> Option<&str> {
+        self.0.iter().find(|p| glob_matches(p, event_type)).map(String::as_str)
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` is any run of characters (none included).
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// A probe request's timeout when the source sets none.
 pub const DEFAULT_STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SourceConfig {
+    /// Why an event of `event_type` is confirmed by a 2xx alone, when its type is one of the
+    /// source's `no_receipt_types` (what the event then shows as its `outcome_reason`).
+    pub fn no_receipt_reason(&self, event_type: Option<&str>) -> Option<String> {
+        let event_type = event_type?;
+        let pattern = self.no_receipt_types.matching(event_type)?;
+        Some(format!("no receipt needed: event type `{event_type}` matches `{pattern}` in no_receipt_types; a 2xx confirms it"))
+    }
+}
 
 /// A source's ingest rate limit: `per_second` on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +308,8 @@ struct RawSource {
     body_dedup_window: Option<String>,
     status_url: Option<String>,
     status_timeout: Option<String>,
+    #[serde(default)]
+    no_receipt_types: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -496,9 +558,11 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
             err("status_url needs a receipt key that is not revoked: a probe is answered with receipts".into()),
         );
     }
+    let no_receipt_types = NoReceiptTypes::parse(s.no_receipt_types).map_err(&err)?;
     Ok(SourceConfig {
         status_url,
         status_timeout,
+        no_receipt_types,
         ingest_limit,
         body_dedup_window,
         verifier,
@@ -600,6 +664,24 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         assert_eq!((source.ingest_limit, source.body_dedup_window), (None, None));
         let limited = check("ingest_limit = { per_second = 20 }\n", &[("STRIPE_SECRET", "s")]).unwrap();
         assert_eq!(limited.sources[0].ingest_limit, Some(IngestLimit { per_second: 20, burst: 20 }));
+    }
+
+    #[test]
+    fn no_receipt_types_match_exactly_or_by_glob() {
+        let types = NoReceiptTypes::parse(vec!["ping".into(), "*.updated".into(), "invoice.*.sent".into()]).unwrap();
+        assert_eq!(types.matching("ping"), Some("ping"));
+        assert_eq!(types.matching("pings"), None);
+        assert_eq!(types.matching("customer.updated"), Some("*.updated"));
+        assert_eq!(types.matching(".updated"), Some("*.updated"));
+        assert_eq!(types.matching("customer.updated.v2"), None);
+        assert_eq!(types.matching("invoice.final.sent"), Some("invoice.*.sent"));
+        assert_eq!(types.matching("invoice.sent"), None, "the dots around `*` are in the pattern");
+        assert_eq!(NoReceiptTypes::parse(vec!["*".into()]).unwrap().matching("anything"), Some("*"));
+        assert!(glob_matches("a*b*c", "axxbyyc") && !glob_matches("a*b*c", "acb") && !glob_matches("ab*ba", "aba"));
+        let config = check("no_receipt_types = [\"ping\", \"*.updated\"]\n", &[("STRIPE_SECRET", "s")]).unwrap();
+        assert_eq!(config.sources[0].no_receipt_types.matching("charge.updated"), Some("*.updated"));
+        let err = check("no_receipt_types = [\"\"]\n", &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(err.contains("no_receipt_types: `` is not an event type"), "{err}");
     }
 
     #[test]

@@ -654,6 +654,7 @@ impl Replayer {
             error: result.error.clone(),
             response_excerpt: result.excerpt.clone(),
             completion: Completion::Replayed { delivered_at: ok.then_some(now) },
+            confirm_without_receipt: source.no_receipt_reason(event.event_type.as_deref()),
         };
         if let Some(Err(err)) = self.attempts.submit(attempt).await {
             tracing::warn!(replay = %run.id, event = %item.event_id, error = %err, "recording a replay attempt failed");

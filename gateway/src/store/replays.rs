@@ -30,6 +30,7 @@ pub struct SampleEvent {
 #[derive(Debug, Clone)]
 pub struct SendableEvent {
     pub source: String,
+    pub event_type: Option<String>,
     pub dedup_key: String,
     pub headers: ReceivedHeaders,
     pub body: Vec<u8>,
@@ -201,20 +202,21 @@ impl Store {
         for chunk in ids.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
             let sql = format!(
-                "SELECT id, source, dedup_key, headers, body, attempts FROM events JOIN event_payloads ON event_id = id \
+                "SELECT id, source, dedup_key, headers, body, attempts, event_type FROM events JOIN event_payloads ON event_id = id \
                  WHERE id IN ({})",
                 placeholders.join(", ")
             );
-            let rows: Vec<(String, String, String, String, Vec<u8>, i64)> = with_pool!(self, pool => {
+            let rows: Vec<(String, String, String, String, Vec<u8>, i64, Option<String>)> = with_pool!(self, pool => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for id in chunk {
                     q = q.bind(id.as_str());
                 }
                 q.fetch_all(pool).await?
             });
-            for (id, source, dedup_key, headers, body, attempts) in rows {
+            for (id, source, dedup_key, headers, body, attempts, event_type) in rows {
                 let headers = serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                out.insert(EventId::from_stored(id), SendableEvent { source, dedup_key, headers, body, attempts });
+                let event = SendableEvent { source, event_type, dedup_key, headers, body, attempts };
+                out.insert(EventId::from_stored(id), event);
             }
         }
         Ok(out)
