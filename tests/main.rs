@@ -10,6 +10,7 @@ mod access;
 mod audit;
 mod browser;
 mod cli;
+mod cli_tools;
 mod console;
 mod crash;
 mod delivery;

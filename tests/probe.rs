@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use crate::cli::{hookwarden, stdout};
 use crate::handler::{HandlerProcess, free_addr, handler_key, order_event_ids, orders_handler_binary, outbox};
 use crate::support::gateway::SIGNING_SECRET;
-use crate::support::sign::{now_ms, now_secs, receipt_key, receipt_keys_line};
 use crate::support::receiver::Behaviour;
+use crate::support::sign::{now_ms, now_secs, receipt_key, receipt_keys_line};
 use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, on_both_backends};
 
 on_both_backends!(
@@ -387,7 +387,19 @@ async fn a_replay_asks_first_and_sends_only_what_the_handler_lacks(kind: Db) {
     }
     assert_eq!(handler.orders().await.len(), 30, "the dry run sent nothing");
 
-    let live = ["replay", "orders", "--since", "1h", "--limit", "100", "--rate", "500", "--no-dry-run", "--reason", "issue 19"];
+    let live = [
+        "replay",
+        "orders",
+        "--since",
+        "1h",
+        "--limit",
+        "100",
+        "--rate",
+        "500",
+        "--no-dry-run",
+        "--reason",
+        "issue 19",
+    ];
     let out = hookwarden(&gw, &live).await;
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
@@ -527,13 +539,21 @@ async fn events_that_need_no_receipt_are_confirmed_by_their_2xx(kind: Db) {
 
     // The gap view counts the ping confirmed, never unknown or overdue.
     let (_, summary) = gw.admin_get(&format!("/v1/summary?source=orders&since={since}")).await;
-    assert_eq!((summary["totals"]["confirmed"].as_i64(), summary["totals"]["unknown"].as_i64()), (Some(1), Some(3)), "{summary}");
+    assert_eq!(
+        (summary["totals"]["confirmed"].as_i64(), summary["totals"]["unknown"].as_i64()),
+        (Some(1), Some(3)),
+        "{summary}"
+    );
 
     // A replay treats the ping as confirmed; replayed with a 2xx, the updated event is
     // confirmed too, the orders still wait for receipts.
     let dry = json!({ "source": "orders", "since": since });
     let (status, plan) = gw.admin_post("/v1/replays", &dry).await;
-    assert_eq!((status, plan["counts"]["confirmed"].as_i64(), plan["eligible"].as_i64()), (200, Some(1), Some(3)), "{plan}");
+    assert_eq!(
+        (status, plan["counts"]["confirmed"].as_i64(), plan["eligible"].as_i64()),
+        (200, Some(1), Some(3)),
+        "{plan}"
+    );
     let live = json!({ "source": "orders", "since": since, "dry_run": false, "reason": "r", "rate": 100 });
     let (status, started) = gw.admin_post("/v1/replays", &live).await;
     assert_eq!(status, 202, "{started}");

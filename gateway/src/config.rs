@@ -157,6 +157,11 @@ impl NoReceiptTypes {
         self.0.is_empty()
     }
 
+    /// The patterns as configured.
+    pub fn patterns(&self) -> &[String] {
+        &self.0
+    }
+
     /// The first pattern `event_type` matches, if any.
     pub fn matching(&self, event_type: &str) -> Option<&str> {
         self.0.iter().find(|p| glob_matches(p, event_type)).map(String::as_str)
@@ -192,7 +197,9 @@ impl SourceConfig {
     pub fn no_receipt_reason(&self, event_type: Option<&str>) -> Option<String> {
         let event_type = event_type?;
         let pattern = self.no_receipt_types.matching(event_type)?;
-        Some(format!("no receipt needed: event type `{event_type}` matches `{pattern}` in no_receipt_types; a 2xx confirms it"))
+        Some(format!(
+            "no receipt needed: event type `{event_type}` matches `{pattern}` in no_receipt_types; a 2xx confirms it"
+        ))
     }
 }
 
@@ -380,6 +387,13 @@ impl Config {
         };
         if !(0.0..1.0).contains(&delivery.jitter) {
             return Err(ConfigError::Invalid("delivery.jitter must be in [0, 1)".into()));
+        }
+        let url = &raw.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            return Err(ConfigError::Invalid(format!(
+                "database.url `{}` is neither sqlite:… (e.g. sqlite://hookwarden.db) nor postgres://…",
+                if url.contains('@') { "<withheld: it holds credentials>" } else { url }
+            )));
         }
         if raw.server.admin_listen == Some(raw.server.listen) {
             return Err(ConfigError::Invalid("server.admin_listen must differ from server.listen".into()));

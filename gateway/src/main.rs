@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use hookwarden::cli::{self, Api, CliError, ReconcileArgs, ReplayArgs};
 use hookwarden::clock::SystemClock;
 use hookwarden::config::Config;
@@ -15,7 +15,18 @@ use hookwarden::config::Config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "hookwarden", version, about = "A receipt-aware webhook gateway with guardrailed replay")]
+#[command(
+    name = "hookwarden",
+    version,
+    about = "A receipt-aware webhook gateway with guardrailed replay",
+    after_help = "Examples:
+  hookwarden config check hookwarden.toml        what a config resolves to, secrets redacted
+  hookwarden serve --config hookwarden.toml      run the gateway
+  export HOOKWARDEN_URL=http://127.0.0.1:8080 HOOKWARDEN_TOKEN=hwt_…
+  hookwarden summary --source stripe --since 6h  where the gaps are
+  hookwarden replay stripe --since 6h            a dry run: what would be sent, and why
+  hookwarden completions bash > /etc/bash_completion.d/hookwarden"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,6 +102,28 @@ enum Command {
     /// Receipt keys for handlers.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check a config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script, e.g. `hookwarden completions bash > /etc/bash_completion.d/hookwarden`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `hookwarden man > hookwarden.1 && man ./hookwarden.1`.
+    Man,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load FILE as `serve` would (same checks, same environment) and print what it resolves
+    /// to, secrets redacted; exits 2 with the reason when `serve` would refuse it.
+    Check {
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,12 +213,33 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        restore_default_sigpipe();
+    }
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Keys(KeysCommand::Generate { id, json }) => {
             generate_key(&id, json);
             ExitCode::SUCCESS
         }
+        Command::Config(ConfigCommand::Check { file, json }) => match cli::config_check(&file, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("hookwarden: {err}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hookwarden", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("hookwarden: {err}");
+                ExitCode::FAILURE
+            }
+        },
         command => remote(command),
     }
 }
@@ -225,7 +279,11 @@ fn remote(command: Command) -> ExitCode {
             Command::Tokens(TokensCommand::Revoke { id, remote }) => {
                 cli::tokens_revoke(&api(&remote), &id, remote.json).await
             }
-            Command::Serve { .. } | Command::Keys(_) => unreachable!("handled in main"),
+            Command::Serve { .. }
+            | Command::Keys(_)
+            | Command::Config(_)
+            | Command::Completions { .. }
+            | Command::Man => unreachable!("handled in main"),
         }
     });
     match result {
@@ -238,6 +296,16 @@ fn remote(command: Command) -> ExitCode {
             eprintln!("hookwarden: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `hookwarden man | head` would panic on the closed pipe. A command
+/// that prints ends quietly instead, as other command-line tools do. Not for `serve`: its
+/// sockets must see a closed peer as an error, not a signal.
+fn restore_default_sigpipe() {
+    // SAFETY: called at start-up before any other thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

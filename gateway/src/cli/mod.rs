@@ -5,6 +5,7 @@
 //! Architecture invariant: the CLI never opens the database; everything goes through the
 //! API, so the server's checks, roles and audit log apply to the CLI too.
 
+mod config_check;
 mod reconcile;
 mod replay;
 mod tokens;
@@ -14,6 +15,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub use config_check::config_check;
 pub use reconcile::{ReconcileArgs, reconcile};
 pub use replay::{ReplayArgs, replay};
 pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};

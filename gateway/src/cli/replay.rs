@@ -317,7 +317,8 @@ async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value,
     loop {
         let job = api.get(&format!("/v1/replays/{id}")).await?;
         let c = &job["counts"];
-        let done = count(c, "sent") + count(c, "skipped_receipt") + count(c, "skipped_other") + count(c, "skipped_probe");
+        let done =
+            count(c, "sent") + count(c, "skipped_receipt") + count(c, "skipped_other") + count(c, "skipped_probe");
         bar.set_position(done as u64);
         bar.set_message(format!(
             "sent {} ok {} failed {} skipped {} at {:.1}/s",

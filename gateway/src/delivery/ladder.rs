@@ -32,6 +32,11 @@ impl RetryLadder {
         Self { rungs, max_attempts: max_attempts.max(1) }
     }
 
+    /// The waits between attempts, in order.
+    pub fn rungs(&self) -> &[Duration] {
+        &self.rungs
+    }
+
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }

@@ -37,6 +37,9 @@ pub struct SendableEvent {
     pub attempts: i64,
 }
 
+/// A row of [`Store::load_for_send`]: id, source, dedup key, headers, body, attempts, event type.
+type SendableRow = (String, String, String, String, Vec<u8>, i64, Option<String>);
+
 /// A new job, as the planner made it.
 #[derive(Debug, Clone)]
 pub struct NewReplay {
@@ -206,7 +209,7 @@ impl Store {
                  WHERE id IN ({})",
                 placeholders.join(", ")
             );
-            let rows: Vec<(String, String, String, String, Vec<u8>, i64, Option<String>)> = with_pool!(self, pool => {
+            let rows: Vec<SendableRow> = with_pool!(self, pool => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for id in chunk {
                     q = q.bind(id.as_str());

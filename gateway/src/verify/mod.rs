@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// One source's way of proving a request came from its provider.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Verifier {
     /// `Stripe-Signature: t=…,v1=…` over `{t}.{body}`.
     Stripe { secret: Vec<u8>, tolerance: Duration },
@@ -27,6 +27,27 @@ pub enum Verifier {
     Hmac { secret: Vec<u8>, header: String, encoding: HmacEncoding, prefix: String },
     /// Explicitly unauthenticated.
     None,
+}
+
+/// The kind and its settings; never the secret (a config is printed by `config check`).
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stripe { tolerance, .. } => {
+                f.debug_struct("Stripe").field("secret", &"<redacted>").field("tolerance", tolerance).finish()
+            }
+            Self::Github { .. } => f.debug_struct("Github").field("secret", &"<redacted>").finish(),
+            Self::Standard(verifier) => f.debug_tuple("Standard").field(verifier).finish(),
+            Self::Hmac { header, encoding, prefix, .. } => f
+                .debug_struct("Hmac")
+                .field("secret", &"<redacted>")
+                .field("header", header)
+                .field("encoding", encoding)
+                .field("prefix", prefix)
+                .finish(),
+            Self::None => f.write_str("None"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
