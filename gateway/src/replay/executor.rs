@@ -248,9 +248,9 @@ impl Replayer {
             .map(|list| list.iter().filter_map(|o| o.as_str().and_then(Outcome::parse)).collect())
             .unwrap_or_else(|| HashSet::from([Outcome::Unknown]));
         let concurrency = self.settings.concurrency.min(job.rate.ceil().max(1.0) as usize) as u32;
-        let ask_first = serde_json::from_value::<crate::replay::plan::ReplayRequest>(job.request.clone())
-            .map(|request| request.asks_first())
-            .unwrap_or(job.destination.is_none());
+        // As `ReplayRequest::asks_first` decided for the request the job was made of (its
+        // stored form carries more fields than the request).
+        let ask_first = job.request["ask_first"] != false && job.destination.is_none();
         Arc::new(JobRun {
             id: job.id.clone(),
             ask_first,
