@@ -66,6 +66,8 @@ pub struct GatewaySpec {
     pub server_extra: String,
     /// More TOML lines for `[delivery]`, e.g. `max_in_flight = 400`.
     pub delivery_extra: String,
+    /// TOML lines for `[retention]`, e.g. `events = "5s"` (none: the defaults).
+    pub retention: String,
 }
 
 impl GatewaySpec {
@@ -80,6 +82,7 @@ impl GatewaySpec {
             admin_listen: false,
             server_extra: String::new(),
             delivery_extra: String::new(),
+            retention: String::new(),
         }
     }
 
@@ -110,6 +113,9 @@ token = \"{ADMIN_TOKEN}\"
             self.timeout,
             self.delivery_extra
         );
+        if !self.retention.is_empty() {
+            out.push_str(&format!("\n[retention]\n{}\n", self.retention));
+        }
         for s in &self.sources {
             out.push_str(&format!(
                 "\n[[sources]]\nname = \"{}\"\nverify = {}\nforward_to = \"{}\"\nsigning_secret = \"{}\"\n",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::CliError;
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, Retention, SourceConfig};
 use crate::verify::{Extract, Verifier};
 
 const REDACTED: &str = "<redacted>";
@@ -50,7 +50,18 @@ pub fn resolved(config: &Config) -> Value {
             "session_idle": duration(config.console.session_idle),
             "secure_cookie": config.console.secure_cookie,
         },
+        "retention": retention(&config.retention),
         "sources": config.sources.iter().map(source).collect::<Vec<_>>(),
+    })
+}
+
+fn retention(r: &Retention) -> Value {
+    json!({
+        "payloads": duration(r.payloads),
+        "events": duration(r.events),
+        "unsettled": duration(r.unsettled),
+        "run_every": duration(r.run_every),
+        "archive_dir": r.archive_dir.as_ref().map(|d| d.display().to_string()),
     })
 }
 
@@ -77,6 +88,7 @@ fn source(s: &SourceConfig) -> Value {
         "status_url": s.status_url.as_ref().map(|u| without_password(u.as_str())),
         "status_timeout": duration(s.status_timeout),
         "no_receipt_types": s.no_receipt_types.patterns(),
+        "retention": retention(&s.retention),
     })
 }
 

@@ -285,7 +285,7 @@ fn final_line(job: &Value) -> String {
     let c = &job["counts"];
     format!(
         "replay {} {}: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (the handler had it) {}, \
-         skipped (other) {}{}",
+         skipped (other) {}, skipped (payload purged) {}{}",
         job["id"].as_str().unwrap_or(""),
         job["state"].as_str().unwrap_or(""),
         count(c, "sent"),
@@ -294,6 +294,7 @@ fn final_line(job: &Value) -> String {
         count(c, "skipped_receipt"),
         count(c, "skipped_probe"),
         count(c, "skipped_other"),
+        count(c, "skipped_purged"),
         if count(c, "probes_failed") > 0 {
             format!("; {} of {} probes failed", count(c, "probes_failed"), count(c, "probes"))
         } else {
@@ -317,15 +318,21 @@ async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value,
     loop {
         let job = api.get(&format!("/v1/replays/{id}")).await?;
         let c = &job["counts"];
-        let done =
-            count(c, "sent") + count(c, "skipped_receipt") + count(c, "skipped_other") + count(c, "skipped_probe");
+        let done = count(c, "sent")
+            + count(c, "skipped_receipt")
+            + count(c, "skipped_other")
+            + count(c, "skipped_probe")
+            + count(c, "skipped_purged");
         bar.set_position(done as u64);
         bar.set_message(format!(
             "sent {} ok {} failed {} skipped {} at {:.1}/s",
             count(c, "sent"),
             count(c, "succeeded"),
             count(c, "failed"),
-            count(c, "skipped_receipt") + count(c, "skipped_other") + count(c, "skipped_probe"),
+            count(c, "skipped_receipt")
+                + count(c, "skipped_other")
+                + count(c, "skipped_probe")
+                + count(c, "skipped_purged"),
             job["current_rate"].as_f64().unwrap_or(0.0)
         ));
         if job["state"] != "running" {

@@ -30,7 +30,7 @@ use crate::probe::Prober;
 use crate::receipts::ReceiptDesk;
 use crate::store::Recorded;
 use crate::store::{
-    AttemptRecord, Batcher, Completion, ItemResult, NewAuditEntry, ReplayItem, ReplayJob, SendableEvent, Store,
+    AttemptRecord, Batcher, Completion, ItemResult, Loaded, NewAuditEntry, ReplayItem, ReplayJob, SendableEvent, Store,
     StoreError, Workers, retry_transient,
 };
 
@@ -434,8 +434,10 @@ impl Replayer {
                         return Ok(end);
                     };
                     run.note_receipts(&mut bus);
-                    let Some(event) = events.get(&item.event_id).cloned() else {
-                        run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
+                    // Retention took its payload (or the whole event): skipped, counted as such,
+                    // never sent with an empty body.
+                    let Some(Loaded::Sendable(event)) = events.get(&item.event_id).cloned() else {
+                        run.finish(item_result(item.seq, "skipped_purged", self.clock.now_ms())).await;
                         continue;
                     };
                     if run.receipted.lock().expect("receipted lock").contains(&item.event_id) {
@@ -488,11 +490,12 @@ impl Replayer {
         run: &JobRun,
         sendable: Vec<ReplayItem>,
         unknown: &HashSet<EventId>,
-        events: &HashMap<EventId, SendableEvent>,
+        events: &HashMap<EventId, Loaded>,
     ) -> Result<Vec<ReplayItem>, StoreError> {
         let mut by_source: HashMap<&str, Vec<EventId>> = HashMap::new();
         for item in &sendable {
-            let Some(event) = events.get(&item.event_id).filter(|_| unknown.contains(&item.event_id)) else {
+            let Some(Loaded::Sendable(event)) = events.get(&item.event_id).filter(|_| unknown.contains(&item.event_id))
+            else {
                 continue;
             };
             if self.sources.get(&event.source).is_some_and(|s| s.status_url.is_some()) {
@@ -571,7 +574,8 @@ impl Replayer {
                     }
                     keep.push(item)
                 }
-                None => dropped.push(item_result(item.seq, "skipped_outcome", now)),
+                // No row: retention purged the whole event (nothing else deletes one).
+                None => dropped.push(item_result(item.seq, "skipped_purged", now)),
             }
         }
         self.store.record_items(&run.id, &dropped).await?;
