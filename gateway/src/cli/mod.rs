@@ -8,6 +8,7 @@
 mod config_check;
 mod reconcile;
 mod replay;
+mod storage;
 mod tokens;
 mod views;
 
@@ -18,6 +19,7 @@ use time::format_description::well_known::Rfc3339;
 pub use config_check::config_check;
 pub use reconcile::{ReconcileArgs, reconcile};
 pub use replay::{ReplayArgs, replay};
+pub use storage::{compact as storage_compact, storage};
 pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};
 pub use views::{EventsQuery, audit, audit_verify, event_show, events_list, summary};
 
