@@ -7,6 +7,7 @@
 
 mod config_check;
 mod demo;
+mod reconcile;
 mod replay;
 mod storage;
 mod tokens;
@@ -18,6 +19,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub use config_check::config_check;
 pub use demo::demo;
+pub use reconcile::{ReconcileArgs, reconcile};
 pub use replay::{ReplayArgs, replay};
 pub use storage::{compact as storage_compact, storage};
 pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};

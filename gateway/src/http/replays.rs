@@ -44,6 +44,8 @@ pub async fn create_replay(
     let plan = plan(&app.store, &app.sources, request, caller.role, &caller.scope, now).await.map_err(plan_error)?;
     let mut shown = plan.to_json();
     if plan.request.dry_run != Some(false) {
+        let preview = crate::probe::preview::preview(&app.prober, &app.store, &app.sources, &plan).await?;
+        shown["ask_first"] = json!(preview);
         app.store
             .append_audit(NewAuditEntry {
                 at: now,
@@ -87,6 +89,7 @@ pub async fn create_replay(
     let eligible = app.store.create_replay(&job, &plan.selection, plan.limit, audit).await?;
     app.replayer.wake();
     shown["dry_run"] = json!(false);
+    shown["ask_first"] = json!({ "enabled": plan.request.asks_first() });
     shown["id"] = json!(id);
     shown["state"] = json!("running");
     shown["eligible"] = json!(eligible);
