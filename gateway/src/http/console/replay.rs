@@ -102,6 +102,8 @@ impl Draft {
             reason,
             override_confirmed: self.overrides().then(|| Override { note: self.override_note.clone() }),
             to: None,
+            // The API's default: ask the handler first where the source has a status URL.
+            ask_first: None,
         })
     }
 }
