@@ -26,4 +26,5 @@ mod replicas;
 mod stall;
 mod store_contract;
 mod store_faults;
+mod traces;
 mod typescript_sdk;

@@ -11,6 +11,7 @@
 //! - [`clock`]: time as a dependency; [`timestamp`]: RFC 3339 in and out.
 //! - [`access`]: roles, source scopes and tokens, asked by both front ends and the planner.
 //! - [`audit`]: the hash chain of the append-only audit log.
+//! - [`telemetry`]: log lines and trace export; one trace per event, keyed by its id.
 //!
 //! The guarantees, and where each lives:
 //! - never 200 before commit: `http::ingest` answers only after `store::CommitQueue` committed;
@@ -43,6 +44,7 @@ mod properties;
 pub mod receipts;
 pub mod replay;
 pub mod store;
+pub mod telemetry;
 pub mod timestamp;
 pub mod tls;
 pub mod verify;
