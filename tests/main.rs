@@ -23,6 +23,7 @@ mod python_sdk;
 mod receipts;
 mod replay;
 mod replicas;
+mod retention;
 mod stall;
 mod store_contract;
 mod store_faults;

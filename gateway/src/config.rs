@@ -40,6 +40,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// The bootstrap admin token (`HOOKWARDEN_ADMIN_TOKEN` or `[admin] token`).
     pub admin_token: Option<Secret>,
+    /// `[retention]` as written, the defaults of every source's [`Retention`].
+    pub retention: Retention,
     pub console: ConsoleConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -56,6 +58,63 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self { otlp_endpoint: None, service_name: "hookwarden".into() }
+    }
+}
+
+/// How long a source's events are kept (SPEC.md "Retention"); `[retention]` with the
+/// source's `retention = { … }` over it. Ages count from when an event was received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Headers and body of a settled event (`confirmed`, or resolved); its row stays.
+    pub payloads: Duration,
+    /// The whole settled event: row, attempts, receipts, replay items, and its dedup key.
+    pub events: Duration,
+    /// Events still `unknown` or `failed` and unresolved (gaps): kept at least this long.
+    pub unsettled: Duration,
+    /// How often the purge runs.
+    pub run_every: Duration,
+    /// Where settled events are written (gzip JSON Lines per day) before they are purged.
+    pub archive_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        Self {
+            payloads: Duration::from_secs(30 * DAY),
+            events: Duration::from_secs(90 * DAY),
+            unsettled: Duration::from_secs(180 * DAY),
+            run_every: Duration::from_secs(600),
+            archive_dir: None,
+        }
+    }
+}
+
+impl Retention {
+    /// How long a dedup key lives at the least: an event's key goes with its row, after
+    /// `events` when settled, after `unsettled` when not.
+    pub fn dedup_lifetime(&self) -> Duration {
+        self.events.min(self.unsettled)
+    }
+}
+
+/// How long a provider of each kind may send the same event again (its retries, or a
+/// redelivery asked for by hand), as its documentation states: a dedup key must outlive it,
+/// or the late copy becomes a new event and is forwarded a second time. `None`: the kind is
+/// no one provider (`hmac`, `none`), so no window is known; the operator's choice stands.
+pub fn redelivery_window(kind: &str) -> Option<(Duration, &'static str)> {
+    const HOUR: u64 = 3600;
+    match kind {
+        "stripe" => Some((Duration::from_secs(72 * HOUR), "Stripe retries a live-mode event for up to 3 days")),
+        "github" => Some((
+            Duration::from_secs(72 * HOUR),
+            "GitHub redelivers (by hand or through its API) deliveries of the past 3 days",
+        )),
+        "standard" => Some((
+            Duration::from_secs(28 * HOUR),
+            "Standard Webhooks senders on Svix's schedule retry for about 27.6 hours (5s, 5m, 30m, 2h, 5h, 10h, 10h)",
+        )),
+        _ => None,
     }
 }
 
@@ -143,6 +202,8 @@ pub struct SourceConfig {
     /// How long an identical body (sha256) is taken as a repeat of the first, whatever its
     /// delivery id: for providers that sign no timestamp (`github`, `hmac`, `none`).
     pub body_dedup_window: Option<Duration>,
+    /// How long this source's events are kept (`[retention]`, overridden per source).
+    pub retention: Retention,
 }
 
 /// A source's ingest rate limit: `per_second` on average, `burst` at once.
@@ -179,6 +240,18 @@ struct RawConfig {
     telemetry: RawTelemetry,
     #[serde(default)]
     sources: Vec<RawSource>,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    payloads: Option<String>,
+    events: Option<String>,
+    unsettled: Option<String>,
+    run_every: Option<String>,
+    archive_dir: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -264,6 +337,7 @@ struct RawSource {
     max_in_flight: Option<u64>,
     ingest_limit: Option<RawIngestLimit>,
     body_dedup_window: Option<String>,
+    retention: Option<RawRetention>,
 }
 
 #[derive(Deserialize)]
@@ -308,13 +382,14 @@ impl Config {
     /// Parses config text; `env` resolves `*_env` names (injectable for tests).
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text)?;
+        let retention = resolve_retention(&raw.retention, &Retention::default(), "retention")?;
         let mut names = HashSet::new();
         let mut sources = Vec::with_capacity(raw.sources.len());
         for s in raw.sources {
             if !names.insert(s.name.clone()) {
                 return Err(ConfigError::Invalid(format!("source `{}` is declared twice", s.name)));
             }
-            sources.push(resolve_source(s, env)?);
+            sources.push(resolve_source(s, &retention, env)?);
         }
         let admin_token = match env("HOOKWARDEN_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
             Some(token) => Some(Secret(token)),
@@ -365,6 +440,7 @@ impl Config {
             delivery,
             sources,
             admin_token,
+            retention,
             console: ConsoleConfig {
                 session_idle: opt_duration(raw.console.session_idle, "console.session_idle", bounds::SESSION_IDLE)?
                     .unwrap_or(ConsoleConfig::default().session_idle),
@@ -416,6 +492,9 @@ pub mod bounds {
     pub const RECEIPT_SLA: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(365 * DAY));
     pub const TOLERANCE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
     pub const BODY_DEDUP_WINDOW: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
+    /// `retention.payloads`, `events`, `unsettled`: a second (tests) to ten years.
+    pub const RETENTION: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3650 * DAY));
+    pub const RUN_EVERY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(DAY));
     pub const SESSION_IDLE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(30 * DAY));
     /// Forwards in flight (overall or per source), ingests per second, open connections.
     pub const COUNT: (u64, u64) = (1, 1_000_000);
@@ -481,7 +560,69 @@ pub fn http_url(text: &str) -> Result<reqwest::Url, String> {
     reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL: {e}"))
 }
 
-fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<SourceConfig, ConfigError> {
+/// `raw` over `base`, each value checked against its range; `what` names the table in errors.
+fn resolve_retention(raw: &RawRetention, base: &Retention, what: &str) -> Result<Retention, ConfigError> {
+    let age = |text: &Option<String>, name: &str, default: Duration| {
+        opt_duration(text.clone(), &format!("{what}.{name}"), bounds::RETENTION).map(|d| d.unwrap_or(default))
+    };
+    let archive_dir = match &raw.archive_dir {
+        Some(dir) if dir.trim().is_empty() => {
+            return Err(ConfigError::Invalid(format!("{what}.archive_dir: give a directory")));
+        }
+        Some(dir) => Some(std::path::PathBuf::from(dir)),
+        None => base.archive_dir.clone(),
+    };
+    Ok(Retention {
+        payloads: age(&raw.payloads, "payloads", base.payloads)?,
+        events: age(&raw.events, "events", base.events)?,
+        unsettled: age(&raw.unsettled, "unsettled", base.unsettled)?,
+        run_every: opt_duration(raw.run_every.clone(), &format!("{what}.run_every"), bounds::RUN_EVERY)?
+            .unwrap_or(base.run_every),
+        archive_dir,
+    })
+}
+
+/// Refuses a retention whose dedup keys would go before the source's provider may still send
+/// the same event again (or before its `body_dedup_window` ends): the late copy would be
+/// taken as new and forwarded a second time.
+fn check_dedup_outlives_redelivery(
+    retention: &Retention,
+    kind: &str,
+    body_dedup_window: Option<Duration>,
+) -> Result<(), String> {
+    let lifetime = retention.dedup_lifetime();
+    let which = if retention.events <= retention.unsettled { "events" } else { "unsettled" };
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    if let Some((window, why)) = redelivery_window(kind)
+        && lifetime < window
+    {
+        return Err(format!(
+            "retention.{which} ({}) ends inside the `{kind}` provider's redelivery window ({}: {why}); an event's \
+             dedup key goes with its row, so a copy sent after that would be stored and forwarded again as a new \
+             event. Keep retention.events and retention.unsettled at least {}",
+            show(lifetime),
+            show(window),
+            show(window)
+        ));
+    }
+    if let Some(window) = body_dedup_window
+        && lifetime < window
+    {
+        return Err(format!(
+            "retention.{which} ({}) is shorter than body_dedup_window ({}): a body seen within the window must \
+             still find the event it repeats",
+            show(lifetime),
+            show(window)
+        ));
+    }
+    Ok(())
+}
+
+fn resolve_source(
+    s: RawSource,
+    retention: &Retention,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SourceConfig, ConfigError> {
     let name = s.name.clone();
     let err = |message: String| ConfigError::Source { source_name: name.clone(), message };
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
@@ -533,7 +674,13 @@ fn resolve_source(s: RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<
             verifier.kind()
         )));
     }
+    let retention = match &s.retention {
+        Some(raw) => resolve_retention(raw, retention, "retention").map_err(|e| err(e.to_string()))?,
+        None => retention.clone(),
+    };
+    check_dedup_outlives_redelivery(&retention, verifier.kind(), body_dedup_window).map_err(&err)?;
     Ok(SourceConfig {
+        retention,
         ingest_limit,
         body_dedup_window,
         verifier,
@@ -635,6 +782,46 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         assert_eq!((source.ingest_limit, source.body_dedup_window), (None, None));
         let limited = check("ingest_limit = { per_second = 20 }\n", &[("STRIPE_SECRET", "s")]).unwrap();
         assert_eq!(limited.sources[0].ingest_limit, Some(IngestLimit { per_second: 20, burst: 20 }));
+    }
+
+    #[test]
+    fn retention_defaults_overrides_and_the_redelivery_window() {
+        let env = [("STRIPE_SECRET", "s")];
+        let config = check("", &env).unwrap();
+        assert_eq!(config.sources[0].retention, Retention::default());
+        assert_eq!(config.retention.events, Duration::from_secs(90 * 86_400));
+        let global = "[retention]\npayloads = \"10d\"\nevents = \"20d\"\nrun_every = \"1m\"\n";
+        let over = "retention = { payloads = \"1d\", archive_dir = \"/tmp/a\" }\n";
+        let config = check(&format!("{over}{global}"), &env).unwrap();
+        let r = &config.sources[0].retention;
+        assert_eq!((r.payloads, r.events), (Duration::from_secs(86_400), Duration::from_secs(20 * 86_400)));
+        assert_eq!((r.run_every, r.archive_dir.as_deref()), (Duration::from_secs(60), Some(Path::new("/tmp/a"))));
+        assert_eq!(config.retention.payloads, Duration::from_secs(10 * 86_400));
+        // Stripe retries for up to 3 days: a dedup key must outlive that.
+        let short = check("retention = { events = \"2d\" }\n", &env).unwrap_err();
+        assert!(
+            short.contains("retention.events (2days) ends inside the `stripe` provider's redelivery window (3days"),
+            "{short}"
+        );
+        let gaps = check("[retention]\nunsettled = \"1d\"\n", &env).unwrap_err();
+        assert!(gaps.contains("retention.unsettled (1day)"), "{gaps}");
+        assert!(check("retention = { events = \"3d\", payloads = \"1h\" }\n", &env).is_ok());
+        // No provider window for `none`; the body dedup window still bounds it from below.
+        let none = BASE.replace("kind = \"stripe\", secret_env = \"STRIPE_SECRET\"", "kind = \"none\"");
+        let parse = |extra: &str| Config::parse(&format!("{none}{extra}"), &|_| None).map_err(|e| e.to_string());
+        assert!(parse("retention = { events = \"2s\", unsettled = \"2s\" }\n").is_ok());
+        let err = parse("body_dedup_window = \"1h\"\nretention = { events = \"10m\" }\n").unwrap_err();
+        assert!(err.contains("shorter than body_dedup_window (1h)"), "{err}");
+        let err = parse("[retention]\nrun_every = \"10ms\"\n").unwrap_err();
+        assert!(err.contains("retention.run_every: `10ms` is outside 100ms to 1day"), "{err}");
+        let err = parse("retention = { keep = \"1d\" }\n").unwrap_err();
+        assert!(err.contains("keep"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let config = Config::parse(include_str!("../../examples/hookwarden.toml"), &|_| None).unwrap();
+        assert_eq!(config.retention, Retention::default());
     }
 
     #[test]

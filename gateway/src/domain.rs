@@ -252,6 +252,8 @@ pub struct EventSummary {
     pub delivered_at: Option<i64>,
     /// Set when an operator closed the event's gap by hand.
     pub resolution: Option<Resolution>,
+    /// When retention purged the event's headers and body (unix ms); its row stays.
+    pub payload_purged_at: Option<i64>,
 }
 
 /// An operator's resolution of an event without replay: who, why, when (unix ms).

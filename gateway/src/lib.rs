@@ -12,6 +12,7 @@
 //! - [`access`]: roles, source scopes and tokens, asked by both front ends and the planner.
 //! - [`audit`]: the hash chain of the append-only audit log.
 //! - [`telemetry`]: log lines and trace export; one trace per event, keyed by its id.
+//! - [`retention`]: the purge of settled payloads, old events and body hashes (never the audit log).
 //!
 //! The guarantees, and where each lives:
 //! - never 200 before commit: `http::ingest` answers only after `store::CommitQueue` committed;
@@ -43,6 +44,7 @@ mod metrics;
 mod properties;
 pub mod receipts;
 pub mod replay;
+pub mod retention;
 pub mod store;
 pub mod telemetry;
 pub mod timestamp;
@@ -156,6 +158,7 @@ pub async fn run(
             timeout: config.delivery.timeout,
         },
     );
+    let purger = retention::Purger::new(store.clone(), &config, clock.clone());
     let ingest_limits = http::IngestLimits::from_sources(&config.sources);
     let state = http::AppState::new(http::App {
         store: store.clone(),
@@ -173,11 +176,13 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let delivering = tokio::spawn(dispatcher.run(stop_rx.clone()));
-    let replaying = tokio::spawn(replayer.run(stop_rx));
+    let replaying = tokio::spawn(replayer.run(stop_rx.clone()));
+    let purging = tokio::spawn(purger.run(stop_rx));
     serve(listeners, state, max_connections, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = delivering.await;
     let _ = replaying.await;
+    let _ = purging.await;
     if let Some(listening) = listening {
         listening.abort();
         let _ = listening.await;

@@ -137,7 +137,11 @@ fn filter_token() -> impl Strategy<Value = String> {
 
 /// A well-formed filter expression: the language's grammar with valid values.
 fn valid_filter() -> impl Strategy<Value = String> {
-    let text_value = prop_oneof!["[A-Za-z0-9_.]{1,12}", "'[^'\\\\]{0,12}'", "\"[^\"\\\\]{0,12}\""];
+    // A bare value is any word but the language's keywords (`OR`, say, must be quoted).
+    let bare = "[A-Za-z0-9_.]{1,12}".prop_filter("a keyword is no bare value", |word: &String| {
+        !["AND", "OR", "IN", "NOT"].iter().any(|k| word.eq_ignore_ascii_case(k))
+    });
+    let text_value = prop_oneof![bare, "'[^'\\\\]{0,12}'", "\"[^\"\\\\]{0,12}\""];
     let clause = prop_oneof![
         (
             prop::sample::select(vec!["source", "event_type", "error_code"]),

@@ -70,6 +70,8 @@ pub struct GatewaySpec {
     pub telemetry: String,
     /// Environment variables for the process, e.g. `HOOKWARDEN_LOG_FORMAT=json`.
     pub env: Vec<(String, String)>,
+    /// TOML lines for `[retention]`, e.g. `events = "5s"` (none: the defaults).
+    pub retention: String,
 }
 
 impl GatewaySpec {
@@ -86,6 +88,7 @@ impl GatewaySpec {
             delivery_extra: String::new(),
             telemetry: String::new(),
             env: Vec::new(),
+            retention: String::new(),
         }
     }
 
@@ -118,6 +121,9 @@ token = \"{ADMIN_TOKEN}\"
         );
         if !self.telemetry.is_empty() {
             out.push_str(&format!("\n[telemetry]\n{}\n", self.telemetry));
+        }
+        if !self.retention.is_empty() {
+            out.push_str(&format!("\n[retention]\n{}\n", self.retention));
         }
         for s in &self.sources {
             out.push_str(&format!(

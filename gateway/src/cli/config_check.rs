@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::CliError;
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, Retention, SourceConfig};
 use crate::verify::{Extract, Verifier};
 
 const REDACTED: &str = "<redacted>";
@@ -54,7 +54,18 @@ pub fn resolved(config: &Config) -> Value {
             "otlp_endpoint": config.telemetry.otlp_endpoint.as_ref().map(|u| without_password(u.as_str())),
             "service_name": config.telemetry.service_name,
         },
+        "retention": retention(&config.retention),
         "sources": config.sources.iter().map(source).collect::<Vec<_>>(),
+    })
+}
+
+fn retention(r: &Retention) -> Value {
+    json!({
+        "payloads": duration(r.payloads),
+        "events": duration(r.events),
+        "unsettled": duration(r.unsettled),
+        "run_every": duration(r.run_every),
+        "archive_dir": r.archive_dir.as_ref().map(|d| d.display().to_string()),
     })
 }
 
@@ -78,6 +89,7 @@ fn source(s: &SourceConfig) -> Value {
         "max_in_flight": s.max_in_flight,
         "ingest_limit": s.ingest_limit.map(|l| json!({"per_second": l.per_second, "burst": l.burst})),
         "body_dedup_window": s.body_dedup_window.map(duration),
+        "retention": retention(&s.retention),
     })
 }
 

@@ -243,7 +243,8 @@ fn human_seconds(s: f64) -> String {
 fn final_line(job: &Value) -> String {
     let c = &job["counts"];
     format!(
-        "replay {} {}: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}",
+        "replay {} {}: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}, \
+         skipped (payload purged) {}",
         job["id"].as_str().unwrap_or(""),
         job["state"].as_str().unwrap_or(""),
         count(c, "sent"),
@@ -251,6 +252,7 @@ fn final_line(job: &Value) -> String {
         count(c, "failed"),
         count(c, "skipped_receipt"),
         count(c, "skipped_other"),
+        count(c, "skipped_purged"),
     )
 }
 
@@ -269,14 +271,15 @@ async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Result<Value,
     loop {
         let job = api.get(&format!("/v1/replays/{id}")).await?;
         let c = &job["counts"];
-        let done = count(c, "sent") + count(c, "skipped_receipt") + count(c, "skipped_other");
+        let done =
+            count(c, "sent") + count(c, "skipped_receipt") + count(c, "skipped_other") + count(c, "skipped_purged");
         bar.set_position(done as u64);
         bar.set_message(format!(
             "sent {} ok {} failed {} skipped {} at {:.1}/s",
             count(c, "sent"),
             count(c, "succeeded"),
             count(c, "failed"),
-            count(c, "skipped_receipt") + count(c, "skipped_other"),
+            count(c, "skipped_receipt") + count(c, "skipped_other") + count(c, "skipped_purged"),
             job["current_rate"].as_f64().unwrap_or(0.0)
         ));
         if job["state"] != "running" {

@@ -44,7 +44,7 @@ pub async fn events_list(api: &Api, q: EventsQuery, json_out: bool) -> Result<()
         return Ok(());
     }
     println!(
-        "{:<31} {:<10} {:<26} {:<25} {:<28} {:<10} {:>3}",
+        "{:<31} {:<10} {:<26} {:<25} {:<28} {:<10} {:>3} PAYLOAD",
         "ID", "SOURCE", "TYPE", "RECEIVED", "OUTCOME", "DELIVERY", "ATT"
     );
     for e in page["data"].as_array().into_iter().flatten() {
@@ -56,14 +56,15 @@ pub async fn events_list(api: &Api, q: EventsQuery, json_out: bool) -> Result<()
             outcome.push_str(" (overdue)");
         }
         println!(
-            "{:<31} {:<10} {:<26} {:<25} {:<28} {:<10} {:>3}",
+            "{:<31} {:<10} {:<26} {:<25} {:<28} {:<10} {:>3} {}",
             s(&e["id"]),
             s(&e["source"]),
             s(&e["event_type"]),
             s(&e["received_at"]),
             outcome,
             s(&e["delivery_state"]),
-            n(&e["attempts"])
+            n(&e["attempts"]),
+            s(&e["payload"])
         );
     }
     if let Some(next) = page["next_cursor"].as_str() {
@@ -93,6 +94,10 @@ pub async fn event_show(api: &Api, id: &str, json_out: bool) -> Result<(), CliEr
         s(&e["next_attempt_at"])
     );
     println!("  idempotency key  {}", s(&e["idempotency_key"]));
+    match e["payload_purged_at"].as_str() {
+        Some(at) => println!("  payload          purged {at} (retention): headers and body are gone"),
+        None => println!("  payload          kept"),
+    }
     if let Some(r) = e["resolved"].as_object() {
         println!("  resolved         {} by {}: {}", s(&r["at"]), s(&r["by"]), s(&r["note"]));
     }

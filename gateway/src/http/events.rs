@@ -53,6 +53,8 @@ fn event_json(app: &AppState, e: &EventSummary, now: i64) -> Value {
         "idempotency_key": idempotency_key(&e.source, &e.provider_event_id),
         "overdue": overdue,
         "resolved": e.resolution.as_ref().map(|r| json!({ "by": r.by, "note": r.note, "at": format_ms(r.at) })),
+        "payload": if e.payload_purged_at.is_some() { "purged" } else { "kept" },
+        "payload_purged_at": e.payload_purged_at.map(format_ms),
     })
 }
 
@@ -120,15 +122,19 @@ async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String
     }
     let receipts = app.store.list_receipts(&event_id).await?;
     let mut out = event_json(&app, &detail.summary, app.clock.now_ms());
-    let body = match std::str::from_utf8(&detail.body) {
-        Ok(text) => json!({ "body": text }),
-        Err(_) => {
-            json!({ "body_base64": base64::engine::general_purpose::STANDARD.encode(&detail.body) })
-        }
-    };
     let object = out.as_object_mut().expect("event json is an object");
-    object.extend(body.as_object().expect("object").clone());
-    object.insert("headers".into(), json!(detail.headers));
+    // A purged payload shows as `"payload": "purged"` with neither headers nor body: never
+    // as an empty body that could be taken for what the provider sent.
+    if let Some(payload) = &detail.payload {
+        let body = match std::str::from_utf8(&payload.body) {
+            Ok(text) => json!({ "body": text }),
+            Err(_) => {
+                json!({ "body_base64": base64::engine::general_purpose::STANDARD.encode(&payload.body) })
+            }
+        };
+        object.extend(body.as_object().expect("object").clone());
+        object.insert("headers".into(), json!(payload.headers));
+    }
     object.insert(
         "receipts".into(),
         json!(

@@ -126,9 +126,18 @@ async fn store(
             .increment(1);
         return Err(ApiError::unauthorized(err.code(), err.to_string()));
     }
+    let dedup_key = match source.verifier.provider_event_id(source.dedup.as_ref(), &headers, &body) {
+        Some(provider_id) => provider_id,
+        // No id in the request: the body is its only key. With a `body_dedup_window` the
+        // window alone decides what repeats it (`body_hashes`), so the row's key is made the
+        // event's own: a key of the body alone would make the same body a repeat for as long
+        // as the first event is kept, whatever the window.
+        None if source.body_dedup_window.is_some() => format!("{}/{id}", crate::verify::body_hash(&body)),
+        None => crate::verify::body_hash(&body),
+    };
     let event = NewEvent {
         id,
-        dedup_key: source.verifier.dedup_key(source.dedup.as_ref(), &headers, &body),
+        dedup_key,
         event_type: source.verifier.event_type(source.event_type.as_ref(), &headers, &body),
         source: source_name.clone(),
         received_at: now_ms,

@@ -25,7 +25,7 @@ use crate::delivery::{ForwardRequest, Forwarder, idempotency_key};
 use crate::domain::{AttemptKind, EventId, Outcome};
 use crate::receipts::ReceiptDesk;
 use crate::store::{
-    AttemptRecord, Batcher, Completion, ItemResult, NewAuditEntry, ReplayItem, ReplayJob, SendableEvent, Store,
+    AttemptRecord, Batcher, Completion, ItemResult, Loaded, NewAuditEntry, ReplayItem, ReplayJob, SendableEvent, Store,
     StoreError, Workers, retry_transient,
 };
 use crate::telemetry;
@@ -380,8 +380,10 @@ impl Replayer {
                         return Ok(end);
                     };
                     run.note_receipts(&mut bus);
-                    let Some(event) = events.get(&item.event_id).cloned() else {
-                        run.finish(item_result(item.seq, "skipped_outcome", self.clock.now_ms())).await;
+                    // Retention took its payload (or the whole event): skipped, counted as such,
+                    // never sent with an empty body.
+                    let Some(Loaded::Sendable(event)) = events.get(&item.event_id).cloned() else {
+                        run.finish(item_result(item.seq, "skipped_purged", self.clock.now_ms())).await;
                         continue;
                     };
                     if run.receipted.lock().expect("receipted lock").contains(&item.event_id) {
@@ -456,7 +458,8 @@ impl Replayer {
                     dropped.push(item_result(item.seq, "skipped_outcome", now))
                 }
                 Some(_) => keep.push(item),
-                None => dropped.push(item_result(item.seq, "skipped_outcome", now)),
+                // No row: retention purged the whole event (nothing else deletes one).
+                None => dropped.push(item_result(item.seq, "skipped_purged", now)),
             }
         }
         self.store.record_items(&run.id, &dropped).await?;

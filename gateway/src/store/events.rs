@@ -9,7 +9,7 @@ use crate::access::SourceScope;
 use crate::domain::{Attempt, AttemptKind, DeliveryState, EventId, EventSummary, Outcome, ReceivedHeaders, Resolution};
 
 const COLUMNS: &str = "id, source, dedup_key, event_type, received_at, outcome, error_code, delivery_state, \
-     attempts, next_attempt_at, delivered_at, resolved_by, resolved_note, resolved_at";
+     attempts, next_attempt_at, delivered_at, resolved_by, resolved_note, resolved_at, payload_purged_at";
 
 /// Which events to list: newest first, in pages ending before `before`.
 #[derive(Debug, Clone, Default)]
@@ -30,9 +30,16 @@ pub struct EventQuery {
 #[derive(Debug, Clone)]
 pub struct EventDetail {
     pub summary: EventSummary,
+    /// `None` once retention purged it (`summary.payload_purged_at` says when).
+    pub payload: Option<Payload>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// An event's headers and body as received.
+#[derive(Debug, Clone)]
+pub struct Payload {
     pub headers: ReceivedHeaders,
     pub body: Vec<u8>,
-    pub attempts: Vec<Attempt>,
 }
 
 fn corrupt(what: &str, value: &str) -> StoreError {
@@ -64,6 +71,7 @@ macro_rules! summary_from_row {
                 (Some(by), Some(note), Some(at)) => Some(Resolution { by, note, at }),
                 _ => None,
             },
+            payload_purged_at: row.try_get("payload_purged_at")?,
         })
     }};
 }
@@ -99,14 +107,16 @@ impl Store {
     }
 
     pub async fn get_event(&self, id: &EventId) -> Result<Option<EventDetail>, StoreError> {
-        let sql =
-            format!("SELECT {COLUMNS}, headers, body FROM events JOIN event_payloads ON event_id = id WHERE id = $1");
+        let sql = format!(
+            "SELECT {COLUMNS}, headers, body FROM events LEFT JOIN event_payloads ON event_id = id WHERE id = $1"
+        );
         with_pool!(self, pool => {
             let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(pool).await? else {
                 return Ok(None);
             };
             let summary = summary_from_row!(&row)?;
-            let headers: String = row.try_get("headers")?;
+            let headers: Option<String> = row.try_get("headers")?;
+            let body: Option<Vec<u8>> = row.try_get("body")?;
             let attempts = sqlx::query(
                 "SELECT number, kind, replay_id, started_at, latency_ms, status_code, error, response_excerpt \
                  FROM attempts WHERE event_id = $1 ORDER BY id",
@@ -129,12 +139,14 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(EventDetail {
-                summary,
-                headers: serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                body: row.try_get("body")?,
-                attempts,
-            }))
+            let payload = match (headers, body) {
+                (Some(headers), Some(body)) => Some(Payload {
+                    headers: serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    body,
+                }),
+                _ => None,
+            };
+            Ok(Some(EventDetail { summary, payload, attempts }))
         })
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Item states: `queued` → `sending` (written before the request goes out, so a resumed job
 //! never sends an item twice) → `succeeded` | `failed`; or `queued` → `skipped_receipt` |
-//! `skipped_outcome` | `cancelled`; a `sending` item found after a crash is `interrupted`.
+//! `skipped_outcome` | `skipped_purged` (its payload, or its whole event, went by retention) |
+//! `cancelled`; a `sending` item found after a crash is `interrupted`.
 
 use std::collections::HashMap;
 
@@ -23,6 +24,14 @@ pub struct SampleEvent {
     pub event_type: Option<String>,
     pub received_at: i64,
     pub outcome: Outcome,
+}
+
+/// An event as a replay finds it: with its payload, or with none left to send.
+#[derive(Debug, Clone)]
+pub enum Loaded {
+    Sendable(SendableEvent),
+    /// Retention purged its payload, or the whole event: nothing to send.
+    Purged,
 }
 
 /// An event as a replay sends it.
@@ -54,6 +63,8 @@ pub struct ReplayCounts {
     pub failed: i64,
     pub skipped_receipt: i64,
     pub skipped_other: i64,
+    /// Items whose payload retention had purged: never sent with an empty body.
+    pub skipped_purged: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +102,7 @@ pub struct ItemResult {
 }
 
 const JOB_COLUMNS: &str = "id, state, created_by, created_at, request, destination, rate, current_rate, eligible, sent, \
-     succeeded, failed, skipped_receipt, skipped_other, finished_at, error";
+     succeeded, failed, skipped_receipt, skipped_other, skipped_purged, finished_at, error";
 
 macro_rules! job_from_row {
     ($row:expr) => {{
@@ -113,6 +124,7 @@ macro_rules! job_from_row {
                 failed: row.try_get("failed")?,
                 skipped_receipt: row.try_get("skipped_receipt")?,
                 skipped_other: row.try_get("skipped_other")?,
+                skipped_purged: row.try_get("skipped_purged")?,
             },
             finished_at: row.try_get("finished_at")?,
             error: row.try_get("error")?,
@@ -120,15 +132,17 @@ macro_rules! job_from_row {
     }};
 }
 
-/// How an item state moves the job's counters: (sent, succeeded, failed, skipped_receipt, skipped_other).
-fn deltas(state: &str) -> [i64; 5] {
+/// How an item state moves the job's counters: (sent, succeeded, failed, skipped_receipt,
+/// skipped_other, skipped_purged).
+fn deltas(state: &str) -> [i64; 6] {
     match state {
         // `queued` again: a stopping gateway hands back what it had not sent.
-        "sending" | "queued" => [0, 0, 0, 0, 0],
-        "succeeded" => [1, 1, 0, 0, 0],
-        "failed" | "interrupted" => [1, 0, 1, 0, 0],
-        "skipped_receipt" => [0, 0, 0, 1, 0],
-        _ => [0, 0, 0, 0, 1],
+        "sending" | "queued" => [0, 0, 0, 0, 0, 0],
+        "succeeded" => [1, 1, 0, 0, 0, 0],
+        "failed" | "interrupted" => [1, 0, 1, 0, 0, 0],
+        "skipped_receipt" => [0, 0, 0, 1, 0, 0],
+        "skipped_purged" => [0, 0, 0, 0, 0, 1],
+        _ => [0, 0, 0, 0, 1, 0],
     }
 }
 
@@ -174,9 +188,11 @@ impl Store {
             .collect()
     }
 
-    /// What sending needs of some events: their source, key, headers and body.
-    pub async fn load_for_send(&self, ids: &[EventId]) -> Result<HashMap<EventId, SendableEvent>, StoreError> {
-        let mut out = HashMap::with_capacity(ids.len());
+    /// What sending needs of some events: their source, key, headers and body; `Purged` for
+    /// each whose payload (or whole event) retention took. Events are only ever deleted by
+    /// retention, so an id with no row is one it purged.
+    pub async fn load_for_send(&self, ids: &[EventId]) -> Result<HashMap<EventId, Loaded>, StoreError> {
+        let mut out: HashMap<EventId, Loaded> = ids.iter().map(|id| (id.clone(), Loaded::Purged)).collect();
         for chunk in ids.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
             let sql = format!(
@@ -193,7 +209,8 @@ impl Store {
             });
             for (id, source, dedup_key, headers, body, attempts) in rows {
                 let headers = serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                out.insert(EventId::from_stored(id), SendableEvent { source, dedup_key, headers, body, attempts });
+                let event = SendableEvent { source, dedup_key, headers, body, attempts };
+                out.insert(EventId::from_stored(id), Loaded::Sendable(event));
             }
         }
         Ok(out)
@@ -334,7 +351,7 @@ impl Store {
         if results.is_empty() {
             return Ok(());
         }
-        let mut totals = [0i64; 5];
+        let mut totals = [0i64; 6];
         for r in results {
             for (t, d) in totals.iter_mut().zip(deltas(r.state)) {
                 *t += d;
@@ -382,7 +399,8 @@ impl Store {
             }
             sqlx::query(
                 "UPDATE replays SET sent = sent + $2, succeeded = succeeded + $3, failed = failed + $4, \
-                 skipped_receipt = skipped_receipt + $5, skipped_other = skipped_other + $6 WHERE id = $1",
+                 skipped_receipt = skipped_receipt + $5, skipped_other = skipped_other + $6, \
+                 skipped_purged = skipped_purged + $7 WHERE id = $1",
             )
             .bind(id)
             .bind(totals[0])
@@ -390,6 +408,7 @@ impl Store {
             .bind(totals[2])
             .bind(totals[3])
             .bind(totals[4])
+            .bind(totals[5])
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -141,13 +141,19 @@ impl Verifier {
     /// The provider's own event id: the configured place, else the kind's usual place, else a
     /// hash of the body, so a provider's retry of the same bytes is still recognised.
     pub fn dedup_key(&self, configured: Option<&Extract>, headers: &HeaderMap, body: &[u8]) -> String {
+        self.provider_event_id(configured, headers, body).unwrap_or_else(|| body_hash(body))
+    }
+
+    /// The provider's own event id, from the configured place or the kind's usual one; `None`
+    /// when the request carries none (the dedup key is then the body's hash).
+    pub fn provider_event_id(&self, configured: Option<&Extract>, headers: &HeaderMap, body: &[u8]) -> Option<String> {
         let usual = match self {
             Verifier::Stripe { .. } => Extract::JsonPointer("/id".into()),
             Verifier::Github { .. } => Extract::Header("x-github-delivery".into()),
             Verifier::Standard(_) => Extract::Header("webhook-id".into()),
             Verifier::Hmac { .. } | Verifier::None => Extract::Header(String::new()),
         };
-        configured.or(Some(&usual)).and_then(|e| extract(e, headers, body)).unwrap_or_else(|| body_hash(body))
+        configured.or(Some(&usual)).and_then(|e| extract(e, headers, body))
     }
 
     /// The event type, when the provider states one.
@@ -161,7 +167,7 @@ impl Verifier {
 }
 
 /// `sha256:` and the body's digest in hex, the dedup key of a body without an id.
-fn body_hash(body: &[u8]) -> String {
+pub fn body_hash(body: &[u8]) -> String {
     let mut key = [0u8; 7 + 64];
     key[..7].copy_from_slice(b"sha256:");
     hex::encode_to_slice(Sha256::digest(body), &mut key[7..]).expect("32 bytes make 64 hex digits");

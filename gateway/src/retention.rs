@@ -1,0 +1,158 @@
+//! The purge: a background task that applies each source's retention (SPEC.md "Retention").
+//!
+//! Every `run_every` (the shortest of the config's), one pass over the store: payloads of
+//! settled events past `payloads`, then whole events (settled past `events`, unsettled past
+//! `unsettled`, none held by a pending retry or a running replay), then body hashes past
+//! their source's `body_dedup_window`. Each in batches of their own short transactions with a
+//! pause between them, so ingest keeps the writer. On PostgreSQL one gateway purges at a time
+//! (an advisory lock; the others skip that run). Ages count from when an event was received,
+//! on the injected clock. The audit log is never purged.
+//!
+//! Architecture invariant: this module decides what is due and when; only `store` knows how
+//! rows are found and deleted.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, Retention};
+use crate::store::{BatchPurged, Cursor, Cutoffs, PurgePlan, Store, StoreError};
+
+/// Events per batch: a batch is one short write transaction (milliseconds).
+const BATCH: usize = 500;
+/// The pause between batches, in which ingest and deliveries take the writer.
+const PAUSE: Duration = Duration::from_millis(2);
+
+/// What one run removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Events whose payload went (their rows stay).
+    pub payloads: u64,
+    /// Events that went whole.
+    pub events: u64,
+    /// Body hashes past their window.
+    pub body_hashes: u64,
+    /// Rows deleted over every table.
+    pub rows: u64,
+}
+
+/// Applies the config's retention to a store.
+pub struct Purger {
+    store: Store,
+    clock: SharedClock,
+    global: Retention,
+    sources: Vec<(String, Retention, Option<Duration>)>,
+    /// Batches of at most this many events (tests make it small to see a run in pieces).
+    batch: usize,
+}
+
+impl Purger {
+    pub fn new(store: Store, config: &Config, clock: SharedClock) -> Self {
+        let sources =
+            config.sources.iter().map(|s| (s.name.clone(), s.retention.clone(), s.body_dedup_window)).collect();
+        Self { store, clock, global: config.retention.clone(), sources, batch: BATCH }
+    }
+
+    /// How often runs happen: the shortest `run_every` of the config.
+    pub fn period(&self) -> Duration {
+        self.sources.iter().map(|(_, r, _)| r.run_every).chain([self.global.run_every]).min().expect("the global one")
+    }
+
+    /// What may go at `now` (unix ms).
+    pub fn plan(&self, now: i64) -> PurgePlan {
+        let before = |age: Duration| now.saturating_sub(age.as_millis().min(i64::MAX as u128) as i64);
+        let cutoffs = |r: &Retention, window: Option<Duration>| Cutoffs {
+            payloads: before(r.payloads),
+            events: before(r.events),
+            unsettled: before(r.unsettled),
+            // Without a window no body is a repeat: every hash may go.
+            body_hashes: window.map_or(i64::MAX, before),
+        };
+        PurgePlan {
+            sources: self.sources.iter().map(|(name, r, window)| (name.clone(), cutoffs(r, *window))).collect(),
+            others: cutoffs(&self.global, None),
+            now,
+        }
+    }
+
+    /// One run, now; `None` when another gateway is purging (PostgreSQL).
+    pub async fn run_once(&self) -> Result<Option<PurgeReport>, StoreError> {
+        let Some(_lock) = self.store.purge_lock().await? else {
+            return Ok(None);
+        };
+        let plan = self.plan(self.clock.now_ms());
+        let mut report = PurgeReport::default();
+        let mut cursor: Cursor = None;
+        loop {
+            let (batch, next) = self.store.purge_payloads(&plan, &cursor, self.batch).await?;
+            report.payloads += batch.picked as u64;
+            self.count(&mut report, batch, "payloads");
+            if batch.picked < self.batch {
+                break;
+            }
+            cursor = next;
+            tokio::time::sleep(PAUSE).await;
+        }
+        let mut cursor: Cursor = None;
+        loop {
+            let (batch, next) = self.store.purge_events(&plan, &cursor, self.batch).await?;
+            report.events += batch.picked as u64;
+            self.count(&mut report, batch, "events");
+            if batch.picked < self.batch {
+                break;
+            }
+            cursor = next;
+            tokio::time::sleep(PAUSE).await;
+        }
+        loop {
+            let batch = self.store.purge_body_hashes(&plan, self.batch).await?;
+            report.body_hashes += batch.picked as u64;
+            self.count(&mut report, batch, "body_hashes");
+            if batch.picked < self.batch {
+                break;
+            }
+            tokio::time::sleep(PAUSE).await;
+        }
+        Ok(Some(report))
+    }
+
+    fn count(&self, report: &mut PurgeReport, batch: BatchPurged, what: &'static str) {
+        report.rows += batch.rows;
+        metrics::counter!("hookwarden_retention_purged_total", "what" => what).increment(batch.picked as u64);
+        metrics::counter!("hookwarden_retention_rows_purged_total").increment(batch.rows);
+    }
+
+    /// Runs every [`Self::period`] until `stop`; a failed run is logged and tried again at
+    /// the next period (nothing is half-done: each batch is one transaction).
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(self.period());
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            let ran = tokio::select! {
+                ran = self.run_once() => ran,
+                // Stopping mid-run loses nothing: the batch in its transaction commits or not.
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
+            match ran {
+                Ok(Some(report)) => {
+                    metrics::counter!("hookwarden_retention_runs_total", "result" => "purged").increment(1);
+                    if report.rows > 0 {
+                        tracing::info!(?report, "retention purged");
+                    }
+                }
+                Ok(None) => {
+                    metrics::counter!("hookwarden_retention_runs_total", "result" => "other_gateway").increment(1);
+                }
+                Err(err) => {
+                    metrics::counter!("hookwarden_retention_runs_total", "result" => "failed").increment(1);
+                    tracing::warn!(error = %err, "the retention purge failed; trying again at its next run");
+                }
+            }
+        }
+    }
+}

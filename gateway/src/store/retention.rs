@@ -1,0 +1,267 @@
+//! Retention's statements: purging settled payloads, whole events past their age, and the
+//! body hashes past their window, in small batches of their own transactions.
+//!
+//! Each batch picks its events and deletes them in one short transaction, so the writer (on
+//! SQLite the one connection every ingest waits for) is never held for long; the pick re-reads
+//! every condition inside that transaction (on PostgreSQL locking the picked rows, skipping
+//! those another transaction holds), so what changed since the last batch is seen. An event is
+//! never purged while a retry is pending for it (`next_attempt_at`) or while a running replay
+//! holds an item of it. The audit log is never touched.
+//!
+//! Batches walk a table in id order from a cursor, bounded above by the id of the latest
+//! cutoff (event ids start with their received time), so a pass reads each row once and
+//! never the events too young to go.
+
+use super::selection::bind_all;
+use super::{Backend, Pool, SqlParam, Store, StoreError, mark, with_writer};
+
+/// The PostgreSQL advisory lock only the purging gateway holds.
+const PURGE_LOCK: i64 = 4_242_017;
+
+/// Unix-ms cutoffs of one source: what was received before each may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Payloads of settled events.
+    pub payloads: i64,
+    /// Settled events, whole.
+    pub events: i64,
+    /// Unsettled events (gaps), whole.
+    pub unsettled: i64,
+    /// Body hashes (`body_dedup_window`); `i64::MAX` for a source without a window.
+    pub body_hashes: i64,
+}
+
+/// Cutoffs per source, and for every source not named (one removed from the config).
+#[derive(Debug, Clone)]
+pub struct PurgePlan {
+    pub sources: Vec<(String, Cutoffs)>,
+    pub others: Cutoffs,
+    /// When the purge runs (unix ms): `payload_purged_at`.
+    pub now: i64,
+}
+
+/// Rows one batch removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchPurged {
+    /// Events the batch picked (payloads, or whole events); fewer than asked: the pass is done.
+    pub picked: usize,
+    /// Rows deleted over every table (events, payloads, attempts, receipts, replay items, hashes).
+    pub rows: u64,
+}
+
+/// Where a pass is: the last id it picked.
+pub type Cursor = Option<String>;
+
+/// Held by the one gateway purging a PostgreSQL database (`None` inside on SQLite, which has
+/// one gateway per file). Dropping it closes its connection, which ends the lock.
+pub struct PurgeLock {
+    _conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+const SETTLED: &str = "(e.outcome = 'confirmed' OR e.resolved_at IS NOT NULL)";
+/// Neither a pending retry nor a running replay holds the event.
+const FREE: &str = "e.next_attempt_at IS NULL AND NOT EXISTS (SELECT 1 FROM replay_items ri \
+     JOIN replays r ON r.id = ri.replay_id WHERE ri.event_id = e.id AND r.state = 'running')";
+
+/// The smallest event id of an event received at `ms` (ids are `evt_` and a ULID, whose
+/// first ten characters are the time).
+fn id_bound(ms: i64) -> String {
+    format!("evt_{}", ulid::Ulid::from_parts(ms.clamp(0, (1 << 48) - 1) as u64, 0))
+}
+
+/// Statement text numbered for its backend, with its parameters in binding order.
+struct Sql {
+    backend: Backend,
+    text: String,
+    params: Vec<SqlParam>,
+}
+
+impl Sql {
+    fn new(backend: Backend) -> Self {
+        Self { backend, text: String::new(), params: Vec::new() }
+    }
+
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    fn param(&mut self, p: SqlParam) -> &mut Self {
+        self.params.push(p);
+        let m = mark(self.backend, self.params.len());
+        self.text.push_str(&m);
+        self
+    }
+
+    /// `CASE <column> WHEN 'a' THEN x … ELSE other END`: the cutoff of each row's source.
+    fn cutoff(&mut self, column: &str, plan: &PurgePlan, pick: fn(&Cutoffs) -> i64) -> &mut Self {
+        self.push(&format!("(CASE {column}"));
+        for (source, cutoffs) in &plan.sources {
+            self.push(" WHEN ").param(SqlParam::Text(source.clone()));
+            self.push(" THEN ").param(SqlParam::Int(pick(cutoffs)));
+        }
+        self.push(" ELSE ").param(SqlParam::Int(pick(&plan.others))).push(" END)")
+    }
+
+    fn ids_in(&mut self, ids: &[String]) -> &mut Self {
+        self.push("(");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.param(SqlParam::Text(id.clone()));
+        }
+        self.push(")")
+    }
+}
+
+impl PurgePlan {
+    fn latest(&self, pick: fn(&Cutoffs) -> i64) -> i64 {
+        self.sources.iter().map(|(_, c)| pick(c)).chain([pick(&self.others)]).max().unwrap_or(i64::MIN)
+    }
+}
+
+impl Store {
+    /// Takes the purge for this gateway: on PostgreSQL the advisory lock, on a connection of
+    /// its own, unless another gateway holds it (`None`: that one purges now). On SQLite
+    /// there is one gateway per file: always granted.
+    pub async fn purge_lock(&self) -> Result<Option<PurgeLock>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite { .. } => Ok(Some(PurgeLock { _conn: None })),
+            Pool::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                // Whatever happens next, the connection is closed, not reused: that ends the
+                // session lock even when the purge stops half-way.
+                conn.close_on_drop();
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(PURGE_LOCK)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(got.then_some(PurgeLock { _conn: Some(conn) }))
+            }
+        }
+    }
+
+    /// Purges the payloads (headers and body) of up to `limit` settled, free events received
+    /// before their source's cutoff, after `cursor`; their rows stay, marked with `plan.now`.
+    pub async fn purge_payloads(
+        &self,
+        plan: &PurgePlan,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<(BatchPurged, Cursor), StoreError> {
+        let backend = self.backend();
+        let mut pick = Sql::new(backend);
+        pick.push("SELECT p.event_id FROM event_payloads p JOIN events e ON e.id = p.event_id WHERE p.event_id > ")
+            .param(SqlParam::Text(cursor.clone().unwrap_or_default()))
+            .push(" AND p.event_id < ")
+            .param(SqlParam::Text(id_bound(plan.latest(|c| c.payloads))))
+            .push(&format!(" AND {SETTLED} AND {FREE} AND e.received_at < "))
+            .cutoff("e.source", plan, |c| c.payloads)
+            .push(&format!(" ORDER BY p.event_id LIMIT {limit}"));
+        if backend == Backend::Postgres {
+            pick.push(" FOR UPDATE OF e SKIP LOCKED");
+        }
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let ids: Vec<String> =
+                bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(pick.text)), &pick.params).fetch_all(&mut *tx).await?;
+            let mut rows = 0;
+            if !ids.is_empty() {
+                let mut delete = Sql::new(backend);
+                delete.push("DELETE FROM event_payloads WHERE event_id IN ").ids_in(&ids);
+                rows += bind_all!(sqlx::query(sqlx::AssertSqlSafe(delete.text)), &delete.params)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let mut mark = Sql::new(backend);
+                mark.push("UPDATE events SET payload_purged_at = ").param(SqlParam::Int(plan.now));
+                mark.push(" WHERE id IN ").ids_in(&ids);
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(mark.text)), &mark.params).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok((BatchPurged { picked: ids.len(), rows }, ids.last().cloned().or_else(|| cursor.clone())))
+        })
+    }
+
+    /// Purges up to `limit` whole events, after `cursor`: settled ones received before their
+    /// source's `events` cutoff, unsettled ones before its `unsettled` cutoff, none a retry or
+    /// a running replay holds; with each its payload, attempts, receipts and replay items
+    /// (and so its dedup key, a column of its row).
+    pub async fn purge_events(
+        &self,
+        plan: &PurgePlan,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<(BatchPurged, Cursor), StoreError> {
+        let backend = self.backend();
+        let mut pick = Sql::new(backend);
+        pick.push("SELECT e.id FROM events e WHERE e.id > ")
+            .param(SqlParam::Text(cursor.clone().unwrap_or_default()))
+            .push(" AND e.id < ")
+            .param(SqlParam::Text(id_bound(plan.latest(|c| c.events.max(c.unsettled)))))
+            .push(&format!(" AND {FREE} AND (({SETTLED} AND e.received_at < "))
+            .cutoff("e.source", plan, |c| c.events)
+            .push(&format!(") OR (NOT {SETTLED} AND e.received_at < "))
+            .cutoff("e.source", plan, |c| c.unsettled)
+            .push(&format!(")) ORDER BY e.id LIMIT {limit}"));
+        if backend == Backend::Postgres {
+            pick.push(" FOR UPDATE SKIP LOCKED");
+        }
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let ids: Vec<String> =
+                bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(pick.text)), &pick.params).fetch_all(&mut *tx).await?;
+            let mut rows = 0;
+            if !ids.is_empty() {
+                // Children first: on PostgreSQL attempts and receipts reference the event.
+                for (table, column) in [
+                    ("replay_items", "event_id"),
+                    ("attempts", "event_id"),
+                    ("receipts", "event_id"),
+                    ("event_payloads", "event_id"),
+                    ("events", "id"),
+                ] {
+                    let mut delete = Sql::new(backend);
+                    delete.push(&format!("DELETE FROM {table} WHERE {column} IN ")).ids_in(&ids);
+                    rows += bind_all!(sqlx::query(sqlx::AssertSqlSafe(delete.text)), &delete.params)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+            }
+            tx.commit().await?;
+            Ok((BatchPurged { picked: ids.len(), rows }, ids.last().cloned().or_else(|| cursor.clone())))
+        })
+    }
+
+    /// Deletes up to `limit` body hashes seen before their source's window (past it a body
+    /// is no repeat, and the row only takes room).
+    pub async fn purge_body_hashes(&self, plan: &PurgePlan, limit: usize) -> Result<BatchPurged, StoreError> {
+        let backend = self.backend();
+        let mut delete = Sql::new(backend);
+        delete
+            .push("DELETE FROM body_hashes WHERE (source, body_sha256) IN (SELECT source, body_sha256 FROM body_hashes b ")
+            .push("WHERE b.received_at < ")
+            .cutoff("b.source", plan, |c| c.body_hashes)
+            .push(&format!(" LIMIT {limit})"));
+        let rows = with_writer!(self, pool => {
+            bind_all!(sqlx::query(sqlx::AssertSqlSafe(delete.text)), &delete.params).execute(pool).await?.rows_affected()
+        });
+        Ok(BatchPurged { picked: rows as usize, rows })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_bound;
+
+    #[test]
+    fn an_id_bound_sorts_between_the_ids_of_the_millisecond_before_and_its_own() {
+        let ms = 1_765_000_000_123;
+        let id = |ms: i64| format!("evt_{}", ulid::Ulid::from_parts(ms as u64, u128::MAX >> 48));
+        assert!(id(ms - 1) < id_bound(ms));
+        assert!(id_bound(ms) <= format!("evt_{}", ulid::Ulid::from_parts(ms as u64, 0)));
+        assert!(id_bound(ms) < id(ms));
+    }
+}
