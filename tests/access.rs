@@ -308,7 +308,9 @@ async fn the_admin_api_listens_apart_from_ingest() {
         assert_eq!(http.get(private(path)).send().await.unwrap().status(), 200, "{path} admin");
     }
     // The public address has no admin API, whatever the token.
-    for path in ["/v1/events", "/v1/summary", "/v1/audit", "/v1/tokens", "/metrics", &format!("/v1/events/{id}")] {
+    for path in
+        ["/v1/events", "/v1/summary", "/v1/storage", "/v1/audit", "/v1/tokens", "/metrics", &format!("/v1/events/{id}")]
+    {
         let response = http.get(public(path)).bearer_auth(crate::support::ADMIN_TOKEN).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path} answered on the public address");
         let body: Value = response.json().await.unwrap_or(Value::Null);

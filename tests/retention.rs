@@ -13,6 +13,7 @@ use crate::cli::hookwarden;
 use crate::support::{Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, eventually, free_port, on_both_backends};
 
 on_both_backends!(
+    storage_shows_what_each_source_keeps,
     a_body_without_an_id_repeats_within_its_window_or_while_its_event_is_kept,
     settled_events_go_gaps_stay_and_dedup_lasts_as_long_as_the_event,
     a_purge_killed_half_way_loses_nothing_it_should_keep
@@ -170,6 +171,107 @@ async fn a_body_without_an_id_repeats_within_its_window_or_while_its_event_is_ke
     .await;
     let (again, duplicate) = post("plain").await;
     assert!(!duplicate && again != first_plain, "once its event is purged the body is new");
+}
+
+/// `GET /v1/storage`, `hookwarden storage` and `/metrics` say per source how many events and
+/// payloads are kept, their bytes, how many payloads were purged and the oldest gap; a token
+/// scoped to a source sees that source only, and not the database as a whole. A new SQLite
+/// file gives freed pages back (`auto_vacuum = INCREMENTAL`).
+async fn storage_shows_what_each_source_keeps(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let sources = vec![source("orders", &receiver.url("/orders")), source("other", &receiver.url("/other"))];
+    let mut spec = GatewaySpec::new(&db.url, sources);
+    spec.retention = "payloads = \"1s\"\nevents = \"1h\"\nunsettled = \"1h\"\nrun_every = \"100ms\"".into();
+    let gw = Gateway::start(&spec).await;
+    let (a, _) = post(&gw, "orders", "a").await;
+    post(&gw, "orders", "b").await;
+    post(&gw, "orders", "c").await;
+    post(&gw, "other", "x").await;
+    eventually(Duration::from_secs(10), "4 delivered", || async { (receiver.count() == 4).then_some(()) }).await;
+    let (status, _) = gw.admin_post(&format!("/v1/events/{a}/resolve"), &json!({ "note": "done" })).await;
+    assert_eq!(status, 200);
+    let report = eventually(Duration::from_secs(10), "a's payload purged, in the storage report", || async {
+        let (status, report) = gw.admin_get("/v1/storage").await;
+        assert_eq!(status, 200, "{report}");
+        (report["sources"][0]["payloads_purged"] == 1).then_some(report)
+    })
+    .await;
+    let orders = &report["sources"][0];
+    assert_eq!(
+        (orders["source"].as_str(), orders["events"].as_i64(), orders["payloads"].as_i64()),
+        (Some("orders"), Some(3), Some(2)),
+        "{report}"
+    );
+    assert!(orders["payload_bytes"].as_i64().unwrap() > 2 * 9, "bodies and headers: {report}");
+    assert!(orders["oldest_unsettled_at"].is_string(), "{report}");
+    assert_eq!(orders["retention"]["payloads"], "1s", "{report}");
+    assert_eq!(
+        (report["sources"][1]["source"].as_str(), report["sources"][1]["events"].as_i64()),
+        (Some("other"), Some(1))
+    );
+    assert!(report["database"]["bytes"].as_i64().unwrap() > 0, "{report}");
+    assert!(report["last_purge"]["removed"]["payloads"].is_number(), "{report}");
+
+    let (status, created) =
+        gw.admin_post("/v1/tokens", &json!({ "name": "other-viewer", "role": "viewer", "sources": ["other"] })).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, scoped) = gw.call("GET", "/v1/storage", created["token"].as_str(), None).await;
+    assert_eq!(status, 200, "{scoped}");
+    let names: Vec<&str> =
+        scoped["sources"].as_array().unwrap().iter().map(|s| s["source"].as_str().unwrap()).collect();
+    assert_eq!(names, ["other"], "{scoped}");
+    assert!(scoped.get("database").is_none() && scoped.get("last_purge").is_none(), "{scoped}");
+
+    let shown = crate::cli::stdout(&hookwarden(&gw, &["storage"]).await);
+    assert!(shown.contains("orders") && shown.contains("database: "), "{shown}");
+    eventually(Duration::from_secs(10), "the gauges", || async {
+        let events = crate::support::metric(&gw, "hookwarden_stored_events{source=\"orders\"}").await;
+        let purged = crate::support::metric(&gw, "hookwarden_retention_purged_total{what=\"payloads\"}").await;
+        (events == 3.0 && purged == 1.0).then_some(())
+    })
+    .await;
+    if kind == Db::Sqlite {
+        assert_eq!(db.scalar("PRAGMA auto_vacuum").await, 2, "a new file is made with auto_vacuum = INCREMENTAL");
+    }
+}
+
+/// `hookwarden storage compact` converts a SQLite file made before `auto_vacuum =
+/// INCREMENTAL` (offline), keeping every event; it is refused while a gateway runs on it.
+#[tokio::test]
+async fn storage_compact_converts_an_old_sqlite_file() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let spec = GatewaySpec::new(&db.url, vec![source("orders", &receiver.url("/orders"))]);
+    let mut gw = Gateway::start(&spec).await;
+    post(&gw, "orders", "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookwarden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n[[sources]]\nname = \"orders\"\nverify = {{ kind = \"none\" }}\n\
+             forward_to = \"http://127.0.0.1:9/\"\nsigning_secret = \"{}\"\n",
+            db.url,
+            crate::support::gateway::SIGNING_SECRET
+        ),
+    )
+    .unwrap();
+    let compact = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookwarden"));
+        command.args(["storage", "compact", "--config"]).arg(&config).env("RUST_LOG", "error");
+        command.output()
+    };
+    let refused = compact().await.unwrap();
+    assert!(!refused.status.success(), "compacted under a running gateway: {refused:?}");
+    gw.kill9();
+    db.execute(&["PRAGMA auto_vacuum = NONE; VACUUM"]).await;
+    assert_eq!(db.scalar("PRAGMA auto_vacuum").await, 0, "the old kind of file");
+    let done = compact().await.unwrap();
+    assert!(done.status.success(), "{done:?}");
+    assert!(String::from_utf8_lossy(&done.stdout).contains("auto_vacuum = incremental"), "{done:?}");
+    assert_eq!(db.scalar("PRAGMA auto_vacuum").await, 2);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM events").await, 1);
 }
 
 /// Old events written straight into the store: `settled` confirmed ones (each with a payload

@@ -172,6 +172,7 @@ pub async fn run(
         ids: Default::default(),
         metrics: metrics::handle(),
         ingest_limits,
+        purge_status: purger.status(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

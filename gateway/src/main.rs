@@ -94,6 +94,14 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// What the store keeps per source (events, payloads, bytes, the oldest gap) and the last
+    /// retention purge; `storage compact` converts an old SQLite file (offline).
+    Storage {
+        #[command(subcommand)]
+        action: Option<StorageCommand>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Operator tokens.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -157,6 +165,18 @@ enum EventsCommand {
 enum AuditCommand {
     /// Recompute the hash chain of the whole log.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Rewrite the SQLite database of a config (gateway stopped) with `auto_vacuum =
+    /// INCREMENTAL`, so the pages retention frees go back to the file system. Needs room for
+    /// a second copy of the file while it runs.
+    Compact {
+        /// The gateway's config file.
+        #[arg(long, env = "HOOKWARDEN_CONFIG", default_value = "hookwarden.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -259,6 +279,10 @@ fn remote(command: Command) -> ExitCode {
                 cli::summary(&api(&remote), source, since, until, bucket, remote.json).await
             }
             Command::Audit { action: Some(AuditCommand::Verify), remote, .. } => cli::audit_verify(&api(&remote)).await,
+            Command::Storage { action: None, remote } => cli::storage(&api(&remote), remote.json).await,
+            Command::Storage { action: Some(StorageCommand::Compact { config }), .. } => {
+                cli::storage_compact(&config).await
+            }
             Command::Audit { action: None, since, until, remote } => {
                 cli::audit(&api(&remote), since, until, remote.json).await
             }

@@ -11,6 +11,7 @@
 //! Architecture invariant: this module decides what is due and when; only `store` knows how
 //! rows are found and deleted.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -25,7 +26,7 @@ const BATCH: usize = 500;
 const PAUSE: Duration = Duration::from_millis(2);
 
 /// What one run removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PurgeReport {
     /// Events whose payload went (their rows stay).
     pub payloads: u64,
@@ -37,9 +38,23 @@ pub struct PurgeReport {
     pub rows: u64,
 }
 
+/// This gateway's last purge run: when it ended (unix ms) and what it removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LastPurge {
+    pub at: i64,
+    pub report: PurgeReport,
+}
+
+/// The last run of a gateway's purger, for `/v1/storage`.
+pub type PurgeStatus = Arc<Mutex<Option<LastPurge>>>;
+
+/// Free pages given back to the file system per step (SQLite), each a short hold of the writer.
+const FREE_PAGES_PER_STEP: i64 = 1024;
+
 /// Applies the config's retention to a store.
 pub struct Purger {
     store: Store,
+    status: PurgeStatus,
     clock: SharedClock,
     global: Retention,
     sources: Vec<(String, Retention, Option<Duration>)>,
@@ -51,7 +66,12 @@ impl Purger {
     pub fn new(store: Store, config: &Config, clock: SharedClock) -> Self {
         let sources =
             config.sources.iter().map(|s| (s.name.clone(), s.retention.clone(), s.body_dedup_window)).collect();
-        Self { store, clock, global: config.retention.clone(), sources, batch: BATCH }
+        Self { store, status: PurgeStatus::default(), clock, global: config.retention.clone(), sources, batch: BATCH }
+    }
+
+    /// Where the last run is kept.
+    pub fn status(&self) -> PurgeStatus {
+        self.status.clone()
     }
 
     /// How often runs happen: the shortest `run_every` of the config.
@@ -114,7 +134,50 @@ impl Purger {
             }
             tokio::time::sleep(PAUSE).await;
         }
+        self.return_free_pages().await?;
+        *self.status.lock().expect("purge status") = Some(LastPurge { at: self.clock.now_ms(), report });
         Ok(Some(report))
+    }
+
+    /// SQLite: gives the pages the purge freed back to the file system, a step at a time
+    /// (free pages are reused by new rows anyway; this shrinks the file). Stops when a step
+    /// frees nothing (a file made without `auto_vacuum = INCREMENTAL`: see `storage compact`).
+    async fn return_free_pages(&self) -> Result<(), StoreError> {
+        let mut left = i64::MAX;
+        loop {
+            let now_left = self.store.return_free_pages(FREE_PAGES_PER_STEP).await?;
+            if now_left == 0 || now_left >= left {
+                return Ok(());
+            }
+            left = now_left;
+            tokio::time::sleep(PAUSE).await;
+        }
+    }
+
+    /// Sets the storage gauges of `/metrics` from the store.
+    pub async fn update_gauges(&self) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let mut stats = self.store.storage_by_source().await?;
+        // A source whose every event went still reads 0, not its last figures.
+        for (name, _, _) in &self.sources {
+            if !stats.iter().any(|s| &s.source == name) {
+                stats.push(crate::store::SourceStorage { source: name.clone(), ..Default::default() });
+            }
+        }
+        for s in stats {
+            let source = s.source.clone();
+            metrics::gauge!("hookwarden_stored_events", "source" => source.clone()).set(s.events as f64);
+            metrics::gauge!("hookwarden_stored_payloads", "source" => source.clone()).set(s.payloads as f64);
+            metrics::gauge!("hookwarden_stored_payload_bytes", "source" => source.clone()).set(s.payload_bytes as f64);
+            let age = s.oldest_unsettled_at.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
+            metrics::gauge!("hookwarden_oldest_unsettled_event_age_seconds", "source" => source).set(age);
+        }
+        let db = self.store.database_storage().await?;
+        metrics::gauge!("hookwarden_database_bytes").set(db.bytes as f64);
+        if let Some(free) = db.free_bytes {
+            metrics::gauge!("hookwarden_database_free_bytes").set(free as f64);
+        }
+        Ok(())
     }
 
     fn count(&self, report: &mut PurgeReport, batch: BatchPurged, what: &'static str) {
@@ -152,6 +215,9 @@ impl Purger {
                     metrics::counter!("hookwarden_retention_runs_total", "result" => "failed").increment(1);
                     tracing::warn!(error = %err, "the retention purge failed; trying again at its next run");
                 }
+            }
+            if let Err(err) = self.update_gauges().await {
+                tracing::warn!(error = %err, "reading the storage figures for /metrics failed");
             }
         }
     }

@@ -7,6 +7,7 @@
 
 mod config_check;
 mod replay;
+mod storage;
 mod tokens;
 mod views;
 
@@ -16,6 +17,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub use config_check::config_check;
 pub use replay::{ReplayArgs, replay};
+pub use storage::{compact as storage_compact, storage};
 pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};
 pub use views::{EventsQuery, audit, audit_verify, event_show, events_list, summary};
 

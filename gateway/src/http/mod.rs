@@ -13,6 +13,7 @@ mod ingest;
 mod listener;
 mod receipts;
 mod replays;
+mod storage;
 mod summary;
 mod time;
 mod tokens;
@@ -74,6 +75,8 @@ pub struct App {
     pub ids: EventIds,
     pub metrics: PrometheusHandle,
     pub ingest_limits: IngestLimits,
+    /// This gateway's last retention purge (`/v1/storage`).
+    pub purge_status: crate::retention::PurgeStatus,
 }
 
 /// Every route, on one listener.
@@ -103,6 +106,7 @@ fn admin_routes() -> Router<AppState> {
         .merge(audit::router())
         .merge(tokens::router())
         .merge(summary::router())
+        .merge(storage::router())
         .merge(console::router())
         .merge(health::metrics())
 }

@@ -45,7 +45,7 @@ pub use handoff::{FreshDeliveries, Handoff, handoff};
 pub use health::NotReady;
 pub use receipts::{NewReceipt, Recorded, SendCheck, StoredReceipt};
 pub use replays::{ItemResult, Loaded, NewReplay, ReplayCounts, ReplayItem, ReplayJob, SampleEvent, SendableEvent};
-pub use retention::{BatchPurged, Cursor, Cutoffs, PurgeLock, PurgePlan};
+pub use retention::{BatchPurged, Cursor, Cutoffs, DatabaseStorage, PurgeLock, PurgePlan, SourceStorage};
 pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
 pub use sessions::ConsoleSession;
@@ -299,7 +299,16 @@ impl Store {
                     let hook = hook.clone();
                     Box::pin(async move { hook.install(conn).await })
                 })
-                .connect_with(options.clone().statement_cache_capacity(WRITER_STATEMENTS))
+                // Pages freed by retention's purge can be given back to the file system
+                // (`Store::return_free_pages`). Takes effect only on a new file (the writer
+                // creates it); an existing one is converted by `hookwarden storage compact`
+                // (a VACUUM, offline). Readers cannot set it: they are read-only.
+                .connect_with(
+                    options
+                        .clone()
+                        .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
+                        .statement_cache_capacity(WRITER_STATEMENTS),
+                )
                 .await?;
             SQLITE_MIGRATIONS.run(&write).await?;
             // The last row's: `seq` and the rowid both grow with every insert on the one writer

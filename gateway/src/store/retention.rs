@@ -252,6 +252,119 @@ impl Store {
     }
 }
 
+/// What one source keeps in the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceStorage {
+    pub source: String,
+    /// Event rows (with or without their payload).
+    pub events: i64,
+    /// Of those, how many still have their payload.
+    pub payloads: i64,
+    /// Bytes of the payloads kept (bodies and headers as stored).
+    pub payload_bytes: i64,
+    /// Events whose payload retention purged (their rows kept).
+    pub payloads_purged: i64,
+    /// When the oldest unsettled event (a gap) was received (unix ms).
+    pub oldest_unsettled_at: Option<i64>,
+}
+
+/// The database as a whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DatabaseStorage {
+    /// Bytes of the database (SQLite: the file's pages; PostgreSQL: the database).
+    pub bytes: i64,
+    /// Of those, bytes free for reuse inside the file (SQLite's free pages; `None` on PostgreSQL).
+    pub free_bytes: Option<i64>,
+}
+
+impl Store {
+    /// Per source: events, payloads and their bytes, the oldest gap. A read of every event
+    /// (on SQLite a reader, beside the writer): for `/v1/storage` and the purger's gauges,
+    /// not for every request.
+    pub async fn storage_by_source(&self) -> Result<Vec<SourceStorage>, StoreError> {
+        let bytes = match self.backend() {
+            Backend::Sqlite => "length(p.body) + length(CAST(p.headers AS BLOB))",
+            Backend::Postgres => "octet_length(p.body) + octet_length(p.headers)",
+        };
+        let sql = format!(
+            "SELECT e.source, COUNT(*), COUNT(p.event_id), CAST(COALESCE(SUM({bytes}), 0) AS BIGINT), \
+             COUNT(e.payload_purged_at), MIN(CASE WHEN NOT {SETTLED} THEN e.received_at END) \
+             FROM events e LEFT JOIN event_payloads p ON p.event_id = e.id GROUP BY e.source ORDER BY e.source"
+        );
+        let rows: Vec<(String, i64, i64, i64, i64, Option<i64>)> = super::with_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(source, events, payloads, payload_bytes, payloads_purged, oldest_unsettled_at)| SourceStorage {
+                source,
+                events,
+                payloads,
+                payload_bytes,
+                payloads_purged,
+                oldest_unsettled_at,
+            })
+            .collect())
+    }
+
+    /// The database's size, and on SQLite how much of it is free pages.
+    pub async fn database_storage(&self) -> Result<DatabaseStorage, StoreError> {
+        match &self.pool {
+            Pool::Sqlite { read, .. } => {
+                let (pages, free, size): (i64, i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT page_count FROM pragma_page_count()), \
+                     (SELECT freelist_count FROM pragma_freelist_count()), (SELECT page_size FROM pragma_page_size())",
+                )
+                .fetch_one(read)
+                .await?;
+                Ok(DatabaseStorage { bytes: pages * size, free_bytes: Some(free * size) })
+            }
+            Pool::Postgres(pool) => {
+                let bytes: i64 =
+                    sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(pool).await?;
+                Ok(DatabaseStorage { bytes, free_bytes: None })
+            }
+        }
+    }
+
+    /// SQLite: gives up to `pages` free pages back to the file system (`incremental_vacuum`,
+    /// which needs `auto_vacuum = INCREMENTAL`: every new database is made so); how many
+    /// free pages are left. 0 on PostgreSQL, whose autovacuum does its own.
+    pub async fn return_free_pages(&self, pages: i64) -> Result<i64, StoreError> {
+        match &self.pool {
+            Pool::Sqlite { write, .. } => {
+                let mut conn = write.acquire().await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA incremental_vacuum({})", pages.max(1))))
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&mut *conn).await?)
+            }
+            Pool::Postgres(_) => Ok(0),
+        }
+    }
+
+    /// SQLite: rewrites the whole file (`VACUUM`) with `auto_vacuum = INCREMENTAL`, the
+    /// migration path of a file made before it was the default; its free pages go back to the
+    /// file system on the way. Needs the gateway stopped (the caller holds its lock) and
+    /// room for a second copy of the file. Nothing to do on PostgreSQL.
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        if let Pool::Sqlite { write, .. } = &self.pool {
+            let mut conn = write.acquire().await?;
+            sqlx::query("PRAGMA auto_vacuum = INCREMENTAL").execute(&mut *conn).await?;
+            sqlx::query("VACUUM").execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// SQLite's `auto_vacuum` mode: 0 none, 1 full, 2 incremental; `None` on PostgreSQL.
+    pub async fn auto_vacuum(&self) -> Result<Option<i64>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite { read, .. } => Ok(Some(sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(read).await?)),
+            Pool::Postgres(_) => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::id_bound;
