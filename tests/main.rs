@@ -19,6 +19,7 @@ mod handler_faults;
 mod hostile_requests;
 mod ingest;
 mod ingest_guards;
+mod probe;
 mod python_sdk;
 mod receipts;
 mod replay;

@@ -6,7 +6,8 @@
 //! - [`verify`]: provider signatures (stripe, github, standard, hmac, none).
 //! - [`store`]: every SQL statement, on SQLite and PostgreSQL; group commit.
 //! - [`delivery`]: the signed forward, the retry ladder, the dispatcher.
-//! - [`receipts`]: accepting signed receipts (posted or inline) in the contract's order.
+//! - [`receipts`]: accepting signed receipts (posted, inline or probed) in the contract's order.
+//! - [`probe`]: asking a handler about `unknown` events (the status probe) and reconciling.
 //! - [`http`]: routes, JSON, status codes; the only place that knows HTTP.
 //! - [`clock`]: time as a dependency; [`timestamp`]: RFC 3339 in and out.
 //! - [`access`]: roles, source scopes and tokens, asked by both front ends and the planner.
@@ -40,6 +41,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 mod metrics;
+pub mod probe;
 #[cfg(test)]
 mod properties;
 pub mod receipts;
@@ -145,10 +147,12 @@ pub async fn run(
         fresh,
     );
     let sources = Arc::new(config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect::<HashMap<_, _>>());
+    let prober = probe::Prober::new(receipts.clone(), clock.clone());
     let replayer = Replayer::new(
         store.clone(),
         sources.clone(),
         receipts.clone(),
+        prober.clone(),
         clock.clone(),
         gateway_id.clone(),
         ReplaySettings {
@@ -168,6 +172,7 @@ pub async fn run(
         dispatcher: dispatcher.handle(),
         receipts,
         replayer: replayer.clone(),
+        prober,
         clock,
         ids: Default::default(),
         metrics: metrics::handle(),

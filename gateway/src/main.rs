@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use hookwarden::cli::{self, Api, CliError, ReplayArgs};
+use hookwarden::cli::{self, Api, CliError, ReconcileArgs, ReplayArgs};
 use hookwarden::clock::SystemClock;
 use hookwarden::config::Config;
 use hookwarden::telemetry::{self, LogFormat};
@@ -63,6 +63,13 @@ enum Command {
     Replay {
         #[command(flatten)]
         args: ReplayArgs,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Ask a source's handler which unknown events it applied (status probe); no replay.
+    Reconcile {
+        #[command(flatten)]
+        args: ReconcileArgs,
         #[command(flatten)]
         remote: Remote,
     },
@@ -267,6 +274,10 @@ fn remote(command: Command) -> ExitCode {
             Command::Replay { mut args, remote } => {
                 args.json = remote.json;
                 cli::replay(&api(&remote), args).await
+            }
+            Command::Reconcile { mut args, remote } => {
+                args.json = remote.json;
+                cli::reconcile(&api(&remote), args).await
             }
             Command::Events(EventsCommand::List { source, since, until, outcome, filter, limit, remote }) => {
                 let query = cli::EventsQuery { source, since, until, outcome, filter, limit };

@@ -6,6 +6,7 @@
 //! API, so the server's checks, roles and audit log apply to the CLI too.
 
 mod config_check;
+mod reconcile;
 mod replay;
 mod storage;
 mod tokens;
@@ -16,6 +17,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use config_check::config_check;
+pub use reconcile::{ReconcileArgs, reconcile};
 pub use replay::{ReplayArgs, replay};
 pub use storage::{compact as storage_compact, storage};
 pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};

@@ -87,6 +87,9 @@ pub async fn event_show(api: &Api, id: &str, json_out: bool) -> Result<(), CliEr
         s(&e["outcome"]),
         e["error_code"].as_str().map(|c| format!(" ({c})")).unwrap_or_default()
     );
+    if let Some(reason) = e["outcome_reason"].as_str() {
+        println!("  why              {reason}");
+    }
     println!(
         "  delivery         {} ({} attempts; next {})",
         s(&e["delivery_state"]),

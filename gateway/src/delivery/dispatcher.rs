@@ -269,6 +269,7 @@ impl Dispatcher {
         record.status_code = result.status.map(i64::from);
         record.error = result.error;
         record.response_excerpt = result.excerpt;
+        record.confirm_without_receipt = lane.source.no_receipt_reason(due.event_type.as_deref());
         self.record(record).await;
         if let Some(inline) = inline {
             self.receipts.accept_inline(&due.event_id, &inline, self.clock.now_ms()).await;
@@ -312,6 +313,7 @@ impl Dispatcher {
             error: None,
             response_excerpt: None,
             completion,
+            confirm_without_receipt: None,
         }
     }
 

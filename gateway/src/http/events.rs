@@ -45,6 +45,7 @@ fn event_json(app: &AppState, e: &EventSummary, now: i64) -> Value {
         "event_type": e.event_type,
         "received_at": format_ms(e.received_at),
         "outcome": e.outcome,
+        "outcome_reason": e.outcome_reason,
         "error_code": e.error_code,
         "delivery_state": e.delivery_state,
         "attempts": e.attempts,

@@ -32,6 +32,8 @@ async fn create(
     let plan = plan(&app.store, &app.sources, request, caller.role, &caller.scope, now).await.map_err(plan_error)?;
     let mut shown = plan.to_json();
     if plan.request.dry_run != Some(false) {
+        let preview = crate::probe::preview::preview(&app.prober, &app.store, &app.sources, &plan).await?;
+        shown["ask_first"] = json!(preview);
         app.store
             .append_audit(NewAuditEntry {
                 at: now,
@@ -75,6 +77,7 @@ async fn create(
     let eligible = app.store.create_replay(&job, &plan.selection, plan.limit, audit).await?;
     app.replayer.wake();
     shown["dry_run"] = json!(false);
+    shown["ask_first"] = json!({ "enabled": plan.request.asks_first() });
     shown["id"] = json!(id);
     shown["state"] = json!("running");
     shown["eligible"] = json!(eligible);
