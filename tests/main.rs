@@ -29,4 +29,5 @@ mod retention;
 mod stall;
 mod store_contract;
 mod store_faults;
+mod traces;
 mod typescript_sdk;

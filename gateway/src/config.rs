@@ -43,6 +43,22 @@ pub struct Config {
     /// `[retention]` as written, the defaults of every source's [`Retention`].
     pub retention: Retention,
     pub console: ConsoleConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Trace export (`[telemetry]`, see `telemetry.rs`).
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// Where spans go, over OTLP/HTTP (protobuf); `None`: no export at all.
+    pub otlp_endpoint: Option<reqwest::Url>,
+    /// `service.name` on every span.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, service_name: "hookwarden".into() }
+    }
 }
 
 /// How long a source's events are kept (SPEC.md "Retention"); `[retention]` with the
@@ -295,6 +311,8 @@ struct RawConfig {
     #[serde(default)]
     console: RawConsole,
     #[serde(default)]
+    telemetry: RawTelemetry,
+    #[serde(default)]
     sources: Vec<RawSource>,
     #[serde(default)]
     retention: RawRetention,
@@ -308,6 +326,13 @@ struct RawRetention {
     unsettled: Option<String>,
     run_every: Option<String>,
     archive_dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -499,12 +524,37 @@ impl Config {
                     .unwrap_or(ConsoleConfig::default().session_idle),
                 secure_cookie: raw.console.secure_cookie.unwrap_or(false),
             },
+            telemetry: telemetry(raw.telemetry)?,
         })
     }
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name)
     }
+}
+
+fn telemetry(raw: RawTelemetry) -> Result<TelemetryConfig, ConfigError> {
+    let otlp_endpoint = match raw.otlp_endpoint.filter(|e| !e.trim().is_empty()) {
+        None => None,
+        Some(text) => {
+            let url = reqwest::Url::parse(text.trim())
+                .map_err(|e| ConfigError::Invalid(format!("telemetry.otlp_endpoint `{text}`: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid(format!(
+                    "telemetry.otlp_endpoint `{text}`: OTLP/HTTP needs an http or https URL"
+                )));
+            }
+            Some(url)
+        }
+    };
+    let service_name = match raw.service_name {
+        None => TelemetryConfig::default().service_name,
+        Some(name) if name.trim().is_empty() => {
+            return Err(ConfigError::Invalid("telemetry.service_name must not be empty".into()));
+        }
+        Some(name) => name.trim().to_string(),
+    };
+    Ok(TelemetryConfig { otlp_endpoint, service_name })
 }
 
 /// The range each duration setting must fall in: past these a value is a typo (`"60000s"`
@@ -924,5 +974,26 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         let bad_url = BASE.replace("http://127.0.0.1:3000/hook", "http://127.0.0.1:99999/hook");
         let err = Config::parse(&bad_url, &|_| Some("s".into())).unwrap_err().to_string();
         assert!(err.contains("not a valid URL"), "{err}");
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_an_endpoint_is_given() {
+        let env = [("STRIPE_SECRET", "s")];
+        let off = check("", &env).unwrap().telemetry;
+        assert_eq!((off.otlp_endpoint, off.service_name.as_str()), (None, "hookwarden"));
+        let on = check("[telemetry]\notlp_endpoint = \"http://collector:4318\"\nservice_name = \"edge-gw\"\n", &env)
+            .unwrap()
+            .telemetry;
+        assert_eq!(on.otlp_endpoint.map(|u| u.to_string()).as_deref(), Some("http://collector:4318/"));
+        assert_eq!(on.service_name, "edge-gw");
+        for (bad, says) in [
+            ("otlp_endpoint = \"collector:4318\"", "otlp_endpoint"),
+            ("otlp_endpoint = \"grpc://collector:4317\"", "http or https"),
+            ("service_name = \" \"", "service_name"),
+            ("otlp = \"http://x\"", "unknown field"),
+        ] {
+            let err = check(&format!("[telemetry]\n{bad}\n"), &env).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

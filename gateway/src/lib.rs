@@ -12,6 +12,7 @@
 //! - [`clock`]: time as a dependency; [`timestamp`]: RFC 3339 in and out.
 //! - [`access`]: roles, source scopes and tokens, asked by both front ends and the planner.
 //! - [`audit`]: the hash chain of the append-only audit log.
+//! - [`telemetry`]: log lines and trace export; one trace per event, keyed by its id.
 //! - [`retention`]: the purge of settled payloads, old events and body hashes (never the audit log).
 //!
 //! The guarantees, and where each lives:
@@ -47,6 +48,7 @@ pub mod receipts;
 pub mod replay;
 pub mod retention;
 pub mod store;
+pub mod telemetry;
 pub mod timestamp;
 pub mod tls;
 pub mod verify;

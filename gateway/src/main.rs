@@ -8,6 +8,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use hookwarden::cli::{self, Api, CliError, ReconcileArgs, ReplayArgs};
 use hookwarden::clock::SystemClock;
 use hookwarden::config::Config;
+use hookwarden::telemetry::{self, LogFormat};
 
 /// The request path allocates and frees many small buffers on every worker thread; mimalloc's
 /// per-thread free lists measured far cheaper there than glibc's malloc (see BENCHMARKS.md).
@@ -30,6 +31,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written: text, or json (one object per line, with the
+    /// event id and source of the span it happened in).
+    #[arg(long, env = "HOOKWARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
 }
 
 /// Where the admin API is, and who is asking.
@@ -238,20 +243,14 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own story; the gateway inside it logs only what goes wrong.
-    let quiet = matches!(cli.command, Command::Demo { .. });
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| (if quiet { "warn" } else { "info,sqlx=warn" }).into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if !matches!(cli.command, Command::Serve { .. }) {
-        restore_default_sigpipe();
+    if let Command::Serve { config } = cli.command {
+        return serve(config, cli.log_format);
+    }
+    restore_default_sigpipe();
+    if let Err(err) = telemetry::init(cli.log_format, None) {
+        eprintln!("hookwarden: {err}");
     }
     match cli.command {
-        Command::Serve { config } => serve(config),
         Command::Keys(KeysCommand::Generate { id, json }) => {
             generate_key(&id, json);
             ExitCode::SUCCESS
@@ -383,9 +382,17 @@ fn generate_key(id: &str, json: bool) {
     }
 }
 
-fn serve(path: PathBuf) -> ExitCode {
+fn serve(path: PathBuf, log_format: LogFormat) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(config) => config,
+        Err(err) => {
+            eprintln!("hookwarden: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // Flushes the spans still queued when `serve` returns (after the runtime has stopped).
+    let _telemetry = match telemetry::init(log_format, Some(&config.telemetry)) {
+        Ok(telemetry) => telemetry,
         Err(err) => {
             eprintln!("hookwarden: {err}");
             return ExitCode::from(2);

@@ -9,6 +9,7 @@
 //! `receipts_sdk::receipt`.
 
 use std::collections::{HashMap, HashSet};
+use tracing::Instrument;
 
 use axum::http::StatusCode;
 use ed25519_dalek::VerifyingKey;
@@ -272,7 +273,10 @@ impl ReceiptDesk {
     pub async fn accept_inline(&self, event: &EventId, inline: &InlineReceipt, now_ms: i64) {
         let body = inline.get(format::HEADER_BODY).map(format::decode_inline_body);
         let result = match (ReceiptHeaders::read(|name| inline.get(name)), body) {
-            (Ok(headers), Some(Ok(body))) => self.accept(headers, &body, now_ms, Via::Inline).await.map(|_| ()),
+            (Ok(headers), Some(Ok(body))) => {
+                let span = tracing::info_span!("receipt", via = "inline", event_id = %event);
+                self.accept(headers, &body, now_ms, Via::Inline).instrument(span).await.map(|_| ())
+            }
             (Err(err), _) | (_, Some(Err(err))) => Err(Refusal::Format(err)),
             (_, None) => Err(Refusal::Format(ReceiptError::MissingHeader(format::HEADER_BODY))),
         };

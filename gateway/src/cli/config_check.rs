@@ -50,6 +50,10 @@ pub fn resolved(config: &Config) -> Value {
             "session_idle": duration(config.console.session_idle),
             "secure_cookie": config.console.secure_cookie,
         },
+        "telemetry": {
+            "otlp_endpoint": config.telemetry.otlp_endpoint.as_ref().map(|u| without_password(u.as_str())),
+            "service_name": config.telemetry.service_name,
+        },
         "retention": retention(&config.retention),
         "sources": config.sources.iter().map(source).collect::<Vec<_>>(),
     })

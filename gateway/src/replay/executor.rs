@@ -33,6 +33,8 @@ use crate::store::{
     AttemptRecord, Batcher, Completion, ItemResult, Loaded, NewAuditEntry, ReplayItem, ReplayJob, SendableEvent, Store,
     StoreError, Workers, retry_transient,
 };
+use crate::telemetry;
+use tracing::Instrument;
 
 /// Items re-checked and sent per batch.
 pub const BATCH: i64 = 500;
@@ -449,9 +451,17 @@ impl Replayer {
                     let me = self.clone();
                     let run = run.clone();
                     let item = item.clone();
+                    let span = tracing::info_span!(
+                        "replay.item",
+                        event_id = %item.event_id,
+                        source = %event.source,
+                        replay_id = %run.id,
+                        seq = item.seq,
+                    );
+                    telemetry::under_event(&span, item.event_id.as_str());
                     // Boxed for the reason the dispatcher's forwards are.
                     tokio::spawn(Box::pin(async move {
-                        me.send_one(&run, &item, event, permit).await;
+                        me.send_one(&run, &item, event, permit).instrument(span).await;
                         drop(task);
                     }));
                 }
