@@ -8,8 +8,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::replay::{confirm, outage, spec};
-use crate::support::{ADMIN_TOKEN, Db, Gateway, Receiver, TestDb};
+use receipts_sdk::receipt::Receipt;
+
+use crate::replay::{confirm, handler_key, outage, spec};
+use crate::support::{ADMIN_TOKEN, Db, Gateway, Receiver, TestDb, sign};
 
 /// Far above a scenario's few seconds: only a hung browser gets here.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
@@ -77,4 +79,154 @@ async fn signing_in_and_out_with_the_guards_around_sessions() {
         &[("ADMIN_TOKEN", ADMIN_TOKEN.to_string()), ("EXPECT_CONFIRMED", "2".into()), ("EXPECT_UNKNOWN", "4".into())],
     )
     .await;
+}
+
+/// The events list, an event's page, resolving with a note, the gap review's groups by error
+/// code, and a viewer's disabled buttons.
+#[tokio::test]
+async fn reviewing_failed_events_and_resolving_them_with_a_note() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "ord", 6).await;
+    for id in &ids[..2] {
+        confirm(&gw, id).await;
+    }
+    for id in &ids[2..4] {
+        let receipt = Receipt::failed(id.as_str(), "DB_CONSTRAINT_VIOLATION", None);
+        let (status, answer) = gw.post_receipt(&handler_key().sign(&receipt, sign::now_secs())).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let operator = gw.token("oncall-ann", "operator").await;
+    let viewer = gw.token("lead-bo", "viewer").await;
+    scenario(
+        "review",
+        &gw,
+        &[
+            ("OPERATOR_TOKEN", operator),
+            ("VIEWER_TOKEN", viewer),
+            ("FAILED_CODE", "DB_CONSTRAINT_VIOLATION".into()),
+            ("EVENTS", ids.len().to_string()),
+        ],
+    )
+    .await;
+    // What the browser did is in the store: both resolved, each with its audit entry.
+    for id in &ids[2..4] {
+        let event = gw.event(id).await.expect("the event");
+        assert!(event["resolved"]["note"].as_str().is_some_and(|n| !n.is_empty()), "{event}");
+    }
+    let resolved = gw.audit().await.into_iter().filter(|e| e["action"] == "event.resolved").count();
+    assert_eq!(resolved, 2);
+}
+
+/// The gateway's clock for the story: the wall clock shifted into the past by an amount the
+/// test moves back to zero, so an hour of traffic arrives in seconds and still has its hour.
+struct ShiftedClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl hookwarden::clock::Clock for ShiftedClock {
+    fn now_ms(&self) -> i64 {
+        sign::now_ms() + self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Ingests `per_minute` events in each minute from `from` to `to` minutes ago (the gateway's
+/// shifted clock), waits until each was attempted, and answers their ids.
+async fn minutes(
+    gw: &Gateway,
+    receiver: &Receiver,
+    shift: &std::sync::atomic::AtomicI64,
+    (from, to): (i64, i64),
+    per_minute: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for minute in (to..from).rev() {
+        shift.store(-(minute * 60_000), std::sync::atomic::Ordering::SeqCst);
+        for i in 0..per_minute {
+            let body = serde_json::json!({ "id": format!("ord-{minute}-{i}"), "type": "order.paid" }).to_string();
+            let (status, answer) = gw.ingest("orders", &[], body.as_bytes()).await;
+            assert_eq!(status, 200, "{answer}");
+            ids.push(answer["event_id"].as_str().unwrap().to_string());
+        }
+    }
+    crate::support::eventually(Duration::from_secs(30), "every event attempted", || async {
+        let counts = receiver.counts_by_event();
+        ids.iter().all(|id| counts.contains_key(id)).then_some(())
+    })
+    .await;
+    ids
+}
+
+/// The whole 2 AM story in the browser, with the screenshots for docs/: an hour of orders
+/// with a 15-minute handler outage in it; the operator finds the gap on the chart, selects
+/// it, previews the replay (counts, sample, risk), runs it live with a reason, watches the
+/// counts climb pushed from the server and three items dropped mid-batch as their receipts
+/// arrive, and sees the gap closed; a viewer cannot start one (the buttons say why).
+#[tokio::test]
+async fn the_2am_story_from_gap_to_closed_gap() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let shift = std::sync::Arc::new(AtomicI64::new(-60 * 60_000));
+    let clock = std::sync::Arc::new(ShiftedClock(shift.clone()));
+    let gw = Gateway::start_in_process(&spec(&db, &receiver), clock.clone()).await;
+    let key = handler_key();
+    let applied = |id: &str| key.sign(&Receipt::applied(id), hookwarden::clock::Clock::now_secs(clock.as_ref()));
+
+    // Before the outage: delivered and confirmed.
+    for id in minutes(&gw, &receiver, &shift, (50, 30), 2).await {
+        assert_eq!(gw.post_receipt(&applied(&id)).await.0, 200);
+    }
+    // The outage: the handler answers 500; three events fail with a code.
+    receiver.set(crate::support::receiver::Behaviour { status: 500, ..Default::default() });
+    let outage = minutes(&gw, &receiver, &shift, (30, 15), 3).await;
+    for id in outage.iter().step_by(15) {
+        let failed = Receipt::failed(id.as_str(), "DB_CONSTRAINT_VIOLATION", None);
+        let signed = key.sign(&failed, hookwarden::clock::Clock::now_secs(clock.as_ref()));
+        assert_eq!(gw.post_receipt(&signed).await.0, 200);
+    }
+    // Back up: confirmed again.
+    receiver.set(Default::default());
+    for id in minutes(&gw, &receiver, &shift, (15, 5), 2).await {
+        assert_eq!(gw.post_receipt(&applied(&id)).await.0, 200);
+    }
+    shift.store(0, Ordering::SeqCst);
+    // From now on the handler confirms each forward before answering, a little slowly.
+    receiver.set_receipt_key(key.clone());
+    receiver.post_receipts_before_answering(&gw.url(""));
+    receiver.set(crate::support::receiver::Behaviour { delay: Duration::from_millis(150), ..Default::default() });
+
+    let unknown: Vec<&String> = outage.iter().enumerate().filter(|(i, _)| i % 15 != 0).map(|(_, id)| id).collect();
+    // Receipts the handler sends for three items while the replay runs, before it reaches
+    // them (a mid-batch drop).
+    let late: Vec<serde_json::Value> = unknown[12..15]
+        .iter()
+        .map(|id| {
+            let signed = key.sign(&Receipt::applied(id.as_str()), sign::now_secs());
+            serde_json::json!({ "headers": signed.headers().into_iter().collect::<std::collections::BTreeMap<_, _>>(), "body": String::from_utf8(signed.body.clone()).unwrap() })
+        })
+        .collect();
+    let operator = gw.token("oncall-ann", "operator").await;
+    let viewer = gw.token("lead-bo", "viewer").await;
+    let docs = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs"));
+    scenario(
+        "story",
+        &gw,
+        &[
+            ("OPERATOR_TOKEN", operator),
+            ("VIEWER_TOKEN", viewer),
+            ("EXPECT_UNKNOWN", unknown.len().to_string()),
+            ("EXPECT_FAILED", (outage.len() - unknown.len()).to_string()),
+            ("LATE_RECEIPTS", serde_json::to_string(&late).unwrap()),
+            ("SCREENSHOTS", docs.display().to_string()),
+        ],
+    )
+    .await;
+    // The run as the store has it: every unknown one confirmed, three of them by the late
+    // receipts (dropped from the run), none sent twice.
+    for id in &unknown {
+        let event = gw.event(id).await.expect("the event");
+        assert_eq!(event["outcome"], "confirmed", "{event}");
+    }
+    let sent = receiver.received().iter().filter(|r| r.replay_id().is_some()).count();
+    assert_eq!(sent, unknown.len() - 3, "the three with late receipts were not sent");
 }

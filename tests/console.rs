@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hookwarden::clock::ManualClock;
 use sha2::Digest;
 
-use crate::replay::spec;
+use crate::replay::{outage, spec};
 use crate::support::{ADMIN_TOKEN, Db, Gateway, GatewaySpec, Receiver, TestDb, on_both_backends};
 
 /// A browser stand-in: keeps the console's cookies, follows no redirects.
@@ -219,4 +219,65 @@ async fn console_responses_carry_the_security_headers() {
 fn hookwarden_csp() -> &'static str {
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+}
+
+/// The server-sent events of `GET /v1/replays/{id}/events` (a token, as any API client), up
+/// to and including `end`: each `(event, data)`.
+pub(crate) async fn replay_events(gw: &Gateway, token: &str, id: &str) -> Vec<(String, serde_json::Value)> {
+    let mut response = reqwest::Client::new()
+        .get(gw.url(&format!("/v1/replays/{id}/events")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("progress stream");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let (mut text, mut events) = (String::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Some(chunk) =
+        tokio::time::timeout_at(deadline, response.chunk()).await.expect("the stream ended in time").unwrap()
+    {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field =
+                |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).map(str::to_string);
+            if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
+                events.push((event, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+/// A live replay's progress, pushed: the counts as they move, the scope's confirmed count
+/// climbing as receipts arrive, `end` once the job completed; another source's token sees no
+/// such replay.
+#[tokio::test]
+async fn replay_progress_is_pushed_as_server_sent_events() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    outage(&gw, &receiver, "p", 8).await;
+    receiver.set_receipt_key(crate::replay::handler_key());
+    receiver.post_receipts_before_answering(&gw.url(""));
+    let body = serde_json::json!({ "source": "orders", "since": "2000-01-01T00:00:00Z", "dry_run": false, "reason": "progress", "rate": 6 });
+    let (status, job) = gw.admin_post("/v1/replays", &body).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let viewer = gw.token("vera", "viewer").await;
+    let events = replay_events(&gw, &viewer, id).await;
+    let (last_kind, last) = events.last().expect("some events");
+    assert_eq!(last_kind, "end");
+    assert_eq!(last["state"], "completed", "{last}");
+    assert_eq!(last["counts"]["succeeded"], 8);
+    assert_eq!(last["confirmed_in_scope"], 8);
+    let progress: Vec<_> = events.iter().filter(|(kind, _)| kind == "progress").map(|(_, e)| e).collect();
+    assert!(progress.len() >= 3, "progress was pushed as it moved: {events:?}");
+    let sent: Vec<i64> = progress.iter().map(|e| e["counts"]["sent"].as_i64().unwrap()).collect();
+    assert!(sent.windows(2).all(|w| w[0] <= w[1]), "{sent:?}");
+    let confirmed: Vec<i64> = events.iter().map(|(_, e)| e["confirmed_in_scope"].as_i64().unwrap()).collect();
+    assert!(confirmed[0] < 8 && confirmed.windows(2).all(|w| w[0] <= w[1]), "it climbed: {confirmed:?}");
+    let (status, _) = gw.call("GET", &format!("/v1/replays/{id}/events"), Some("nope"), None).await;
+    assert_eq!(status, 401);
 }

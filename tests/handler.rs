@@ -19,10 +19,10 @@ use sqlx::Connection;
 use crate::support::gateway::SIGNING_SECRET;
 use crate::support::{Db, Gateway, GatewaySpec, SourceSpec, TestDb, eventually};
 
-const KEY_ID: &str = "orders-handler-1";
+pub(crate) const KEY_ID: &str = "orders-handler-1";
 const PIP_HINT: &str = "python3 -m pip install -r examples/python/requirements.txt (from the repository root)";
 
-fn handler_key() -> ReceiptKey {
+pub(crate) fn handler_key() -> ReceiptKey {
     ReceiptKey::from_seed_base64(KEY_ID, &B64.encode([42u8; 32])).unwrap()
 }
 
@@ -32,7 +32,7 @@ fn workspace_root() -> &'static Path {
 
 /// Builds the example handler once per test binary, into the directory of the `hookwarden`
 /// binary (same target dir, same profile).
-fn orders_handler_binary() -> &'static Path {
+pub(crate) fn orders_handler_binary() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let hookwarden = Path::new(env!("CARGO_BIN_EXE_hookwarden"));
@@ -93,18 +93,18 @@ fn require_python_handler() {
     }
 }
 
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
 }
 
 /// A handler process (the Rust example or the Python one) on a fixed address with its own
 /// SQLite database; restartable on the same address and database.
-struct HandlerProcess {
+pub(crate) struct HandlerProcess {
     program: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
     addr: SocketAddr,
-    db_path: PathBuf,
+    pub(crate) db_path: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
     http: reqwest::Client,
@@ -112,7 +112,7 @@ struct HandlerProcess {
 }
 
 impl HandlerProcess {
-    fn rust(addr: SocketAddr, gateway: &Gateway) -> Self {
+    pub(crate) fn rust(addr: SocketAddr, gateway: &Gateway) -> Self {
         Self::new(orders_handler_binary().to_path_buf(), vec![], addr, gateway)
     }
 
@@ -152,7 +152,7 @@ impl HandlerProcess {
     }
 
     /// Starts the process with `extra` environment and waits until `GET /orders` answers.
-    async fn start(&mut self, extra: &[(&str, &str)]) {
+    pub(crate) async fn start(&mut self, extra: &[(&str, &str)]) {
         assert!(self.child.is_none(), "the handler is running already");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
         let mut command = Command::new(&self.program);
@@ -185,17 +185,17 @@ impl HandlerProcess {
         .await;
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// The gateway's `forward_to` for source `orders`.
-    fn forward_to(addr: SocketAddr) -> String {
+    pub(crate) fn forward_to(addr: SocketAddr) -> String {
         format!("http://{addr}/webhooks/orders")
     }
 
     /// SIGKILL: no shutdown code runs.
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -203,7 +203,7 @@ impl HandlerProcess {
     }
 
     /// `GET /orders`.
-    async fn orders(&self) -> Vec<Value> {
+    pub(crate) async fn orders(&self) -> Vec<Value> {
         let response = self.http.get(self.url("/orders")).send().await.expect("GET /orders");
         assert_eq!(response.status(), 200);
         response.json::<Vec<Value>>().await.expect("orders JSON")
@@ -267,7 +267,7 @@ fn applied(order_id: &str) -> (String, Value, Value) {
 
 /// The event ids of the handler's orders, sorted (so, like the gateway's ids, in the order
 /// the events were received), duplicates kept.
-fn order_event_ids(orders: &[Value]) -> Vec<String> {
+pub(crate) fn order_event_ids(orders: &[Value]) -> Vec<String> {
     let mut ids: Vec<String> = orders.iter().map(|o| o["event_id"].as_str().unwrap().to_string()).collect();
     ids.sort();
     ids
@@ -392,15 +392,15 @@ async fn a_receipt_is_sent_iff_the_commit_happened_even_across_a_handler_crash()
 
 /// One row of the handler's receipt outbox.
 #[derive(Debug)]
-struct OutboxRow {
-    event_id: String,
-    status: String,
-    sent: bool,
-    error: Option<String>,
+pub(crate) struct OutboxRow {
+    pub(crate) event_id: String,
+    pub(crate) status: String,
+    pub(crate) sent: bool,
+    pub(crate) error: Option<String>,
 }
 
 /// The handler's outbox, read straight from its SQLite file.
-async fn outbox(db_path: &Path) -> Vec<OutboxRow> {
+pub(crate) async fn outbox(db_path: &Path) -> Vec<OutboxRow> {
     let url = format!("sqlite://{}", db_path.display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open the handler's database");
     let rows: Vec<(String, String, Option<i64>, Option<String>)> =

@@ -219,7 +219,8 @@ async fn live_run_sends_only_what_is_eligible(kind: Db) {
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(
         done["counts"],
-        json!({ "eligible": 7, "sent": 7, "succeeded": 7, "failed": 0, "skipped_receipt": 0, "skipped_other": 0, "skipped_purged": 0 })
+        json!({ "eligible": 7, "sent": 7, "succeeded": 7, "failed": 0, "skipped_receipt": 0, "skipped_other": 0, "skipped_purged": 0,
+                "skipped_probe": 0, "probes": 0, "probes_failed": 0 })
     );
     let sent = replayed(&receiver);
     assert_eq!(sent.len(), 7);

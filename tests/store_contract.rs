@@ -36,6 +36,7 @@ fn record(id: &EventId, gateway: &str, completion: Completion) -> AttemptRecord 
         error: None,
         response_excerpt: None,
         completion,
+        confirm_without_receipt: None,
     }
 }
 

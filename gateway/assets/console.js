@@ -66,6 +66,45 @@
     }, seconds * 1000);
   }
 
+  // A replay's page: its counts, rate and the window's confirmed count, pushed by the server.
+  function progress(section) {
+    var url = section.getAttribute("data-progress");
+    if (!url || !window.EventSource) return;
+    var source = new EventSource(url);
+    function show(state) {
+      if (!state || state.error) return;
+      var counts = state.counts || {};
+      Object.keys(counts).forEach(function (k) {
+        var cell = document.getElementById("count-" + k);
+        if (cell) cell.textContent = counts[k];
+      });
+      var bar = document.getElementById("bar");
+      if (bar) {
+        bar.max = counts.eligible || 0;
+        bar.value = (counts.sent || 0) + (counts.skipped_receipt || 0) + (counts.skipped_other || 0);
+      }
+      var stateEl = document.getElementById("state");
+      if (stateEl) { stateEl.textContent = state.state; stateEl.className = "state-" + state.state; }
+      var rate = document.getElementById("current-rate");
+      if (rate) rate.textContent = state.current_rate;
+      var slowed = document.getElementById("slowed");
+      if (slowed) slowed.hidden = !(state.current_rate < state.rate);
+      var confirmed = document.getElementById("confirmed");
+      if (confirmed && state.confirmed_in_scope !== null && state.confirmed_in_scope !== undefined) {
+        confirmed.textContent = state.confirmed_in_scope;
+      }
+    }
+    source.addEventListener("progress", function (e) { show(JSON.parse(e.data)); });
+    source.addEventListener("end", function (e) {
+      show(JSON.parse(e.data));
+      source.close();
+      var note = document.getElementById("live-note");
+      if (note) note.textContent = "Finished.";
+      var cancel = document.getElementById("cancel");
+      if (cancel) cancel.remove();
+    });
+  }
+
   function init(root) {
     root.querySelectorAll("svg#chart").forEach(chartSelection);
   }
@@ -73,5 +112,6 @@
   document.addEventListener("DOMContentLoaded", function () {
     init(document);
     document.querySelectorAll("[data-refresh]").forEach(refresh);
+    document.querySelectorAll("[data-progress]").forEach(progress);
   });
 })();

@@ -3,7 +3,10 @@
 //!
 //! `cargo bench -p hookwarden --bench ingest_load -- [--db sqlite|postgres] [--seconds N]
 //!     [--connections N] [--rate R] [--verify none|stripe] [--json] [--tmpdir DIR]
-//!     [--pg-url URL] [--body-bytes N]`
+//!     [--pg-url URL] [--body-bytes N] [--otlp]`
+//!
+//! `--otlp` turns trace export on (`[telemetry] otlp_endpoint`) towards a collector stand-in
+//! in this process (a sink answering 200 to every export), to measure what export costs.
 //!
 //! By default each connection is a closed loop (the next request as soon as the last is
 //! answered): the gateway's capacity at that concurrency. `--rate R` offers R requests per
@@ -61,10 +64,12 @@ struct Args {
     tmpdir: PathBuf,
     pg_url: String,
     body_bytes: usize,
+    /// Export traces (to a sink in this process).
+    otlp: bool,
 }
 
 const USAGE: &str = "ingest_load [--db sqlite|postgres] [--seconds N] [--connections N] [--rate R] \
-[--verify none|stripe] [--json] [--tmpdir DIR] [--pg-url URL] [--body-bytes N]";
+[--verify none|stripe] [--json] [--tmpdir DIR] [--pg-url URL] [--body-bytes N] [--otlp]";
 
 fn parse_args() -> Result<Args, String> {
     let mut raw = std::env::args().skip(1).peekable();
@@ -81,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
         tmpdir: std::env::temp_dir(),
         pg_url: common::default_pg_url(),
         body_bytes: 600,
+        otlp: false,
     };
     while let Some(arg) = raw.next() {
         let (name, inline) = common::split_flag(&arg);
@@ -88,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
         match name.as_str() {
             "--bench" => smoke = false,
             "--json" => args.json = true,
+            "--otlp" => args.otlp = true,
             "--db" => db = Some(Db::parse(&value("--db")?)?),
             "--seconds" => {
                 seconds = Some(
@@ -243,6 +250,8 @@ async fn scrape_batches(client: &reqwest::Client, base: &str) -> (u64, u64) {
 // ---- the run ----
 
 struct Report {
+    /// OTLP exports the collector stand-in received (with `--otlp`).
+    otlp_exports: Option<u64>,
     db: Db,
     verify: VerifyKind,
     connections: usize,
@@ -288,7 +297,15 @@ async fn run_load(args: &Args, tag: &str, db_url: &str, cleanup: &mut Cleanup) -
         VerifyKind::Stripe => format!(r#"{{ kind = "stripe", secret = "{STRIPE_SECRET}" }}"#),
     };
     let source = common::source_toml("bench", &verify, &format!("http://{sink_addr}/webhooks/bench"), "");
-    let config = common::gateway_config(port, db_url, None, &[source]);
+    let mut config = common::gateway_config(port, db_url, None, &[source]);
+    let collector = match args.otlp {
+        true => {
+            let (collector, addr) = common::start_sink().await?;
+            config.push_str(&format!("\n[telemetry]\notlp_endpoint = \"http://{addr}\"\n"));
+            Some(collector)
+        }
+        false => None,
+    };
     let client = common::http_client(None, Duration::from_secs(60))?;
     // Unlike the other benches, RUST_LOG and HOOKWARDEN_ADMIN_TOKEN pass through to this gateway.
     let gw = common::start_gateway(cleanup, port, &config, &["HOOKWARDEN_CONFIG"], &client).await?;
@@ -396,6 +413,7 @@ async fn run_load(args: &Args, tag: &str, db_url: &str, cleanup: &mut Cleanup) -
 
     let non_ok: u64 = all.statuses.values().sum();
     Ok(Report {
+        otlp_exports: collector.map(|c| c.posts.load(Ordering::Relaxed)),
         db: args.db,
         verify: args.verify,
         connections: args.connections,
@@ -442,6 +460,9 @@ fn print_report(args: &Args, r: &Report) {
         args.tmpdir.display()
     );
     println!("  duration        {:.2} s, {} requests", r.elapsed_s, r.requests);
+    if let Some(exports) = r.otlp_exports {
+        println!("  trace export    on: {exports} OTLP exports received");
+    }
     if let Some(offered) = r.rate_offered {
         println!("  offered         {offered:.0} events/s (open loop; latency from each request's scheduled time)");
     }

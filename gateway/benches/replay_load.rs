@@ -658,6 +658,7 @@ async fn store_only(args: &Args, db_url: &str, filled: &Filled) -> Result<(f64, 
         error: None,
         response_excerpt: Some(String::new()),
         completion: Completion::Replayed { delivered_at: Some(unix_now_ms()) },
+        confirm_without_receipt: None,
     };
     let ids = Arc::new(ids);
     let next = Arc::new(AtomicU64::new(0));

@@ -43,6 +43,22 @@ pub struct Config {
     /// `[retention]` as written, the defaults of every source's [`Retention`].
     pub retention: Retention,
     pub console: ConsoleConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Trace export (`[telemetry]`, see `telemetry.rs`).
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// Where spans go, over OTLP/HTTP (protobuf); `None`: no export at all.
+    pub otlp_endpoint: Option<reqwest::Url>,
+    /// `service.name` on every span.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, service_name: "hookwarden".into() }
+    }
 }
 
 /// How long a source's events are kept (SPEC.md "Retention"); `[retention]` with the
@@ -188,6 +204,80 @@ pub struct SourceConfig {
     pub body_dedup_window: Option<Duration>,
     /// How long this source's events are kept (`[retention]`, overridden per source).
     pub retention: Retention,
+    /// Where the handler answers the status probe (docs/status-probe.md); `None`: never asked.
+    pub status_url: Option<reqwest::Url>,
+    /// How long one probe request may take, connecting included.
+    pub status_timeout: Duration,
+    /// Event types whose 2xx is enough: such events are `confirmed` on delivery.
+    pub no_receipt_types: NoReceiptTypes,
+}
+
+/// A source's `no_receipt_types`: exact event types, or patterns where `*` stands for any
+/// run of characters (`ping`, `*.updated`, `invoice.*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoReceiptTypes(Vec<String>);
+
+impl NoReceiptTypes {
+    /// Longest pattern accepted (event types are short).
+    const MAX_LEN: usize = 200;
+
+    pub fn parse(patterns: Vec<String>) -> Result<Self, String> {
+        for p in &patterns {
+            if p.trim().is_empty() || p.len() > Self::MAX_LEN || p.chars().any(char::is_control) {
+                return Err(format!("no_receipt_types: `{p}` is not an event type or pattern (1 to 200 characters)"));
+            }
+        }
+        Ok(Self(patterns))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The patterns as configured.
+    pub fn patterns(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The first pattern `event_type` matches, if any.
+    pub fn matching(&self, event_type: &str) -> Option<&str> {
+        self.0.iter().find(|p| glob_matches(p, event_type)).map(String::as_str)
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` is any run of characters (none included).
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A probe request's timeout when the source sets none.
+pub const DEFAULT_STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SourceConfig {
+    /// Why an event of `event_type` is confirmed by a 2xx alone, when its type is one of the
+    /// source's `no_receipt_types` (what the event then shows as its `outcome_reason`).
+    pub fn no_receipt_reason(&self, event_type: Option<&str>) -> Option<String> {
+        let event_type = event_type?;
+        let pattern = self.no_receipt_types.matching(event_type)?;
+        Some(format!(
+            "no receipt needed: event type `{event_type}` matches `{pattern}` in no_receipt_types; a 2xx confirms it"
+        ))
+    }
 }
 
 /// A source's ingest rate limit: `per_second` on average, `burst` at once.
@@ -221,6 +311,8 @@ struct RawConfig {
     #[serde(default)]
     console: RawConsole,
     #[serde(default)]
+    telemetry: RawTelemetry,
+    #[serde(default)]
     sources: Vec<RawSource>,
     #[serde(default)]
     retention: RawRetention,
@@ -234,6 +326,13 @@ struct RawRetention {
     unsettled: Option<String>,
     run_every: Option<String>,
     archive_dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -312,6 +411,10 @@ struct RawSource {
     max_in_flight: Option<u64>,
     ingest_limit: Option<RawIngestLimit>,
     body_dedup_window: Option<String>,
+    status_url: Option<String>,
+    status_timeout: Option<String>,
+    #[serde(default)]
+    no_receipt_types: Vec<String>,
     retention: Option<RawRetention>,
 }
 
@@ -421,12 +524,37 @@ impl Config {
                     .unwrap_or(ConsoleConfig::default().session_idle),
                 secure_cookie: raw.console.secure_cookie.unwrap_or(false),
             },
+            telemetry: telemetry(raw.telemetry)?,
         })
     }
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name)
     }
+}
+
+fn telemetry(raw: RawTelemetry) -> Result<TelemetryConfig, ConfigError> {
+    let otlp_endpoint = match raw.otlp_endpoint.filter(|e| !e.trim().is_empty()) {
+        None => None,
+        Some(text) => {
+            let url = reqwest::Url::parse(text.trim())
+                .map_err(|e| ConfigError::Invalid(format!("telemetry.otlp_endpoint `{text}`: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid(format!(
+                    "telemetry.otlp_endpoint `{text}`: OTLP/HTTP needs an http or https URL"
+                )));
+            }
+            Some(url)
+        }
+    };
+    let service_name = match raw.service_name {
+        None => TelemetryConfig::default().service_name,
+        Some(name) if name.trim().is_empty() => {
+            return Err(ConfigError::Invalid("telemetry.service_name must not be empty".into()));
+        }
+        Some(name) => name.trim().to_string(),
+    };
+    Ok(TelemetryConfig { otlp_endpoint, service_name })
 }
 
 /// The range each duration setting must fall in: past these a value is a typo (`"60000s"`
@@ -442,6 +570,8 @@ pub mod bounds {
     pub const RECEIPT_SLA: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(365 * DAY));
     pub const TOLERANCE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
     pub const BODY_DEDUP_WINDOW: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * DAY));
+    /// One status probe: a replay waits for it before a batch, so minutes would be a stall.
+    pub const STATUS_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(300));
     /// `retention.payloads`, `events`, `unsettled`: a second (tests) to ten years.
     pub const RETENTION: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3650 * DAY));
     pub const RUN_EVERY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(DAY));
@@ -629,8 +759,21 @@ fn resolve_source(
         None => retention.clone(),
     };
     check_dedup_outlives_redelivery(&retention, verifier.kind(), body_dedup_window).map_err(&err)?;
+    let status_url = s.status_url.as_deref().map(http_url).transpose().map_err(|e| err(format!("status_url {e}")))?;
+    let status_timeout = opt_duration(s.status_timeout, "status_timeout", bounds::STATUS_TIMEOUT)
+        .map_err(|e| err(e.to_string()))?
+        .unwrap_or(DEFAULT_STATUS_TIMEOUT);
+    if status_url.is_some() && s.receipt_keys.iter().all(|k| k.revoked) {
+        return Err(
+            err("status_url needs a receipt key that is not revoked: a probe is answered with receipts".into()),
+        );
+    }
+    let no_receipt_types = NoReceiptTypes::parse(s.no_receipt_types).map_err(&err)?;
     Ok(SourceConfig {
         retention,
+        status_url,
+        status_timeout,
+        no_receipt_types,
         ingest_limit,
         body_dedup_window,
         verifier,
@@ -735,6 +878,24 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     }
 
     #[test]
+    fn no_receipt_types_match_exactly_or_by_glob() {
+        let types = NoReceiptTypes::parse(vec!["ping".into(), "*.updated".into(), "invoice.*.sent".into()]).unwrap();
+        assert_eq!(types.matching("ping"), Some("ping"));
+        assert_eq!(types.matching("pings"), None);
+        assert_eq!(types.matching("customer.updated"), Some("*.updated"));
+        assert_eq!(types.matching(".updated"), Some("*.updated"));
+        assert_eq!(types.matching("customer.updated.v2"), None);
+        assert_eq!(types.matching("invoice.final.sent"), Some("invoice.*.sent"));
+        assert_eq!(types.matching("invoice.sent"), None, "the dots around `*` are in the pattern");
+        assert_eq!(NoReceiptTypes::parse(vec!["*".into()]).unwrap().matching("anything"), Some("*"));
+        assert!(glob_matches("a*b*c", "axxbyyc") && !glob_matches("a*b*c", "acb") && !glob_matches("ab*ba", "aba"));
+        let config = check("no_receipt_types = [\"ping\", \"*.updated\"]\n", &[("STRIPE_SECRET", "s")]).unwrap();
+        assert_eq!(config.sources[0].no_receipt_types.matching("charge.updated"), Some("*.updated"));
+        let err = check("no_receipt_types = [\"\"]\n", &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(err.contains("no_receipt_types: `` is not an event type"), "{err}");
+    }
+
+    #[test]
     fn retention_defaults_overrides_and_the_redelivery_window() {
         let env = [("STRIPE_SECRET", "s")];
         let config = check("", &env).unwrap();
@@ -793,8 +954,46 @@ signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         let err = check(lease, &[("STRIPE_SECRET", "s")]).unwrap_err();
         assert!(err.contains("delivery.lease (30s) must exceed delivery.timeout (30s) by at least 1s"), "{err}");
         assert!(check("[delivery]\nlease = \"31s\"\ntimeout = \"30s\"\n", &[("STRIPE_SECRET", "s")]).is_ok());
+        let key = "receipt_keys = [{ id = \"k\", public_key = \"ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=\" }]\n";
+        let probed = check(
+            &format!("{key}status_url = \"http://127.0.0.1:3000/status\"\nstatus_timeout = \"2s\"\n"),
+            &[("STRIPE_SECRET", "s")],
+        )
+        .unwrap();
+        assert_eq!(probed.sources[0].status_url.as_ref().map(|u| u.as_str()), Some("http://127.0.0.1:3000/status"));
+        assert_eq!(probed.sources[0].status_timeout, Duration::from_secs(2));
+        assert_eq!(check("", &[("STRIPE_SECRET", "s")]).unwrap().sources[0].status_timeout, DEFAULT_STATUS_TIMEOUT);
+        let err = check(&format!("{key}status_url = \"ftp://x/status\"\n"), &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(err.contains("status_url `ftp://x/status` is not an http(s) URL"), "{err}");
+        let err =
+            check(&format!("{key}status_url = \"http://x/s\"\nstatus_timeout = \"1h\"\n"), &[("STRIPE_SECRET", "s")])
+                .unwrap_err();
+        assert!(err.contains("status_timeout: `1h` is outside"), "{err}");
+        let err = check("status_url = \"http://x/s\"\n", &[("STRIPE_SECRET", "s")]).unwrap_err();
+        assert!(err.contains("status_url needs a receipt key"), "{err}");
         let bad_url = BASE.replace("http://127.0.0.1:3000/hook", "http://127.0.0.1:99999/hook");
         let err = Config::parse(&bad_url, &|_| Some("s".into())).unwrap_err().to_string();
         assert!(err.contains("not a valid URL"), "{err}");
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_an_endpoint_is_given() {
+        let env = [("STRIPE_SECRET", "s")];
+        let off = check("", &env).unwrap().telemetry;
+        assert_eq!((off.otlp_endpoint, off.service_name.as_str()), (None, "hookwarden"));
+        let on = check("[telemetry]\notlp_endpoint = \"http://collector:4318\"\nservice_name = \"edge-gw\"\n", &env)
+            .unwrap()
+            .telemetry;
+        assert_eq!(on.otlp_endpoint.map(|u| u.to_string()).as_deref(), Some("http://collector:4318/"));
+        assert_eq!(on.service_name, "edge-gw");
+        for (bad, says) in [
+            ("otlp_endpoint = \"collector:4318\"", "otlp_endpoint"),
+            ("otlp_endpoint = \"grpc://collector:4317\"", "http or https"),
+            ("service_name = \" \"", "service_name"),
+            ("otlp = \"http://x\"", "unknown field"),
+        ] {
+            let err = check(&format!("[telemetry]\n{bad}\n"), &env).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

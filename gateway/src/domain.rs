@@ -255,6 +255,9 @@ pub struct EventSummary {
     pub attempts: i64,
     pub next_attempt_at: Option<i64>,
     pub delivered_at: Option<i64>,
+    /// Why the outcome is what it is, when no receipt made it so (an event type that needs
+    /// no receipt, confirmed by its 2xx).
+    pub outcome_reason: Option<String>,
     /// Set when an operator closed the event's gap by hand.
     pub resolution: Option<Resolution>,
     /// When retention purged the event's headers and body (unix ms); its row stays.

@@ -6,11 +6,13 @@
 //! - [`verify`]: provider signatures (stripe, github, standard, hmac, none).
 //! - [`store`]: every SQL statement, on SQLite and PostgreSQL; group commit.
 //! - [`delivery`]: the signed forward, the retry ladder, the dispatcher.
-//! - [`receipts`]: accepting signed receipts (posted or inline) in the contract's order.
+//! - [`receipts`]: accepting signed receipts (posted, inline or probed) in the contract's order.
+//! - [`probe`]: asking a handler about `unknown` events (the status probe) and reconciling.
 //! - [`http`]: routes, JSON, status codes; the only place that knows HTTP.
 //! - [`clock`]: time as a dependency; [`timestamp`]: RFC 3339 in and out.
 //! - [`access`]: roles, source scopes and tokens, asked by both front ends and the planner.
 //! - [`audit`]: the hash chain of the append-only audit log.
+//! - [`telemetry`]: log lines and trace export; one trace per event, keyed by its id.
 //! - [`retention`]: the purge of settled payloads, old events and body hashes (never the audit log).
 //!
 //! The guarantees, and where each lives:
@@ -39,12 +41,14 @@ pub mod domain;
 pub mod error;
 pub mod http;
 mod metrics;
+pub mod probe;
 #[cfg(test)]
 mod properties;
 pub mod receipts;
 pub mod replay;
 pub mod retention;
 pub mod store;
+pub mod telemetry;
 pub mod timestamp;
 pub mod tls;
 pub mod verify;
@@ -143,10 +147,12 @@ pub async fn run(
         fresh,
     );
     let sources = Arc::new(config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect::<HashMap<_, _>>());
+    let prober = probe::Prober::new(receipts.clone(), clock.clone());
     let replayer = Replayer::new(
         store.clone(),
         sources.clone(),
         receipts.clone(),
+        prober.clone(),
         clock.clone(),
         gateway_id.clone(),
         ReplaySettings {
@@ -166,6 +172,7 @@ pub async fn run(
         dispatcher: dispatcher.handle(),
         receipts,
         replayer: replayer.clone(),
+        prober,
         clock,
         ids: Default::default(),
         metrics: metrics::handle(),

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use hookwarden::cli::{self, Api, CliError, ReplayArgs};
+use hookwarden::cli::{self, Api, CliError, ReconcileArgs, ReplayArgs};
 use hookwarden::clock::SystemClock;
 use hookwarden::config::Config;
+use hookwarden::telemetry::{self, LogFormat};
 
 /// The request path allocates and frees many small buffers on every worker thread; mimalloc's
 /// per-thread free lists measured far cheaper there than glibc's malloc (see BENCHMARKS.md).
@@ -30,6 +31,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written: text, or json (one object per line, with the
+    /// event id and source of the span it happened in).
+    #[arg(long, env = "HOOKWARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
 }
 
 /// Where the admin API is, and who is asking.
@@ -66,6 +71,13 @@ enum Command {
     Replay {
         #[command(flatten)]
         args: ReplayArgs,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Ask a source's handler which unknown events it applied (status probe); no replay.
+    Reconcile {
+        #[command(flatten)]
+        args: ReconcileArgs,
         #[command(flatten)]
         remote: Remote,
     },
@@ -125,6 +137,17 @@ enum Command {
     },
     /// Print the manual page (roff), e.g. `hookwarden man > hookwarden.1 && man ./hookwarden.1`.
     Man,
+    /// A gateway, the example orders handler and a simulated provider going through a handler
+    /// outage, on temporary files: see a gap in the console and close it (needs `cargo build
+    /// -p hookwarden-examples`).
+    Demo {
+        /// Where the gateway (and its console) listens, on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Play the provider's traffic this many times faster (tests).
+        #[arg(long, default_value_t = 1.0, hide = true)]
+        speed: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -322,20 +345,17 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // Before any thread starts: the `time` crate reads the local offset only then.
     cli::read_local_offset();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
-        restore_default_sigpipe();
+    if let Command::Serve { config } = cli.command {
+        return serve(config, cli.log_format);
+    }
+    restore_default_sigpipe();
+    if let Err(err) = telemetry::init(cli.log_format, None) {
+        eprintln!("hookwarden: {err}");
     }
     match cli.command {
-        Command::Serve { config } => serve(config),
         Command::Keys(KeysCommand::Generate { id, json }) => {
             generate_key(&id, json);
             ExitCode::SUCCESS
@@ -358,6 +378,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Demo { port, speed } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(cli::demo(port, speed)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("hookwarden: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         command => remote(command),
     }
 }
@@ -370,6 +400,10 @@ fn remote(command: Command) -> ExitCode {
             Command::Replay { mut args, remote } => {
                 args.json = remote.json;
                 cli::replay(&api(&remote)?, args).await
+            }
+            Command::Reconcile { mut args, remote } => {
+                args.json = remote.json;
+                cli::reconcile(&api(&remote)?, args).await
             }
             Command::Events(EventsCommand::List {
                 source,
@@ -437,7 +471,8 @@ fn remote(command: Command) -> ExitCode {
             | Command::Keys(_)
             | Command::Config(_)
             | Command::Completions { .. }
-            | Command::Man => unreachable!("handled in main"),
+            | Command::Man
+            | Command::Demo { .. } => unreachable!("handled in main"),
         }
     });
     match result {
@@ -489,9 +524,17 @@ fn generate_key(id: &str, json: bool) {
     }
 }
 
-fn serve(path: PathBuf) -> ExitCode {
+fn serve(path: PathBuf, log_format: LogFormat) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(config) => config,
+        Err(err) => {
+            eprintln!("hookwarden: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // Flushes the spans still queued when `serve` returns (after the runtime has stopped).
+    let _telemetry = match telemetry::init(log_format, Some(&config.telemetry)) {
+        Ok(telemetry) => telemetry,
         Err(err) => {
             eprintln!("hookwarden: {err}");
             return ExitCode::from(2);

@@ -1,11 +1,15 @@
-//! Accepting a receipt, whichever way it came (`POST /v1/receipts` or inline on a handler's
-//! 2xx): the checks in their order, and the one call that records it.
+//! Accepting a receipt, whichever way it came (`POST /v1/receipts`, inline on a handler's
+//! 2xx, or in the answer to a status probe): the checks in their order, and the one call that
+//! records it.
 //!
 //! The order is the contract: headers, key known and not revoked, timestamp, signature (all
-//! 401), body (400), event (404), key allowed for the event's source (403). Nothing is
-//! written unless every check passed. The format itself is `receipts_sdk::receipt`.
+//! 401), body (400), event (404), key allowed for the event's source (403); for a probe's
+//! answer also the event being one that probe asked about; the receipt id not used for
+//! another receipt (409). Nothing is written unless every check passed. The format itself is
+//! `receipts_sdk::receipt`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use tracing::Instrument;
 
 use axum::http::StatusCode;
 use ed25519_dalek::VerifyingKey;
@@ -55,7 +59,23 @@ impl ReceiptKeys {
 pub enum Via {
     Post,
     Inline,
+    /// In the answer to a status probe (docs/status-probe.md).
+    Probe,
 }
+
+impl Via {
+    /// As the ledger's `via` column shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Post => "post",
+            Via::Inline => "inline",
+            Via::Probe => "probe",
+        }
+    }
+}
+
+/// The events a probe asked about: the only ones its answer may settle.
+pub type Asked = HashSet<EventId>;
 
 /// Why a receipt was not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +90,8 @@ pub enum Refusal {
     EventUnknown(String),
     #[error("receipt key `{key}` may not confirm events of source `{source_name}`")]
     KeyForbidden { key: String, source_name: String },
+    #[error("event `{0}` was not asked about in this probe")]
+    ProbeEventUnasked(String),
     #[error("receipt id `{0}` was already used for a different receipt")]
     IdConflict(String),
     #[error(transparent)]
@@ -82,7 +104,7 @@ impl Refusal {
             Refusal::Format(ReceiptError::Malformed(_) | ReceiptError::BadInlineBody) => StatusCode::BAD_REQUEST,
             Refusal::Format(_) | Refusal::KeyUnknown(_) | Refusal::KeyRevoked(_) => StatusCode::UNAUTHORIZED,
             Refusal::EventUnknown(_) => StatusCode::NOT_FOUND,
-            Refusal::KeyForbidden { .. } => StatusCode::FORBIDDEN,
+            Refusal::KeyForbidden { .. } | Refusal::ProbeEventUnasked(_) => StatusCode::FORBIDDEN,
             Refusal::IdConflict(_) => StatusCode::CONFLICT,
             Refusal::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -95,6 +117,7 @@ impl Refusal {
             Refusal::KeyRevoked(_) => "receipt_key_revoked",
             Refusal::EventUnknown(_) => "event_unknown",
             Refusal::KeyForbidden { .. } => "receipt_key_forbidden",
+            Refusal::ProbeEventUnasked(_) => "probe_event_unasked",
             Refusal::IdConflict(_) => "receipt_id_conflict",
             Refusal::Store(_) => "store_unavailable",
         }
@@ -161,6 +184,21 @@ impl ReceiptDesk {
         now_ms: i64,
         via: Via,
     ) -> Result<Accepted, Refusal> {
+        let record = self.check(headers, body, now_ms, via, None).await?;
+        self.record(record).await
+    }
+
+    /// Every check but the last (the receipt id's, which the write makes), in the contract's
+    /// order; for a probe's answer (`asked`) also that the event was one the probe asked
+    /// about. Writes nothing: the receipt as it would be written.
+    pub async fn check(
+        &self,
+        headers: ReceiptHeaders<'_>,
+        body: &[u8],
+        now_ms: i64,
+        via: Via,
+        asked: Option<&Asked>,
+    ) -> Result<NewReceipt, Refusal> {
         let key = self.keys.keys.get(headers.key_id).ok_or_else(|| Refusal::KeyUnknown(headers.key_id.to_string()))?;
         if key.sources.values().all(|revoked| *revoked) {
             return Err(Refusal::KeyRevoked(headers.key_id.to_string()));
@@ -180,10 +218,15 @@ impl ReceiptDesk {
             Some(true) => return Err(Refusal::KeyRevoked(headers.key_id.to_string())),
             Some(false) => {}
         }
+        if let Some(asked) = asked
+            && !asked.contains(&event_id)
+        {
+            return Err(Refusal::ProbeEventUnasked(event_id.to_string()));
+        }
         let signed_secs: i64 = headers.timestamp.parse().unwrap_or_default();
-        let record = NewReceipt {
+        Ok(NewReceipt {
             receipt_id: headers.id.to_string(),
-            event_id: event_id.clone(),
+            event_id,
             key_id: headers.key_id.to_string(),
             status: receipt.status.as_str(),
             target_record_id: receipt.target_record_id,
@@ -191,29 +234,38 @@ impl ReceiptDesk {
             detail: receipt.detail,
             signed_at: signed_secs * 1000,
             received_at: now_ms,
-            via: match via {
-                Via::Post => "post",
-                Via::Inline => "inline",
-            },
+            via: via.as_str(),
             body: String::from_utf8_lossy(body).into_owned(),
             signature: headers.signature.to_string(),
-        };
+        })
+    }
+
+    /// Records a checked receipt (group commit with other receipts): the last check, the
+    /// receipt id's, is made by the write.
+    pub async fn record(&self, record: NewReceipt) -> Result<Accepted, Refusal> {
         let recorded = match self.writer.submit(record.clone()).await {
             Some(Ok(recorded)) => recorded,
             Some(Err(err)) => return Err(Refusal::Store(StoreError::Batch(err))),
             None => return Err(Refusal::Store(StoreError::Closed)),
         };
+        self.announce(record, recorded)
+    }
+
+    /// What recording `record` did, told: running replays hear of a new receipt, the metrics
+    /// count it. For receipts written some other way than [`Self::record`] (a reconcile's, in
+    /// the transaction of its audit entry).
+    pub fn announce(&self, record: NewReceipt, recorded: Recorded) -> Result<Accepted, Refusal> {
         let (outcome, repeat) = match recorded {
             Recorded::New(outcome) => (outcome, false),
             Recorded::Repeat(outcome) => (outcome, true),
             Recorded::IdConflict => return Err(Refusal::IdConflict(record.receipt_id)),
         };
         if !repeat {
-            let _ = self.bus.send(event_id.clone());
+            let _ = self.bus.send(record.event_id.clone());
         }
         let repeat_label = if repeat { "true" } else { "false" };
         metrics::counter!("hookwarden_receipts_total", "status" => record.status, "via" => record.via, "repeat" => repeat_label).increment(1);
-        Ok(Accepted { event_id, receipt_id: record.receipt_id, outcome, repeat })
+        Ok(Accepted { event_id: record.event_id, receipt_id: record.receipt_id, outcome, repeat })
     }
 
     /// Records a receipt that rode on a handler's 2xx for `event`; a refused one is logged
@@ -221,7 +273,10 @@ impl ReceiptDesk {
     pub async fn accept_inline(&self, event: &EventId, inline: &InlineReceipt, now_ms: i64) {
         let body = inline.get(format::HEADER_BODY).map(format::decode_inline_body);
         let result = match (ReceiptHeaders::read(|name| inline.get(name)), body) {
-            (Ok(headers), Some(Ok(body))) => self.accept(headers, &body, now_ms, Via::Inline).await.map(|_| ()),
+            (Ok(headers), Some(Ok(body))) => {
+                let span = tracing::info_span!("receipt", via = "inline", event_id = %event);
+                self.accept(headers, &body, now_ms, Via::Inline).instrument(span).await.map(|_| ())
+            }
             (Err(err), _) | (_, Some(Err(err))) => Err(Refusal::Format(err)),
             (_, None) => Err(Refusal::Format(ReceiptError::MissingHeader(format::HEADER_BODY))),
         };

@@ -66,6 +66,10 @@ pub struct GatewaySpec {
     pub server_extra: String,
     /// More TOML lines for `[delivery]`, e.g. `max_in_flight = 400`.
     pub delivery_extra: String,
+    /// TOML lines for `[telemetry]`, e.g. `otlp_endpoint = "http://…"`.
+    pub telemetry: String,
+    /// Environment variables for the process, e.g. `HOOKWARDEN_LOG_FORMAT=json`.
+    pub env: Vec<(String, String)>,
     /// TOML lines for `[retention]`, e.g. `events = "5s"` (none: the defaults).
     pub retention: String,
 }
@@ -82,6 +86,8 @@ impl GatewaySpec {
             admin_listen: false,
             server_extra: String::new(),
             delivery_extra: String::new(),
+            telemetry: String::new(),
+            env: Vec::new(),
             retention: String::new(),
         }
     }
@@ -113,6 +119,9 @@ token = \"{ADMIN_TOKEN}\"
             self.timeout,
             self.delivery_extra
         );
+        if !self.telemetry.is_empty() {
+            out.push_str(&format!("\n[telemetry]\n{}\n", self.telemetry));
+        }
         if !self.retention.is_empty() {
             out.push_str(&format!("\n[retention]\n{}\n", self.retention));
         }
@@ -149,6 +158,7 @@ pub struct Gateway {
     pub admin_addr: Option<SocketAddr>,
     config_path: PathBuf,
     log_path: PathBuf,
+    env: Vec<(String, String)>,
     /// Holds the config and log files for the gateway's life.
     _dir: tempfile::TempDir,
     http: reqwest::Client,
@@ -169,6 +179,7 @@ impl Gateway {
         let config_path = dir.path().join("hookwarden.toml");
         std::fs::write(&config_path, spec.toml(addr, admin_addr)).expect("write config");
         let mut gateway = Self::in_dir(dir, addr, admin_addr, None);
+        gateway.env = spec.env.clone();
         gateway.spawn().await;
         gateway
     }
@@ -187,6 +198,7 @@ impl Gateway {
             admin_addr,
             config_path: dir.path().join("hookwarden.toml"),
             log_path: dir.path().join("gateway.log"),
+            env: Vec::new(),
             _dir: dir,
             http: super::client(),
         }
@@ -241,6 +253,7 @@ impl Gateway {
             .arg(&self.config_path)
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
             .env_remove("HOOKWARDEN_ADMIN_TOKEN")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -363,7 +376,19 @@ impl Gateway {
 
     /// `POST /v1/receipts` with a signed receipt.
     pub async fn post_receipt(&self, signed: &receipts_sdk::receipt::SignedReceipt) -> (u16, Value) {
+        self.post_receipt_with(signed, &[]).await
+    }
+
+    /// `POST /v1/receipts` with a signed receipt and more headers (e.g. `traceparent`).
+    pub async fn post_receipt_with(
+        &self,
+        signed: &receipts_sdk::receipt::SignedReceipt,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut request = self.http.post(self.url("/v1/receipts")).body(signed.body.clone());
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
         for (name, value) in signed.headers() {
             request = request.header(name, value);
         }

@@ -50,6 +50,10 @@ pub fn resolved(config: &Config) -> Value {
             "session_idle": duration(config.console.session_idle),
             "secure_cookie": config.console.secure_cookie,
         },
+        "telemetry": {
+            "otlp_endpoint": config.telemetry.otlp_endpoint.as_ref().map(|u| without_password(u.as_str())),
+            "service_name": config.telemetry.service_name,
+        },
         "retention": retention(&config.retention),
         "sources": config.sources.iter().map(source).collect::<Vec<_>>(),
     })
@@ -85,6 +89,9 @@ fn source(s: &SourceConfig) -> Value {
         "max_in_flight": s.max_in_flight,
         "ingest_limit": s.ingest_limit.map(|l| json!({"per_second": l.per_second, "burst": l.burst})),
         "body_dedup_window": s.body_dedup_window.map(duration),
+        "status_url": s.status_url.as_ref().map(|u| without_password(u.as_str())),
+        "status_timeout": duration(s.status_timeout),
+        "no_receipt_types": s.no_receipt_types.patterns(),
         "retention": retention(&s.retention),
     })
 }

@@ -6,7 +6,9 @@
 //! API, so the server's checks, roles and audit log apply to the CLI too.
 
 mod config_check;
+mod demo;
 mod jobs;
+mod reconcile;
 mod replay;
 mod storage;
 mod table;
@@ -17,7 +19,9 @@ mod when;
 use serde_json::Value;
 
 pub use config_check::config_check;
+pub use demo::demo;
 pub use jobs::{ReplaysQuery, replays_act, replays_list, replays_show, replays_watch};
+pub use reconcile::{ReconcileArgs, reconcile};
 pub use replay::{ReplayArgs, replay};
 pub use storage::{compact as storage_compact, storage};
 pub use tokens::{NewToken, tokens_create, tokens_list, tokens_revoke};

@@ -55,6 +55,9 @@ pub struct ReplayArgs {
     /// Send to another URL instead (admins only), e.g. a staging handler.
     #[arg(long)]
     pub to: Option<String>,
+    /// Do not ask the handler first (status probe) which events it already applied.
+    #[arg(long = "no-ask-first")]
+    pub no_ask_first: bool,
     /// Set from the global `--json`.
     #[arg(skip)]
     pub json: bool,
@@ -87,6 +90,7 @@ impl ReplayArgs {
             "dry_run": !self.live,
             "reason": self.reason,
             "to": self.to,
+            "ask_first": !self.no_ask_first,
         }))
     }
 
@@ -126,6 +130,9 @@ impl ReplayArgs {
         }
         if self.override_confirmed {
             parts.push(format!("--override-confirmed --note {}", shell_quote(self.note.as_deref().unwrap_or(""))));
+        }
+        if self.no_ask_first {
+            parts.push("--no-ask-first".into());
         }
         let reason = self.reason.as_deref().map_or_else(|| "\"<why, for the audit log>\"".to_string(), shell_quote);
         parts.push(format!("--no-dry-run --reason {reason}"));
@@ -307,6 +314,7 @@ pub fn dry_run_report(plan: &Value, live_command: &str, all_command: Option<&str
     if let Some(to) = plan["to"].as_str() {
         out.push_str(&format!("Destination   {to} (instead of the source's handler)\n"));
     }
+    out.push_str(&ask_first_line(&plan["ask_first"]));
     let risk = plan["risk"].as_str().unwrap_or("?");
     let why = match risk {
         "low" => "only events nobody confirmed",
@@ -340,6 +348,39 @@ pub fn dry_run_report(plan: &Value, live_command: &str, all_command: Option<&str
     out
 }
 
+/// What asking the handler first would do, as the dry run found out.
+fn ask_first_line(preview: &Value) -> String {
+    if preview.is_null() {
+        return String::new();
+    }
+    if preview["enabled"] != true {
+        let why = preview["reason"].as_str().unwrap_or("off");
+        return format!("Ask first     no: {why}\n");
+    }
+    let mut line = format!(
+        "Ask first     {} of {} unknown would be settled by the handler (not sent)",
+        count(preview, "would_settle"),
+        count(preview, "unknown")
+    );
+    if count(preview, "asked") < count(preview, "unknown") {
+        line.push_str(&format!("; {} of them asked (the others' source has no status_url)", count(preview, "asked")));
+    }
+    if count(preview, "probes_failed") > 0 {
+        line.push_str(&format!(
+            "; {} of {} probes FAILED (a live run goes on without their answers)",
+            count(preview, "probes_failed"),
+            count(preview, "probes")
+        ));
+    }
+    if count(preview, "refused") > 0 {
+        line.push_str(&format!("; {} answer entries would be refused", count(preview, "refused")));
+    }
+    if preview["partial"] == true {
+        line.push_str("; the first 1000 items looked at");
+    }
+    line + "\n"
+}
+
 fn human_seconds(s: f64) -> String {
     let s = s.max(0.0) as u64;
     match s {
@@ -362,16 +403,20 @@ pub fn final_line(job: &Value) -> String {
         other => other.to_string(),
     };
     let mut line = format!(
-        "replay {} {how}: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}, \
-         skipped (payload purged) {}",
+        "replay {} {how}: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (the handler had it) {}, \
+         skipped (other) {}, skipped (payload purged) {}",
         job["id"].as_str().unwrap_or(""),
         count(c, "sent"),
         count(c, "succeeded"),
         failed,
         count(c, "skipped_receipt"),
+        count(c, "skipped_probe"),
         count(c, "skipped_other"),
         count(c, "skipped_purged"),
     );
+    if count(c, "probes_failed") > 0 {
+        line.push_str(&format!("; {} of {} probes failed", count(c, "probes_failed"), count(c, "probes")));
+    }
     if let Some(top) = job["failures"].as_array().and_then(|f| f.first()) {
         line.push_str(&format!(
             "; most failed with {} ({} of {failed})",
@@ -401,15 +446,21 @@ pub(super) async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Re
     loop {
         let job = api.get(&format!("/v1/replays/{id}")).await?;
         let c = &job["counts"];
-        let done =
-            count(c, "sent") + count(c, "skipped_receipt") + count(c, "skipped_other") + count(c, "skipped_purged");
+        let done = count(c, "sent")
+            + count(c, "skipped_receipt")
+            + count(c, "skipped_other")
+            + count(c, "skipped_probe")
+            + count(c, "skipped_purged");
         bar.set_position(done as u64);
         bar.set_message(format!(
             "sent {} ok {} failed {} skipped {} at {:.1}/s",
             count(c, "sent"),
             count(c, "succeeded"),
             count(c, "failed"),
-            count(c, "skipped_receipt") + count(c, "skipped_other") + count(c, "skipped_purged"),
+            count(c, "skipped_receipt")
+                + count(c, "skipped_other")
+                + count(c, "skipped_probe")
+                + count(c, "skipped_purged"),
             job["current_rate"].as_f64().unwrap_or(0.0)
         ));
         if !matches!(job["state"].as_str(), Some("running" | "paused")) {
@@ -489,6 +540,8 @@ mod tests {
             "counts": { "confirmed": 120, "unknown": 37, "failed": 4 },
             "eligible": 37, "eligible_in_scope": 37, "left_out": 0, "limit": 50, "rate": 2.0, "estimated_seconds": 19.0,
             "risk": "low", "include_failed": false, "override_confirmed": false,
+            "ask_first": { "enabled": true, "unknown": 37, "asked": 37, "would_settle": 12, "probes": 1,
+                           "probes_failed": 0, "refused": 0, "partial": false },
             "sample": [{ "event_id": "evt_1", "event_type": "order.created", "received_at": "2026-11-26T04:01:00Z",
                          "outcome": "unknown", "destination": "http://h/orders", "idempotency_key": "idk_1" }],
         });
@@ -502,6 +555,7 @@ mod tests {
             "add --include-failed",
             "Would send    37 of 37 eligible (limit 50), at 2/s: about 19s",
             "Risk          LOW",
+            "Ask first     12 of 37 unknown would be settled by the handler (not sent)",
             "evt_1",
             "hookwarden replay orders --since 2026-11-26T04:00:00Z --until 2026-11-26T06:00:00Z --filter 'attempts < 3' --no-dry-run --reason",
         ] {

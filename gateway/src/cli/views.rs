@@ -146,6 +146,9 @@ pub fn event_report(e: &Value, full: bool) -> String {
         "outcome",
         format!("{}{}", s(&e["outcome"]), e["error_code"].as_str().map(|c| format!(" ({c})")).unwrap_or_default()),
     );
+    if let Some(reason) = e["outcome_reason"].as_str() {
+        line("why", reason.to_string());
+    }
     line("delivery", delivery_status(e));
     line("idempotency key", s(&e["idempotency_key"]).to_string());
     if let Some(at) = e["payload_purged_at"].as_str() {

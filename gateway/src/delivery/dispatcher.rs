@@ -19,6 +19,8 @@ use crate::config::{Config, DeliveryConfig, LEASE_MARGIN, SourceConfig};
 use crate::domain::{AttemptKind, EventId};
 use crate::receipts::ReceiptDesk;
 use crate::store::{AttemptRecord, CommitQueue, Completion, DueDelivery, FreshDeliveries, Store, StoreError};
+use crate::telemetry;
+use tracing::Instrument;
 
 /// Most deliveries claimed in one pass.
 const CLAIM_BATCH: usize = 128;
@@ -166,9 +168,11 @@ impl Dispatcher {
             let me = self.clone();
             // Boxed: a forward's future is kilobytes, which the runtime would otherwise copy
             // by value into the task and again on completion (a visible share of CPU per event).
+            let span = tracing::info_span!("deliver", event_id = %delivery.event_id, source = %delivery.source);
+            telemetry::under_event(&span, delivery.event_id.as_str());
             tokio::spawn(Box::pin(async move {
                 let event = delivery.event_id.clone();
-                me.deliver(delivery, lease_until).await;
+                me.deliver(delivery, lease_until).instrument(span).await;
                 me.delivering.lock().expect("delivering set").remove(&event);
                 drop(permit);
             }));
@@ -266,6 +270,7 @@ impl Dispatcher {
         record.status_code = result.status.map(i64::from);
         record.error = result.error;
         record.response_excerpt = result.excerpt;
+        record.confirm_without_receipt = lane.source.no_receipt_reason(due.event_type.as_deref());
         self.record(record).await;
         if let Some(inline) = inline {
             self.receipts.accept_inline(&due.event_id, &inline, self.clock.now_ms()).await;
@@ -309,6 +314,7 @@ impl Dispatcher {
             error: None,
             response_excerpt: None,
             completion,
+            confirm_without_receipt: None,
         }
     }
 

@@ -23,8 +23,10 @@ use receipts_sdk::{forwarded, receipt};
 use rustls_platform_verifier::BuilderVerifierExt;
 use sha2::{Digest, Sha256};
 use tokio::time::timeout_at;
+use tracing::Instrument;
 
 use crate::domain::HeaderBytes;
+use crate::telemetry;
 
 // The SDK's header names as `HeaderName`s, made once (a name given as text is parsed on every send).
 const WEBHOOK_ID: HeaderName = HeaderName::from_static(forwarded::HEADER_WEBHOOK_ID);
@@ -34,6 +36,8 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(forwarded::HEADER_ID
 const ATTEMPT: HeaderName = HeaderName::from_static(forwarded::HEADER_ATTEMPT);
 const SOURCE: HeaderName = HeaderName::from_static(forwarded::HEADER_SOURCE);
 const REPLAY_ID: HeaderName = HeaderName::from_static(forwarded::HEADER_REPLAY_ID);
+/// W3C Trace Context: the forward's span, in the event's trace (see `telemetry`).
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const AGENT: HeaderValue = HeaderValue::from_static(concat!("hookwarden/", env!("CARGO_PKG_VERSION")));
 
 /// Longest excerpt of a handler's response kept with an attempt.
@@ -197,9 +201,36 @@ impl Forwarder {
         Self { client, timeout }
     }
 
+    /// Sends one forward in a `forward` span (under the current span, else under the
+    /// event's root), whose `traceparent` the handler receives.
     pub async fn send(&self, req: ForwardRequest<'_>) -> ForwardResult {
+        let span = tracing::info_span!(
+            "forward",
+            otel.kind = "client",
+            event_id = req.event_id,
+            source = req.source,
+            attempt = req.attempt,
+            replay_id = req.replay_id,
+            http.response.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        if tracing::Span::current().is_none() {
+            telemetry::under_event(&span, req.event_id);
+        }
+        let traceparent = telemetry::traceparent(&span, req.event_id);
+        let result = self.send_traced(req, traceparent).instrument(span.clone()).await;
+        if let Some(status) = result.status {
+            span.record("http.response.status_code", status);
+        }
+        if let Some(error) = &result.error {
+            span.record("error", error.as_str());
+        }
+        result
+    }
+
+    async fn send_traced(&self, req: ForwardRequest<'_>, traceparent: String) -> ForwardResult {
         let started = Instant::now();
-        let answer = match request(&req) {
+        let answer = match request(&req, &traceparent) {
             Ok(request) => self.exchange(request, deadline(started, self.timeout)).await,
             Err(reason) => Err(Failure::Request(reason)),
         };
@@ -257,7 +288,7 @@ impl Forwarder {
 }
 
 /// The signed `POST` of one forward.
-fn request(req: &ForwardRequest<'_>) -> Result<hyper::Request<Full<Bytes>>, String> {
+fn request(req: &ForwardRequest<'_>, traceparent: &str) -> Result<hyper::Request<Full<Bytes>>, String> {
     let (uri, basic) = match basic_auth(req.url) {
         None => (hyper::Uri::try_from(req.url.as_str()), None),
         Some((bare, header)) => (hyper::Uri::try_from(bare.as_str()), Some(header)),
@@ -287,6 +318,7 @@ fn request(req: &ForwardRequest<'_>) -> Result<hyper::Request<Full<Bytes>>, Stri
     headers.insert(IDEMPOTENCY_KEY, text(&IDEMPOTENCY_KEY, req.idempotency_key)?);
     headers.insert(ATTEMPT, HeaderValue::from(req.attempt));
     headers.insert(SOURCE, text(&SOURCE, req.source)?);
+    headers.insert(TRACEPARENT, text(&TRACEPARENT, traceparent)?);
     if let Some(replay_id) = req.replay_id {
         headers.insert(REPLAY_ID, text(&REPLAY_ID, replay_id)?);
     }

@@ -9,16 +9,40 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AppState, Caller, Role, format_ms, parse_rfc3339};
+use crate::audit::AuditEntry;
 use crate::error::ApiError;
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
-    since: Option<String>,
-    until: Option<String>,
+pub struct Params {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Entries about this subject only (an event id, a replay id, a token id).
+    pub subject: Option<String>,
     /// Entries after this sequence number (the cursor).
-    after: Option<i64>,
-    limit: Option<i64>,
+    pub after: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// A page of the audit log, oldest first, and the cursor of the next page: `GET /v1/audit`'s
+/// answer, and the console's audit page.
+pub async fn audit_page(
+    app: &AppState,
+    caller: &Caller,
+    p: &Params,
+) -> Result<(Vec<AuditEntry>, Option<i64>), ApiError> {
+    caller.require(Role::Viewer)?;
+    // The log spans every source (tokens, replays of any source): not for a scoped token.
+    caller.require_every_source()?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "`limit` must be 1 to 1000"));
+    }
+    let since = p.since.as_deref().map(|t| parse_rfc3339("since", t)).transpose()?;
+    let until = p.until.as_deref().map(|t| parse_rfc3339("until", t)).transpose()?;
+    let entries = app.store.list_audit(p.after.unwrap_or(0), since, until, p.subject.as_deref(), limit).await?;
+    let next = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.seq)).flatten();
+    Ok((entries, next))
 }
 
 async fn list(
@@ -27,17 +51,9 @@ async fn list(
     params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    // The log spans every source (tokens, replays of any source): not for a scoped token.
     caller.require_every_source()?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "`limit` must be 1 to 1000"));
-    }
-    let since = p.since.as_deref().map(|t| parse_rfc3339("since", t)).transpose()?;
-    let until = p.until.as_deref().map(|t| parse_rfc3339("until", t)).transpose()?;
-    let entries = app.store.list_audit(p.after.unwrap_or(0), since, until, limit).await?;
-    let next = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.seq)).flatten();
+    let (entries, next) = audit_page(&app, &caller, &p).await?;
     let shown: Vec<Value> = entries
         .iter()
         .map(|e| {

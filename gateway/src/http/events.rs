@@ -15,32 +15,36 @@ use crate::domain::{EventId, EventSummary, Outcome};
 use crate::error::ApiError;
 use crate::replay::plan::{and_filter, and_scope};
 use crate::replay::resolve::{ResolveRequest, resolve_selection};
-use crate::store::{EventQuery, Resolving, Selection};
+use crate::store::{EventDetail, EventQuery, Resolving, Selection, StoredReceipt};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
-    source: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    outcome: Option<String>,
+pub struct ListParams {
+    pub source: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub outcome: Option<String>,
     /// The replay filter language (`outcome = unknown AND attempts < 3`).
-    filter: Option<String>,
-    limit: Option<i64>,
-    cursor: Option<String>,
+    pub filter: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
     /// The provider's own event id (Stripe's `evt_…`, `X-GitHub-Delivery`, `webhook-id`).
-    provider_id: Option<String>,
+    pub provider_id: Option<String>,
+}
+
+/// Delivered without a receipt for longer than its source's `receipt_sla`.
+pub fn is_overdue(app: &AppState, e: &EventSummary, now: i64) -> bool {
+    let sla = app.sources.get(&e.source).map(|s| s.receipt_sla.as_millis() as i64);
+    e.outcome == Outcome::Unknown && matches!((e.delivered_at, sla), (Some(at), Some(sla)) if at + sla < now)
 }
 
 /// An event as the API shows it; `overdue` when delivered without a receipt for longer than
 /// its source's `receipt_sla`.
 fn event_json(app: &AppState, e: &EventSummary, now: i64) -> Value {
-    let sla = app.sources.get(&e.source).map(|s| s.receipt_sla.as_millis() as i64);
-    let overdue =
-        e.outcome == Outcome::Unknown && matches!((e.delivered_at, sla), (Some(at), Some(sla)) if at + sla < now);
+    let overdue = is_overdue(app, e, now);
     json!({
         "id": e.id,
         "source": e.source,
@@ -48,6 +52,7 @@ fn event_json(app: &AppState, e: &EventSummary, now: i64) -> Value {
         "event_type": e.event_type,
         "received_at": format_ms(e.received_at),
         "outcome": e.outcome,
+        "outcome_reason": e.outcome_reason,
         "error_code": e.error_code,
         "delivery_state": e.delivery_state,
         "attempts": e.attempts,
@@ -61,13 +66,16 @@ fn event_json(app: &AppState, e: &EventSummary, now: i64) -> Value {
     })
 }
 
-async fn list(
-    State(app): State<AppState>,
-    caller: Caller,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+/// One page of events, newest first, and where the next page starts.
+pub struct EventPage {
+    pub events: Vec<EventSummary>,
+    pub next_cursor: Option<EventId>,
+}
+
+/// The events the caller may see that match `p`: `GET /v1/events`' answer, and the console's
+/// events list.
+pub async fn list_page(app: &AppState, caller: &Caller, p: ListParams) -> Result<EventPage, ApiError> {
     caller.require(Role::Viewer)?;
-    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request("invalid_query", format!("`limit` must be 1 to {MAX_LIMIT}")));
@@ -112,24 +120,41 @@ async fn list(
         filter,
     };
     let events = app.store.list_events(&query).await?;
-    let now = app.clock.now_ms();
     let next_cursor = (events.len() as i64 == limit).then(|| events.last().map(|e| e.id.clone())).flatten();
+    Ok(EventPage { events, next_cursor })
+}
+
+async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let page = list_page(&app, &caller, p).await?;
+    let now = app.clock.now_ms();
     Ok(Json(json!({
-        "data": events.iter().map(|e| event_json(&app, e, now)).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
+        "data": page.events.iter().map(|e| event_json(&app, e, now)).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
     })))
 }
 
-async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// The event with its receipts, when the caller may see it (another source's event is not
+/// there for a scoped token): `GET /v1/events/{id}`, and the console's event page.
+pub async fn detail(app: &AppState, caller: &Caller, id: &str) -> Result<(EventDetail, Vec<StoredReceipt>), ApiError> {
     caller.require(Role::Viewer)?;
     let not_found = || ApiError::not_found("event_unknown", format!("no event `{id}`"));
-    let event_id = EventId::parse(&id).ok_or_else(not_found)?;
+    let event_id = EventId::parse(id).ok_or_else(not_found)?;
     let detail = app.store.get_event(&event_id).await?.ok_or_else(not_found)?;
-    // Another source's event is not there for a scoped token.
     if !caller.scope.allows(&detail.summary.source) {
         return Err(not_found());
     }
     let receipts = app.store.list_receipts(&event_id).await?;
+    Ok((detail, receipts))
+}
+
+async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (detail, receipts) = detail(&app, &caller, &id).await?;
     let mut out = event_json(&app, &detail.summary, app.clock.now_ms());
     let object = out.as_object_mut().expect("event json is an object");
     // A purged payload shows as `"payload": "purged"` with neither headers nor body: never
@@ -185,32 +210,27 @@ async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String
     Ok(Json(out))
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Resolve {
-    note: String,
+pub struct Resolve {
+    pub note: String,
 }
 
-/// `POST /v1/events/{id}/resolve`: close a gap without replay, with a note (audited).
-async fn resolve(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Result<Json<Resolve>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+/// Closes an event's gap without replay, with a note, audited in the same transaction:
+/// `POST /v1/events/{id}/resolve`, and the console's resolve forms. Answers the new outcome.
+pub async fn resolve_with_note(app: &AppState, caller: &Caller, id: &str, req: Resolve) -> Result<Outcome, ApiError> {
     caller.require(Role::Operator)?;
-    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     if req.note.trim().is_empty() {
         return Err(ApiError::bad_request("note_required", "resolving an event needs a `note`"));
     }
     let not_found = || ApiError::not_found("event_unknown", format!("no event `{id}`"));
-    let event_id = EventId::parse(&id).ok_or_else(not_found)?;
+    let event_id = EventId::parse(id).ok_or_else(not_found)?;
     let now = app.clock.now_ms();
     let audit = |source: &str, before: Outcome| crate::store::NewAuditEntry {
         at: now,
         actor: caller.name.clone(),
         action: "event.resolved".into(),
-        subject: Some(id.clone()),
+        subject: Some(id.to_string()),
         details: json!({ "note": req.note, "outcome": Outcome::Resolved, "outcome_before": before, "source": source }),
     };
     match app.store.resolve_event(&event_id, &caller.scope, &caller.name, &req.note, now, audit).await? {
@@ -224,7 +244,20 @@ async fn resolve(
             ));
         }
     }
-    Ok(Json(json!({ "event_id": id, "outcome": Outcome::Resolved })))
+    Ok(Outcome::Resolved)
+}
+
+/// `POST /v1/events/{id}/resolve`: close a gap without replay, with a note (audited).
+async fn resolve(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<Resolve>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let outcome = resolve_with_note(&app, &caller, &id, req).await?;
+    Ok(Json(json!({ "event_id": id, "outcome": outcome })))
 }
 
 /// `POST /v1/events/resolve`: resolve a selection (a window or ids, a filter) with one note,

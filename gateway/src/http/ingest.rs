@@ -24,8 +24,10 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::config::SourceConfig;
-use crate::domain::{BodyDedup, HeaderBytes, NewEvent, Stored};
+use crate::domain::{BodyDedup, EventId, HeaderBytes, NewEvent, Stored};
 use crate::error::ApiError;
+use crate::telemetry;
+use tracing::Instrument;
 
 /// Each source's ingest rate limit (`ingest_limit`), checked before its body is read: a flood
 /// from one provider (or an attacker) gets 429 with `Retry-After` and cannot starve the other
@@ -70,13 +72,38 @@ async fn ingest(
         );
         return ([(RETRY_AFTER, seconds.to_string())], error).into_response();
     }
-    store(app, source_name, headers, body).await.into_response()
+    if !app.sources.contains_key(&source_name) {
+        return ApiError::not_found("source_unknown", format!("no source named `{source_name}`")).into_response();
+    }
+    // The event's id is chosen as its request comes in: it names the event's trace, whose
+    // spans start here (see `telemetry`). A request refused below leaves its id unused.
+    let started = std::time::SystemTime::now();
+    let now_ms = app.clock.now_ms();
+    let id = app.ids.next(now_ms);
+    let span = tracing::info_span!("ingest", event_id = %id, source = %source_name);
+    telemetry::under_event(&span, id.as_str());
+    let answer = store(app, &source_name, id.clone(), now_ms, headers, body).instrument(span).await;
+    if telemetry::exporting() {
+        let (id, result) = match &answer {
+            Ok(Json(answer)) if answer["duplicate"] == true => (id, "duplicate"),
+            Ok(_) => (id, "stored"),
+            Err(_) => (id, "refused"),
+        };
+        telemetry::record_event(id.as_str(), &source_name, result, started, std::time::SystemTime::now());
+    }
+    answer.into_response()
 }
 
-async fn store(app: AppState, source_name: String, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
-    let Some(source) = app.sources.get(&source_name) else {
-        return Err(ApiError::not_found("source_unknown", format!("no source named `{source_name}`")));
-    };
+async fn store(
+    app: AppState,
+    source_name: &str,
+    id: EventId,
+    now_ms: i64,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let source = &app.sources[source_name];
+    let source_name = source_name.to_string();
     let limit = app.config.max_body_bytes;
     let too_large = || {
         metrics::counter!("hookwarden_ingest_total", "source" => source_name.clone(), "result" => "too_large")
@@ -94,13 +121,11 @@ async fn store(app: AppState, source_name: String, headers: HeaderMap, body: Bod
             ApiError::bad_request("body_unreadable", "the request body could not be read")
         }
     })?;
-    let now_ms = app.clock.now_ms();
     if let Err(err) = source.verifier.verify(&headers, &body, now_ms.div_euclid(1000)) {
         metrics::counter!("hookwarden_ingest_total", "source" => source_name.clone(), "result" => "unauthorized")
             .increment(1);
         return Err(ApiError::unauthorized(err.code(), err.to_string()));
     }
-    let id = app.ids.next(now_ms);
     let dedup_key = match source.verifier.provider_event_id(source.dedup.as_ref(), &headers, &body) {
         Some(provider_id) => provider_id,
         // No id in the request: the body is its only key. With a `body_dedup_window` the
@@ -129,7 +154,9 @@ async fn store(app: AppState, source_name: String, headers: HeaderMap, body: Bod
     // The commit runs in its own task: a provider that hangs up now cancels this handler,
     // but not the write of an event that already passed every check.
     let commits = app.commits.clone();
-    let committed = tokio::spawn(Box::pin(async move { commits.event(event).await })).await.ok().flatten();
+    let commit = tracing::info_span!("commit");
+    let committed =
+        tokio::spawn(Box::pin(async move { commits.event(event).await }).instrument(commit)).await.ok().flatten();
     let stored = match committed {
         Some(Ok(stored)) => stored,
         Some(Err(err)) => {

@@ -12,6 +12,7 @@ mod health;
 mod ingest;
 mod listener;
 mod receipts;
+mod reconcile;
 mod replays;
 mod storage;
 mod summary;
@@ -30,6 +31,7 @@ use crate::config::{Config, SourceConfig};
 use crate::delivery::DispatcherHandle;
 use crate::domain::EventIds;
 use crate::error::ApiError;
+use crate::probe::Prober;
 use crate::receipts::ReceiptDesk;
 use crate::replay::executor::Replayer;
 use crate::store::{CommitQueue, Store};
@@ -70,6 +72,8 @@ pub struct App {
     pub dispatcher: DispatcherHandle,
     pub receipts: Arc<ReceiptDesk>,
     pub replayer: Arc<Replayer>,
+    /// Asks handlers about unknown events (status probes).
+    pub prober: Arc<Prober>,
     pub clock: SharedClock,
     /// Ids of inbound events, from `clock`.
     pub ids: EventIds,
@@ -103,6 +107,7 @@ fn admin_routes() -> Router<AppState> {
     Router::new()
         .merge(events::router())
         .merge(replays::router())
+        .merge(reconcile::router())
         .merge(audit::router())
         .merge(tokens::router())
         .merge(summary::router())

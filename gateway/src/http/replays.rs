@@ -29,10 +29,24 @@ async fn create(
     body: Result<Json<ReplayRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let (status, shown) = create_replay(&app, &caller, request).await?;
+    Ok((status, Json(shown)))
+}
+
+/// Plans a replay and, unless it is a dry run, starts it (the job and its audit entry in one
+/// transaction): `POST /v1/replays`' answer (200 with the plan, or 202 with the job's `id`),
+/// and the console's preview and run.
+pub async fn create_replay(
+    app: &AppState,
+    caller: &Caller,
+    request: ReplayRequest,
+) -> Result<(StatusCode, Value), ApiError> {
     let now = app.clock.now_ms();
     let plan = plan(&app.store, &app.sources, request, caller.role, &caller.scope, now).await.map_err(plan_error)?;
     let mut shown = plan.to_json();
     if plan.request.dry_run != Some(false) {
+        let preview = crate::probe::preview::preview(&app.prober, &app.store, &app.sources, &plan).await?;
+        shown["ask_first"] = json!(preview);
         app.store
             .append_audit(NewAuditEntry {
                 at: now,
@@ -42,7 +56,7 @@ async fn create(
                 details: json!({ "request": plan.request, "plan": summary_of(&shown) }),
             })
             .await?;
-        return Ok((StatusCode::OK, Json(shown)));
+        return Ok((StatusCode::OK, shown));
     }
     let id = format!("rpl_{}", ulid::Ulid::new());
     let mut recorded = serde_json::to_value(&plan.request).expect("serialises");
@@ -80,10 +94,11 @@ async fn create(
     let eligible = app.store.create_replay(&job, &plan.selection, plan.limit, audit).await?;
     app.replayer.wake();
     shown["dry_run"] = json!(false);
+    shown["ask_first"] = json!({ "enabled": plan.request.asks_first() });
     shown["id"] = json!(id);
     shown["state"] = json!("running");
     shown["eligible"] = json!(eligible);
-    Ok((StatusCode::ACCEPTED, Json(shown)))
+    Ok((StatusCode::ACCEPTED, shown))
 }
 
 /// The plan without its sample, for the audit log.
@@ -96,7 +111,7 @@ fn summary_of(plan: &Value) -> Value {
 }
 
 /// A job as the API shows it (the list shows the same, without `failures`).
-fn job_json(job: &ReplayJob) -> Value {
+pub fn job_json(job: &ReplayJob) -> Value {
     json!({
         "id": job.id,
         "state": job.state,
@@ -125,7 +140,7 @@ fn job_json(job: &ReplayJob) -> Value {
 
 /// The job, when it exists and the caller's scope covers every source it may touch (its
 /// `source`, or the scope its maker's token had); a job out of scope is not there for it.
-async fn visible_job(app: &AppState, caller: &Caller, id: &str) -> Result<ReplayJob, ApiError> {
+pub async fn visible_job(app: &AppState, caller: &Caller, id: &str) -> Result<ReplayJob, ApiError> {
     let unknown = || ApiError::not_found("replay_unknown", format!("no replay `{id}`"));
     let job = app.store.get_replay(id).await?.ok_or_else(unknown)?;
     if job.visible_to(&caller.scope) { Ok(job) } else { Err(unknown()) }
@@ -239,27 +254,112 @@ async fn resume(State(app): State<AppState>, caller: Caller, Path(id): Path<Stri
     toggle(app, caller, id, false).await
 }
 
-async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// Cancels a running job (audited with its counts at that moment): `POST
+/// /v1/replays/{id}/cancel`, and the console's cancel. Answers the job as it is after.
+pub async fn cancel_replay(app: &AppState, caller: &Caller, id: &str) -> Result<ReplayJob, ApiError> {
     caller.require(Role::Operator)?;
-    let job = visible_job(&app, &caller, &id).await?;
+    let job = visible_job(app, caller, id).await?;
     let now = app.clock.now_ms();
     let audit = |counts: &crate::store::ReplayCounts| NewAuditEntry {
         at: now,
         actor: caller.name.clone(),
         action: "replay.cancelled".into(),
-        subject: Some(id.clone()),
+        subject: Some(id.to_string()),
         details: json!({ "counts_at_cancel": counts }),
     };
-    if !app.store.cancel_replay(&id, now, audit).await? {
+    if !app.store.cancel_replay(id, now, audit).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "replay_not_running",
             format!("replay `{id}` is {}", job.state),
         ));
     }
-    app.replayer.stop_local(&id);
-    let job = app.store.get_replay(&id).await?.unwrap_or(job);
+    app.replayer.stop_local(id);
+    Ok(app.store.get_replay(id).await?.unwrap_or(job))
+}
+
+async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let job = cancel_replay(&app, &caller, &id).await?;
     Ok(Json(job_detail(&app, &job).await?))
+}
+
+/// How often a progress stream looks at its job.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// A job's progress as a stream of its states, each when it changed: the job (`job_json`)
+/// with `confirmed_in_scope`, the `confirmed` count of the replay's window (its `source`,
+/// `since` and `until`) as receipts arrive. Ends after the job has ended. Behind
+/// `GET /v1/replays/{id}/events` and the console's replay page.
+pub fn progress(app: AppState, caller: Caller, id: String) -> impl futures_util::Stream<Item = Value> + Send {
+    futures_util::stream::unfold(
+        (app, caller, id, None::<String>, false),
+        |(app, caller, id, last, ended)| async move {
+            if ended {
+                return None;
+            }
+            let mut first = last.is_none();
+            loop {
+                if !first {
+                    tokio::time::sleep(PROGRESS_EVERY).await;
+                }
+                first = false;
+                let job = match visible_job(&app, &caller, &id).await {
+                    Ok(job) => job,
+                    Err(err) => {
+                        let gone = json!({ "error": { "code": err.code, "message": err.message } });
+                        return Some((gone, (app, caller, id, last, true)));
+                    }
+                };
+                let mut shown = job_json(&job);
+                shown["confirmed_in_scope"] = json!(confirmed_in_scope(&app, &caller, &job).await);
+                let text = shown.to_string();
+                let over = !matches!(job.state.as_str(), "running" | "paused");
+                if last.as_deref() != Some(text.as_str()) || over {
+                    return Some((shown, (app, caller, id, Some(text), over)));
+                }
+            }
+        },
+    )
+}
+
+/// The `confirmed` events of a replay's window now (`None` for a replay by event ids).
+async fn confirmed_in_scope(app: &AppState, caller: &Caller, job: &ReplayJob) -> Option<i64> {
+    let since = job.request["since"].as_str()?;
+    let until = job.request["until"].as_str().map(str::to_string).unwrap_or_else(|| super::format_ms(job.created_at));
+    let span = super::parse_rfc3339("until", &until).ok()? - super::parse_rfc3339("since", since).ok()?;
+    let params = super::summary::Params {
+        source: job.request["source"].as_str().map(str::to_string),
+        since: Some(since.to_string()),
+        until: Some(until),
+        bucket: Some(format!("{}s", (span / 1000 / 1000).max(1) + 1)),
+    };
+    super::summary::gap_view(app, caller, &params).await.ok().map(|view| view.totals.confirmed)
+}
+
+/// `GET /v1/replays/{id}/events`: the job's progress as server-sent events (`progress`, then
+/// `end` once the job is over).
+async fn events(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    visible_job(&app, &caller, &id).await?;
+    Ok(progress_events(progress(app, caller, id)))
+}
+
+/// A progress stream as server-sent events: `progress` for each state, `end` for the last.
+pub fn progress_events(stream: impl futures_util::Stream<Item = Value> + Send + 'static) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let events = stream.map(|state| {
+        let over = state["error"].is_object() || !matches!(state["state"].as_str(), Some("running" | "paused"));
+        Ok::<_, std::convert::Infallible>(
+            Event::default().event(if over { "end" } else { "progress" }).data(state.to_string()),
+        )
+    });
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 pub fn router() -> Router<AppState> {
@@ -269,4 +369,5 @@ pub fn router() -> Router<AppState> {
         .route("/v1/replays/{id}/cancel", post(cancel))
         .route("/v1/replays/{id}/pause", post(pause))
         .route("/v1/replays/{id}/resume", post(resume))
+        .route("/v1/replays/{id}/events", get(events))
 }

@@ -5,7 +5,10 @@
 //! bus (in-process, and from other gateways through PostgreSQL NOTIFY) drop queued items at
 //! once; and just before each send the item is checked (`Store::check_before_send`, which
 //! holds nothing while the handler answers). Each of the three counts the items it drops in
-//! `hookwarden_replay_skipped_receipts_total{at}`. An item is
+//! `hookwarden_replay_skipped_receipts_total{at}`. Before each batch, too, the batch's
+//! `unknown` items are asked about at their source's `status_url` (ask first, see
+//! [`Replayer::ask_first`]): what the handler's answer settles is recorded and dropped as
+//! `skipped_probe`; a probe that fails only costs its timeout. An item is
 //! marked `sending` durably before it goes out, so a job resumed after a crash never sends an
 //! item twice. Pace: [`AdaptiveRate`]; concurrency: a semaphore.
 
@@ -23,16 +26,22 @@ use crate::clock::SharedClock;
 use crate::config::SourceConfig;
 use crate::delivery::{ForwardRequest, Forwarder, idempotency_key};
 use crate::domain::{AttemptKind, EventId, Outcome};
+use crate::probe::Prober;
 use crate::receipts::ReceiptDesk;
+use crate::store::Recorded;
 use crate::store::{
     AttemptRecord, Batcher, Completion, ItemResult, Loaded, NewAuditEntry, ReplayItem, ReplayJob, SendCheck,
     SendableEvent, Store, StoreError, Workers, retry_transient,
 };
+use crate::telemetry;
+use tracing::Instrument;
 
 /// Items re-checked and sent per batch.
 pub const BATCH: i64 = 500;
 /// Send tasks whose results are not yet written, per job (bounds memory, not speed).
 const MAX_OUTSTANDING: u32 = 4096;
+/// Probes in flight at once when a batch asks first (100 events each).
+const PROBES_AT_ONCE: usize = 4;
 /// How often a running job's lease is extended (leases last `delivery.lease`, seconds).
 const RENEW_EVERY: Duration = Duration::from_secs(1);
 
@@ -50,6 +59,8 @@ pub struct Replayer {
     sources: Arc<HashMap<String, SourceConfig>>,
     forwarder: Forwarder,
     receipts: Arc<ReceiptDesk>,
+    /// Asks handlers about a batch's unknown items before it goes (ask first).
+    prober: Arc<Prober>,
     clock: SharedClock,
     gateway_id: String,
     settings: ReplaySettings,
@@ -97,6 +108,7 @@ impl Replayer {
         store: Store,
         sources: Arc<HashMap<String, SourceConfig>>,
         receipts: Arc<ReceiptDesk>,
+        prober: Arc<Prober>,
         clock: SharedClock,
         gateway_id: String,
         settings: ReplaySettings,
@@ -118,6 +130,7 @@ impl Replayer {
             store,
             sources,
             receipts,
+            prober,
             clock,
             gateway_id,
             settings,
@@ -275,8 +288,12 @@ impl Replayer {
             .map(|list| list.iter().filter_map(|o| o.as_str().and_then(Outcome::parse)).collect())
             .unwrap_or_else(|| HashSet::from([Outcome::Unknown]));
         let concurrency = self.settings.concurrency.min(job.rate.ceil().max(1.0) as usize) as u32;
+        // As `ReplayRequest::asks_first` decided for the request the job was made of (its
+        // stored form carries more fields than the request).
+        let ask_first = job.request["ask_first"] != false && job.destination.is_none();
         Arc::new(JobRun {
             id: job.id.clone(),
+            ask_first,
             destination: job.destination.as_deref().map(crate::config::http_url),
             eligible,
             planned_at: job.created_at,
@@ -351,9 +368,52 @@ impl Replayer {
                 run.drain().await;
                 return Ok(End::Completed);
             }
-            let sendable = self.recheck_batch(run, &mut bus, items).await?;
-            let events =
+            let (sendable, unknown) = self.recheck_batch(run, &mut bus, items).await?;
+            let mut events =
                 self.store.load_for_send(&sendable.iter().map(|i| i.event_id.clone()).collect::<Vec<_>>()).await?;
+            let sendable = if run.ask_first && !unknown.is_empty() {
+                // The lease is renewed while the handler is asked (a slow one takes its
+                // `status_timeout`), and a cancel or a shutdown is heard at once: the batch's
+                // items are all still `queued`, nothing of it was sent.
+                let asking = self.ask_first(run, sendable, &unknown, &events);
+                tokio::pin!(asking);
+                loop {
+                    tokio::select! {
+                        kept = &mut asking => break kept?,
+                        changed = stop.changed() => {
+                            let told = match changed {
+                                Ok(()) => *stop.borrow_and_update(),
+                                Err(_) => {
+                                    run.drain().await;
+                                    return Ok(End::LeaseLost);
+                                }
+                            };
+                            match told {
+                                // A pause takes effect before the next send, after the probe.
+                                Stop::Run | Stop::Pause => {}
+                                Stop::Cancel => {
+                                    run.drain().await;
+                                    return Ok(End::Cancelled);
+                                }
+                                Stop::Shutdown => {
+                                    run.drain().await;
+                                    return Ok(End::Shutdown);
+                                }
+                            }
+                        }
+                        _ = tokio::time::sleep_until(renewed_at + RENEW_EVERY) => {
+                            // A pause takes effect before the next send, after the probe.
+                            if let Renewal::Ended(end) = self.renew(job, run, &mut renewed_at).await {
+                                run.drain().await;
+                                return Ok(end);
+                            }
+                        }
+                    }
+                }
+            } else {
+                sendable
+            };
+            events.retain(|id, _| sendable.iter().any(|i| &i.event_id == id));
             let chunk_size = (run.rate.current() / 2.0).clamp(1.0, 64.0) as usize;
             for chunk in sendable.chunks(chunk_size) {
                 if renewed_at.elapsed() >= RENEW_EVERY {
@@ -465,9 +525,17 @@ impl Replayer {
                     let me = self.clone();
                     let run = run.clone();
                     let item = item.clone();
+                    let span = tracing::info_span!(
+                        "replay.item",
+                        event_id = %item.event_id,
+                        source = %event.source,
+                        replay_id = %run.id,
+                        seq = item.seq,
+                    );
+                    telemetry::under_event(&span, item.event_id.as_str());
                     // Boxed for the reason the dispatcher's forwards are.
                     tokio::spawn(Box::pin(async move {
-                        me.send_one(&run, &item, event, permit).await;
+                        me.send_one(&run, &item, event, permit).instrument(span).await;
                         drop(task);
                     }));
                 }
@@ -537,19 +605,84 @@ impl Replayer {
         }
     }
 
-    /// Re-reads a batch's outcomes and drops what is no longer eligible; returns the rest.
+    /// Asks the handlers of the batch's `unknown` items (`unknown`, of sources with a
+    /// `status_url`) whether they applied or failed them, records what the answers say (the
+    /// receipt ledger's checks, `via = probe`), and drops the items a new receipt settled
+    /// (`skipped_probe`); returns the rest. A probe that fails, or answers that cannot be
+    /// recorded, drop nothing: those items go out under the usual checks.
+    async fn ask_first(
+        &self,
+        run: &JobRun,
+        sendable: Vec<ReplayItem>,
+        unknown: &HashSet<EventId>,
+        events: &HashMap<EventId, Loaded>,
+    ) -> Result<Vec<ReplayItem>, StoreError> {
+        let mut by_source: HashMap<&str, Vec<EventId>> = HashMap::new();
+        for item in &sendable {
+            let Some(Loaded::Sendable(event)) = events.get(&item.event_id).filter(|_| unknown.contains(&item.event_id))
+            else {
+                continue;
+            };
+            if self.sources.get(&event.source).is_some_and(|s| s.status_url.is_some()) {
+                by_source.entry(event.source.as_str()).or_default().push(item.event_id.clone());
+            }
+        }
+        if by_source.is_empty() {
+            return Ok(sendable);
+        }
+        let (mut probes, mut failed) = (0i64, 0i64);
+        let mut passed = Vec::new();
+        for (name, ids) in &by_source {
+            let source = self.sources.get(*name).expect("grouped by configured sources");
+            for (_, result) in self.prober.ask_all(source, ids, PROBES_AT_ONCE).await {
+                probes += 1;
+                match result {
+                    Ok(answered) => passed.extend(answered.passed),
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+        let mut settled: HashSet<EventId> = HashSet::new();
+        if !passed.is_empty() {
+            match self.store.record_receipts(&passed).await {
+                Ok(recorded) => {
+                    for (receipt, result) in passed.into_iter().zip(recorded) {
+                        if matches!(result, Recorded::New(_)) {
+                            settled.insert(receipt.event_id.clone());
+                        }
+                        let _ = self.receipts.announce(receipt, result);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(replay = %run.id, error = %err, "recording the handler's answers failed; the items go out as planned")
+                }
+            }
+        }
+        self.store.count_probes(&run.id, probes, failed).await?;
+        let now = self.clock.now_ms();
+        let (dropped, keep): (Vec<ReplayItem>, Vec<ReplayItem>) =
+            sendable.into_iter().partition(|i| settled.contains(&i.event_id));
+        metrics::counter!("hookwarden_replay_skipped_probe_total").increment(dropped.len() as u64);
+        let results: Vec<ItemResult> = dropped.iter().map(|i| item_result(i.seq, "skipped_probe", now)).collect();
+        self.store.record_items(&run.id, &results).await?;
+        Ok(keep)
+    }
+
+    /// Re-reads a batch's outcomes and drops what is no longer eligible; returns the rest,
+    /// and which of them are `unknown`.
     async fn recheck_batch(
         &self,
         run: &JobRun,
         bus: &mut broadcast::Receiver<EventId>,
         items: Vec<ReplayItem>,
-    ) -> Result<Vec<ReplayItem>, StoreError> {
+    ) -> Result<(Vec<ReplayItem>, HashSet<EventId>), StoreError> {
         run.note_receipts(bus);
         let ids: Vec<EventId> = items.iter().map(|i| i.event_id.clone()).collect();
         let current = self.store.receipt_counts(&ids).await?;
         let now = self.clock.now_ms();
         let mut keep = Vec::with_capacity(items.len());
         let mut dropped = Vec::new();
+        let mut unknown = HashSet::new();
         for item in items {
             let receipted = run.receipted.lock().expect("receipted lock").contains(&item.event_id);
             match current.get(&item.event_id) {
@@ -560,13 +693,18 @@ impl Replayer {
                 Some(check) if !run.still_eligible(check) => {
                     dropped.push(item_result(item.seq, "skipped_outcome", now))
                 }
-                Some(_) => keep.push(item),
+                Some(check) => {
+                    if check.outcome == Outcome::Unknown {
+                        unknown.insert(item.event_id.clone());
+                    }
+                    keep.push(item)
+                }
                 // No row: retention purged the whole event (nothing else deletes one).
                 None => dropped.push(item_result(item.seq, "skipped_purged", now)),
             }
         }
         self.store.record_items(&run.id, &dropped).await?;
-        Ok(keep)
+        Ok((keep, unknown))
     }
 
     /// Checks one item and sends it, or drops it.
@@ -645,6 +783,7 @@ impl Replayer {
             error: result.error.clone(),
             response_excerpt: result.excerpt.clone(),
             completion: Completion::Replayed { delivered_at: ok.then_some(now) },
+            confirm_without_receipt: source.no_receipt_reason(event.event_type.as_deref()),
         };
         if let Some(Err(err)) = self.attempts.submit(attempt).await {
             tracing::warn!(replay = %run.id, event = %item.event_id, error = %err, "recording a replay attempt failed");
@@ -682,6 +821,8 @@ impl Replayer {
 /// One job's running state on this gateway.
 struct JobRun {
     id: String,
+    /// Ask the handler about a batch's unknown items before sending it.
+    ask_first: bool,
     /// Another destination than the sources' own, parsed once; checked when the replay was
     /// planned, so an error here is a job stored before that check.
     destination: Option<Result<reqwest::Url, String>>,

@@ -44,6 +44,17 @@ pub struct ReplayRequest {
     pub override_confirmed: Option<Override>,
     /// Another destination (admins only), e.g. a staging handler.
     pub to: Option<String>,
+    /// Ask the handler first (status probe) where the source has a `status_url`; on unless
+    /// `false`. Never with `to`: another destination's events are not the handler's to settle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask_first: Option<bool>,
+}
+
+impl ReplayRequest {
+    /// Whether a run of this request asks the handler first (where a source can be asked).
+    pub fn asks_first(&self) -> bool {
+        self.ask_first != Some(false) && self.to.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

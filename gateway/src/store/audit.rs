@@ -83,25 +83,31 @@ impl Store {
         })
     }
 
-    /// Entries with `seq > after`, oldest first, optionally within `[since, until)`.
+    /// Entries with `seq > after`, oldest first, optionally within `[since, until)` and about
+    /// one `subject` (an event, a replay, a token).
     pub async fn list_audit(
         &self,
         after: i64,
         since: Option<i64>,
         until: Option<i64>,
+        subject: Option<&str>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        const ALL: &str = "SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log \
+             WHERE seq > $1 AND at >= $2 AND at < $3 ORDER BY seq LIMIT $4";
+        const ABOUT: &str = "SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log \
+             WHERE seq > $1 AND at >= $2 AND at < $3 AND subject = $5 ORDER BY seq LIMIT $4";
         with_pool!(self, pool => {
-            let rows = sqlx::query(
-                "SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log \
-                 WHERE seq > $1 AND at >= $2 AND at < $3 ORDER BY seq LIMIT $4",
-            )
-            .bind(after)
-            .bind(since.unwrap_or(i64::MIN))
-            .bind(until.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+            let rows = sqlx::query(if subject.is_some() { ABOUT } else { ALL })
+                .bind(after)
+                .bind(since.unwrap_or(i64::MIN))
+                .bind(until.unwrap_or(i64::MAX))
+                .bind(limit);
+            let rows = match subject {
+                Some(subject) => rows.bind(subject),
+                None => rows,
+            };
+            let rows = rows.fetch_all(pool).await?;
             rows.iter()
                 .map(|row| {
                     let details: String = row.try_get("details")?;

@@ -14,7 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::delivery::{
-    ATTEMPT_ROWS, DELIVERED_MANY, EXHAUSTED, OWNED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY, insert_attempts_sql,
+    ATTEMPT_ROWS, CONFIRMED_WITHOUT_RECEIPT, DELIVERED_MANY, EXHAUSTED, OWNED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY,
+    insert_attempts_sql,
 };
 use super::ingest::{EXISTING, ROWS_PER_STATEMENT, insert_payloads_sql, insert_sql};
 use super::{
@@ -287,6 +288,17 @@ async fn write_postgres(
             for (i, r) in chunk {
                 held[*i] = updated.contains(r.event_id.as_str());
             }
+        }
+    }
+    // Events whose type needs no receipt, confirmed by their 2xx (after its update above).
+    for (r, _) in attempts.iter().zip(&held).filter(|(_, held)| **held) {
+        if let Some((reason, at)) = r.confirms() {
+            sqlx::query(CONFIRMED_WITHOUT_RECEIPT)
+                .bind(r.event_id.as_str())
+                .bind(reason)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
         }
     }
     tx.commit().await?;

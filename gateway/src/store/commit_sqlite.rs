@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 
-use super::delivery::{EXHAUSTED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY};
+use super::delivery::{CONFIRMED_WITHOUT_RECEIPT, EXHAUSTED, REPLAY_DELIVERED, REPLAY_FAILED, RETRY};
 use super::{AttemptRecord, Completion};
 use crate::domain::{BodyDedup, EXHAUSTED_ERROR_CODE, EventId, NewEvent, Stored};
 
@@ -116,8 +116,9 @@ fn transaction(
             ])?;
         }
         // Each kind of update prepared once per commit, when first needed.
-        let [mut delivered, mut retry, mut exhausted, mut replayed, mut replay_failed]: [Option<Statement<'_>>; 5] =
-            Default::default();
+        let [mut delivered, mut retry, mut exhausted, mut replayed, mut replay_failed, mut confirmed]: [Option<
+            Statement<'_>,
+        >; 6] = Default::default();
         for (r, _) in attempts.iter().zip(update).filter(|(_, update)| **update) {
             let id = r.event_id.as_str();
             match r.completion {
@@ -133,6 +134,9 @@ fn transaction(
                     prepared(&mut replay_failed, &tx, &UPDATES.replay_failed)?.execute(params![id])?
                 }
             };
+            if let Some((reason, at)) = r.confirms() {
+                prepared(&mut confirmed, &tx, &UPDATES.confirmed_without_receipt)?.execute(params![id, reason, at])?;
+            }
         }
     }
     tx.commit()?;
@@ -172,6 +176,7 @@ struct Updates {
     exhausted: String,
     replay_delivered: String,
     replay_failed: String,
+    confirmed_without_receipt: String,
 }
 
 /// The body-dedup statements, numbered as SQLite takes them.
@@ -197,5 +202,6 @@ static UPDATES: LazyLock<Updates> = LazyLock::new(|| {
         exhausted: numbered(EXHAUSTED),
         replay_delivered: numbered(REPLAY_DELIVERED),
         replay_failed: numbered(REPLAY_FAILED),
+        confirmed_without_receipt: numbered(CONFIRMED_WITHOUT_RECEIPT),
     }
 });

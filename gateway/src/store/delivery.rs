@@ -20,9 +20,9 @@ const CLAIM_POSTGRES: &str = "UPDATE events SET lease_owner = $1, lease_until = 
      WHERE id IN (SELECT id FROM events WHERE next_attempt_at <= $3 \
                   AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at LIMIT $4 \
                   FOR UPDATE SKIP LOCKED) \
-     RETURNING id, source, dedup_key, attempts, ladder_attempts";
+     RETURNING id, source, dedup_key, attempts, ladder_attempts, event_type";
 /// Due events and their payloads, less those leased (`$2`, a JSON array of ids).
-const DUE_SQLITE: &str = "SELECT e.id, e.source, e.dedup_key, e.attempts, e.ladder_attempts, p.headers, p.body \
+const DUE_SQLITE: &str = "SELECT e.id, e.source, e.dedup_key, e.attempts, e.ladder_attempts, e.event_type, p.headers, p.body \
      FROM events e JOIN event_payloads p ON p.event_id = e.id \
      WHERE e.next_attempt_at <= $1 AND e.id NOT IN (SELECT value FROM json_each($2)) \
      ORDER BY e.next_attempt_at LIMIT $3";
@@ -134,6 +134,13 @@ pub(super) const REPLAY_DELIVERED: &str = "UPDATE events SET attempts = attempts
      error_code = CASE WHEN receipts = 0 AND error_code = 'delivery_exhausted' THEN NULL ELSE error_code END \
      WHERE id = $1";
 pub(super) const REPLAY_FAILED: &str = "UPDATE events SET attempts = attempts + 1 WHERE id = $1";
+/// After a 2xx of an event whose type needs no receipt (the source's `no_receipt_types`):
+/// `$1` event, `$2` the reason shown, `$3` the time. A receipt, or an operator's resolution,
+/// stands: the handler's word and the operator's go first.
+pub(super) const CONFIRMED_WITHOUT_RECEIPT: &str = "UPDATE events SET outcome = 'confirmed', error_code = NULL, \
+     outcome_reason = $2, outcome_at = $3 \
+     WHERE id = $1 AND outcome <> 'confirmed' AND receipts = 0 AND resolved_at IS NULL \
+     AND delivery_state = 'delivered'";
 
 /// An event claimed for delivery, with what the forward needs.
 #[derive(Debug, Clone)]
@@ -147,6 +154,8 @@ pub struct DueDelivery {
     pub attempts: i64,
     /// Attempts that used up the ladder so far.
     pub ladder_attempts: i64,
+    /// The event's type, when it has one (a source's `no_receipt_types` look at it).
+    pub event_type: Option<String>,
 }
 
 /// What a finished scheduled attempt does to the event's schedule.
@@ -176,15 +185,30 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
     pub completion: Completion,
+    /// On a 2xx, confirm the event without a receipt, for this reason (its type is one of
+    /// the source's `no_receipt_types`); in the same transaction as the attempt.
+    pub confirm_without_receipt: Option<String>,
+}
+
+impl AttemptRecord {
+    /// The reason to confirm the event by, when this attempt got a 2xx and its type needs no
+    /// receipt.
+    pub(super) fn confirms(&self) -> Option<(&str, i64)> {
+        let at = match self.completion {
+            Completion::Delivered { at } | Completion::Replayed { delivered_at: Some(at) } => at,
+            _ => return None,
+        };
+        self.confirm_without_receipt.as_deref().map(|reason| (reason, at))
+    }
 }
 
 /// A due row as the SQLite claim reads it: id, source, dedup key, attempts, ladder attempts,
-/// headers, body.
-type DueRow = (String, String, String, i64, i64, String, Vec<u8>);
+/// event type, headers, body.
+type DueRow = (String, String, String, i64, i64, Option<String>, String, Vec<u8>);
 
 /// Decodes a claimed row's stored headers.
 fn due_delivery(
-    (id, source, dedup_key, attempts, ladder_attempts): (String, String, String, i64, i64),
+    (id, source, dedup_key, attempts, ladder_attempts, event_type): (String, String, String, i64, i64, Option<String>),
     headers: &str,
     body: Vec<u8>,
 ) -> Result<DueDelivery, StoreError> {
@@ -196,6 +220,7 @@ fn due_delivery(
         body,
         attempts,
         ladder_attempts,
+        event_type,
     })
 }
 
@@ -224,18 +249,18 @@ impl Store {
                     sqlx::query_as(DUE_SQLITE).bind(now).bind(live).bind(limit).fetch_all(read).await?;
                 let mut held = leases.held.lock().expect("lease map");
                 let mut claimed = Vec::with_capacity(rows.len());
-                for (id, source, key, attempts, ladder, headers, body) in rows {
+                for (id, source, key, attempts, ladder, event_type, headers, body) in rows {
                     // Leased since the list above was taken (a fresh event handed off): skip.
                     if held.get(&id).is_some_and(|(_, until)| *until >= now) {
                         continue;
                     }
                     held.insert(id.clone(), (owner.to_string(), lease_until));
-                    claimed.push(due_delivery((id, source, key, attempts, ladder), &headers, body)?);
+                    claimed.push(due_delivery((id, source, key, attempts, ladder, event_type), &headers, body)?);
                 }
                 Ok(claimed)
             }
             Pool::Postgres(pool) => {
-                let claimed: Vec<(String, String, String, i64, i64)> = sqlx::query_as(CLAIM_POSTGRES)
+                let claimed: Vec<(String, String, String, i64, i64, Option<String>)> = sqlx::query_as(CLAIM_POSTGRES)
                     .bind(owner)
                     .bind(lease_until)
                     .bind(now)

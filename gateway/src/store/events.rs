@@ -9,7 +9,8 @@ use crate::access::SourceScope;
 use crate::domain::{Attempt, AttemptKind, DeliveryState, EventId, EventSummary, Outcome, ReceivedHeaders, Resolution};
 
 const COLUMNS: &str = "id, source, dedup_key, event_type, received_at, outcome, error_code, delivery_state, \
-     attempts, next_attempt_at, delivered_at, resolved_by, resolved_note, resolved_at, payload_purged_at";
+     attempts, next_attempt_at, delivered_at, resolved_by, resolved_note, resolved_at, payload_purged_at, \
+     outcome_reason";
 
 /// Which events to list: newest first, in pages ending before `before`.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +64,7 @@ macro_rules! summary_from_row {
             attempts: row.try_get("attempts")?,
             next_attempt_at: row.try_get("next_attempt_at")?,
             delivered_at: row.try_get("delivered_at")?,
+            outcome_reason: row.try_get("outcome_reason")?,
             resolution: match (
                 row.try_get::<Option<String>, _>("resolved_by")?,
                 row.try_get::<Option<String>, _>("resolved_note")?,

@@ -73,6 +73,7 @@ impl Reserved<'_> {
         let mut sent = false;
         for (permit, event) in permits.zip(events) {
             permit.send(DueDelivery {
+                event_type: event.event_type,
                 event_id: event.id,
                 source: event.source,
                 dedup_key: event.dedup_key,

@@ -9,9 +9,10 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
+use super::audit::append_audit_in;
 use super::{
-    Backend, SqlTexts, Store, StoreError, keep_prepared, mark, or_rollback, replace_if_failed, row_marks, with_pool,
-    with_writer,
+    Backend, NewAuditEntry, SqlTexts, Store, StoreError, keep_prepared, mark, or_rollback, replace_if_failed,
+    row_marks, with_pool, with_writer,
 };
 use crate::domain::{EventId, Outcome};
 
@@ -29,7 +30,8 @@ pub struct NewReceipt {
     /// The signed `receipt-timestamp`, in ms.
     pub signed_at: i64,
     pub received_at: i64,
-    /// `post` (`POST /v1/receipts`) or `inline` (on a handler's 2xx).
+    /// `post` (`POST /v1/receipts`), `inline` (on a handler's 2xx) or `probe` (in the answer
+    /// to a status probe).
     pub via: &'static str,
     pub body: String,
     pub signature: String,
@@ -45,6 +47,9 @@ pub enum Recorded {
     /// The receipt id was used before for a different receipt.
     IdConflict,
 }
+
+/// Makes the audit entry of some recorded receipts from what recording them did.
+pub type AuditOf = dyn Fn(&[Recorded]) -> NewAuditEntry + Sync;
 
 /// A receipt of the ledger, for the admin API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -192,6 +197,16 @@ impl Store {
     /// A batch of distinct events and receipt ids (the usual case) costs one multi-row insert
     /// and one update for its `applied` receipts; anything else goes row by row, in order.
     pub async fn record_receipts(&self, batch: &[NewReceipt]) -> Result<Vec<Recorded>, StoreError> {
+        self.record_receipts_audited(batch, None).await
+    }
+
+    /// [`Self::record_receipts`], and with `audit` the entry it makes of what was recorded,
+    /// in the same transaction: the receipts and their entry commit together or not at all.
+    pub async fn record_receipts_audited(
+        &self,
+        batch: &[NewReceipt],
+        audit: Option<&AuditOf>,
+    ) -> Result<Vec<Recorded>, StoreError> {
         let backend = self.backend();
         let postgres = backend == Backend::Postgres;
         let events: HashSet<&str> = batch.iter().map(|r| r.event_id.as_str()).collect();
@@ -276,8 +291,12 @@ impl Store {
                         sqlx::query("SELECT pg_notify('hookwarden_receipts', $1)").bind(chunk.join(",")).execute(&mut *tx).await?;
                     }
                 }
+                let answers: Vec<Recorded> = answers.into_iter().map(|a| a.expect("every receipt answered")).collect();
+                if let Some(audit) = audit {
+                    append_audit_in!(self, tx, &audit(&answers));
+                }
                 tx.commit().await?;
-                Ok::<_, StoreError>(answers.into_iter().map(|a| a.expect("every receipt answered")).collect())
+                Ok::<_, StoreError>(answers)
             }
             .await;
             replace_if_failed(&mut conn, backend, &written);

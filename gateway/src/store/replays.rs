@@ -3,7 +3,8 @@
 //!
 //! Item states: `queued` → `sending` (written before the request goes out, so a resumed job
 //! never sends an item twice) → `succeeded` | `failed`; or `queued` → `skipped_receipt` |
-//! `skipped_outcome` | `skipped_purged` (its payload, or its whole event, went by retention) |
+//! `skipped_outcome` | `skipped_probe` (the handler's answer to a status probe settled it) |
+//! `skipped_purged` (its payload, or its whole event, went by retention) |
 //! `cancelled`; a `sending` item found after a crash is `interrupted`.
 
 use std::collections::HashMap;
@@ -39,11 +40,15 @@ pub enum Loaded {
 #[derive(Debug, Clone)]
 pub struct SendableEvent {
     pub source: String,
+    pub event_type: Option<String>,
     pub dedup_key: String,
     pub headers: ReceivedHeaders,
     pub body: Vec<u8>,
     pub attempts: i64,
 }
+
+/// A row of [`Store::load_for_send`]: id, source, dedup key, headers, body, attempts, event type.
+type SendableRow = (String, String, String, String, Vec<u8>, i64, Option<String>);
 
 /// A new job, as the planner made it.
 #[derive(Debug, Clone)]
@@ -66,6 +71,11 @@ pub struct ReplayCounts {
     pub skipped_other: i64,
     /// Items whose payload retention had purged: never sent with an empty body.
     pub skipped_purged: i64,
+    /// Items the handler's answer to a status probe settled before they were sent.
+    pub skipped_probe: i64,
+    /// Probes the run sent (asking first), and of them those that failed as a whole.
+    pub probes: i64,
+    pub probes_failed: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -175,7 +185,8 @@ pub struct ReplayItem {
 #[derive(Debug, Clone)]
 pub struct ItemResult {
     pub seq: i64,
-    /// `sending`, `succeeded`, `failed`, `skipped_receipt`, `skipped_outcome`, `cancelled`.
+    /// `sending`, `succeeded`, `failed`, `skipped_receipt`, `skipped_outcome`, `skipped_probe`,
+    /// `cancelled`.
     pub state: &'static str,
     pub status_code: Option<i64>,
     pub latency_ms: Option<i64>,
@@ -184,7 +195,8 @@ pub struct ItemResult {
 }
 
 const JOB_COLUMNS: &str = "id, state, created_by, created_at, request, destination, rate, current_rate, eligible, sent, \
-     succeeded, failed, skipped_receipt, skipped_other, skipped_purged, finished_at, error, paused_at, paused_by";
+     succeeded, failed, skipped_receipt, skipped_other, skipped_purged, skipped_probe, probes, probes_failed, \
+     finished_at, error, paused_at, paused_by";
 
 macro_rules! job_from_row {
     ($row:expr) => {{
@@ -207,6 +219,9 @@ macro_rules! job_from_row {
                 skipped_receipt: row.try_get("skipped_receipt")?,
                 skipped_other: row.try_get("skipped_other")?,
                 skipped_purged: row.try_get("skipped_purged")?,
+                skipped_probe: row.try_get("skipped_probe")?,
+                probes: row.try_get("probes")?,
+                probes_failed: row.try_get("probes_failed")?,
             },
             finished_at: row.try_get("finished_at")?,
             error: row.try_get("error")?,
@@ -220,16 +235,17 @@ macro_rules! job_from_row {
 }
 
 /// How an item state moves the job's counters: (sent, succeeded, failed, skipped_receipt,
-/// skipped_other, skipped_purged).
-fn deltas(state: &str) -> [i64; 6] {
+/// skipped_other, skipped_purged, skipped_probe).
+fn deltas(state: &str) -> [i64; 7] {
     match state {
         // `queued` again: a stopping gateway hands back what it had not sent.
-        "sending" | "queued" => [0, 0, 0, 0, 0, 0],
-        "succeeded" => [1, 1, 0, 0, 0, 0],
-        "failed" | "interrupted" => [1, 0, 1, 0, 0, 0],
-        "skipped_receipt" => [0, 0, 0, 1, 0, 0],
-        "skipped_purged" => [0, 0, 0, 0, 0, 1],
-        _ => [0, 0, 0, 0, 1, 0],
+        "sending" | "queued" => [0, 0, 0, 0, 0, 0, 0],
+        "succeeded" => [1, 1, 0, 0, 0, 0, 0],
+        "failed" | "interrupted" => [1, 0, 1, 0, 0, 0, 0],
+        "skipped_receipt" => [0, 0, 0, 1, 0, 0, 0],
+        "skipped_purged" => [0, 0, 0, 0, 0, 1, 0],
+        "skipped_probe" => [0, 0, 0, 0, 0, 0, 1],
+        _ => [0, 0, 0, 0, 1, 0, 0],
     }
 }
 
@@ -275,6 +291,15 @@ impl Store {
             .collect()
     }
 
+    /// The ids of a selection's first `limit` events, in the order they were received.
+    pub async fn event_ids(&self, sel: &Selection, limit: i64) -> Result<Vec<EventId>, StoreError> {
+        let sql = format!("SELECT id FROM events WHERE {} ORDER BY seq LIMIT {}", sel.render(1), limit.max(0));
+        let ids: Vec<String> = with_pool!(self, pool => {
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), sel.params()).fetch_all(pool).await?
+        });
+        Ok(ids.into_iter().map(EventId::from_stored).collect())
+    }
+
     /// What sending needs of some events: their source, key, headers and body; `Purged` for
     /// each whose payload (or whole event) retention took. Events are only ever deleted by
     /// retention, so an id with no row is one it purged.
@@ -283,20 +308,20 @@ impl Store {
         for chunk in ids.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
             let sql = format!(
-                "SELECT id, source, dedup_key, headers, body, attempts FROM events JOIN event_payloads ON event_id = id \
+                "SELECT id, source, dedup_key, headers, body, attempts, event_type FROM events JOIN event_payloads ON event_id = id \
                  WHERE id IN ({})",
                 placeholders.join(", ")
             );
-            let rows: Vec<(String, String, String, String, Vec<u8>, i64)> = with_pool!(self, pool => {
+            let rows: Vec<SendableRow> = with_pool!(self, pool => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for id in chunk {
                     q = q.bind(id.as_str());
                 }
                 q.fetch_all(pool).await?
             });
-            for (id, source, dedup_key, headers, body, attempts) in rows {
+            for (id, source, dedup_key, headers, body, attempts, event_type) in rows {
                 let headers = serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let event = SendableEvent { source, dedup_key, headers, body, attempts };
+                let event = SendableEvent { source, event_type, dedup_key, headers, body, attempts };
                 out.insert(EventId::from_stored(id), Loaded::Sendable(event));
             }
         }
@@ -442,7 +467,7 @@ impl Store {
         if results.is_empty() {
             return Ok(());
         }
-        let mut totals = [0i64; 6];
+        let mut totals = [0i64; 7];
         for r in results {
             for (t, d) in totals.iter_mut().zip(deltas(r.state)) {
                 *t += d;
@@ -491,7 +516,7 @@ impl Store {
             sqlx::query(
                 "UPDATE replays SET sent = sent + $2, succeeded = succeeded + $3, failed = failed + $4, \
                  skipped_receipt = skipped_receipt + $5, skipped_other = skipped_other + $6, \
-                 skipped_purged = skipped_purged + $7 WHERE id = $1",
+                 skipped_purged = skipped_purged + $7, skipped_probe = skipped_probe + $8 WHERE id = $1",
             )
             .bind(id)
             .bind(totals[0])
@@ -500,11 +525,26 @@ impl Store {
             .bind(totals[3])
             .bind(totals[4])
             .bind(totals[5])
+            .bind(totals[6])
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
             Ok(())
         })
+    }
+
+    /// Counts the probes a run sent before a batch (asking first), and how many failed.
+    pub async fn count_probes(&self, id: &str, probes: i64, failed: i64) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "UPDATE replays SET probes = probes + $2, probes_failed = probes_failed + $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(probes)
+        .bind(failed)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
     }
 
     /// Items left `sending` by a crashed gateway: they may have gone out, so they are never

@@ -56,13 +56,18 @@ pub struct Chart {
 
 /// A time as the console shows it, in UTC: `HH:MM`, with the date when `with_date`.
 pub fn clock_time(ms: i64, with_date: bool) -> String {
+    label_time(ms, with_date, false)
+}
+
+/// `HH:MM`, with the date when `with_date`, with seconds when `with_seconds`.
+fn label_time(ms: i64, with_date: bool, with_seconds: bool) -> String {
     let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000) else {
         return String::new();
     };
-    let text = if with_date {
-        t.format(format_description!("[month repr:short] [day] [hour]:[minute]"))
-    } else {
-        t.format(format_description!("[hour]:[minute]"))
+    let text = match (with_date, with_seconds) {
+        (true, _) => t.format(format_description!("[month repr:short] [day] [hour]:[minute]")),
+        (false, true) => t.format(format_description!("[hour]:[minute]:[second]")),
+        (false, false) => t.format(format_description!("[hour]:[minute]")),
     };
     text.unwrap_or_default()
 }
@@ -84,6 +89,8 @@ pub fn draw(
     let gap = if step > 4.0 { 1.0 } else { 0.0 };
     let max = buckets.iter().map(|(_, c)| c.confirmed + c.unknown + c.failed).max().unwrap_or(0);
     let with_date = buckets.last().zip(buckets.first()).is_some_and(|(l, f)| l.0 - f.0 >= 86_400_000);
+    let with_seconds = bucket_ms < 60_000;
+    let time = |ms: i64| label_time(ms, with_date, with_seconds);
     let scale = |count: i64| {
         if max == 0 || count == 0 { 0.0 } else { (count as f64 / max as f64 * PLOT_HEIGHT).max(1.5) }
     };
@@ -117,8 +124,8 @@ pub fn draw(
                 href: link(from, to),
                 label: format!(
                     "{}–{} UTC: {} confirmed, {} unknown{overdue}, {} failed{}",
-                    clock_time(*start, with_date),
-                    clock_time(end, false),
+                    time(*start),
+                    label_time(end, false, with_seconds),
                     c.confirmed,
                     c.unknown,
                     c.failed,
@@ -134,7 +141,7 @@ pub fn draw(
         .iter()
         .enumerate()
         .step_by(every)
-        .map(|(i, (start, _))| Tick { x: num(i as f64 * step), text: clock_time(*start, with_date) })
+        .map(|(i, (start, _))| Tick { x: num(i as f64 * step), text: time(*start) })
         .collect();
     let shade = {
         let picked: Vec<&Column> = columns.iter().filter(|c| c.selected).collect();

@@ -12,8 +12,11 @@
 //! from another site; every response under `/ui/` carries [`CSP`].
 
 mod chart;
+mod events;
+mod gaps;
 mod overview;
 mod page;
+mod replay;
 mod session;
 
 use axum::Router;
@@ -34,6 +37,17 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { axum::response::Redirect::to("/ui/") }))
         .route("/ui/", get(overview::page))
+        .route("/ui/events", get(events::list))
+        .route("/ui/events/{id}", get(events::show))
+        .route("/ui/events/{id}/resolve", axum::routing::post(events::resolve))
+        .route("/ui/gaps", get(gaps::page))
+        .route("/ui/gaps/resolve", axum::routing::post(gaps::resolve))
+        .route("/ui/replay", get(replay::form))
+        .route("/ui/replay/preview", axum::routing::post(replay::preview))
+        .route("/ui/replay/run", axum::routing::post(replay::run))
+        .route("/ui/replays/{id}", get(replay::job))
+        .route("/ui/replays/{id}/events", get(replay::events))
+        .route("/ui/replays/{id}/cancel", get(replay::cancel_form).post(replay::cancel))
         .route("/ui/signin", get(session::signin_form).post(session::signin))
         .route("/ui/signout", axum::routing::post(session::signout))
         .route("/ui/static/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))

@@ -9,6 +9,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::chart::{self, Chart};
+use super::events::enc;
 use super::page::{self, Nav};
 use super::session::Signed;
 use crate::http::AppState;
@@ -16,8 +17,13 @@ use crate::http::summary::{self, Counts};
 use crate::timestamp::{format_ms, parse_rfc3339};
 
 /// The windows offered, with the bucket each is drawn in (about 60 to 100 columns).
-pub const WINDOWS: [(&str, &str, i64); 4] =
-    [("1h", "1m", 3_600_000), ("6h", "5m", 21_600_000), ("24h", "15m", 86_400_000), ("7d", "2h", 604_800_000)];
+pub const WINDOWS: [(&str, &str, i64); 5] = [
+    ("15m", "10s", 900_000),
+    ("1h", "1m", 3_600_000),
+    ("6h", "5m", 21_600_000),
+    ("24h", "15m", 86_400_000),
+    ("7d", "2h", 604_800_000),
+];
 
 #[derive(Deserialize, Default)]
 pub struct Params {
@@ -36,6 +42,10 @@ pub struct SourceRow {
 pub struct Selected {
     pub label: String,
     pub counts: Counts,
+    /// The events list scoped to the span.
+    pub events: String,
+    /// The replay form scoped to the span.
+    pub replay: String,
 }
 
 #[derive(Template)]
@@ -61,12 +71,12 @@ struct Overview {
 }
 
 fn query_pair(key: &str, value: &str) -> String {
-    format!("{key}={}", percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC))
+    format!("{key}={}", enc(value))
 }
 
 pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Params>) -> Response {
     let (window, bucket, window_ms) =
-        WINDOWS.iter().copied().find(|(name, _, _)| Some(*name) == p.window.as_deref()).unwrap_or(WINDOWS[2]);
+        WINDOWS.iter().copied().find(|(name, _, _)| Some(*name) == p.window.as_deref()).unwrap_or(WINDOWS[3]);
     let source = p.source.clone().filter(|s| !s.is_empty());
     let now = app.clock.now_ms();
     let params = summary::Params {
@@ -116,7 +126,13 @@ pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Para
             counts.overdue += c.overdue;
             counts.total += c.total;
         }
+        let mut events = format!("/ui/events?since={}&until={}", enc(&format_ms(from)), enc(&format_ms(to)));
+        if let Some(s) = &source {
+            events.push_str(&format!("&source={}", enc(s)));
+        }
         Selected {
+            events,
+            replay: super::replay::scope_link(source.as_deref(), from, to),
             label: format!(
                 "{} – {} UTC",
                 chart::clock_time(from, to - from >= 86_400_000),

@@ -195,15 +195,6 @@ fn tokens_match(given: &str, expected: &str) -> bool {
     !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-/// A form every state-changing field of which comes with `csrf`.
-#[derive(Debug, Deserialize)]
-pub struct WithCsrf<T> {
-    #[serde(default)]
-    csrf: String,
-    #[serde(flatten)]
-    form: T,
-}
-
 /// A state-changing console request: a signed-in user's form, with its session's CSRF token,
 /// from the console's own pages. Anything else is refused (403) before the handler runs.
 pub struct Posted<T> {
@@ -225,16 +216,21 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
                 );
             }
         };
-        let Form(with): Form<WithCsrf<T>> = Form::from_request(Request::from_parts(parts, body), app)
+        let body = axum::body::Bytes::from_request(Request::from_parts(parts, body), app)
             .await
             .map_err(|e| page::message(StatusCode::BAD_REQUEST, "Bad form", &e.body_text()))?;
-        if !tokens_match(&with.csrf, &who.csrf) {
+        let bad_form =
+            |e: serde_urlencoded::de::Error| page::message(StatusCode::BAD_REQUEST, "Bad form", &e.to_string());
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).map_err(bad_form)?;
+        let csrf = pairs.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or("");
+        if !tokens_match(csrf, &who.csrf) {
             return Err(Refused::Forbidden(
                 "The form's CSRF token is missing or not this session's; reload the page and try again.",
             )
             .into_response());
         }
-        Ok(Posted { who, form: with.form })
+        let form = serde_urlencoded::from_bytes(&body).map_err(bad_form)?;
+        Ok(Posted { who, form })
     }
 }
 

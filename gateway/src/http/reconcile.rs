@@ -1,0 +1,49 @@
+//! `POST /v1/reconcile`: ask a source's handler about the `unknown` events of a window and
+//! record its answers, without replaying (docs/status-probe.md). Operator; audited.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use super::{AppState, Caller};
+use crate::error::ApiError;
+use crate::probe::reconcile::{self, ReconcileError, ReconcileRequest};
+
+fn reconcile_error(err: ReconcileError) -> ApiError {
+    match err {
+        ReconcileError::Store(err) => err.into(),
+        ReconcileError::Forbidden | ReconcileError::SourceForbidden(_) => {
+            ApiError::forbidden(err.code(), err.to_string())
+        }
+        ReconcileError::SourceUnknown(_) => ApiError::not_found(err.code(), err.to_string()),
+        ReconcileError::NoStatusUrl(_) => ApiError::new(StatusCode::CONFLICT, err.code(), err.to_string()),
+        other => ApiError::bad_request(other.code(), other.to_string()),
+    }
+}
+
+async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: Result<Json<ReconcileRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let who = reconcile::Caller { name: &caller.name, role: caller.role, scope: &caller.scope };
+    let (report, request) =
+        reconcile::reconcile(&app.prober, &app.store, &app.sources, request, who, app.clock.now_ms())
+            .await
+            .map_err(reconcile_error)?;
+    Ok(Json(json!({
+        "source": request.source,
+        "since": request.since,
+        "until": request.until,
+        "complete": report.complete(),
+        "counts": report,
+    })))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/reconcile", post(create))
+}
