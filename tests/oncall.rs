@@ -383,9 +383,15 @@ async fn ctrl_c_pauses_sending_while_the_question_is_open() {
     let done = job(&gw, &id).await;
     let c = &done["counts"];
     let expected = format!(
-        "replay {id} cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}, \
-         skipped (payload purged) {}",
-        c["sent"], c["succeeded"], c["failed"], c["skipped_receipt"], c["skipped_other"], c["skipped_purged"]
+        "replay {id} cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (the handler had it) {}, \
+         skipped (other) {}, skipped (payload purged) {}",
+        c["sent"],
+        c["succeeded"],
+        c["failed"],
+        c["skipped_receipt"],
+        c["skipped_probe"],
+        c["skipped_other"],
+        c["skipped_purged"]
     );
     // What the terminal shows last on that line (the progress bar was cleared before it).
     let last = &last[last.rfind(&format!("replay {id}")).unwrap()..];
@@ -440,9 +446,15 @@ async fn replays_are_found_and_followed_from_the_command_line() {
     let c = &job["counts"];
     assert!(
         stdout(&cancelled).contains(&format!(
-            "cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (other) {}, \
-             skipped (payload purged) {}",
-            c["sent"], c["succeeded"], c["failed"], c["skipped_receipt"], c["skipped_other"], c["skipped_purged"]
+            "cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (the handler had it) {}, \
+             skipped (other) {}, skipped (payload purged) {}",
+            c["sent"],
+            c["succeeded"],
+            c["failed"],
+            c["skipped_receipt"],
+            c["skipped_probe"],
+            c["skipped_other"],
+            c["skipped_purged"]
         )),
         "{cancelled:?} vs {job}"
     );
@@ -610,7 +622,10 @@ async fn messages_dates_and_json_as_people_need_them() {
     assert!(stderr(&empty).contains("e.g. http://127.0.0.1:8080"), "{empty:?}");
     let help = stdout(&run(&["events", "list", "--help"], &url, None, "UTC").await.unwrap());
     assert!(!help.contains("HOOKWARDEN_URL=]") && help.contains("[env: HOOKWARDEN_URL]"), "{help}");
-    assert!(help.lines().any(|l| l.contains("--token") && l.contains("optional")), "{help}");
+    // The description is on the option's line, or on the next when clap lays help out below.
+    let lines: Vec<&str> = help.lines().collect();
+    let token = lines.iter().position(|l| l.contains("--token")).expect("--token in the help");
+    assert!(lines[token..(token + 2).min(lines.len())].iter().any(|l| l.contains("optional")), "{help}");
 
     // 01:10 in a place two hours east of UTC is 23:10 UTC; the command says so.
     let at = run(&["events", "list", "--since", "01:10", "--json"], &url, Some(ADMIN_TOKEN), "UTC-2").await.unwrap();

@@ -31,9 +31,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// How log lines on stderr are written: text, or json (one object per line, with the
-    /// event id and source of the span it happened in).
-    #[arg(long, env = "HOOKWARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    /// Log lines on stderr: text, or json (an object per line, with the span's event id).
+    #[arg(
+        long,
+        env = "HOOKWARDEN_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true,
+        hide_env_values = true
+    )]
     log_format: LogFormat,
 }
 

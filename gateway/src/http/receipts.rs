@@ -19,13 +19,20 @@ use crate::telemetry;
 const MAX_RECEIPT_BYTES: usize = 64 * 1024;
 
 async fn post_receipt(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
-    let body = axum::body::to_bytes(body, MAX_RECEIPT_BYTES).await.map_err(|_| {
+    let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("a receipt is at most {MAX_RECEIPT_BYTES} bytes"),
         )
-    })?;
+    };
+    // Refused on its declared length before any of it is read, so the answer does not wait
+    // for a body the client may never send.
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_RECEIPT_BYTES) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, MAX_RECEIPT_BYTES).await.map_err(|_| too_large())?;
     let span = receipt_span(&headers, &body);
     let read = ReceiptHeaders::read(|name| headers.get(name).and_then(|v| v.to_str().ok()));
     let result = match read {
