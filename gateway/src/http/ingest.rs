@@ -126,14 +126,21 @@ async fn store(
             .increment(1);
         return Err(ApiError::unauthorized(err.code(), err.to_string()));
     }
-    let dedup_key = match source.verifier.provider_event_id(source.dedup.as_ref(), &headers, &body) {
+    let provider_id = source.verifier.provider_event_id(source.dedup.as_ref(), &headers, &body);
+    // The body's sha256, hashed once for both of its uses below, and only when one needs it.
+    let sha256 = if provider_id.is_none() || source.body_dedup_window.is_some() {
+        hex::encode(Sha256::digest(&body))
+    } else {
+        String::new()
+    };
+    let dedup_key = match provider_id {
         Some(provider_id) => provider_id,
         // No id in the request: the body is its only key. With a `body_dedup_window` the
         // window alone decides what repeats it (`body_hashes`), so the row's key is made the
         // event's own: a key of the body alone would make the same body a repeat for as long
         // as the first event is kept, whatever the window.
-        None if source.body_dedup_window.is_some() => format!("{}/{id}", crate::verify::body_hash(&body)),
-        None => crate::verify::body_hash(&body),
+        None if source.body_dedup_window.is_some() => format!("{}/{id}", crate::verify::body_key(&sha256)),
+        None => crate::verify::body_key(&sha256),
     };
     let event = NewEvent {
         id,
@@ -146,7 +153,7 @@ async fn store(
             .map(|(name, value)| (name.as_str().to_string(), HeaderBytes(value.as_bytes().to_vec())))
             .collect(),
         body_dedup: source.body_dedup_window.map(|window| BodyDedup {
-            sha256: hex::encode(Sha256::digest(&body)),
+            sha256: sha256.clone(),
             since: now_ms.saturating_sub(window.as_millis() as i64),
         }),
         body: body.to_vec(),

@@ -168,10 +168,12 @@ impl Verifier {
 
 /// `sha256:` and the body's digest in hex, the dedup key of a body without an id.
 pub fn body_hash(body: &[u8]) -> String {
-    let mut key = [0u8; 7 + 64];
-    key[..7].copy_from_slice(b"sha256:");
-    hex::encode_to_slice(Sha256::digest(body), &mut key[7..]).expect("32 bytes make 64 hex digits");
-    String::from_utf8(key.to_vec()).expect("hex digits are ASCII")
+    body_key(&hex::encode(Sha256::digest(body)))
+}
+
+/// The dedup key of a body whose sha256 (hex) is `sha256`: what [`body_hash`] makes.
+pub fn body_key(sha256: &str) -> String {
+    format!("sha256:{sha256}")
 }
 
 fn extract(what: &Extract, headers: &HeaderMap, body: &[u8]) -> Option<String> {
