@@ -7,6 +7,7 @@
 mod support;
 
 mod access;
+mod archive;
 mod audit;
 mod browser;
 mod cli;

@@ -276,7 +276,7 @@ async fn storage_compact_converts_an_old_sqlite_file() {
 
 /// Old events written straight into the store: `settled` confirmed ones (each with a payload
 /// and an attempt) and `gaps` unknown ones, received an hour ago.
-async fn seed_old_events(db: &TestDb, kind: Db, settled: usize, gaps: usize) {
+pub(crate) async fn seed_old_events(db: &TestDb, kind: Db, settled: usize, gaps: usize) {
     let received = hookwarden::clock::Clock::now_ms(&hookwarden::clock::SystemClock) - 3_600_000;
     let total = settled + gaps;
     let ids: Vec<String> =
@@ -312,7 +312,7 @@ async fn seed_old_events(db: &TestDb, kind: Db, settled: usize, gaps: usize) {
 
 /// What must hold whenever a purge stopped, wherever: every gap there with its payload and
 /// attempt, nothing left of a purged event (no payload or attempt without its row).
-async fn check_nothing_half_purged(db: &TestDb, gaps: i64) {
+pub(crate) async fn check_nothing_half_purged(db: &TestDb, gaps: i64) {
     let count = |sql: &'static str| db.scalar(sql);
     assert_eq!(count("SELECT COUNT(*) FROM events WHERE outcome = 'unknown'").await, gaps, "a gap was purged");
     assert_eq!(
@@ -408,4 +408,34 @@ async fn on_postgres_one_gateway_purges_at_a_time() {
     let skipped = crate::support::metric(&first, series).await + crate::support::metric(&second, series).await;
     assert!(skipped > 0.0, "neither gateway ever found the other purging");
     drop(second);
+}
+
+/// Each source is purged on its own `run_every`: with the same ages, a source that runs every
+/// 100 ms loses its settled payload at once, one that runs every hour keeps it until then
+/// (its first run, at start, found nothing due).
+#[tokio::test]
+async fn each_source_purges_on_its_own_run_every() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let fast = source("fast", &receiver.url("/fast")).with("retention = { run_every = \"100ms\" }");
+    let slow = source("slow", &receiver.url("/slow")).with("retention = { run_every = \"1h\" }");
+    let mut spec = GatewaySpec::new(&db.url, vec![fast, slow]);
+    spec.retention = "payloads = \"1s\"\nrun_every = \"1h\"".into();
+    let clock = ManualClock::at(1_800_000_000_000);
+    let gw = Gateway::start_in_process(&spec, Arc::new(clock.clone())).await;
+    let (f, _) = post(&gw, "fast", "f").await;
+    let (s, _) = post(&gw, "slow", "s").await;
+    eventually(Duration::from_secs(10), "2 delivered", || async { (receiver.count() == 2).then_some(()) }).await;
+    for id in [&f, &s] {
+        let (status, answer) = gw.admin_post(&format!("/v1/events/{id}/resolve"), &json!({ "note": "done" })).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    clock.advance(2_000);
+    eventually(Duration::from_secs(10), "the fast source's payload purged", || async {
+        gw.event(&f).await.filter(|e| e["payload"] == "purged")
+    })
+    .await;
+    // Ten more of the fast source's runs: the slow one's is not due for an hour.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(gw.event(&s).await.unwrap()["payload"], "kept");
 }

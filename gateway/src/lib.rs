@@ -32,6 +32,7 @@
 //!   lock a receipt needs: a handler that hangs slows its own deliveries, nobody else's.
 
 pub mod access;
+pub mod archive;
 pub mod audit;
 pub mod cli;
 pub mod clock;

@@ -127,6 +127,36 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Write a source's events (row, headers, body, attempts, receipts) as gzip JSON Lines,
+    /// the archive's format, straight from the config's database: a backup, an audit, or the
+    /// first half of moving to another database.
+    Export {
+        /// The gateway's config file (its database is read; the gateway may run).
+        #[arg(long, env = "HOOKWARDEN_CONFIG", default_value = "hookwarden.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        source: String,
+        /// From this time (inclusive): RFC 3339, a duration ago (`7d`), a date, …
+        #[arg(long)]
+        since: String,
+        /// Until this time (exclusive); default now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Write to this file (in place only once complete); default stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Read archive or export files back into the config's database. Every line is checked
+    /// first (a bad one stops it before anything is written); events already there are left
+    /// as they are, so importing twice adds nothing. Imported events are not delivered.
+    Import {
+        /// Archive or export files (gzip or plain JSON Lines).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The config file of the database to import into (a SQLite gateway must be stopped).
+        #[arg(long, env = "HOOKWARDEN_CONFIG", default_value = "hookwarden.toml")]
+        config: PathBuf,
+    },
     /// Operator tokens.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -469,6 +499,10 @@ fn remote(command: Command) -> ExitCode {
                 let new = cli::NewToken { name, role, sources, expires };
                 cli::tokens_create(&api(&remote)?, new, remote.json).await
             }
+            Command::Export { config, source, since, until, output } => {
+                cli::export(cli::ExportArgs { config, source, since, until, output }).await
+            }
+            Command::Import { files, config } => cli::import(&config, &files).await,
             Command::Tokens(TokensCommand::List { remote }) => cli::tokens_list(&api(&remote)?, remote.json).await,
             Command::Tokens(TokensCommand::Revoke { id, remote }) => {
                 cli::tokens_revoke(&api(&remote)?, &id, remote.json).await

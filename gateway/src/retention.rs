@@ -1,21 +1,28 @@
 //! The purge: a background task that applies each source's retention (SPEC.md "Retention").
 //!
-//! Every `run_every` (the shortest of the config's), one pass over the store: payloads of
+//! Every `run_every` (the shortest of the config's) the purger wakes, and purges the sources
+//! whose own `run_every` has passed since their last run: first the archive of those that
+//! have one (see `crate::archive`: of theirs only what it wrote may go), then payloads of
 //! settled events past `payloads`, then whole events (settled past `events`, unsettled past
 //! `unsettled`, none held by a pending retry or a running replay), then body hashes past
 //! their source's `body_dedup_window`. Each in batches of their own short transactions with a
 //! pause between them, so ingest keeps the writer. On PostgreSQL one gateway purges at a time
 //! (an advisory lock; the others skip that run). Ages count from when an event was received,
-//! on the injected clock. The audit log is never purged.
+//! on the injected clock; the runs' schedule is the monotonic clock's. The audit log is never
+//! purged.
 //!
 //! Architecture invariant: this module decides what is due and when; only `store` knows how
 //! rows are found and deleted.
 
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::archive::ArchiveError;
 use crate::clock::SharedClock;
 use crate::config::{Config, Retention};
 use crate::store::{BatchPurged, Cursor, Cutoffs, PurgePlan, Store, StoreError};
@@ -25,9 +32,21 @@ const BATCH: usize = 500;
 /// The pause between batches, in which ingest and deliveries take the writer.
 const PAUSE: Duration = Duration::from_millis(2);
 
-/// What one run removed.
+/// Why a run stopped; the next run goes on from where it did.
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+/// What one run archived and removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PurgeReport {
+    /// Events the archive wrote out first, and into how many files.
+    pub archived: u64,
+    pub archive_files: u64,
     /// Events whose payload went (their rows stay).
     pub payloads: u64,
     /// Events that went whole.
@@ -58,15 +77,31 @@ pub struct Purger {
     clock: SharedClock,
     global: Retention,
     sources: Vec<(String, Retention, Option<Duration>)>,
+    /// The sources that archive before a purge, and where.
+    archive_dirs: BTreeMap<String, PathBuf>,
     /// Batches of at most this many events (tests make it small to see a run in pieces).
     batch: usize,
+    /// When each source was last purged (`None`: the sources no longer configured, on the
+    /// global `run_every`), on the monotonic clock: each is purged on its own `run_every`.
+    last_runs: Mutex<HashMap<Option<String>, Instant>>,
 }
 
 impl Purger {
     pub fn new(store: Store, config: &Config, clock: SharedClock) -> Self {
         let sources =
             config.sources.iter().map(|s| (s.name.clone(), s.retention.clone(), s.body_dedup_window)).collect();
-        Self { store, status: PurgeStatus::default(), clock, global: config.retention.clone(), sources, batch: BATCH }
+        let archive_dirs =
+            config.sources.iter().filter_map(|s| Some((s.name.clone(), s.retention.archive_dir.clone()?))).collect();
+        Self {
+            store,
+            status: PurgeStatus::default(),
+            clock,
+            global: config.retention.clone(),
+            sources,
+            archive_dirs,
+            batch: BATCH,
+            last_runs: Mutex::default(),
+        }
     }
 
     /// Where the last run is kept.
@@ -74,13 +109,39 @@ impl Purger {
         self.status.clone()
     }
 
-    /// How often runs happen: the shortest `run_every` of the config.
+    /// How often the purger wakes: the shortest `run_every` of the config; each run purges
+    /// the sources whose own `run_every` has passed.
     pub fn period(&self) -> Duration {
         self.sources.iter().map(|(_, r, _)| r.run_every).chain([self.global.run_every]).min().expect("the global one")
     }
 
-    /// What may go at `now` (unix ms).
-    pub fn plan(&self, now: i64) -> PurgePlan {
+    /// Which sources' `run_every` has passed since their last purge (at `at`), marking them
+    /// purged now; `None` stands for the sources no longer configured (global `run_every`).
+    fn due(&self, at: Instant) -> Vec<Option<String>> {
+        let mut last = self.last_runs.lock().expect("last runs");
+        let every = self
+            .sources
+            .iter()
+            .map(|(name, r, _)| (Some(name.clone()), r.run_every))
+            .chain([(None, self.global.run_every)]);
+        // A tick may come a little early of a period that equals the ticker's.
+        const SLACK: Duration = Duration::from_millis(20);
+        every
+            .filter(|(key, run_every)| {
+                let due = last.get(key).is_none_or(|ran| at + SLACK >= *ran + *run_every);
+                if due {
+                    last.insert(key.clone(), at);
+                }
+                due
+            })
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// What may go at `now` (unix ms), of the sources `due` (the others keep everything).
+    pub fn plan(&self, now: i64, due: &[Option<String>]) -> PurgePlan {
+        let nothing = Cutoffs { payloads: i64::MIN, events: i64::MIN, unsettled: i64::MIN, body_hashes: i64::MIN };
+        let is_due = |name: Option<&String>| due.iter().any(|d| d.as_ref() == name);
         let before = |age: Duration| now.saturating_sub(age.as_millis().min(i64::MAX as u128) as i64);
         let cutoffs = |r: &Retention, window: Option<Duration>| Cutoffs {
             payloads: before(r.payloads),
@@ -90,19 +151,39 @@ impl Purger {
             body_hashes: window.map_or(i64::MAX, before),
         };
         PurgePlan {
-            sources: self.sources.iter().map(|(name, r, window)| (name.clone(), cutoffs(r, *window))).collect(),
-            others: cutoffs(&self.global, None),
+            sources: self
+                .sources
+                .iter()
+                .map(|(name, r, window)| {
+                    (name.clone(), if is_due(Some(name)) { cutoffs(r, *window) } else { nothing.clone() })
+                })
+                .collect(),
+            others: if is_due(None) { cutoffs(&self.global, None) } else { nothing },
             now,
+            archiving: self.archive_dirs.keys().cloned().collect(),
         }
     }
 
     /// One run, now; `None` when another gateway is purging (PostgreSQL).
-    pub async fn run_once(&self) -> Result<Option<PurgeReport>, StoreError> {
+    pub async fn run_once(&self) -> Result<Option<PurgeReport>, PurgeError> {
         let Some(_lock) = self.store.purge_lock().await? else {
             return Ok(None);
         };
-        let plan = self.plan(self.clock.now_ms());
+        let plan = self.plan(self.clock.now_ms(), &self.due(Instant::now()));
         let mut report = PurgeReport::default();
+        // An archive that cannot be written holds back its own sources' purge (their events
+        // are not marked written), not the others': the purge goes on, and the run fails after.
+        let mut archive_failed = None;
+        if !self.archive_dirs.is_empty() {
+            match crate::archive::archive(&self.store, &plan, &self.archive_dirs, plan.now).await {
+                Ok(archived) => {
+                    metrics::counter!("hookwarden_archived_events_total").increment(archived.events);
+                    report.archived = archived.events;
+                    report.archive_files = archived.files;
+                }
+                Err(err) => archive_failed = Some(err),
+            }
+        }
         let mut cursor: Cursor = None;
         loop {
             let (batch, next) = self.store.purge_payloads(&plan, &cursor, self.batch).await?;
@@ -136,7 +217,10 @@ impl Purger {
         }
         self.return_free_pages().await?;
         *self.status.lock().expect("purge status") = Some(LastPurge { at: self.clock.now_ms(), report });
-        Ok(Some(report))
+        match archive_failed {
+            Some(err) => Err(err.into()),
+            None => Ok(Some(report)),
+        }
     }
 
     /// SQLite: gives the pages the purge freed back to the file system, a step at a time

@@ -278,6 +278,11 @@ impl Gateway {
     }
 
     /// The running process's id.
+    /// The config file the gateway runs with (for the commands that take `--config`).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the gateway is running").id()
     }

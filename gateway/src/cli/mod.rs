@@ -3,8 +3,11 @@
 //! JSON with `--json`.
 //!
 //! Architecture invariant: the CLI never opens the database; everything goes through the
-//! API, so the server's checks, roles and audit log apply to the CLI too.
+//! API, so the server's checks, roles and audit log apply to the CLI too. The exceptions
+//! are the offline tools given a config file, which act on the store itself, as an operator
+//! with the database's credentials could: `storage compact`, `export` and `import`.
 
+mod archive;
 mod config_check;
 mod demo;
 mod jobs;
@@ -18,6 +21,7 @@ mod when;
 
 use serde_json::Value;
 
+pub use archive::{ExportArgs, export, import};
 pub use config_check::config_check;
 pub use demo::demo;
 pub use jobs::{ReplaysQuery, replays_act, replays_list, replays_show, replays_watch};

@@ -9,6 +9,7 @@
 //! write that the gateway acknowledges is committed with full durability (SQLite WAL with
 //! `synchronous=FULL`, PostgreSQL with `synchronous_commit=on`).
 
+mod archive;
 mod audit;
 mod batch;
 mod body_dedup;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use archive::{ArchivedAttempt, ArchivedEvent, ArchivedReceipt, ArchivedRow, DueForArchive, Imported};
 pub use audit::NewAuditEntry;
 pub use batch::{Batcher, Workers};
 pub use commit::CommitQueue;

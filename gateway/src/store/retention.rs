@@ -38,6 +38,9 @@ pub struct PurgePlan {
     pub others: Cutoffs,
     /// When the purge runs (unix ms): `payload_purged_at`.
     pub now: i64,
+    /// The sources that archive before a purge: of theirs only events the archive wrote
+    /// (`archived_at`) may go.
+    pub archiving: Vec<String>,
 }
 
 /// Rows one batch removed.
@@ -58,35 +61,35 @@ pub struct PurgeLock {
     _conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
 }
 
-const SETTLED: &str = "(e.outcome = 'confirmed' OR e.resolved_at IS NOT NULL)";
+pub(super) const SETTLED: &str = "(e.outcome = 'confirmed' OR e.resolved_at IS NOT NULL)";
 /// Neither a pending retry nor a running replay holds the event.
-const FREE: &str = "e.next_attempt_at IS NULL AND NOT EXISTS (SELECT 1 FROM replay_items ri \
+pub(super) const FREE: &str = "e.next_attempt_at IS NULL AND NOT EXISTS (SELECT 1 FROM replay_items ri \
      JOIN replays r ON r.id = ri.replay_id WHERE ri.event_id = e.id AND r.state = 'running')";
 
 /// The smallest event id of an event received at `ms` (ids are `evt_` and a ULID, whose
 /// first ten characters are the time).
-fn id_bound(ms: i64) -> String {
+pub(super) fn id_bound(ms: i64) -> String {
     format!("evt_{}", ulid::Ulid::from_parts(ms.clamp(0, (1 << 48) - 1) as u64, 0))
 }
 
 /// Statement text numbered for its backend, with its parameters in binding order.
-struct Sql {
+pub(super) struct Sql {
     backend: Backend,
-    text: String,
-    params: Vec<SqlParam>,
+    pub(super) text: String,
+    pub(super) params: Vec<SqlParam>,
 }
 
 impl Sql {
-    fn new(backend: Backend) -> Self {
+    pub(super) fn new(backend: Backend) -> Self {
         Self { backend, text: String::new(), params: Vec::new() }
     }
 
-    fn push(&mut self, text: &str) -> &mut Self {
+    pub(super) fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);
         self
     }
 
-    fn param(&mut self, p: SqlParam) -> &mut Self {
+    pub(super) fn param(&mut self, p: SqlParam) -> &mut Self {
         self.params.push(p);
         let m = mark(self.backend, self.params.len());
         self.text.push_str(&m);
@@ -94,7 +97,7 @@ impl Sql {
     }
 
     /// `CASE <column> WHEN 'a' THEN x … ELSE other END`: the cutoff of each row's source.
-    fn cutoff(&mut self, column: &str, plan: &PurgePlan, pick: fn(&Cutoffs) -> i64) -> &mut Self {
+    pub(super) fn cutoff(&mut self, column: &str, plan: &PurgePlan, pick: fn(&Cutoffs) -> i64) -> &mut Self {
         self.push(&format!("(CASE {column}"));
         for (source, cutoffs) in &plan.sources {
             self.push(" WHEN ").param(SqlParam::Text(source.clone()));
@@ -103,7 +106,15 @@ impl Sql {
         self.push(" ELSE ").param(SqlParam::Int(pick(&plan.others))).push(" END)")
     }
 
-    fn ids_in(&mut self, ids: &[String]) -> &mut Self {
+    /// ` AND …`: an archiving source's event only once the archive wrote it.
+    fn archived_first(&mut self, plan: &PurgePlan) -> &mut Self {
+        if plan.archiving.is_empty() {
+            return self;
+        }
+        self.push(" AND (e.archived_at IS NOT NULL OR e.source NOT IN ").ids_in(&plan.archiving).push(")")
+    }
+
+    pub(super) fn ids_in(&mut self, ids: &[String]) -> &mut Self {
         self.push("(");
         for (i, id) in ids.iter().enumerate() {
             if i > 0 {
@@ -116,7 +127,7 @@ impl Sql {
 }
 
 impl PurgePlan {
-    fn latest(&self, pick: fn(&Cutoffs) -> i64) -> i64 {
+    pub(super) fn latest(&self, pick: fn(&Cutoffs) -> i64) -> i64 {
         self.sources.iter().map(|(_, c)| pick(c)).chain([pick(&self.others)]).max().unwrap_or(i64::MIN)
     }
 }
@@ -158,6 +169,7 @@ impl Store {
             .param(SqlParam::Text(id_bound(plan.latest(|c| c.payloads))))
             .push(&format!(" AND {SETTLED} AND {FREE} AND e.received_at < "))
             .cutoff("e.source", plan, |c| c.payloads)
+            .archived_first(plan)
             .push(&format!(" ORDER BY p.event_id LIMIT {limit}"));
         if backend == Backend::Postgres {
             pick.push(" FOR UPDATE OF e SKIP LOCKED");
@@ -204,7 +216,9 @@ impl Store {
             .cutoff("e.source", plan, |c| c.events)
             .push(&format!(") OR (NOT {SETTLED} AND e.received_at < "))
             .cutoff("e.source", plan, |c| c.unsettled)
-            .push(&format!(")) ORDER BY e.id LIMIT {limit}"));
+            .push("))")
+            .archived_first(plan)
+            .push(&format!(" ORDER BY e.id LIMIT {limit}"));
         if backend == Backend::Postgres {
             pick.push(" FOR UPDATE SKIP LOCKED");
         }
