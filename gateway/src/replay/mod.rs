@@ -8,6 +8,7 @@
 
 pub mod executor;
 pub mod filter;
+pub mod pace;
 pub mod plan;
 pub mod rate;
 pub mod resolve;
