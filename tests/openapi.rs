@@ -69,7 +69,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         .with(&sign::receipt_keys_line(&[(&key, false)]))
         .with(&format!("status_url = \"{}\"", receiver.url("/status")))
         .ladder(&["1s"], 3);
-    let github = SourceSpec::new("github", "{ kind = \"github\" }", &receiver.url("/github"));
+    let github = SourceSpec::new("github", "{ kind = \"github\", secret = \"gh-secret\" }", &receiver.url("/github"));
     let gw = Gateway::start(&GatewaySpec::new(&db.url, vec![orders, github])).await;
 
     // Something to list and look at: events (one confirmed by a receipt), a replay, a token.

@@ -386,6 +386,10 @@ pub struct ReplayPlan {
     /// Whether a live run asks the handler first, and (a dry run) what its answer would settle.
     #[schema(value_type = Object)]
     pub ask_first: Value,
+    /// How the source's handler is doing now, and the rate it suggests (a dry run of one
+    /// source to its own handler; null otherwise).
+    #[schema(value_type = Option<Object>)]
+    pub handler: Option<Value>,
     /// The started job's id (202 only).
     pub id: Option<String>,
     /// `running` (202 only).
@@ -567,6 +571,16 @@ pub struct Summary {
     pub sources: BTreeMap<String, super::summary::Counts>,
     /// Oldest first, empty ones too.
     pub buckets: Vec<Bucket>,
+    /// When the window's first and last unsettled events arrived; null when none is.
+    pub gap: Option<GapBounds>,
+}
+
+#[derive(ToSchema)]
+pub struct GapBounds {
+    #[schema(format = DateTime)]
+    pub first_received_at: String,
+    #[schema(format = DateTime)]
+    pub last_received_at: String,
 }
 
 #[derive(ToSchema)]
