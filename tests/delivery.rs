@@ -235,3 +235,38 @@ async fn timeouts_and_refused_connections_are_retried() {
     assert!(log.iter().all(|a| a["status_code"].is_null() && a["error"].is_string()), "{event}");
     assert_eq!(event["error_code"], "delivery_exhausted");
 }
+
+/// During an outage the log tells the operator what they need, once: a WARN when the
+/// source's deliveries start failing (with the handler's answer), none per retry, one when
+/// they recover; and, written to a file rather than a terminal, no colour codes.
+#[tokio::test]
+async fn the_log_tells_when_a_source_starts_failing_and_when_it_recovers() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    receiver.set(Behaviour { status: 503, fail_first: 3, ..Behaviour::default() });
+    let gw = gateway(&db, orders(&receiver).ladder(&["100ms"], 5)).await;
+    for id in ["a", "b", "c", "d"] {
+        ingest(&gw, id).await;
+    }
+    eventually(Duration::from_secs(15), "every event delivered after three failures", || async {
+        (receiver.count() >= 16).then_some(())
+    })
+    .await;
+    let log = eventually(Duration::from_secs(5), "the recovery in the log", || async {
+        let log = gw.log();
+        log.contains("deliveries to source orders recovered").then_some(log)
+    })
+    .await;
+    let failing: Vec<_> = log.lines().filter(|l| l.contains("deliveries to source orders are failing")).collect();
+    assert_eq!(failing.len(), 1, "one line when the outage starts, not one per attempt:\n{log}");
+    assert!(failing[0].contains("WARN") && failing[0].contains("handler answered 503"), "{}", failing[0]);
+    assert!(!log.contains("still failing"), "12 failures within a second are one line:\n{log}");
+    let recovered: Vec<_> = log.lines().filter(|l| l.contains("recovered after")).collect();
+    assert_eq!(recovered.len(), 1, "{log}");
+    // The first success may come before the other events' last failures: at least the
+    // first event's three, at most all twelve.
+    let failures: u32 =
+        recovered[0].split("recovered after ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    assert!((3..=12).contains(&failures), "{}", recovered[0]);
+    assert!(!log.contains('\u{1b}'), "colour codes in a log written to a file:\n{log}");
+}

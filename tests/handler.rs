@@ -488,3 +488,18 @@ print(json.dumps({"body": body.decode(), "headers": headers}))
     assert_eq!(got["headers"]["receipt-timestamp"], value("receipt-timestamp"));
     assert_eq!(got["headers"]["receipt-key"], value("receipt-key"));
 }
+
+/// `orders-handler --help` says what to set (the receipt key, the database, the gateway) and
+/// how to make it fail an event; an argument it does not take is refused, pointing at it.
+#[test]
+fn the_example_handler_says_how_to_run_it() {
+    let help = std::process::Command::new(orders_handler_binary()).arg("--help").output().unwrap();
+    assert!(help.status.success(), "{help:?}");
+    let text = String::from_utf8(help.stdout).unwrap();
+    for needed in ["RECEIPT_KEY_ID, RECEIPT_KEY_SEED", "HANDLER_DATABASE_URL", "HOOKWARDEN_URL", "\"fail\": true"] {
+        assert!(text.contains(needed), "no `{needed}` in:\n{text}");
+    }
+    let wrong = std::process::Command::new(orders_handler_binary()).arg("--port").output().unwrap();
+    assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("see --help"), "{wrong:?}");
+}

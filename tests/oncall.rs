@@ -130,6 +130,29 @@ async fn resolutions_are_counted_as_resolved_and_not_replayed_unless_named(kind:
     let bucket = summary["buckets"].as_array().unwrap().iter().find(|b| b["total"] == 4).expect("the events' bucket");
     assert_eq!((bucket["resolved"].as_i64(), bucket["confirmed"].as_i64()), (Some(1), Some(0)), "{summary}");
     assert_eq!(gw.event(&ids[0]).await.unwrap()["attempt_log"].as_array().unwrap().len(), 1, "history kept");
+    // The gap to the event, not only its bucket: from the first unsettled event to the last.
+    let (first, last) = (gw.event(&ids[1]).await.unwrap(), gw.event(&ids[3]).await.unwrap());
+    let gap = json!({ "first_received_at": first["received_at"], "last_received_at": last["received_at"] });
+    assert_eq!(summary["gap"], gap, "{summary}");
+    let table = stdout(&hookwarden(&gw, &["summary", "--source", "orders", "--bucket", "24h"]).await);
+    assert!(table.contains("failed 0, resolved 1"), "{table}");
+    assert!(
+        table.contains(&format!(
+            "gap: unsettled events received from {} to {}",
+            first["received_at"].as_str().unwrap(),
+            last["received_at"].as_str().unwrap()
+        )),
+        "{table}"
+    );
+    let header = table.lines().find(|l| l.starts_with("BUCKET")).unwrap_or_else(|| panic!("{table}"));
+    assert!(header.trim_end().ends_with("FAILED  RESOLVED"), "{table}");
+    let row = table.lines().find(|l| l.ends_with("<- gap")).unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[1..],
+        ["0", "3", "0", "0", "1", "<-", "gap"],
+        "confirmed unknown overdue failed resolved: {table}"
+    );
 
     // Not eligible in a window; eligible when named by id.
     let dry = hookwarden(&gw, &["replay", "orders", "--since", "1h"]).await;
@@ -276,7 +299,46 @@ on_both_backends!(
     the_limit_says_what_it_leaves_out_and_how_to_continue,
     resolutions_are_counted_as_resolved_and_not_replayed_unless_named,
     replays_are_listed_paused_and_resumed,
+    the_dry_run_judges_the_handlers_pace,
 );
+
+/// The dry run judges the handler as it is now: still failing (most of its latest attempts
+/// failed, with the cause), or answering, with a rate suggested from its pace that the
+/// printed live command carries.
+async fn the_dry_run_judges_the_handlers_pace(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    outage(&gw, &receiver, "pace", 30).await;
+    let dry = stdout(&hookwarden(&gw, &["replay", "orders", "--since", "1h"]).await);
+    assert!(dry.contains("Handler       last 15 minutes: 30 attempts, 0% answered 2xx"), "{dry}");
+    assert!(dry.contains("STILL FAILING: 20 of its last 20 attempts failed (most: HTTP 500)"), "{dry}");
+    assert!(!dry.contains("Suggested"), "{dry}");
+
+    // The handler is back: new events go through at once.
+    for i in 0..25 {
+        let (status, answer) =
+            gw.ingest("orders", &[], json!({ "id": format!("back-{i}") }).to_string().as_bytes()).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    eventually(Duration::from_secs(20), "the new events delivered", || async {
+        (receiver.count() >= 55).then_some(())
+    })
+    .await;
+    let out = hookwarden(&gw, &["replay", "orders", "--since", "1h", "--json"]).await;
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pace = &plan["handler"];
+    assert_eq!((pace["attempts"].as_i64(), pace["succeeded"].as_i64()), (Some(55), Some(25)), "{plan}");
+    assert_eq!(pace["still_failing"], false, "{plan}");
+    // A local handler answers in milliseconds: the suggestion is capped.
+    assert_eq!(pace["suggested_rate"], 50.0, "{plan}");
+    let dry = stdout(&hookwarden(&gw, &["replay", "orders", "--since", "1h"]).await);
+    assert!(dry.contains("Suggested     --rate 50: about 1s (estimated at current handler throughput"), "{dry}");
+    assert!(dry.contains("--rate 50 --no-dry-run"), "the live command carries the suggestion: {dry}");
+    // The operator's own rate stands.
+    let mine = stdout(&hookwarden(&gw, &["replay", "orders", "--since", "1h", "--rate", "5"]).await);
+    assert!(mine.contains("--rate 5 --no-dry-run"), "{mine}");
+}
 
 /// A viewer may dry-run (it changes nothing), audited as the viewer's; a live run is refused.
 #[tokio::test]
@@ -305,10 +367,14 @@ async fn a_viewer_may_dry_run() {
 
 /// `hookwarden …` with the admin token, run under a pseudo-terminal (`script`), so that a
 /// Ctrl-C typed into it reaches the command as a person's would: stdin is the terminal's
-/// keyboard, stdout all it shows.
+/// keyboard, stdout all it shows. `script` starts the command through a shell; `exec`
+/// makes the command replace it, since dash (Debian's `sh`, used when `SHELL` is unset, as
+/// in CI) would otherwise wait in the terminal's foreground group and die of the Ctrl-C
+/// itself, turning the command's own exit code into 130.
 fn under_a_terminal(gw: &Gateway, args: &str) -> tokio::process::Child {
     tokio::process::Command::new("script")
-        .args(["-q", "-e", "-c", &format!("{} {args}", env!("CARGO_BIN_EXE_hookwarden")), "/dev/null"])
+        .args(["-q", "-e", "-c", &format!("exec {} {args}", env!("CARGO_BIN_EXE_hookwarden")), "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .env("HOOKWARDEN_URL", gw.url(""))
         .env("HOOKWARDEN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "error")

@@ -75,8 +75,50 @@ struct App {
     key: ReceiptKey,
 }
 
+/// What `orders-handler --help` prints: its settings, all from the environment.
+const HELP: &str = "\
+orders-handler: an example hookwarden handler. It records each forwarded event as an order
+in its database and confirms it to the gateway with a signed receipt, through an outbox.
+
+Usage: orders-handler            (settings come from the environment)
+
+Settings:
+  RECEIPT_KEY_ID, RECEIPT_KEY_SEED   required: the handler's receipt key, as printed by
+                                     `hookwarden keys generate`; its public half goes into the
+                                     source's `receipt_keys` (demo key of the example config:
+                                     orders-1 / wyuvxtBuk7iKv4TlOIxbWp49Pqpp5VhWAoiiOzOGyiE=)
+  HANDLER_LISTEN                     address to listen on (default 127.0.0.1:3000)
+  HANDLER_DATABASE_URL               sqlite://orders.db (default) or a postgres:// URL
+  HOOKWARDEN_URL                     the gateway, where receipts go (default http://127.0.0.1:8080)
+  SIGNING_SECRET                     the source's signing_secret (default: the example's)
+  SIGNING_SECRET_<SOURCE>            the same for one source, e.g. SIGNING_SECRET_GITHUB
+  FLUSH_INTERVAL_MS                  how often the outbox is flushed besides after commits (500)
+  HANDLER_PAUSE_FLUSH=1              never post receipts (to try a lost receipt)
+  RUST_LOG                           log filter (default info); logs go to stderr
+
+Routes:
+  POST /webhooks/{source}            forwards from the gateway
+  POST /hookwarden/status/{source}   the gateway's status probe (the source's status_url)
+  GET  /orders                       the orders recorded, as JSON
+
+To make it fail an event: send one whose body has \"fail\": true. The handler answers 422
+and sends a `failed` receipt with error code E_REJECTED. To make it fail everything, stop it:
+the gateway's retries and the gap view show the outage.
+";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("-h" | "--help") => {
+            print!("{HELP}");
+            return Ok(());
+        }
+        Some(other) => {
+            eprintln!("orders-handler: unexpected argument `{other}`: settings come from the environment; see --help");
+            std::process::exit(2);
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()); // no colour codes in log files
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();

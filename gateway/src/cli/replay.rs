@@ -102,8 +102,9 @@ impl ReplayArgs {
         let mut flag = |name: &str, value: &Value| {
             if let Some(v) = value.as_str() {
                 parts.push(format!("--{name} {}", shell_quote(v)));
-            } else if value.is_number() {
-                parts.push(format!("--{name} {value}"));
+            } else if let Some(n) = value.as_f64() {
+                // As a person types it: `--rate 5`, not `5.0`.
+                parts.push(format!("--{name} {n}"));
             }
         };
         flag("since", &request["since"]);
@@ -120,7 +121,13 @@ impl ReplayArgs {
             Some(limit) => flag("limit", &json!(limit)),
             None => flag("limit", &request["limit"]),
         }
-        flag("rate", &request["rate"]);
+        // The operator's rate, or else the one suggested from the handler's pace.
+        match (&request["rate"], plan["handler"]["suggested_rate"].as_f64()) {
+            (Value::Null, Some(suggested)) if suggested > plan["rate"].as_f64().unwrap_or(0.0) => {
+                flag("rate", &json!(suggested))
+            }
+            (rate, _) => flag("rate", rate),
+        }
         flag("to", &request["to"]);
         for id in &self.event_ids {
             parts.push(format!("--event-id {id}"));
@@ -311,6 +318,7 @@ pub fn dry_run_report(plan: &Value, live_command: &str, all_command: Option<&str
             plural(left_out)
         ));
     }
+    out.push_str(&handler_lines(&plan["handler"], eligible, rate));
     if let Some(to) = plan["to"].as_str() {
         out.push_str(&format!("Destination   {to} (instead of the source's handler)\n"));
     }
@@ -379,6 +387,43 @@ fn ask_first_line(preview: &Value) -> String {
         line.push_str("; the first 1000 items looked at");
     }
     line + "\n"
+}
+
+/// The handler as it is now, and the rate suggested from it; or that it is still failing.
+fn handler_lines(pace: &Value, eligible: i64, rate: f64) -> String {
+    if !pace.is_object() {
+        return String::new();
+    }
+    let minutes = pace["window_seconds"].as_i64().unwrap_or(0) / 60;
+    let attempts = count(pace, "attempts");
+    if attempts == 0 {
+        return format!(
+            "Handler       no attempts in the last {minutes} minutes to judge its pace from; the run starts at {rate}/s \
+             and slows down on 429/503\n"
+        );
+    }
+    let mut out = format!(
+        "Handler       last {minutes} minutes: {attempts} attempt{}, {}% answered 2xx, median {} ms, busiest minute {}/s\n",
+        plural(attempts),
+        count(pace, "succeeded") * 100 / attempts,
+        pace["median_latency_ms"].as_i64().map_or_else(|| "-".to_string(), |ms| ms.to_string()),
+        pace["busiest_per_second"].as_f64().unwrap_or(0.0)
+    );
+    if pace["still_failing"] == true {
+        out.push_str(&format!(
+            "              STILL FAILING: {} of its last {} attempts failed (most: {}). A live run now would fail too.\n",
+            count(pace, "latest_failed"),
+            count(pace, "latest"),
+            pace["latest_cause"].as_str().unwrap_or("?")
+        ));
+    } else if let Some(suggested) = pace["suggested_rate"].as_f64().filter(|s| *s > rate) {
+        out.push_str(&format!(
+            "Suggested     --rate {suggested}: about {} (estimated at current handler throughput: half what it showed, \
+             and the run slows down on 429/503)\n",
+            human_seconds((eligible as f64 / suggested).ceil())
+        ));
+    }
+    out
 }
 
 fn human_seconds(s: f64) -> String {
@@ -467,7 +512,8 @@ pub(super) async fn watch(api: &Api, id: &str, eligible: u64, quiet: bool) -> Re
             // The job's state changes before its last results are written (a cancel answers
             // at once, the send in flight and the cancelled items are counted after): the
             // counts printed are the job's final ones, or said not to be.
-            if job["settled"] == false && settle_wait < 20 {
+            // Up to 15 s: on a loaded gateway the last results' group commit can take seconds.
+            if job["settled"] == false && settle_wait < 60 {
                 settle_wait += 1;
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;

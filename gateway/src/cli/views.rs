@@ -367,25 +367,36 @@ pub async fn summary(
     let t = &v["totals"];
     println!("{} -> {}", s(&v["since"]), s(&v["until"]));
     println!(
-        "total {}: confirmed {}, unknown {} (overdue {}), failed {}",
-        t["total"], t["confirmed"], t["unknown"], t["overdue"], t["failed"]
+        "total {}: confirmed {}, unknown {} (overdue {}), failed {}, resolved {}",
+        t["total"], t["confirmed"], t["unknown"], t["overdue"], t["failed"], t["resolved"]
     );
     if let Some(codes) = v["failed_by_error_code"].as_object().filter(|c| !c.is_empty()) {
         let codes: Vec<String> = codes.iter().map(|(code, n)| format!("{code} {n}")).collect();
         println!("failed by error code: {}", codes.join(", "));
     }
-    println!("\n{:<25} {:>9} {:>9} {:>9} {:>9}", "BUCKET", "CONFIRMED", "UNKNOWN", "OVERDUE", "FAILED");
-    for b in v["buckets"].as_array().into_iter().flatten().filter(|b| b["total"] != 0) {
-        let gap = if b["unknown"] != 0 || b["failed"] != 0 { "  <- gap" } else { "" };
-        println!(
-            "{:<25} {:>9} {:>9} {:>9} {:>9}{gap}",
-            s(&b["start"]),
-            b["confirmed"],
-            b["unknown"],
-            b["overdue"],
-            b["failed"]
-        );
+    match v["gap"].as_object() {
+        Some(gap) => println!(
+            "gap: unsettled events received from {} to {}",
+            s(&gap["first_received_at"]),
+            s(&gap["last_received_at"])
+        ),
+        None => println!("gap: none (every event in the window is settled)"),
     }
+    let mut table = Table::new(&["BUCKET", "CONFIRMED", "UNKNOWN", "OVERDUE", "FAILED", "RESOLVED", ""]);
+    for b in v["buckets"].as_array().into_iter().flatten().filter(|b| b["total"] != 0) {
+        let gap = if b["unknown"] != 0 || b["failed"] != 0 { "<- gap" } else { "" };
+        table.row(vec![
+            s(&b["start"]).to_string(),
+            b["confirmed"].to_string(),
+            b["unknown"].to_string(),
+            b["overdue"].to_string(),
+            b["failed"].to_string(),
+            b["resolved"].to_string(),
+            gap.to_string(),
+        ]);
+    }
+    println!();
+    print!("{table}");
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use tokio::sync::{Notify, Semaphore, watch};
 
+use super::health::{self, SourceHealth};
 use super::{ForwardRequest, Forwarder, NextStep, idempotency_key};
 use crate::clock::SharedClock;
 use crate::config::{Config, DeliveryConfig, LEASE_MARGIN, SourceConfig};
@@ -52,6 +53,8 @@ pub struct Dispatcher {
     /// its source's turn can be claimed again, by this gateway too: that claim is dropped
     /// here, the delivery already under way goes on (and renews the lease before it sends).
     delivering: Mutex<HashSet<EventId, foldhash::fast::RandomState>>,
+    /// Tells the log when a source's deliveries start failing and when they recover.
+    health: SourceHealth,
 }
 
 /// Lets the ingest path nudge the dispatcher after a commit.
@@ -98,6 +101,7 @@ impl Dispatcher {
             fresh,
             next_claim: Mutex::new(Instant::now()),
             delivering: Mutex::new(HashSet::default()),
+            health: SourceHealth::new(health::TELL_EVERY),
         })
     }
 
@@ -243,6 +247,14 @@ impl Dispatcher {
         // waiting for the group commit of its result must not hold the next one back.
         drop(lane_permit);
         let now = self.clock.now_ms();
+        let told = if result.succeeded() {
+            self.health.succeeded(&due.source, now)
+        } else {
+            self.health.failed(&due.source, &health::cause(result.status, result.error.as_deref()), now)
+        };
+        if let Some(line) = told {
+            line.log();
+        }
         let completion = if result.succeeded() {
             Completion::Delivered { at: now }
         } else {

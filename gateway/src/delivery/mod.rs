@@ -7,6 +7,7 @@
 
 mod dispatcher;
 mod forwarder;
+mod health;
 mod ladder;
 
 pub use dispatcher::{Dispatcher, DispatcherHandle};

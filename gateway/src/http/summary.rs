@@ -70,6 +70,8 @@ pub struct GapView {
     pub sources: BTreeMap<String, Counts>,
     /// Each bucket's start (unix ms) and counts, oldest first, empty ones too.
     pub buckets: Vec<(i64, Counts)>,
+    /// When the first and the last unsettled event of the window arrived (unix ms), if any.
+    pub gap: Option<(i64, i64)>,
 }
 
 /// The gap view the caller may see: `GET /v1/summary`'s answer, and the console's overview.
@@ -110,6 +112,7 @@ pub async fn gap_view(app: &AppState, caller: &Caller, p: &Params) -> Result<Gap
         buckets.insert(start, Counts::default());
     }
     let mut failed_by_error_code: BTreeMap<String, i64> = BTreeMap::new();
+    let mut gap: Option<(i64, i64)> = None;
     for source in sources {
         let query = SummaryQuery {
             source: source.name.clone(),
@@ -119,6 +122,9 @@ pub async fn gap_view(app: &AppState, caller: &Caller, p: &Params) -> Result<Gap
             overdue_before: now - source.receipt_sla.as_millis() as i64,
         };
         let rows = app.store.summary(&query).await?;
+        if let Some((first, last)) = app.store.gap_bounds(&query).await? {
+            gap = Some(gap.map_or((first, last), |(f, l)| (f.min(first), l.max(last))));
+        }
         for (code, n) in app.store.failed_by_error_code(&query).await? {
             // Codes are never empty; "" counts failed events without one.
             *failed_by_error_code.entry(code.unwrap_or_default()).or_default() += n;
@@ -143,6 +149,7 @@ pub async fn gap_view(app: &AppState, caller: &Caller, p: &Params) -> Result<Gap
         failed_by_error_code,
         sources: per_source,
         buckets: buckets.into_iter().collect(),
+        gap,
     })
 }
 
@@ -171,6 +178,7 @@ async fn summary(
         "failed_by_error_code": view.failed_by_error_code,
         "sources": view.sources,
         "buckets": buckets,
+        "gap": view.gap.map(|(first, last)| json!({ "first_received_at": format_ms(first), "last_received_at": format_ms(last) })),
     })))
 }
 

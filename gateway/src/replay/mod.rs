@@ -9,6 +9,7 @@
 pub mod executor;
 pub mod filter;
 pub mod jobs;
+pub mod pace;
 pub mod plan;
 pub mod rate;
 pub mod resolve;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::filter::{self, Filter, FilterError};
+use super::pace::{self, HandlerPace};
 use crate::access::{Role, SourceScope};
 use crate::config::SourceConfig;
 use crate::delivery::idempotency_key;
@@ -132,6 +133,8 @@ pub struct ReplayPlan {
     pub rate: f64,
     pub risk: Risk,
     pub sample: Vec<Value>,
+    /// The source's handler as it is now (a dry run of one source's events to its handler).
+    pub pace: Option<HandlerPace>,
     /// The selection of eligible events, for the executor.
     pub selection: Selection,
 }
@@ -176,6 +179,7 @@ impl ReplayPlan {
             "sample": self.sample,
             "estimated_seconds": self.estimated_seconds(),
             "risk": self.risk,
+            "handler": self.pace,
         })
     }
 }
@@ -279,8 +283,17 @@ pub async fn plan(
             })
         })
         .collect();
+    // What the handler shows now, so the dry run can suggest a rate (or warn that it is
+    // still failing). A live run needs none of it: it paces itself from the answers.
+    let pace = match (&request.source, &request.to) {
+        (Some(source), None) if !live => {
+            Some(pace::judge(&store.recent_attempts(source, now_ms - pace::WINDOW_MS).await?, now_ms))
+        }
+        _ => None,
+    };
     Ok(ReplayPlan {
         eligible: eligible_in_scope.min(limit),
+        pace,
         request,
         since,
         until,

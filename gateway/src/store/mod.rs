@@ -21,6 +21,7 @@ mod handoff;
 mod health;
 mod ingest;
 mod receipts;
+mod recent_attempts;
 mod replays;
 mod retention;
 mod retry;
@@ -44,6 +45,7 @@ pub use events::{EventDetail, EventQuery, Payload, Resolving};
 pub use handoff::{FreshDeliveries, Handoff, handoff};
 pub use health::NotReady;
 pub use receipts::{NewReceipt, Recorded, SendCheck, StoredReceipt};
+pub use recent_attempts::RecentAttempt;
 pub use replays::{
     FailureCause, ItemResult, Loaded, NewReplay, Paused, ReplayCounts, ReplayItem, ReplayJob, ReplayListQuery,
     ReplayPage, SampleEvent, SendableEvent, Toggle,

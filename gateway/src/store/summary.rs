@@ -28,6 +28,9 @@ const SUMMARY: &str = "SELECT (received_at / $4) * $4 AS bucket, outcome, \
      COUNT(*) AS n FROM events WHERE source = $1 AND received_at >= $2 AND received_at < $3 \
      GROUP BY 1, 2, 3 ORDER BY 1";
 
+const GAP_BOUNDS: &str = "SELECT MIN(received_at), MAX(received_at) FROM events \
+     WHERE source = $1 AND received_at >= $2 AND received_at < $3 AND outcome IN ('unknown', 'failed')";
+
 const FAILED_BY_CODE: &str = "SELECT error_code, COUNT(*) AS n FROM events \
      WHERE source = $1 AND received_at >= $2 AND received_at < $3 AND outcome = 'failed' GROUP BY error_code";
 
@@ -54,6 +57,15 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// When the first and the last unsettled (`unknown` or `failed`) event of the query's
+    /// window arrived: the gap to the minute, not only its buckets.
+    pub async fn gap_bounds(&self, q: &SummaryQuery) -> Result<Option<(i64, i64)>, StoreError> {
+        let (first, last): (Option<i64>, Option<i64>) = with_pool!(self, pool => {
+            sqlx::query_as(GAP_BOUNDS).bind(&q.source).bind(q.since).bind(q.until).fetch_one(pool).await?
+        });
+        Ok(first.zip(last))
     }
 
     /// The `failed` events of the query's window by their error code (`None` for none), for
