@@ -21,6 +21,7 @@ mod hostile_requests;
 mod ingest;
 mod ingest_guards;
 mod oncall;
+mod openapi;
 mod probe;
 mod python_sdk;
 mod receipts;

@@ -67,7 +67,7 @@ impl EventIds {
 }
 
 /// What the application did with an event, as far as receipts tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Confirmed,
@@ -100,7 +100,7 @@ impl Outcome {
 }
 
 /// Where the gateway stands in handing an event over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     /// An attempt is scheduled (`next_attempt_at`).
@@ -285,7 +285,7 @@ pub struct Attempt {
     pub response_excerpt: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptKind {
     /// The first forward or a retry on the ladder.

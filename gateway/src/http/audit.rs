@@ -2,25 +2,32 @@
 //! anywhere in the API) edits or deletes an entry.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, State};
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{AppState, Caller, Role, format_ms, parse_rfc3339};
 use crate::audit::AuditEntry;
 use crate::error::ApiError;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// RFC 3339, inclusive.
+    #[param(format = DateTime)]
     pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// Entries about this subject only (an event id, a replay id, a token id).
     pub subject: Option<String>,
     /// Entries after this sequence number (the cursor).
     pub after: Option<i64>,
+    /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -45,6 +52,20 @@ pub async fn audit_page(
     Ok((entries, next))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    summary = "The audit log, oldest first",
+    description = "Append-only and hash-chained (`prev_hash`, `hash`): who did what to which subject. \
+        Paged with `after` (the last page's `next_after`). Needs a token for every source.",
+    params(Params),
+    responses(
+        (status = 200, description = "A page of entries", body = super::openapi::AuditPage),
+        (status = 400, description = "A parameter does not parse (`invalid_query`, `invalid_time`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("viewer")))
+)]
 async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -65,6 +86,6 @@ async fn list(
     Ok(Json(json!({ "entries": shown, "next_after": next })))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/audit", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }

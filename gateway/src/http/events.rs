@@ -1,13 +1,14 @@
 //! `GET /v1/events` (newest first, cursor paging) and `GET /v1/events/{id}`.
 
 use axum::Json;
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use axum::extract::{Query, State};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::segment::Segment;
 use super::time::{format_ms, parse_rfc3339};
 use super::{AppState, Caller, Role};
 use crate::delivery::idempotency_key;
@@ -20,16 +21,25 @@ use crate::store::{EventDetail, EventQuery, Resolving, Selection, StoredReceipt}
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     pub source: Option<String>,
+    /// RFC 3339, inclusive.
+    #[param(format = DateTime)]
     pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    #[param(format = DateTime)]
     pub until: Option<String>,
+    #[param(value_type = Option<Outcome>)]
     pub outcome: Option<String>,
     /// The replay filter language (`outcome = unknown AND attempts < 3`).
     pub filter: Option<String>,
+    /// 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The last page's `next_cursor`.
     pub cursor: Option<String>,
     /// The provider's own event id (Stripe's `evt_…`, `X-GitHub-Delivery`, `webhook-id`).
     pub provider_id: Option<String>,
@@ -124,6 +134,22 @@ pub async fn list_page(app: &AppState, caller: &Caller, p: ListParams) -> Result
     Ok(EventPage { events, next_cursor })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    summary = "List events, newest first",
+    description = "The events the token may see (its source scope), filtered by source, time \
+        window (`since` inclusive, `until` exclusive, RFC 3339), outcome, the replay filter language \
+        and the provider's id; paged with `cursor` (the last page's `next_cursor`).",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of events", body = super::openapi::EventPage),
+        (status = 400, description = "A parameter does not parse: `invalid_query`, `invalid_time`, or \
+            `filter_invalid`", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("viewer")))
+)]
 async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -153,7 +179,22 @@ pub async fn detail(app: &AppState, caller: &Caller, id: &str) -> Result<(EventD
     Ok((detail, receipts))
 }
 
-async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    tag = "events",
+    summary = "One event with its payload, receipts and attempts",
+    description = "The event as lists show it, with the body and headers as the provider sent them \
+        (absent once retention purged them: `payload` is `purged`), its receipts and its attempt log. \
+        An event outside the token's source scope is not there for it (404).",
+    params(("id" = String, Path, description = "The event's id (`evt_…`)")),
+    responses(
+        (status = 200, description = "The event", body = super::openapi::EventDetail),
+        (status = 404, description = "No such event (`event_unknown`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("viewer")))
+)]
+async fn show(State(app): State<AppState>, caller: Caller, Segment(id): Segment) -> Result<Json<Value>, ApiError> {
     let (detail, receipts) = detail(&app, &caller, &id).await?;
     let mut out = event_json(&app, &detail.summary, app.clock.now_ms());
     let object = out.as_object_mut().expect("event json is an object");
@@ -210,9 +251,11 @@ async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String
     Ok(Json(out))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resolve {
+    /// Why the gap is closed without replay (audited).
+    #[schema(min_length = 1)]
     pub note: String,
 }
 
@@ -248,10 +291,29 @@ pub async fn resolve_with_note(app: &AppState, caller: &Caller, id: &str, req: R
 }
 
 /// `POST /v1/events/{id}/resolve`: close a gap without replay, with a note (audited).
+#[utoipa::path(
+    post,
+    path = "/v1/events/{id}/resolve",
+    tag = "events",
+    summary = "Resolve one event with a note",
+    description = "Closes an `unknown` or `failed` event's gap without replay: its outcome becomes \
+        `resolved` (never `confirmed`), with the note and the token's name, audited in the same \
+        transaction.",
+    params(("id" = String, Path, description = "The event's id")),
+    request_body = Resolve,
+    responses(
+        (status = 200, description = "Resolved", body = super::openapi::EventResolved),
+        (status = 400, description = "No `note` (`note_required`) or a body that does not parse \
+            (`invalid_request`)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such event (`event_unknown`)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The event is settled already (`event_settled`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("operator")))
+)]
 async fn resolve(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Result<Json<Resolve>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
@@ -262,6 +324,23 @@ async fn resolve(
 
 /// `POST /v1/events/resolve`: resolve a selection (a window or ids, a filter) with one note,
 /// a dry run unless `"dry_run": false`; all of it with one audit entry, or nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/events/resolve",
+    tag = "events",
+    summary = "Resolve a selection of events with one note",
+    description = "A time window (`since`, `until`) or `event_ids`, narrowed by `source` and `filter`: \
+        a dry run (what would be resolved) unless `\"dry_run\": false`, which needs the operator role \
+        and resolves every `unknown` and `failed` event of the selection with one audit entry.",
+    request_body = crate::replay::resolve::ResolveRequest,
+    responses(
+        (status = 200, description = "What was (or would be) resolved", body = super::openapi::Resolution),
+        (status = 400, description = "A body or field that does not parse (`invalid_request`, \
+            `invalid_time`, `scope_required`, `note_required`, `filter_invalid`)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such source (`source_unknown`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("viewer")))
+)]
 async fn resolve_many(
     State(app): State<AppState>,
     caller: Caller,
@@ -276,10 +355,10 @@ async fn resolve_many(
     Ok(Json(done.to_json()))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events/resolve", axum::routing::post(resolve_many))
-        .route("/v1/events", get(list))
-        .route("/v1/events/{id}", get(show))
-        .route("/v1/events/{id}/resolve", axum::routing::post(resolve))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(resolve_many))
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(resolve))
 }

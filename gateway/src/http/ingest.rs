@@ -10,19 +10,20 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
+use super::segment::Segment;
 use crate::config::SourceConfig;
 use crate::domain::{BodyDedup, EventId, HeaderBytes, NewEvent, Stored};
 use crate::error::ApiError;
@@ -55,9 +56,38 @@ impl IngestLimits {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/ingest/{source}",
+    tag = "ingest",
+    summary = "A provider's webhook in",
+    description = "Checks, in this order: the source's rate limit (429 with `Retry-After`), that the \
+        source exists (404), the size (413, `max_body_bytes`), the provider's signature (401: \
+        `Stripe-Signature`, `X-Hub-Signature-256`, Standard Webhooks' `webhook-id`/`webhook-timestamp`/\
+        `webhook-signature`, or an HMAC header, as the source's `verify` says); then stores the event \
+        durably and only then answers 200. A provider's retry of an event it has is answered 200 with \
+        `duplicate`. No bearer token: the provider's signature is the authentication. The body is \
+        taken byte for byte, whatever its content type.",
+    params(("source" = String, Path, description = "The source's name in the config (`stripe`, `github`, …)")),
+    request_body(content = Option<Value>, content_type = "application/json",
+        description = "The provider's event as it sent it: any bytes (the source's signature check decides)"),
+    responses(
+        (status = 200, description = "Stored (or stored before: `duplicate`)", body = super::openapi::Ingested),
+        (status = 400, description = "The body could not be read (`body_unreadable`)", body = super::openapi::ErrorBody),
+        (status = 401, description = "The signature does not verify (`signature_missing`, `signature_malformed`, \
+            `signature_invalid`, `timestamp_stale`)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such source (`source_unknown`)", body = super::openapi::ErrorBody),
+        (status = 413, description = "Over `max_body_bytes` (`payload_too_large`)", body = super::openapi::ErrorBody),
+        (status = 429, description = "The source is over its `ingest_limit` (`rate_limited`); retry after \
+            `Retry-After` seconds", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds"))),
+        (status = 503, description = "Not stored (`store_unavailable`); the provider retries", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("none")))
+)]
 async fn ingest(
     State(app): State<AppState>,
-    Path(source_name): Path<String>,
+    Segment(source_name): Segment,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -188,7 +218,7 @@ async fn store(
     Ok(Json(json!({ "event_id": id, "duplicate": duplicate })))
 }
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> OpenApiRouter<AppState> {
     // The size limit is enforced in the handler, with our own error body.
-    Router::new().route("/ingest/{source}", post(ingest).layer(DefaultBodyLimit::disable()))
+    OpenApiRouter::new().routes(routes!(ingest)).layer(DefaultBodyLimit::disable())
 }

@@ -11,9 +11,11 @@ mod events;
 mod health;
 mod ingest;
 mod listener;
+mod openapi;
 mod receipts;
 mod reconcile;
 mod replays;
+mod segment;
 mod storage;
 mod summary;
 mod time;
@@ -25,6 +27,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, SourceConfig};
@@ -101,12 +105,21 @@ pub fn admin_router(state: AppState) -> Router {
     finish(admin_routes().merge(health::probes()), state)
 }
 
-fn public_routes() -> Router<AppState> {
-    Router::new().merge(ingest::router()).merge(receipts::router()).merge(health::probes())
+/// The OpenAPI document of every route of both listeners (`GET /openapi.json`), built from
+/// the same routers that serve them.
+pub fn document() -> serde_json::Value {
+    let routes = OpenApiRouter::with_openapi(openapi::Frame::openapi()).merge(public_routes()).merge(admin_routes());
+    openapi::finish(routes.into_openapi())
 }
 
-fn admin_routes() -> Router<AppState> {
-    Router::new()
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(ingest::router()).merge(receipts::router()).merge(health::probes())
+}
+
+/// Every route of the admin API. Each resource's routes go through utoipa-axum's `routes!`, so
+/// each has its entry in the document; the console's are HTML and stay out of it.
+fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(events::router())
         .merge(replays::router())
         .merge(reconcile::router())
@@ -114,12 +127,12 @@ fn admin_routes() -> Router<AppState> {
         .merge(tokens::router())
         .merge(summary::router())
         .merge(storage::router())
-        .merge(console::router())
+        .merge(OpenApiRouter::from(console::router()))
         .merge(health::metrics())
 }
 
-fn finish(routes: Router<AppState>, state: AppState) -> Router {
-    routes
+fn finish(routes: OpenApiRouter<AppState>, state: AppState) -> Router {
+    Router::from(routes)
         // Errors are JSON everywhere, also for a path or method the API does not have.
         .fallback(|| async { ApiError::not_found("route_unknown", "no such route") })
         .method_not_allowed_fallback(|| async {

@@ -1,14 +1,14 @@
 //! `POST /v1/receipts`: a handler's signed statement that it applied (or failed) an event.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use receipts_sdk::receipt::{Receipt, ReceiptHeaders};
 use serde_json::{Value, json};
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::error::ApiError;
@@ -18,6 +18,37 @@ use crate::telemetry;
 /// Receipts are small; anything larger is not one.
 const MAX_RECEIPT_BYTES: usize = 64 * 1024;
 
+#[utoipa::path(
+    post,
+    path = "/v1/receipts",
+    tag = "receipts",
+    summary = "A handler's signed receipt for an event",
+    description = "The handler says it applied (or failed, or ignored) an event: the receipt's JSON as \
+        the body, signed with a registered ed25519 key in four headers (SPEC.md, \"Receipts\"). A \
+        repeat of a receipt the ledger has is answered 200 with `duplicate`. No bearer token: the \
+        signature is the authentication. At most 64 KiB.",
+    params(
+        ("receipt-id" = String, Header, description = "The receipt's id; a retry reuses it"),
+        ("receipt-timestamp" = String, Header, description = "Unix seconds"),
+        ("receipt-key" = String, Header, description = "The registered key's id"),
+        ("receipt-signature" = String, Header, description = "`v1a,<base64 ed25519 signature>`"),
+    ),
+    request_body(content = Object, content_type = "application/json",
+        description = "The receipt: `event_id`, `status` (`applied`, `failed`, `ignored`) and what the wire format adds"),
+    responses(
+        (status = 200, description = "Recorded (or recorded before: `duplicate`)", body = super::openapi::ReceiptAccepted),
+        (status = 400, description = "The receipt's JSON is not one (`receipt_malformed`)", body = super::openapi::ErrorBody),
+        (status = 401, description = "Headers missing or not verifying (`receipt_header_missing`, \
+            `receipt_timestamp_invalid`, `receipt_timestamp_stale`, `receipt_signature_invalid`, \
+            `receipt_key_unknown`, `receipt_key_revoked`)", body = super::openapi::ErrorBody),
+        (status = 403, description = "The key may not speak for that event's source (`receipt_key_forbidden`)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such event (`event_unknown`)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The receipt id was used for another receipt (`receipt_id_conflict`)", body = super::openapi::ErrorBody),
+        (status = 413, description = "Over 64 KiB (`payload_too_large`)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Not recorded (`store_unavailable`); retry with the same id", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("none")))
+)]
 async fn post_receipt(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -81,6 +112,6 @@ fn receipt_span(headers: &HeaderMap, body: &[u8]) -> tracing::Span {
     span
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/receipts", post(post_receipt).layer(DefaultBodyLimit::disable()))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(post_receipt)).layer(DefaultBodyLimit::disable())
 }

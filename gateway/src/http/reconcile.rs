@@ -2,11 +2,11 @@
 //! record its answers, without replaying (docs/status-probe.md). Operator; audited.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{AppState, Caller};
 use crate::error::ApiError;
@@ -24,6 +24,23 @@ fn reconcile_error(err: ReconcileError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/reconcile",
+    tag = "reconcile",
+    summary = "Ask a source's handler about the unknown events of a window",
+    description = "Sends status probes to the source's `status_url` for its `unknown` events in the window \
+        (at most `limit`) and records the handler's signed answers as receipts, without replaying. \
+        Audited.",
+    request_body = crate::probe::reconcile::ReconcileRequest,
+    responses(
+        (status = 200, description = "What the handler's answers settled", body = super::openapi::Reconciled),
+        (status = 400, description = "A body or field that does not parse (`invalid_request`, `scope_required`)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such source (`source_unknown`)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The source has no `status_url` (`status_url_missing`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("operator")))
+)]
 async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -44,6 +61,6 @@ async fn create(
     })))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/reconcile", post(create))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create))
 }

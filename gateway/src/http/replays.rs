@@ -2,12 +2,13 @@
 //! `GET /v1/replays/{id}`, `POST /v1/replays/{id}/cancel`, `/pause` and `/resume`.
 
 use axum::Json;
-use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::segment::Segment;
 use super::{AppState, Caller, Role};
 use crate::error::ApiError;
 use crate::replay::plan::{PlanError, ReplayRequest, plan};
@@ -23,6 +24,27 @@ pub(super) fn plan_error(err: PlanError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/replays",
+    tag = "replays",
+    summary = "Plan a replay (dry run) or start one",
+    description = "A scope is mandatory: a window (`since`, optionally `until`) or `event_ids`, narrowed \
+        by `source` and `filter`. A dry run unless `\"dry_run\": false` (200 with counts, eligible \
+        events, a sample, the time it takes and the risk; audited). A live run needs the operator \
+        role and a `reason`, resends only `unknown` events (and `failed` with `include_failed`; \
+        `confirmed` only with `override_confirmed`), and answers 202 with the job's `id`. `to` \
+        (another destination) needs the admin role.",
+    request_body = crate::replay::plan::ReplayRequest,
+    responses(
+        (status = 200, description = "The plan (a dry run)", body = super::openapi::ReplayPlan),
+        (status = 202, description = "The run started", body = super::openapi::ReplayPlan),
+        (status = 400, description = "A body or field that does not parse or is missing: `invalid_request`, \
+            `scope_required`, `reason_required`, `override_note_required`, `filter_invalid`", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such source (`source_unknown`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("viewer")))
+)]
 async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -163,22 +185,55 @@ async fn job_detail(app: &AppState, job: &ReplayJob) -> Result<Value, ApiError> 
     Ok(shown)
 }
 
-async fn show(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/replays/{id}",
+    tag = "replays",
+    summary = "One replay job",
+    description = "The job's state and counts, why its items failed (most common cause first) and its \
+        last item (`after_event` of a continuation). A job over sources outside the token's scope \
+        is not there for it.",
+    params(("id" = String, Path, description = "The job's id (`rpl_…`)")),
+    responses(
+        (status = 200, description = "The job", body = super::openapi::ReplayDetail),
+        (status = 404, description = "No such replay (`replay_unknown`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("viewer")))
+)]
+async fn show(State(app): State<AppState>, caller: Caller, Segment(id): Segment) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let job = visible_job(&app, &caller, &id).await?;
     Ok(Json(job_detail(&app, &job).await?))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
+    #[param(value_type = Option<super::openapi::ReplayState>)]
     state: Option<String>,
     source: Option<String>,
+    /// 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The last page's `next_cursor`.
     cursor: Option<String>,
 }
 
 /// `GET /v1/replays?state=&source=&limit=&cursor=`: jobs newest first; `next_cursor` pages.
+#[utoipa::path(
+    get,
+    path = "/v1/replays",
+    tag = "replays",
+    summary = "List replay jobs, newest first",
+    description = "The jobs the token's scope covers, by state and source, paged with `cursor`.",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of jobs", body = super::openapi::ReplayPage),
+        (status = 400, description = "A parameter does not parse (`invalid_query`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("viewer")))
+)]
 async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -239,11 +294,40 @@ pub async fn toggle_pause(app: &AppState, caller: &Caller, id: &str, pause: bool
     }
 }
 
-async fn pause(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/v1/replays/{id}/pause",
+    tag = "replays",
+    summary = "Pause a running replay",
+    description = "Stops sending (audited); the job keeps its place. Takes effect at once on the gateway \
+        running it when it is this one, else within a second.",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, paused", body = super::openapi::ReplayDetail),
+        (status = 404, description = "No such replay (`replay_unknown`)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The job is not running (`replay_not_running`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("operator")))
+)]
+async fn pause(State(app): State<AppState>, caller: Caller, Segment(id): Segment) -> Result<Json<Value>, ApiError> {
     toggle(app, caller, id, true).await
 }
 
-async fn resume(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/v1/replays/{id}/resume",
+    tag = "replays",
+    summary = "Resume a paused replay",
+    description = "Goes on sending where the job paused (audited).",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, running", body = super::openapi::ReplayDetail),
+        (status = 404, description = "No such replay (`replay_unknown`)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The job is not paused (`replay_not_paused`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("operator")))
+)]
+async fn resume(State(app): State<AppState>, caller: Caller, Segment(id): Segment) -> Result<Json<Value>, ApiError> {
     toggle(app, caller, id, false).await
 }
 
@@ -271,7 +355,21 @@ pub async fn cancel_replay(app: &AppState, caller: &Caller, id: &str) -> Result<
     Ok(app.store.get_replay(id).await?.unwrap_or(job))
 }
 
-async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/v1/replays/{id}/cancel",
+    tag = "replays",
+    summary = "Cancel a replay",
+    description = "Stops a running or paused job for good (audited with its counts at that moment).",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, cancelled", body = super::openapi::ReplayDetail),
+        (status = 404, description = "No such replay (`replay_unknown`)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The job is over (`replay_not_running`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("operator")))
+)]
+async fn cancel(State(app): State<AppState>, caller: Caller, Segment(id): Segment) -> Result<Json<Value>, ApiError> {
     let job = cancel_replay(&app, &caller, &id).await?;
     Ok(Json(job_detail(&app, &job).await?))
 }
@@ -331,10 +429,25 @@ async fn confirmed_in_scope(app: &AppState, caller: &Caller, job: &ReplayJob) ->
 
 /// `GET /v1/replays/{id}/events`: the job's progress as server-sent events (`progress`, then
 /// `end` once the job is over).
+#[utoipa::path(
+    get,
+    path = "/v1/replays/{id}/events",
+    tag = "replays",
+    summary = "A replay's progress as server-sent events",
+    description = "A `progress` event with the job (as in the list, plus `confirmed_in_scope`: the \
+        window's `confirmed` count now) each time it changes, then one `end` event once the job is \
+        over (or an `end` with an `error` body when it is no longer visible).",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The stream; each event's data is a JSON object", content_type = "text/event-stream", body = Object),
+        (status = 404, description = "No such replay (`replay_unknown`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("viewer")))
+)]
 async fn events(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<axum::response::Response, ApiError> {
     caller.require(Role::Viewer)?;
     visible_job(&app, &caller, &id).await?;
@@ -355,12 +468,12 @@ pub fn progress_events(stream: impl futures_util::Stream<Item = Value> + Send + 
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/replays", post(create).get(list))
-        .route("/v1/replays/{id}", get(show))
-        .route("/v1/replays/{id}/cancel", post(cancel))
-        .route("/v1/replays/{id}/pause", post(pause))
-        .route("/v1/replays/{id}/resume", post(resume))
-        .route("/v1/replays/{id}/events", get(events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show))
+        .routes(routes!(cancel))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(events))
 }

@@ -4,10 +4,10 @@
 //! whole spans every source, so only a token for every source sees it.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::time::format_ms;
 use super::{AppState, Caller, Role};
@@ -29,6 +29,17 @@ fn retention_json(r: &Retention) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/storage",
+    tag = "summary",
+    summary = "What the store keeps, per source",
+    description = "Per source: events, payloads and their bytes, purged payloads, the oldest unsettled \
+        event and the retention in force. With a token for every source also the database's size \
+        and this gateway's last purge.",
+    responses((status = 200, description = "The storage view", body = super::openapi::Storage)),
+    extensions(("x-required-role" = json!("viewer")))
+)]
 async fn storage(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let stored = app.store.storage_by_source().await?;
@@ -69,6 +80,6 @@ async fn storage(State(app): State<AppState>, caller: Caller) -> Result<Json<Val
     Ok(Json(out))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/storage", get(storage))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(storage))
 }

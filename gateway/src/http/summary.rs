@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, State};
-use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::time::{format_ms, parse_rfc3339};
 use super::{AppState, Caller, Role};
@@ -19,17 +19,25 @@ use crate::store::SummaryQuery;
 
 const MAX_BUCKETS: i64 = 2000;
 const DAY_MS: i64 = 86_400_000;
+/// 0001-01-01T00:00:00Z, the earliest time RFC 3339 can write.
+const EARLIEST_MS: i64 = -62_135_596_800_000;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     pub source: Option<String>,
+    /// RFC 3339, inclusive (default: a day before `until`).
+    #[param(format = DateTime)]
     pub since: Option<String>,
+    /// RFC 3339, exclusive (default: now).
+    #[param(format = DateTime)]
     pub until: Option<String>,
+    /// A duration (`15m`, `1h`; default `1h`), at least 1s and at most 2000 buckets.
     pub bucket: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct Counts {
     pub confirmed: i64,
     pub failed: i64,
@@ -108,6 +116,14 @@ pub async fn gap_view(app: &AppState, caller: &Caller, p: &Params) -> Result<Gap
     let mut per_source = BTreeMap::new();
     let mut buckets: BTreeMap<i64, Counts> = BTreeMap::new();
     let first = since.div_euclid(bucket_ms) * bucket_ms;
+    // Buckets start on multiples of their length since 1970: a long bucket over an early
+    // `since` would start before year 1, which no RFC 3339 time can say.
+    if first < EARLIEST_MS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`since` and `bucket` give a first bucket that starts before year 1",
+        ));
+    }
     for start in (first..until).step_by(bucket_ms as usize) {
         buckets.insert(start, Counts::default());
     }
@@ -153,6 +169,23 @@ pub async fn gap_view(app: &AppState, caller: &Caller, p: &Params) -> Result<Gap
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/summary",
+    tag = "summary",
+    summary = "The gap view: outcome counts per source and time bucket",
+    description = "Counts of `confirmed`, `failed`, `unknown` (and of them `overdue`) and `resolved` \
+        events over a window, in total, per source and per time bucket, and the failed ones by \
+        error code: where the missing events are. Only the sources the token may see.",
+    params(Params),
+    responses(
+        (status = 200, description = "The gap view", body = super::openapi::Summary),
+        (status = 400, description = "A parameter does not parse or is out of range (`invalid_query`, \
+            `invalid_time`)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such source (`source_unknown`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("viewer")))
+)]
 async fn summary(
     State(app): State<AppState>,
     caller: Caller,
@@ -182,6 +215,6 @@ async fn summary(
     })))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/summary", get(summary))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(summary))
 }

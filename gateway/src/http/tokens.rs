@@ -5,13 +5,14 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::segment::Segment;
 use super::time::{format_ms, parse_rfc3339};
 use super::{AppState, Caller};
 use crate::access::{Role, new_token, token_hash};
@@ -21,14 +22,18 @@ use crate::store::{NewAuditEntry, Revoked, TokenRecord};
 /// The longest a token may live, when it expires at all.
 const MAX_LIFETIME_MS: i64 = 10 * 365 * 86_400_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    /// 1 to 100 characters, unique: the audit log's "who".
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
+    #[schema(value_type = super::openapi::Role)]
     role: String,
     /// The sources it may act on; absent: every source.
     sources: Option<Vec<String>>,
     /// RFC 3339.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
     /// A duration from now (`30d`, `12h`), instead of `expires_at`.
     expires_in: Option<String>,
@@ -47,6 +52,22 @@ fn token_json(t: &TokenRecord) -> Value {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "tokens",
+    summary = "Make an API token",
+    description = "A token with a role, optionally scoped to sources and with an expiry. The token is in \
+        this answer only; the gateway keeps its sha256. Audited. Needs a token for every source.",
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "The token, with its secret", body = super::openapi::CreatedToken),
+        (status = 400, description = "A body or field that does not parse or is out of range (`invalid_request`, \
+            `invalid_time`)", body = super::openapi::ErrorBody),
+        (status = 409, description = "A token with that name exists (`token_name_taken`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("admin")))
+)]
 async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -124,6 +145,16 @@ async fn create(
     Ok((StatusCode::CREATED, Json(shown)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "tokens",
+    summary = "List API tokens",
+    description = "Every token made with `POST /v1/tokens`, revoked and expired ones too, without their \
+        secrets. Needs a token for every source.",
+    responses((status = 200, description = "The tokens", body = super::openapi::TokenList)),
+    extensions(("x-required-role" = json!("admin")))
+)]
 async fn list(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     caller.require_every_source()?;
@@ -142,7 +173,22 @@ async fn list(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>
     Ok(Json(json!({ "data": tokens })))
 }
 
-async fn revoke(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    tag = "tokens",
+    summary = "Revoke an API token",
+    description = "The token stops working at once (and the console sessions signed in with it). Audited. \
+        Needs a token for every source.",
+    params(("id" = String, Path, description = "The token's id (`tok_…`)")),
+    responses(
+        (status = 200, description = "The token, revoked", body = super::openapi::Token),
+        (status = 404, description = "No such token (`token_unknown`)", body = super::openapi::ErrorBody),
+        (status = 409, description = "Revoked before (`token_already_revoked`)", body = super::openapi::ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("admin")))
+)]
+async fn revoke(State(app): State<AppState>, caller: Caller, Segment(id): Segment) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     caller.require_every_source()?;
     let now = app.clock.now_ms();
@@ -168,6 +214,6 @@ async fn revoke(State(app): State<AppState>, caller: Caller, Path(id): Path<Stri
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/tokens", post(create).get(list)).route("/v1/tokens/{id}", delete(revoke))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(revoke))
 }

@@ -30,7 +30,7 @@ const CONCURRENCY: usize = 4;
 const FAILURES_SHOWN: usize = 5;
 
 /// `POST /v1/reconcile`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileRequest {
     pub source: String,
@@ -76,7 +76,7 @@ impl ReconcileError {
 }
 
 /// What a reconcile did; every number is an event count unless it says probes or entries.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReconcileReport {
     /// `unknown` events in the window when it started.
     pub unknown_in_window: i64,

@@ -22,7 +22,7 @@ const MAX_EVENT_IDS: usize = 10_000;
 const SAMPLE: i64 = 5;
 
 /// A replay as asked for (`POST /v1/replays`, or the CLI).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     pub source: Option<String>,
@@ -58,7 +58,7 @@ impl ReplayRequest {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Override {
     pub note: String,

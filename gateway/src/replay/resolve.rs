@@ -19,7 +19,7 @@ pub const MAX_RESOLVE: i64 = 10_000;
 const SAMPLE: i64 = 5;
 
 /// A resolution of a selection (`POST /v1/events/resolve`, or `hookwarden events resolve`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
     pub source: Option<String>,

@@ -61,7 +61,7 @@ pub struct NewReplay {
     pub rate: f64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ReplayCounts {
     pub eligible: i64,
     pub sent: i64,
