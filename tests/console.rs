@@ -281,3 +281,364 @@ async fn replay_progress_is_pushed_as_server_sent_events() {
     let (status, _) = gw.call("GET", &format!("/v1/replays/{id}/events"), Some("nope"), None).await;
     assert_eq!(status, 401);
 }
+
+/// The `href`s of the links in `html` whose text is `text`.
+fn link_to(html: &str, text: &str) -> Option<String> {
+    let end = html.find(&format!(">{text}</a>"))?;
+    let start = html[..end].rfind("href=\"")? + "href=\"".len();
+    Some(html[start..end].split('"').next().unwrap().replace("&amp;", "&").replace("&#38;", "&"))
+}
+
+/// The text of the element with `id` in `html` (its first text, tags dropped).
+fn cell(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no #{id} in:\n{html}"));
+    let rest = &html[start..];
+    let text = &rest[rest.find('>').unwrap() + 1..];
+    text[..text.find('<').unwrap()].trim().to_string()
+}
+
+/// The replays page lists what `GET /v1/replays` lists, newest first, a page at a time by
+/// cursor, every job once; a running (here paused) one is marked live and links to its page,
+/// which follows it; a bad state is the API's message; a viewer sees the list too.
+async fn the_replays_page_lists_jobs_newest_first_a_page_at_a_time(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "j", 8).await;
+    for pair in ids[..6].chunks(2) {
+        let body = serde_json::json!({ "event_ids": pair, "dry_run": false, "reason": "by ids", "rate": 100 });
+        let (status, job) = gw.admin_post("/v1/replays", &body).await;
+        assert_eq!(status, 202, "{job}");
+        crate::replay::wait_done(&gw, job["id"].as_str().unwrap(), std::time::Duration::from_secs(30)).await;
+    }
+    // One left running, slowly, and paused: the page's live one.
+    let body = serde_json::json!({ "event_ids": &ids[6..], "dry_run": false, "reason": "slow one", "rate": 0.05 });
+    let (status, job) = gw.admin_post("/v1/replays", &body).await;
+    assert_eq!(status, 202, "{job}");
+    let running = job["id"].as_str().unwrap().to_string();
+    let (status, paused) = gw.call("POST", &format!("/v1/replays/{running}/pause"), None, None).await;
+    assert_eq!(status, 200, "{paused}");
+    let (_, api) = gw.admin_get("/v1/replays?limit=100").await;
+    let expected: Vec<String> =
+        api["data"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!((expected.len(), expected[0].as_str()), (4, running.as_str()), "{api}");
+
+    let viewer = gw.token("lead-bo", "viewer").await;
+    let mut browser = Browser::new(&gw);
+    assert_eq!(browser.sign_in(&viewer).await.status, 303);
+    let (mut seen, mut next, mut pages) = (Vec::new(), Some("/ui/replays?limit=3".to_string()), 0);
+    while let Some(path) = next.take() {
+        let page = browser.get(&path).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        pages += 1;
+        for piece in page.body.split("<a href=\"/ui/replays/rpl_").skip(1) {
+            seen.push(format!("rpl_{}", piece.split('"').next().unwrap()));
+        }
+        if pages == 1 {
+            assert!(page.body.contains("class=\"live\""), "the paused one is marked live");
+            assert!(page.body.contains(&format!("aria-label=\"watch {running} live\"")), "{}", page.body);
+            assert!(page.body.contains("slow one") && page.body.contains("aria-current=\"page\">Replays"));
+        }
+        next = link_to(&page.body, "Older replays");
+        assert!(pages < 10, "the pages end");
+    }
+    assert_eq!((pages, &seen), (2, &expected), "every job once, newest first, as the API lists them");
+
+    let paused_only = browser.get("/ui/replays?state=paused").await;
+    assert_eq!(paused_only.body.matches("<a href=\"/ui/replays/rpl_").count(), 1, "{}", paused_only.body);
+    let bad = browser.get("/ui/replays?state=done").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("`state` `done` is not one of running, paused"), "{}", bad.body);
+
+    // Re-attaching: the running job's page follows it by server-sent events.
+    let live = browser.get(&format!("/ui/replays/{running}")).await;
+    assert!(live.body.contains(&format!("data-progress=\"/ui/replays/{running}/events\"")), "{}", live.body);
+    assert_eq!(cell(&live.body, "state"), "paused");
+    let by = paused["paused"]["by"].as_str().unwrap();
+    assert!(live.body.contains(&format!("Paused by {by} at")), "{}", live.body);
+}
+
+/// A running replay's page shows every count the job has (the handler's answer to the probe
+/// settling items: `skipped_probe`; the probes sent) as the API has them, and pauses and
+/// resumes it for an operator (audited in their name); a viewer's buttons are disabled and
+/// say why, and a viewer's forged pause is refused.
+/// A gateway with source `orders` whose handler (the probe server) says it applied the first
+/// two of five delivered, unknown events, and source `plain` without a `status_url`: the
+/// gateway, the five ids and the RFC 3339 time before them.
+async fn probed(db: &TestDb) -> (Gateway, Vec<String>, String) {
+    use crate::probe::{entry, ingest, start_probe_server};
+    let (addr, server) = start_probe_server().await;
+    let key = crate::support::sign::receipt_key("probe-key", 7);
+    let source = |name: &str| {
+        crate::support::SourceSpec::new(name, "{ kind = \"none\" }", &format!("http://{addr}/webhooks"))
+            .with(&crate::support::sign::receipt_keys_line(&[(&key, false)]))
+    };
+    let orders = source("orders").with(&format!("status_url = \"http://{addr}/status/orders\""));
+    let gw = Gateway::start(&GatewaySpec::new(&db.url, vec![orders, source("plain")])).await;
+    let since = hookwarden::timestamp::format_ms(crate::support::sign::now_ms() - 1000);
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(ingest(&gw, "orders", &serde_json::json!({ "n": n })).await);
+    }
+    crate::support::eventually(std::time::Duration::from_secs(20), "all delivered", || async {
+        for id in &ids {
+            (gw.event(id).await?["delivery_state"] == "delivered").then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    let now = crate::support::sign::now_secs();
+    let answers = vec![entry(&key, &ids[0], "rcp_had_0", now), entry(&key, &ids[1], "rcp_had_1", now)];
+    server.answers.lock().unwrap().insert("orders".into(), Some(answers));
+    (gw, ids, since)
+}
+
+async fn the_replay_page_shows_every_count_and_pauses_and_resumes(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let (gw, _, since) = probed(&db).await;
+    let operator = gw.token("oncall-ann", "operator").await;
+    let mut ann = Browser::new(&gw);
+    assert_eq!(ann.sign_in(&operator).await.status, 303);
+    let csrf = ann.csrf().await;
+    let body =
+        serde_json::json!({ "source": "orders", "since": since, "dry_run": false, "reason": "pause me", "rate": 0.5 });
+    let (status, job) = gw.admin_post("/v1/replays", &body).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    crate::support::eventually(std::time::Duration::from_secs(20), "the probe settled two", || async {
+        let (_, job) = gw.admin_get(&format!("/v1/replays/{id}")).await;
+        (job["counts"]["skipped_probe"] == 2).then_some(())
+    })
+    .await;
+
+    let paused = ann.post(&format!("/ui/replays/{id}/pause"), &[("csrf", &csrf)]).await;
+    assert_eq!(
+        (paused.status, paused.location.clone()),
+        (303, format!("/ui/replays/{id}?done=paused")),
+        "{}",
+        paused.body
+    );
+    let (_, api) = gw.admin_get(&format!("/v1/replays/{id}")).await;
+    assert_eq!((api["state"].as_str(), api["paused"]["by"].as_str()), (Some("paused"), Some("oncall-ann")), "{api}");
+    let page = ann.get(&paused.location).await;
+    assert_eq!(cell(&page.body, "state"), "paused");
+    assert!(page.body.contains("Paused by oncall-ann at"), "{}", page.body);
+    assert!(page.body.contains("id=\"resume-form\" class=\"inline\">"), "resume shown: {}", page.body);
+    assert!(page.body.contains("id=\"pause-form\" class=\"inline\" hidden>"), "pause hidden: {}", page.body);
+    // Every count of the job, as the API has it.
+    let (_, api) = gw.admin_get(&format!("/v1/replays/{id}")).await;
+    for (name, value) in api["counts"].as_object().unwrap() {
+        assert_eq!(cell(&page.body, &format!("count-{name}")), value.to_string(), "{name} on the page: {api}");
+    }
+    assert_eq!(cell(&page.body, "count-skipped_probe"), "2");
+    assert_eq!(cell(&page.body, "count-probes"), "1");
+
+    // A viewer: the same page, the buttons disabled with the reason, a pause refused.
+    let viewer = gw.token("lead-bo", "viewer").await;
+    let mut bo = Browser::new(&gw);
+    assert_eq!(bo.sign_in(&viewer).await.status, 303);
+    let watched = bo.get(&format!("/ui/replays/{id}")).await;
+    assert!(watched.body.contains("<button type=\"button\" disabled aria-describedby=\"cancel-why\">Pause</button>"));
+    assert!(watched.body.contains("operator role; you are signed in as viewer"), "{}", watched.body);
+    let bo_csrf = bo.csrf().await;
+    let refused = bo.post(&format!("/ui/replays/{id}/resume"), &[("csrf", &bo_csrf)]).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    let resumed = ann.post(&format!("/ui/replays/{id}/resume"), &[("csrf", &csrf)]).await;
+    assert_eq!(resumed.location, format!("/ui/replays/{id}?done=resumed"), "{}", resumed.body);
+    let (_, api) = gw.admin_get(&format!("/v1/replays/{id}")).await;
+    assert_eq!(api["state"], "running", "{api}");
+    let done = crate::replay::wait_done(&gw, &id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let page = ann.get(&format!("/ui/replays/{id}")).await;
+    for (name, value) in done["counts"].as_object().unwrap() {
+        assert_eq!(cell(&page.body, &format!("count-{name}")), value.to_string(), "{name} at the end: {done}");
+    }
+    assert_eq!((cell(&page.body, "count-sent"), cell(&page.body, "count-skipped_probe")), ("3".into(), "2".into()));
+    let audit = gw.audit().await;
+    let by =
+        |action: &str| audit.iter().filter(|e| e["action"] == action).map(|e| e["actor"].clone()).collect::<Vec<_>>();
+    assert_eq!((by("replay.paused"), by("replay.resumed")), (vec!["oncall-ann".into()], vec!["oncall-ann".into()]));
+}
+
+/// Gap review resolves a selection through `POST /v1/events/resolve`'s function: one
+/// transaction, one audit entry naming every event; a selection with an id that is not an
+/// event resolves nothing; selected events settled already are left as they are and counted.
+async fn gap_review_resolves_a_selection_at_once(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "g", 5).await;
+    crate::replay::confirm(&gw, &ids[4]).await;
+    let mut browser = Browser::new(&gw);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status, 303);
+    let csrf = browser.csrf().await;
+    let back = "/ui/gaps?window=24h";
+
+    // One bad id in the selection: nothing is resolved.
+    let mut form = vec![("csrf", csrf.as_str()), ("back", back), ("note", "INC-9 duplicates")];
+    form.extend(ids[..2].iter().map(|id| ("event", id.as_str())));
+    form.push(("event", "not-an-event"));
+    let refused = browser.post("/ui/gaps/resolve", &form).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("Nothing was resolved"), "{}", refused.body);
+    for id in &ids[..2] {
+        assert_eq!(gw.event(id).await.unwrap()["outcome"], "unknown");
+    }
+
+    // Four unsettled and one confirmed: the four resolved at once, the confirmed one left.
+    let mut form = vec![("csrf", csrf.as_str()), ("back", back), ("note", "INC-9 duplicates")];
+    form.extend(ids.iter().map(|id| ("event", id.as_str())));
+    let done = browser.post("/ui/gaps/resolve", &form).await;
+    assert_eq!(
+        (done.status, done.location.as_str()),
+        (303, "/ui/gaps?window=24h&done=resolved-4-of-5"),
+        "{}",
+        done.body
+    );
+    let shown = browser.get(&done.location).await;
+    assert!(shown.body.contains("Resolved 4 events with your note, in one audit entry."), "{}", shown.body);
+    assert!(shown.body.contains("1 of the 5 selected were settled already"), "{}", shown.body);
+    for id in &ids[..4] {
+        assert_eq!(gw.event(id).await.unwrap()["outcome"], "resolved");
+    }
+    assert_eq!(gw.event(&ids[4]).await.unwrap()["outcome"], "confirmed");
+    let audit = gw.audit().await;
+    let entries: Vec<_> = audit.iter().filter(|e| e["action"] == "events.resolved").collect();
+    assert_eq!(entries.len(), 1, "one audit entry for the selection: {audit:?}");
+    let mut named: Vec<String> = entries[0]["details"]["event_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    named.sort();
+    let mut expected = ids[..4].to_vec();
+    expected.sort();
+    assert_eq!(named, expected);
+    assert_eq!(entries[0]["details"]["note"], "INC-9 duplicates");
+    assert_eq!(audit.iter().filter(|e| e["action"] == "event.resolved").count(), 0, "not one at a time");
+}
+
+on_both_backends!(
+    the_replays_page_lists_jobs_newest_first_a_page_at_a_time,
+    the_replay_page_shows_every_count_and_pauses_and_resumes,
+    gap_review_resolves_a_selection_at_once,
+);
+
+/// The reconcile form of a page.
+fn reconcile_form(html: &str) -> &str {
+    let start = html.find("action=\"/ui/reconcile\"").expect("a reconcile form");
+    &html[start..start + html[start..].find("</form>").unwrap()]
+}
+
+/// The Reconcile button asks the handler about a span's unknown events through
+/// `POST /v1/reconcile`'s function and shows what it settled (audited in the operator's
+/// name); a viewer's button is disabled and says why and a viewer's post is refused; a source
+/// without a `status_url` cannot be asked, and the page says so.
+async fn reconcile_from_the_console_settles_what_the_handler_had(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let (gw, ids, _) = probed(&db).await;
+    let operator = gw.token("oncall-ann", "operator").await;
+    let mut ann = Browser::new(&gw);
+    assert_eq!(ann.sign_in(&operator).await.status, 303);
+    for page in ["/ui/?window=1h", "/ui/gaps?window=1h"] {
+        let shown = ann.get(page).await;
+        let form = reconcile_form(&shown.body);
+        assert!(form.contains("<option value=\"orders\">orders</option>"), "{page}: {form}");
+        assert!(!form.contains("plain"), "plain cannot be asked: {form}");
+        assert!(form.contains("<button type=\"submit\" id=\"reconcile\" class=\"secondary\">"), "{page}: {form}");
+    }
+    let plain = ann.get("/ui/?source=plain").await;
+    assert!(plain.body.contains("Source plain has no status_url: its handler cannot be asked."), "{}", plain.body);
+
+    let overview = ann.get("/ui/?window=1h&source=orders").await;
+    let form = |name: &str| hidden(&overview.body[overview.body.find("action=\"/ui/reconcile\"").unwrap()..], name);
+    let (since, until, back) = (form("since"), form("until"), form("back"));
+    let csrf = hidden(&overview.body, "csrf");
+    let fields = [("csrf", csrf.as_str()), ("source", "orders"), ("since", &since), ("until", &until), ("back", &back)];
+    let done = ann.post("/ui/reconcile", &fields).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let counts: Vec<(&str, &str)> = vec![
+        ("r-unknown_in_window", "5"),
+        ("r-asked", "5"),
+        ("r-confirmed", "2"),
+        ("r-failed", "0"),
+        ("r-still_unknown", "3"),
+        ("r-probes", "1"),
+        ("r-probes_failed", "0"),
+    ];
+    for (id, value) in counts {
+        assert_eq!(cell(&done.body, id), value, "{id}: {}", done.body);
+    }
+    assert!(done.body.contains("it settled 2 (2 confirmed, 0 failed); 3 stay unknown"), "{}", done.body);
+    assert_eq!(link_to(&done.body, "Back").as_deref(), Some(back.as_str()));
+    for (i, id) in ids.iter().enumerate() {
+        let expected = if i < 2 { "confirmed" } else { "unknown" };
+        assert_eq!(gw.event(id).await.unwrap()["outcome"], expected, "{id}");
+    }
+    let audit = gw.audit().await;
+    let entry = audit.iter().find(|e| e["action"] == "reconcile").expect("audited");
+    assert_eq!(
+        (entry["actor"].as_str(), entry["details"]["counts"]["confirmed"].as_i64()),
+        (Some("oncall-ann"), Some(2))
+    );
+
+    let viewer = gw.token("lead-bo", "viewer").await;
+    let mut bo = Browser::new(&gw);
+    assert_eq!(bo.sign_in(&viewer).await.status, 303);
+    let watched = bo.get("/ui/?window=1h").await;
+    assert!(watched.body.contains("disabled aria-describedby=\"reconcile-why\""), "{}", watched.body);
+    assert!(watched.body.contains("Reconciling needs the operator role; you are signed in as viewer."));
+    let bo_csrf = bo.csrf().await;
+    let fields = [("csrf", bo_csrf.as_str()), ("source", "orders"), ("since", &since), ("until", &until)];
+    let refused = bo.post("/ui/reconcile", &fields).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("operator role. Nothing was asked or recorded."), "{}", refused.body);
+    assert_eq!(gw.audit().await.iter().filter(|e| e["action"] == "reconcile").count(), 1);
+}
+
+/// The overview shows per source what `GET /v1/storage` shows (measured in the background:
+/// the first view may say it is measuring), and its chart draws resolved events as a layer.
+async fn the_overview_shows_storage_as_the_api_does_and_resolved_events(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&spec(&db, &receiver)).await;
+    let ids = outage(&gw, &receiver, "s", 4).await;
+    let body = serde_json::json!({ "event_ids": &ids[..1], "note": "by hand", "dry_run": false });
+    let (status, answer) = gw.admin_post("/v1/events/resolve", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut browser = Browser::new(&gw);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status, 303);
+    let cookies = browser.cookies.clone();
+    let page = crate::support::eventually(std::time::Duration::from_secs(20), "storage measured", || {
+        let (cookies, gw) = (cookies.clone(), &gw);
+        async move {
+            let mut again = Browser::new(gw);
+            again.cookies = cookies;
+            let page = again.get("/ui/").await;
+            page.body.contains("id=\"storage\"").then_some(page)
+        }
+    })
+    .await;
+    let (_, api) = gw.admin_get("/v1/storage").await;
+    let orders = api["sources"].as_array().unwrap().iter().find(|s| s["source"] == "orders").unwrap().clone();
+    let table = &page.body[page.body.find("id=\"storage\"").unwrap()..];
+    let row = &table[table.find("<th scope=\"row\">orders</th>").expect("an orders row")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains(&format!("<td class=\"stored-events\">{}</td>", orders["events"])), "{row} vs {orders}");
+    assert_eq!(orders["events"], 4);
+    assert!(row.contains(&format!("value=\"{}\"", orders["payload_bytes"])), "{row} vs {orders}");
+    assert!(orders["payload_bytes"].as_i64().unwrap() > 0);
+    assert!(row.contains(&format!("<td class=\"purged\">{}</td>", orders["payloads_purged"])), "{row}");
+    let oldest = orders["oldest_unsettled_at"].as_str().unwrap();
+    assert!(row.contains(&format!("datetime=\"{oldest}\"")), "{row} vs {orders}");
+    assert!(page.body.contains("<rect class=\"resolved\""), "the chart's resolved layer");
+    assert!(page.body.contains("3 unknown, 0 failed, 1 resolved"), "the column's label says it");
+}
+
+on_both_backends!(
+    reconcile_from_the_console_settles_what_the_handler_had,
+    the_overview_shows_storage_as_the_api_does_and_resolved_events,
+);

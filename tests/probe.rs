@@ -34,7 +34,7 @@ on_both_backends!(
 );
 
 /// Ingests `body` to `source` (no signature); the new event's id.
-async fn ingest(gw: &Gateway, source: &str, body: &Value) -> String {
+pub(crate) async fn ingest(gw: &Gateway, source: &str, body: &Value) -> String {
     let (status, answer) = gw.ingest(source, &[], body.to_string().as_bytes()).await;
     assert_eq!(status, 200, "{answer}");
     answer["event_id"].as_str().expect("event_id").to_string()
@@ -155,11 +155,11 @@ fn handler_db(handler: &HandlerProcess) -> std::path::PathBuf {
 
 /// What the test's probe server does, per source (the last segment of its path).
 #[derive(Default)]
-struct ProbeServer {
+pub(crate) struct ProbeServer {
     /// The answer to give, per source; `None`: hang for a minute.
-    answers: Mutex<HashMap<String, Option<Vec<AnswerEntry>>>>,
+    pub answers: Mutex<HashMap<String, Option<Vec<AnswerEntry>>>>,
     /// Every probe received: (source, asked ids, whether its signature verified).
-    asked: Mutex<Vec<(String, Vec<String>, bool)>>,
+    pub asked: Mutex<Vec<(String, Vec<String>, bool)>>,
 }
 
 async fn probe_endpoint(
@@ -183,7 +183,7 @@ async fn probe_endpoint(
     }
 }
 
-async fn start_probe_server() -> (SocketAddr, Arc<ProbeServer>) {
+pub(crate) async fn start_probe_server() -> (SocketAddr, Arc<ProbeServer>) {
     let server = Arc::new(ProbeServer::default());
     let app = Router::new()
         .route("/status/{source}", post(probe_endpoint))
@@ -195,7 +195,7 @@ async fn start_probe_server() -> (SocketAddr, Arc<ProbeServer>) {
     (addr, server)
 }
 
-fn entry(key: &ReceiptKey, event_id: &str, receipt_id: &str, timestamp: i64) -> AnswerEntry {
+pub(crate) fn entry(key: &ReceiptKey, event_id: &str, receipt_id: &str, timestamp: i64) -> AnswerEntry {
     AnswerEntry::from_signed(&key.sign_with_id(&Receipt::applied(event_id), receipt_id, timestamp))
 }
 

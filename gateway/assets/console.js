@@ -81,7 +81,23 @@
       var bar = document.getElementById("bar");
       if (bar) {
         bar.max = counts.eligible || 0;
-        bar.value = (counts.sent || 0) + (counts.skipped_receipt || 0) + (counts.skipped_other || 0);
+        bar.value = (counts.sent || 0) + (counts.skipped_receipt || 0) + (counts.skipped_probe || 0) +
+          (counts.skipped_purged || 0) + (counts.skipped_other || 0);
+      }
+      // Paused: who paused it, and the button that resumes it (pause while it runs).
+      var paused = document.getElementById("paused");
+      if (paused) {
+        paused.hidden = !state.paused;
+        if (state.paused) {
+          paused.textContent = "Paused by " + state.paused.by + " at " + state.paused.at +
+            ": nothing is sent until it is resumed; it keeps its place and its lease.";
+        }
+      }
+      var pauseForm = document.getElementById("pause-form");
+      var resumeForm = document.getElementById("resume-form");
+      if (pauseForm && resumeForm && !pauseForm.contains(document.activeElement) && !resumeForm.contains(document.activeElement)) {
+        pauseForm.hidden = state.state !== "running";
+        resumeForm.hidden = state.state !== "paused";
       }
       var stateEl = document.getElementById("state");
       if (stateEl) { stateEl.textContent = state.state; stateEl.className = "state-" + state.state; }
@@ -100,8 +116,10 @@
       source.close();
       var note = document.getElementById("live-note");
       if (note) note.textContent = "Finished.";
-      var cancel = document.getElementById("cancel");
-      if (cancel) cancel.remove();
+      ["cancel", "pause-form", "resume-form"].forEach(function (id) {
+        var el = document.getElementById(id);
+        if (el) el.remove();
+      });
     });
   }
 

@@ -179,6 +179,7 @@ pub async fn run(
         metrics: metrics::handle(),
         ingest_limits,
         purge_status: purger.status(),
+        console_storage: Default::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

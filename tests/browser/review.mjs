@@ -65,6 +65,9 @@ await run("review", async (browser) => {
   // Gap review: the other one is left in its code's group; select it by keyboard and resolve.
   await page.goto(`${gateway}/ui/gaps`);
   await checkLabels(page);
+  // No source here has a status_url: the Reconcile button is disabled and says so.
+  assert.equal(await page.isDisabled("#reconcile"), true);
+  assert.match(await page.textContent("#reconcile-why"), /status_url/);
   const group = await page.textContent("section.group h3");
   assert.match(group, new RegExp(`${code}.*1 failed`));
   await tabTo(page, `input[name=event][value='${failed[1]}']`);

@@ -1,7 +1,8 @@
 // The 2 AM story in the browser, from gap to closed gap, with the screenshots for docs/:
 // find the outage on the chart, select it, preview the replay, run it live with a reason,
 // watch the counts climb (pushed by the server) and a mid-batch drop appear as late receipts
-// arrive, see the gap closed on the overview; a viewer previews but cannot run.
+// arrive, re-attach from another tab through the replays page and pause and resume it there,
+// see the gap closed on the overview; a viewer previews but cannot run.
 // Env: GATEWAY_URL, OPERATOR_TOKEN, VIEWER_TOKEN, EXPECT_UNKNOWN, EXPECT_FAILED,
 // LATE_RECEIPTS (signed receipts to post mid-run), SCREENSHOTS (a directory).
 import assert from "node:assert/strict";
@@ -70,15 +71,45 @@ await run("story", async (browser) => {
   const midway = await number(page, "#count-sent");
   assert.ok(midway < unknown - 3, "still running when the drop showed");
   await page.screenshot({ path: path.join(shots, "console-replay.png"), fullPage: false });
+
+  // 6. Re-attach from another tab, by keyboard: the replays page lists the run as live, its
+  //    page follows it; pause it there (the first tab sees it paused, pushed, and nothing
+  //    more is sent), then resume it.
+  const jobId = new URL(page.url()).pathname.split("/").pop();
+  const other = await ctx.newPage();
+  await other.goto(`${gateway}/ui/replays`);
+  await checkLabels(other);
+  await other.screenshot({ path: path.join(shots, "console-replays.png"), fullPage: false });
+  const link = `a[href='/ui/replays/${jobId}']`;
+  assert.match(await other.textContent(`tr.live:has(${link})`), /running/);
+  await tabTo(other, link);
+  await Promise.all([other.waitForURL(`${gateway}/ui/replays/${jobId}`), other.keyboard.press("Enter")]);
+  await checkLabels(other);
+  await tabTo(other, "#pause");
+  await Promise.all([other.waitForURL(/done=paused/), other.keyboard.press("Enter")]);
+  await page.waitForFunction(() => document.getElementById("state").textContent === "paused");
+  assert.equal(await page.isVisible("#resume"), true, "the first tab offers resume, pushed");
+  assert.equal(await page.isVisible("#pause"), false);
+  assert.match(await page.textContent("#paused"), /Paused by oncall-ann/);
+  const held = await number(page, "#count-sent");
+  await page.waitForTimeout(1500);
+  assert.equal(await number(page, "#count-sent"), held, "nothing is sent while paused");
+  await tabTo(other, "#resume");
+  await Promise.all([other.waitForURL(/done=resumed/), other.keyboard.press("Enter")]);
+  await page.waitForFunction(() => document.getElementById("state").textContent === "running");
+  await other.close();
   await page.waitForFunction(() => document.getElementById("state").textContent === "completed", null, { timeout: 60000 });
   assert.equal(await number(page, "#count-sent"), unknown - 3);
   assert.equal(await number(page, "#count-succeeded"), unknown - 3);
   assert.equal(await number(page, "#count-skipped_receipt"), 3);
   assert.equal(page.url().includes("?"), false, "progress came without a reload");
 
-  // 6. The gap is closed: the window shows no unknown left.
+  // 7. The gap is closed: the window shows no unknown left.
   await Promise.all([page.waitForLoadState("load"), page.click("text=The window on the overview")]);
   assert.match(await page.textContent(".selection"), /\b0 unknown/);
+  // The run is on the replays page, completed, with its counts.
+  await page.goto(`${gateway}/ui/replays?state=completed`);
+  assert.match(await page.textContent(`tr:has(a[href='/ui/replays/${jobId}'])`), /completed/);
   noErrors(errors);
 
   // A viewer sees the replay form, but its buttons are disabled and say why (the API takes

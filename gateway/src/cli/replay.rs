@@ -402,12 +402,17 @@ fn handler_lines(pace: &Value, eligible: i64, rate: f64) -> String {
              and slows down on 429/503\n"
         );
     }
+    // Latency and throughput are of the 2xx answers: a handler that answered none has neither.
+    let pace_of_successes = match pace["median_latency_ms"].as_i64() {
+        Some(ms) => {
+            format!(", median {ms} ms, busiest minute {}/s", pace["busiest_per_second"].as_f64().unwrap_or(0.0))
+        }
+        None => String::new(),
+    };
     let mut out = format!(
-        "Handler       last {minutes} minutes: {attempts} attempt{}, {}% answered 2xx, median {} ms, busiest minute {}/s\n",
+        "Handler       last {minutes} minutes: {attempts} attempt{}, {}% answered 2xx{pace_of_successes}\n",
         plural(attempts),
         count(pace, "succeeded") * 100 / attempts,
-        pace["median_latency_ms"].as_i64().map_or_else(|| "-".to_string(), |ms| ms.to_string()),
-        pace["busiest_per_second"].as_f64().unwrap_or(0.0)
     );
     if pace["still_failing"] == true {
         out.push_str(&format!(

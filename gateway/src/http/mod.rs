@@ -85,6 +85,8 @@ pub struct App {
     pub ingest_limits: IngestLimits,
     /// This gateway's last retention purge (`/v1/storage`).
     pub purge_status: crate::retention::PurgeStatus,
+    /// The console overview's storage figures, measured in the background.
+    pub console_storage: console::StorageFigures,
 }
 
 /// Every route, on one listener.

@@ -12,7 +12,7 @@ use super::segment::Segment;
 use super::{AppState, Caller, Role};
 use crate::error::ApiError;
 use crate::replay::plan::{PlanError, ReplayRequest, plan};
-use crate::store::{FailureCause, NewAuditEntry, NewReplay, ReplayCounts, ReplayJob, ReplayListQuery, Toggle};
+use crate::store::{FailureCause, NewAuditEntry, NewReplay, ReplayCounts, ReplayJob, Toggle};
 
 pub(super) fn plan_error(err: PlanError) -> ApiError {
     match err {
@@ -220,8 +220,6 @@ struct ListParams {
     cursor: Option<String>,
 }
 
-const STATES: [&str; 5] = ["running", "paused", "completed", "cancelled", "failed"];
-
 /// `GET /v1/replays?state=&source=&limit=&cursor=`: jobs newest first; `next_cursor` pages.
 #[utoipa::path(
     get,
@@ -243,23 +241,11 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "`limit` must be 1 to 1000"));
-    }
-    if let Some(state) = p.state.as_deref().filter(|s| !STATES.contains(s)) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("`state` `{state}` is not one of {}", STATES.join(", ")),
-        ));
-    }
-    if let Some(cursor) = p.cursor.as_deref().filter(|c| !c.starts_with("rpl_") || c.len() > 64) {
-        return Err(ApiError::bad_request("invalid_query", format!("`cursor` `{cursor}` is not a replay id")));
-    }
-    if let Some(source) = &p.source {
+    let query = crate::replay::jobs::list_query(p.state, p.source, p.limit, p.cursor)
+        .map_err(|message| ApiError::bad_request("invalid_query", message))?;
+    if let Some(source) = &query.source {
         caller.require_source(source)?;
     }
-    let query = ReplayListQuery { before: p.cursor, limit, state: p.state, source: p.source };
     let page = app.store.list_replays(&query, &caller.scope).await?;
     Ok(Json(json!({
         "data": page.jobs.iter().map(job_json).collect::<Vec<_>>(),
@@ -271,26 +257,33 @@ async fn list(
 /// keeps its lease while paused). Pausing takes effect at once on the gateway running the
 /// job when it is this one, else at that gateway's next lease renewal (within a second).
 async fn toggle(app: AppState, caller: Caller, id: String, pause: bool) -> Result<Json<Value>, ApiError> {
+    let job = toggle_pause(&app, &caller, &id, pause).await?;
+    Ok(Json(job_detail(&app, &job).await?))
+}
+
+/// Pauses or resumes a job (audited): `/pause` and `/resume`, and the console's buttons.
+/// Answers the job as it is after.
+pub async fn toggle_pause(app: &AppState, caller: &Caller, id: &str, pause: bool) -> Result<ReplayJob, ApiError> {
     caller.require(Role::Operator)?;
-    visible_job(&app, &caller, &id).await?;
+    visible_job(app, caller, id).await?;
     let now = app.clock.now_ms();
     let action = if pause { "replay.paused" } else { "replay.resumed" };
     let audit = |counts: &ReplayCounts| NewAuditEntry {
         at: now,
         actor: caller.name.clone(),
         action: action.into(),
-        subject: Some(id.clone()),
+        subject: Some(id.to_string()),
         details: json!({ "counts": counts }),
     };
-    match app.store.toggle_replay_pause(&id, pause, &caller.name, now, audit).await? {
+    match app.store.toggle_replay_pause(id, pause, &caller.name, now, audit).await? {
         Toggle::Done(job) => {
             if pause {
-                app.replayer.pause_local(&id);
+                app.replayer.pause_local(id);
             } else {
-                app.replayer.resume_local(&id);
+                app.replayer.resume_local(id);
                 app.replayer.wake();
             }
-            Ok(Json(job_detail(&app, &job).await?))
+            Ok(*job)
         }
         Toggle::NotFound => Err(ApiError::not_found("replay_unknown", format!("no replay `{id}`"))),
         Toggle::NotApplicable(state) => Err(ApiError::new(

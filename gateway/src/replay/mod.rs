@@ -1,5 +1,5 @@
 //! Guardrailed replay: the filter language, the planner (the dry run) and the executor; and
-//! closing gaps without replay, a selection at a time (`resolve`).
+//! closing gaps without replay, a selection at a time (`resolve`); listing jobs (`jobs`).
 //!
 //! Architecture invariants: a replay never sends an event outside its mandatory scope; a
 //! `confirmed` event is only eligible under an override that carries its own note; every
@@ -8,6 +8,7 @@
 
 pub mod executor;
 pub mod filter;
+pub mod jobs;
 pub mod pace;
 pub mod plan;
 pub mod rate;

@@ -1,6 +1,6 @@
 //! The gap view's timeline as a server-drawn SVG: one column per time bucket, stacked per
-//! outcome (confirmed at the bottom, unknown on it, failed on top), so an outage stands out
-//! as a block of unknown. Each column is a link that selects its span (or widens the
+//! outcome (confirmed at the bottom, resolved by an operator on it, then unknown, failed on
+//! top), so an outage stands out as a block of unknown, and one closed by hand as resolved. Each column is a link that selects its span (or widens the
 //! selection to it), so a span can be picked with a keyboard and without script; the script
 //! adds picking by dragging across columns.
 
@@ -17,7 +17,7 @@ pub const HEIGHT: f64 = TOP + PLOT_HEIGHT + 22.0;
 const TICKS: usize = 6;
 
 pub struct Segment {
-    /// `confirmed`, `unknown` or `failed`: the CSS class that colours it.
+    /// `confirmed`, `resolved`, `unknown` or `failed`: the CSS class that colours it.
     pub class: &'static str,
     pub y: String,
     pub height: String,
@@ -59,6 +59,11 @@ pub fn clock_time(ms: i64, with_date: bool) -> String {
     label_time(ms, with_date, false)
 }
 
+/// A time as `HH:MM:SS`, in UTC.
+pub fn clock_time_seconds(ms: i64) -> String {
+    label_time(ms, false, true)
+}
+
 /// `HH:MM`, with the date when `with_date`, with seconds when `with_seconds`.
 fn label_time(ms: i64, with_date: bool, with_seconds: bool) -> String {
     let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000) else {
@@ -87,7 +92,7 @@ pub fn draw(
     let n = buckets.len().max(1) as f64;
     let step = WIDTH / n;
     let gap = if step > 4.0 { 1.0 } else { 0.0 };
-    let max = buckets.iter().map(|(_, c)| c.confirmed + c.unknown + c.failed).max().unwrap_or(0);
+    let max = buckets.iter().map(|(_, c)| c.confirmed + c.resolved + c.unknown + c.failed).max().unwrap_or(0);
     let with_date = buckets.last().zip(buckets.first()).is_some_and(|(l, f)| l.0 - f.0 >= 86_400_000);
     let with_seconds = bucket_ms < 60_000;
     let time = |ms: i64| label_time(ms, with_date, with_seconds);
@@ -107,7 +112,9 @@ pub fn draw(
             };
             let mut y = TOP + PLOT_HEIGHT;
             let mut segments = Vec::new();
-            for (class, count) in [("confirmed", c.confirmed), ("unknown", c.unknown), ("failed", c.failed)] {
+            let layers =
+                [("confirmed", c.confirmed), ("resolved", c.resolved), ("unknown", c.unknown), ("failed", c.failed)];
+            for (class, count) in layers {
                 let h = scale(count);
                 if h > 0.0 {
                     y -= h;
@@ -123,12 +130,13 @@ pub fn draw(
                 end,
                 href: link(from, to),
                 label: format!(
-                    "{}–{} UTC: {} confirmed, {} unknown{overdue}, {} failed{}",
+                    "{}–{} UTC: {} confirmed, {} unknown{overdue}, {} failed{}{}",
                     time(*start),
                     label_time(end, false, with_seconds),
                     c.confirmed,
                     c.unknown,
                     c.failed,
+                    if c.resolved > 0 { format!(", {} resolved", c.resolved) } else { String::new() },
                     if selected { " (selected)" } else { "" },
                 ),
                 segments,
@@ -188,6 +196,18 @@ mod tests {
         assert!(chart.columns[2].segments.is_empty());
         assert_eq!(tall.label, "00:15–00:30 UTC: 0 confirmed, 30 unknown, 10 failed");
         assert_eq!(tall.href, format!("?from={M15}&to={}", 2 * M15));
+    }
+
+    #[test]
+    fn resolved_events_are_a_layer_of_their_own_between_confirmed_and_unknown() {
+        let mut c = counts(10, 5, 5);
+        c.resolved = 20;
+        c.total += 20;
+        let chart = draw(&[(0, c)], M15, None, |a, b| format!("{a}-{b}"));
+        assert_eq!(chart.max, 40, "resolved ones count in the column's height");
+        let layers: Vec<_> = chart.columns[0].segments.iter().map(|s| (s.class, s.height.as_str())).collect();
+        assert_eq!(layers, [("confirmed", "50.0"), ("resolved", "100.0"), ("unknown", "25.0"), ("failed", "25.0")]);
+        assert!(chart.columns[0].label.ends_with("5 failed, 20 resolved"), "{}", chart.columns[0].label);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Gap review: over a window, the failed events grouped by error code and the overdue ones
 //! (delivered, no receipt past the source's SLA), with a selection to resolve with one note
 //! or to take to the replay form. The counts are `GET /v1/summary`'s, the events
-//! `GET /v1/events`' (filtered by `error_code` in the filter language), resolving is
-//! `POST /v1/events/{id}/resolve`'s function, once per selected event (each audited).
+//! `GET /v1/events`' (filtered by `error_code` in the filter language), resolving a selection
+//! is `POST /v1/events/resolve`'s function: all of it in one transaction and one audit entry.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -16,8 +16,10 @@ use super::page::{self, Nav};
 use super::session::{Posted, Signed};
 use crate::access::Role;
 use crate::http::AppState;
-use crate::http::events::{self as api, ListParams, Resolve};
+use crate::http::events::{self as api, ListParams};
+use crate::http::replays::plan_error;
 use crate::http::summary;
+use crate::replay::resolve::{ResolveRequest, resolve_selection};
 use crate::timestamp::format_ms;
 
 /// Events listed per group; past it the group links to the events list.
@@ -52,10 +54,23 @@ struct Gaps {
     cannot_act: Option<String>,
     notice: Option<String>,
     back: String,
+    /// Reconcile over the window.
+    reconcile: super::reconcile::Form,
 }
 
 fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', ""))
+}
+
+/// What a resolution did, from `done=resolved-N-of-M` (`M` selected).
+fn resolved_notice(done: &str) -> String {
+    let (n, of) = done.split_once("-of-").unwrap_or((done, done));
+    let (n, of) = (n.parse::<i64>().unwrap_or(0), of.parse::<i64>().unwrap_or(0));
+    let mut text = format!("Resolved {n} events with your note, in one audit entry.");
+    if of > n {
+        text.push_str(&format!(" {} of the {of} selected were settled already and left as they were.", of - n));
+    }
+    text
 }
 
 pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Params>) -> Response {
@@ -107,6 +122,7 @@ pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Para
     if let Some(s) = &source {
         back.push_str(&format!("&source={}", enc(s)));
     }
+    let reconcile = super::reconcile::Form::new(&app, &who, source.as_deref(), (now - window_ms, now), back.clone());
     let gaps = Gaps {
         nav: Nav::new(&who, "gaps"),
         windows: WINDOWS.iter().map(|(name, _, _)| (*name, *name == window)).collect(),
@@ -126,18 +142,17 @@ pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Para
                 who.caller.role.as_str()
             )
         }),
-        notice: p
-            .done
-            .as_deref()
-            .and_then(|d| d.strip_prefix("resolved-"))
-            .map(|n| format!("Resolved {n} events with your note.")),
+        notice: p.done.as_deref().and_then(|d| d.strip_prefix("resolved-")).map(resolved_notice),
         back,
+        reconcile,
     };
     page::render(StatusCode::OK, &gaps)
 }
 
-/// Resolves each selected event with the one note (each its own audited change); stops at
-/// the first refusal and says how many were resolved before it.
+/// Resolves the selection with the one note through `POST /v1/events/resolve`'s function:
+/// every selected event that is still `unknown` or `failed`, in one transaction with one
+/// audit entry naming them all, or none of them. Selected events settled meanwhile are left
+/// as they are, and the notice says how many.
 pub async fn resolve(State(app): State<AppState>, posted: Posted<Vec<(String, String)>>) -> Response {
     let Posted { who, form } = posted;
     let field = |name: &str| form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
@@ -151,19 +166,20 @@ pub async fn resolve(State(app): State<AppState>, posted: Posted<Vec<(String, St
             "Select the events to resolve, then resolve them.",
         );
     }
-    let mut done = 0;
-    for id in &events {
-        let request = Resolve { note: note.clone() };
-        if let Err(err) = api::resolve_with_note(&app, &who.caller, id, request).await {
-            let text = format!(
-                "{} ({done} of {} selected events were resolved before this one, {id}.)",
-                err.message,
-                events.len()
-            );
-            return page::message(err.status, "Not resolved", &text);
+    let request = ResolveRequest { event_ids: Some(events.clone()), note, dry_run: Some(false), ..Default::default() };
+    let now = app.clock.now_ms();
+    let c = &who.caller;
+    match resolve_selection(&app.store, &app.sources, request, &c.name, c.role, &c.scope, now).await {
+        Ok(done) => {
+            let left = events.len() as i64 - done.resolving;
+            let sep = if back.contains('?') { '&' } else { '?' };
+            Redirect::to(&format!("{back}{sep}done=resolved-{}-of-{}", done.resolving, done.resolving + left))
+                .into_response()
         }
-        done += 1;
+        Err(err) => {
+            let err = plan_error(err);
+            let text = format!("{} Nothing was resolved.", err.message);
+            page::message(err.status, "Not resolved", &text)
+        }
     }
-    let sep = if back.contains('?') { '&' } else { '?' };
-    Redirect::to(&format!("{back}{sep}done=resolved-{done}")).into_response()
 }

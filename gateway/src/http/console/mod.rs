@@ -14,10 +14,15 @@
 mod chart;
 mod events;
 mod gaps;
+mod jobs;
 mod overview;
 mod page;
+mod reconcile;
 mod replay;
 mod session;
+mod storage;
+
+pub use storage::StorageFigures;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -42,12 +47,16 @@ pub fn router() -> Router<AppState> {
         .route("/ui/events/{id}/resolve", axum::routing::post(events::resolve))
         .route("/ui/gaps", get(gaps::page))
         .route("/ui/gaps/resolve", axum::routing::post(gaps::resolve))
+        .route("/ui/reconcile", axum::routing::post(reconcile::run))
         .route("/ui/replay", get(replay::form))
         .route("/ui/replay/preview", axum::routing::post(replay::preview))
         .route("/ui/replay/run", axum::routing::post(replay::run))
+        .route("/ui/replays", get(jobs::list))
         .route("/ui/replays/{id}", get(replay::job))
         .route("/ui/replays/{id}/events", get(replay::events))
         .route("/ui/replays/{id}/cancel", get(replay::cancel_form).post(replay::cancel))
+        .route("/ui/replays/{id}/pause", axum::routing::post(replay::pause))
+        .route("/ui/replays/{id}/resume", axum::routing::post(replay::resume))
         .route("/ui/signin", get(session::signin_form).post(session::signin))
         .route("/ui/signout", axum::routing::post(session::signout))
         .route("/ui/static/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))

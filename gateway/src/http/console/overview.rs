@@ -1,6 +1,8 @@
 //! The console's first page: the gap view. Per source the outcome counts over a window
 //! (default 24 h), the timeline chart, the failed ones by error code, and the selected span
-//! with what it holds. Its data is `GET /v1/summary`'s (`summary::gap_view`).
+//! with what it holds, the storage figures per source, and reconcile. Its data is
+//! `GET /v1/summary`'s (`summary::gap_view`) and `GET /v1/storage`'s (the store's
+//! `storage_by_source`, see `storage.rs`).
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -39,6 +41,19 @@ pub struct SourceRow {
     pub counts: Counts,
 }
 
+/// A source's storage figures, as `GET /v1/storage` has them.
+pub struct Stored {
+    pub source: String,
+    pub events: i64,
+    pub payloads: i64,
+    pub payload_bytes: i64,
+    pub bytes: String,
+    pub purged: i64,
+    /// When the oldest unsettled event was received, and how long ago ("" when none).
+    pub oldest_unsettled: String,
+    pub oldest_unsettled_at: String,
+}
+
 pub struct Selected {
     pub label: String,
     pub counts: Counts,
@@ -68,6 +83,21 @@ struct Overview {
     since_label: String,
     bucket: &'static str,
     error: Option<String>,
+    /// Per source, what the store keeps, and when that was measured (`None`: being measured).
+    storage: Option<(String, Vec<Stored>)>,
+    /// Reconcile over the selected span, or the window.
+    reconcile: super::reconcile::Form,
+}
+
+/// A duration as the overview says it: `45 s`, `12 min`, `3 h`, `2 d`.
+fn age(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=89 => format!("{s} s"),
+        90..=5399 => format!("{} min", s / 60),
+        5400..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
 }
 
 fn query_pair(key: &str, value: &str) -> String {
@@ -141,6 +171,38 @@ pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Para
             counts,
         }
     });
+    let back = match span {
+        Some((from, to)) => link(from, to),
+        None => base.clone(),
+    };
+    let reconcile =
+        super::reconcile::Form::new(&app, &who, source.as_deref(), span.unwrap_or((now - window_ms, now)), back);
+    let storage = app.console_storage.get(&app.store, now).await.map(|(at, stored)| {
+        let mut names: Vec<&String> = app.sources.keys().collect();
+        names.extend(stored.iter().map(|s| &s.source).filter(|s| !app.sources.contains_key(*s)));
+        names.sort();
+        let rows = names
+            .into_iter()
+            .filter(|n| who.caller.scope.allows(n) && source.as_ref().is_none_or(|s| s == *n))
+            .map(|name| {
+                let s = stored.iter().find(|s| &s.source == name).cloned().unwrap_or_default();
+                Stored {
+                    source: name.clone(),
+                    events: s.events,
+                    payloads: s.payloads,
+                    payload_bytes: s.payload_bytes,
+                    bytes: super::storage::bytes(s.payload_bytes),
+                    purged: s.payloads_purged,
+                    oldest_unsettled: s
+                        .oldest_unsettled_at
+                        .map(|t| format!("{} UTC, {} ago", chart::clock_time(t, true), age(now - t)))
+                        .unwrap_or_default(),
+                    oldest_unsettled_at: s.oldest_unsettled_at.map(format_ms).unwrap_or_default(),
+                }
+            })
+            .collect();
+        (chart::clock_time_seconds(at), rows)
+    });
     let overview = Overview {
         nav: Nav::new(&who, "overview"),
         windows: WINDOWS.iter().map(|(name, _, _)| (*name, *name == window)).collect(),
@@ -164,6 +226,8 @@ pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Para
         since_label: chart::clock_time(view.since, window_ms >= 86_400_000),
         bucket,
         error,
+        storage,
+        reconcile,
     };
     page::render(StatusCode::OK, &overview)
 }

@@ -2,9 +2,10 @@
 //! selection), the preview (always first: the dry run's counts per outcome, eligible, sample
 //! with destination and idempotency key, ETA, risk), running it live with a reason (an
 //! override of confirmed events is high risk and needs its own confirmation), a job's page
-//! with its progress pushed over server-sent events, and cancel with confirmation. Preview
-//! and run are `POST /v1/replays`' function, progress `GET /v1/replays/{id}/events`', cancel
-//! `POST /v1/replays/{id}/cancel`'s.
+//! with its progress pushed over server-sent events (every count the job has, its pause),
+//! pause and resume, and cancel with confirmation. Preview and run are `POST /v1/replays`'
+//! function, progress `GET /v1/replays/{id}/events`', pause and resume
+//! `POST /v1/replays/{id}/pause|resume`', cancel `POST /v1/replays/{id}/cancel`'s.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -311,6 +312,9 @@ struct Job {
     running: bool,
     /// The overview with the replay's window selected: where the gap is seen closing.
     overview: Option<String>,
+    /// Who paused it and when (RFC 3339), while it is paused.
+    paused: Option<(String, String)>,
+    /// Why this user may not pause, resume or cancel it (a viewer).
     cannot_cancel: Option<String>,
     notice: Option<String>,
 }
@@ -373,10 +377,19 @@ pub async fn job(
         error: job.error.clone().unwrap_or_default(),
         running,
         overview,
-        cannot_cancel: (!who.may(Role::Operator))
-            .then(|| format!("Cancelling needs the operator role; you are signed in as {}.", who.caller.role.as_str())),
-        notice: (q.done.as_deref() == Some("cancelled"))
-            .then(|| "Cancelled. Items already sent stay sent.".to_string()),
+        paused: job.paused.as_ref().map(|p| (p.by.clone(), format_ms(p.at))),
+        cannot_cancel: (!who.may(Role::Operator)).then(|| {
+            format!(
+                "Pausing, resuming and cancelling need the operator role; you are signed in as {}.",
+                who.caller.role.as_str()
+            )
+        }),
+        notice: match q.done.as_deref() {
+            Some("cancelled") => Some("Cancelled. Items already sent stay sent.".to_string()),
+            Some("paused") => Some("Paused: nothing more is sent until it is resumed.".to_string()),
+            Some("resumed") => Some("Resumed: it goes on where it stopped.".to_string()),
+            _ => None,
+        },
     };
     page::render(StatusCode::OK, &page)
 }
@@ -431,6 +444,25 @@ pub async fn cancel(State(app): State<AppState>, Path(id): Path<String>, posted:
     match api::cancel_replay(&app, &who.caller, &id).await {
         Ok(_) => Redirect::to(&format!("/ui/replays/{}?done=cancelled", enc(&id))).into_response(),
         Err(err) => page::message(err.status, "Not cancelled", &err.message),
+    }
+}
+
+/// `POST /ui/replays/{id}/pause`: stops its sending (audited), back to its page.
+pub async fn pause(State(app): State<AppState>, Path(id): Path<String>, posted: Posted<NoFields>) -> Response {
+    toggle(app, id, posted, true).await
+}
+
+/// `POST /ui/replays/{id}/resume`: goes on where it stopped (audited), back to its page.
+pub async fn resume(State(app): State<AppState>, Path(id): Path<String>, posted: Posted<NoFields>) -> Response {
+    toggle(app, id, posted, false).await
+}
+
+async fn toggle(app: AppState, id: String, posted: Posted<NoFields>, pause: bool) -> Response {
+    let Posted { who, form: NoFields {} } = posted;
+    let (done, title) = if pause { ("paused", "Not paused") } else { ("resumed", "Not resumed") };
+    match api::toggle_pause(&app, &who.caller, &id, pause).await {
+        Ok(_) => Redirect::to(&format!("/ui/replays/{}?done={done}", enc(&id))).into_response(),
+        Err(err) => page::message(err.status, title, &err.message),
     }
 }
 
