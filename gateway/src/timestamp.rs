@@ -30,9 +30,37 @@ pub fn format_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A configured span as a person writes it, in its largest whole unit (`90d`, `36h`, `15m`,
+/// `1500ms`), which the config parses back. (humantime's own rendering of 90 days is
+/// "2months 29days 2h 52m 48s": months of 30.44 days.)
+pub fn format_span(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_as_they_were_written() {
+        use std::time::Duration;
+        let span = |s| format_span(humantime::parse_duration(s).unwrap());
+        assert_eq!(span("90days"), "90d");
+        assert_eq!(span("36h"), "36h");
+        assert_eq!(span("90m"), "90m");
+        assert_eq!(span("1s"), "1s");
+        assert_eq!(span("1500ms"), "1500ms");
+        assert_eq!(format_span(Duration::ZERO), "0ms");
+        for text in ["90d", "36h", "90m", "1s", "1500ms"] {
+            assert_eq!(span(text), text, "parses back to itself");
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -124,7 +124,7 @@ fn extract(e: &Extract) -> Value {
 }
 
 fn duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    crate::timestamp::format_span(d)
 }
 
 /// A URL with any password replaced; text that does not parse but holds credentials is

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::table::Table;
 use super::{Api, CliError, print_json};
 use crate::config::Config;
 use crate::store::Store;
@@ -28,25 +29,33 @@ pub async fn storage(api: &Api, json_out: bool) -> Result<(), CliError> {
         print_json(&report);
         return Ok(());
     }
-    println!(
-        "{:<16} {:>10} {:>10} {:>12} {:>10} {:<22} RETENTION (payloads/events/unsettled)",
-        "SOURCE", "EVENTS", "PAYLOADS", "BYTES", "PURGED", "OLDEST GAP"
-    );
+    let mut table = Table::new(&[
+        "SOURCE",
+        "EVENTS",
+        "PAYLOADS",
+        "BYTES",
+        "PURGED",
+        "OLDEST GAP",
+        "RETENTION (payloads/events/unsettled)",
+    ]);
     for s in report["sources"].as_array().into_iter().flatten() {
         let r = &s["retention"];
-        println!(
-            "{:<16} {:>10} {:>10} {:>12} {:>10} {:<22} {}/{}/{}",
-            s["source"].as_str().unwrap_or(""),
-            s["events"],
-            s["payloads"],
+        table.row(vec![
+            s["source"].as_str().unwrap_or("").to_string(),
+            s["events"].to_string(),
+            s["payloads"].to_string(),
             bytes(s["payload_bytes"].as_i64().unwrap_or(0)),
-            s["payloads_purged"],
-            s["oldest_unsettled_at"].as_str().unwrap_or("-"),
-            r["payloads"].as_str().unwrap_or(""),
-            r["events"].as_str().unwrap_or(""),
-            r["unsettled"].as_str().unwrap_or("")
-        );
+            s["payloads_purged"].to_string(),
+            s["oldest_unsettled_at"].as_str().unwrap_or("-").to_string(),
+            format!(
+                "{}/{}/{}",
+                r["payloads"].as_str().unwrap_or(""),
+                r["events"].as_str().unwrap_or(""),
+                r["unsettled"].as_str().unwrap_or("")
+            ),
+        ]);
     }
+    print!("{table}");
     if let Some(db) = report.get("database") {
         let free = db["free_bytes"].as_i64().map(|f| format!(", {} free", bytes(f))).unwrap_or_default();
         println!(

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::store::SourceStorage;
 
 fn duration(d: std::time::Duration) -> String {
-    humantime::format_duration(d).to_string()
+    crate::timestamp::format_span(d)
 }
 
 fn retention_json(r: &Retention) -> Value {
