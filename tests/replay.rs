@@ -207,7 +207,9 @@ async fn live_run_sends_only_what_is_eligible(kind: Db) {
         &gw,
         Some(&operator),
         json!({
-            "source": "orders", "since": SINCE, "dry_run": false, "reason": "INC-42 handler outage", "rate": 50
+            // 100 ms apart: the order the handler sees is the order sent, with room for a
+            // loaded machine (at 50/s, 20 ms apart, two sends swapped places on the way).
+            "source": "orders", "since": SINCE, "dry_run": false, "reason": "INC-42 handler outage", "rate": 10
         }),
     )
     .await;
