@@ -170,7 +170,7 @@ async fn run(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<bool, S
     let mut samples: Vec<Sample> = Vec::new();
     let mut last_purged = 0.0;
     let mut next_sample = 0.0;
-    let events_purged = "hookwarden_retention_purged_total";
+    let events_purged = "hookwarden_retention_purged_total{what=\"events\"}";
     while started.elapsed() < Duration::from_secs(args.seconds) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let purged = metric(&client, &gateway.base, events_purged).await;
