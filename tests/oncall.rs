@@ -20,6 +20,21 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A job's counts as the last line of a run says them.
+fn counts_said(c: &Value) -> String {
+    format!(
+        "sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (the handler had it) {}, \
+         skipped (other) {}, skipped (payload purged) {}",
+        c["sent"],
+        c["succeeded"],
+        c["failed"],
+        c["skipped_receipt"],
+        c["skipped_probe"],
+        c["skipped_other"],
+        c["skipped_purged"]
+    )
+}
+
 async fn job(gw: &Gateway, id: &str) -> Value {
     let (status, job) = gw.admin_get(&format!("/v1/replays/{id}")).await;
     assert_eq!(status, 200, "{job}");
@@ -456,17 +471,7 @@ async fn ctrl_c_pauses_sending_while_the_question_is_open() {
     let last = rest.lines().rev().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("no last line in:\n{rest}"));
     let done = job(&gw, &id).await;
     let c = &done["counts"];
-    let expected = format!(
-        "replay {id} cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (the handler had it) {}, \
-         skipped (other) {}, skipped (payload purged) {}",
-        c["sent"],
-        c["succeeded"],
-        c["failed"],
-        c["skipped_receipt"],
-        c["skipped_probe"],
-        c["skipped_other"],
-        c["skipped_purged"]
-    );
+    let expected = format!("replay {id} cancelled: {}", counts_said(c));
     // What the terminal shows last on that line (the progress bar was cleared before it).
     let last = &last[last.rfind(&format!("replay {id}")).unwrap()..];
     assert_eq!(last.trim(), expected, "the last line's counts are the job's: {done}");
@@ -518,20 +523,7 @@ async fn replays_are_found_and_followed_from_the_command_line() {
     assert_eq!(cancelled.status.code(), Some(4), "{cancelled:?}");
     let job = job(&gw, &again).await;
     let c = &job["counts"];
-    assert!(
-        stdout(&cancelled).contains(&format!(
-            "cancelled: sent {}, succeeded {}, failed {}, skipped (receipt arrived) {}, skipped (the handler had it) {}, \
-             skipped (other) {}, skipped (payload purged) {}",
-            c["sent"],
-            c["succeeded"],
-            c["failed"],
-            c["skipped_receipt"],
-            c["skipped_probe"],
-            c["skipped_other"],
-            c["skipped_purged"]
-        )),
-        "{cancelled:?} vs {job}"
-    );
+    assert!(stdout(&cancelled).contains(&format!("cancelled: {}", counts_said(c))), "{cancelled:?} vs {job}");
     let watched = hookwarden(&gw, &["replays", "watch", &again]).await;
     assert_eq!(watched.status.code(), Some(4), "an ended job: its last line and exit code at once");
     let gone = hookwarden(&gw, &["replays", "show", "rpl_nope"]).await;
