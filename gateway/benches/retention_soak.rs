@@ -12,7 +12,8 @@
 //! database's size (SQLite: the file and its WAL; PostgreSQL: `pg_database_size`) and the
 //! events stored; every 100 ms the purge counter of `/metrics`, which marks each 100 ms slot
 //! as one where the purge deleted events or not. It reports ingest latency percentiles in
-//! slots with and without purging, and events purged per second of purging and overall.
+//! slots with and without purging, events purged per second of purging and overall, and the
+//! gateway's figures of its purge batches (how long each held the writer, the last size).
 //!
 //! Without `--bench` (e.g. under `cargo test --benches`) it is a smoke run: 100 events/s for
 //! 6 s with `--keep 2s`, exiting 0 only if the gateway purged something.
@@ -240,6 +241,14 @@ async fn run(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<bool, S
         last_purged / elapsed,
         sink.posts.load(Ordering::Relaxed)
     );
+    // How long the purge's batches held the writer, and the size the pacing ended at.
+    let text = match client.get(format!("{}/metrics", gateway.base)).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    for line in text.lines().filter(|l| l.starts_with("hookwarden_retention_batch")) {
+        println!("{line}");
+    }
     Ok(last_purged > 0.0)
 }
 

@@ -27,10 +27,41 @@ use crate::clock::SharedClock;
 use crate::config::{Config, Retention};
 use crate::store::{BatchPurged, Cursor, Cutoffs, PurgePlan, Store, StoreError};
 
-/// Events per batch: a batch is one short write transaction (milliseconds).
-const BATCH: usize = 500;
-/// The pause between batches, in which ingest and deliveries take the writer.
-const PAUSE: Duration = Duration::from_millis(2);
+/// The work (its statements, before the commit) of one batch while others write. On SQLite
+/// every ingest's group commit waits for the one writer connection while a batch holds it:
+/// for this, and the batch's commit (an fsync, 2-4 ms on the machine of BENCHMARKS.md, about
+/// the same for any batch size). Fixed batches of 500 held it 30-60 ms and ingest's p99 went
+/// from 16 to 67 ms; on PostgreSQL a batch competes with ingest for the cores and the WAL.
+/// Short against an ingest's own few milliseconds, long enough that a batch is mostly work,
+/// not commit.
+const BUSY_WORK: Duration = Duration::from_millis(2);
+/// The work of one batch once nobody else has written for [`QUIET`]: the commit is then a
+/// small share of each batch, so a backlog goes at close to full speed; the first ingest after
+/// the quiet waits for at most one such batch.
+const QUIET_WORK: Duration = Duration::from_millis(25);
+/// No group commit (ingest, delivery results) for this long: the writer is idle, and the
+/// purge neither pauses nor keeps its batches short.
+const QUIET: Duration = Duration::from_secs(1);
+/// Events in the gateway's first batch; later ones are sized from the cost of the last.
+const FIRST_BATCH: usize = 128;
+/// Fewest events a batch takes. A batch has costs that do not grow with it: its commit (an
+/// fsync), and on PostgreSQL a round trip per statement (six), which under load took 5-25 ms
+/// for 8 events as for 64: counted as work per event they would shrink the batches to
+/// nothing, and the purge would fall behind 500 events/s of ingest (measured).
+const MIN_BATCH: usize = 100;
+/// Most events a batch takes, however cheap the last ones were.
+const MAX_BATCH: usize = 5_000;
+/// The cost per event is taken from each full batch, but at most this many times the last
+/// estimate or this many times smaller: one odd batch (a page fault, a stolen core) does not
+/// swing the size.
+const MAX_STEP: u64 = 2;
+/// While others write, the pause after a batch is its hold times this: the purge holds the
+/// writer at most half the time, so a burst of ingest never waits behind batch after batch.
+const PAUSE_PER_HOLD: u32 = 1;
+/// Bounds of that pause: at least a turn for whoever waits, at most what keeps a slow batch
+/// from stalling the purge.
+const MIN_PAUSE: Duration = Duration::from_millis(1);
+const MAX_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why a run stopped; the next run goes on from where it did.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +98,110 @@ pub struct LastPurge {
 /// The last run of a gateway's purger, for `/v1/storage`.
 pub type PurgeStatus = Arc<Mutex<Option<LastPurge>>>;
 
-/// Free pages given back to the file system per step (SQLite), each a short hold of the writer.
-const FREE_PAGES_PER_STEP: i64 = 1024;
+/// Free pages given back to the file system in a step (SQLite): the first step's, and bounds
+/// for the later ones, sized like a batch by [`Pacer`].
+const FIRST_FREE_PAGES: usize = 256;
+const MIN_FREE_PAGES: usize = 64;
+const MAX_FREE_PAGES: usize = 4_096;
+
+/// Sizes the purge's batches and the pauses between them from what the last ones cost:
+/// while others write, a batch aims at [`BUSY_WORK`] and the pause after it is as long as it
+/// held the writer (a duty cycle of at most a half); once nobody else writes a batch aims at
+/// [`QUIET_WORK`] and there is no pause, so a purge on an idle writer goes at full speed. Pure
+/// arithmetic (no clock): the caller measures and says whether others write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pacer {
+    /// The work of one unit (an event, a page) in the last full batches, damped.
+    unit_ns: u64,
+    /// Whether others wrote lately: which work the next batch aims at.
+    busy: bool,
+    min: usize,
+    max: usize,
+}
+
+impl Pacer {
+    /// Starts as if `first` units (taken within `min..=max`) were [`BUSY_WORK`], with others
+    /// writing.
+    pub(crate) fn new(first: usize, min: usize, max: usize) -> Self {
+        let max = max.max(1);
+        let min = min.clamp(1, max);
+        let unit_ns = (BUSY_WORK.as_nanos() as u64 / first.clamp(min, max) as u64).max(1);
+        Self { unit_ns, busy: true, min, max }
+    }
+
+    /// The pacer of event batches, at most `max` events each.
+    fn events(max: usize) -> Self {
+        Self::new(FIRST_BATCH, MIN_BATCH, max)
+    }
+
+    /// How many units to take in the next batch.
+    pub(crate) fn size(&self) -> usize {
+        let work = if self.busy { BUSY_WORK } else { QUIET_WORK };
+        let units = work.as_nanos() as u64 / self.unit_ns;
+        usize::try_from(units).unwrap_or(usize::MAX).clamp(self.min, self.max)
+    }
+
+    /// After a batch of `picked` units whose statements took `work` and which held the writer
+    /// for `held` (with its commit); `busy`: whether others wrote lately. Learns the work per
+    /// unit from a full batch (one that took fewer than asked was its pass's last, and says
+    /// little) and answers the pause to take before the next.
+    pub(crate) fn after(&mut self, picked: usize, work: Duration, held: Duration, busy: bool) -> Duration {
+        if picked > 0 && picked >= self.size() {
+            let unit = (work.as_nanos() / picked as u128).min(u64::MAX as u128) as u64;
+            self.unit_ns = unit.clamp(self.unit_ns / MAX_STEP, self.unit_ns.saturating_mul(MAX_STEP)).max(1);
+        }
+        self.busy = busy;
+        if busy { (held * PAUSE_PER_HOLD).clamp(MIN_PAUSE, MAX_PAUSE) } else { Duration::ZERO }
+    }
+}
+
+/// The purge's pacing, kept from run to run: a pacer per pass (their units cost differently),
+/// and whether others write, from the store's count of group commits: busy while it moved
+/// within [`QUIET`].
+#[derive(Debug, Clone)]
+struct Pacing {
+    commits: u64,
+    last_seen: Instant,
+    payloads: Pacer,
+    events: Pacer,
+    body_hashes: Pacer,
+    pages: Pacer,
+}
+
+impl Pacing {
+    fn new(commits: u64) -> Self {
+        Self {
+            commits,
+            last_seen: Instant::now(),
+            payloads: Pacer::events(MAX_BATCH),
+            events: Pacer::events(MAX_BATCH),
+            body_hashes: Pacer::events(MAX_BATCH),
+            pages: Pacer::new(FIRST_FREE_PAGES, MIN_FREE_PAGES, MAX_FREE_PAGES),
+        }
+    }
+
+    /// Whether others wrote within [`QUIET`].
+    fn busy(&mut self, store: &Store) -> bool {
+        let commits = store.group_commits();
+        if commits != self.commits {
+            self.commits = commits;
+            self.last_seen = Instant::now();
+        }
+        self.last_seen.elapsed() < QUIET
+    }
+}
+
+/// Teaches `sizes` the last batch and waits the pause it answers (a yield when nobody else
+/// writes: the writer then goes to whoever asks first).
+async fn pause(what: &'static str, sizes: &mut Pacer, busy: bool, picked: usize, work: Duration, held: Duration) {
+    let pause = sizes.after(picked, work, held, busy);
+    metrics::gauge!("hookwarden_retention_batch_size", "what" => what).set(sizes.size() as f64);
+    if pause.is_zero() {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(pause).await;
+    }
+}
 
 /// Applies the config's retention to a store.
 pub struct Purger {
@@ -79,8 +212,8 @@ pub struct Purger {
     sources: Vec<(String, Retention, Option<Duration>)>,
     /// The sources that archive before a purge, and where.
     archive_dirs: BTreeMap<String, PathBuf>,
-    /// Batches of at most this many events (tests make it small to see a run in pieces).
-    batch: usize,
+    /// How the last runs' batches went (see [`Pacer`]).
+    pacing: Mutex<Pacing>,
     /// When each source was last purged (`None`: the sources no longer configured, on the
     /// global `run_every`), on the monotonic clock: each is purged on its own `run_every`.
     last_runs: Mutex<HashMap<Option<String>, Instant>>,
@@ -92,6 +225,7 @@ impl Purger {
             config.sources.iter().map(|s| (s.name.clone(), s.retention.clone(), s.body_dedup_window)).collect();
         let archive_dirs =
             config.sources.iter().filter_map(|s| Some((s.name.clone(), s.retention.archive_dir.clone()?))).collect();
+        let pacing = Mutex::new(Pacing::new(store.group_commits()));
         Self {
             store,
             status: PurgeStatus::default(),
@@ -99,7 +233,7 @@ impl Purger {
             global: config.retention.clone(),
             sources,
             archive_dirs,
-            batch: BATCH,
+            pacing,
             last_runs: Mutex::default(),
         }
     }
@@ -184,38 +318,46 @@ impl Purger {
                 Err(err) => archive_failed = Some(err),
             }
         }
+        let mut pacing = self.pacing.lock().expect("pacing").clone();
         let mut cursor: Cursor = None;
         loop {
-            let (batch, next) = self.store.purge_payloads(&plan, &cursor, self.batch).await?;
+            let limit = pacing.payloads.size();
+            let (batch, next) = self.store.purge_payloads(&plan, &cursor, limit).await?;
             report.payloads += batch.picked as u64;
             self.count(&mut report, batch, "payloads");
-            if batch.picked < self.batch {
+            if batch.picked < limit {
                 break;
             }
             cursor = next;
-            tokio::time::sleep(PAUSE).await;
+            let busy = pacing.busy(&self.store);
+            pause("payloads", &mut pacing.payloads, busy, batch.picked, batch.work, batch.held).await;
         }
         let mut cursor: Cursor = None;
         loop {
-            let (batch, next) = self.store.purge_events(&plan, &cursor, self.batch).await?;
+            let limit = pacing.events.size();
+            let (batch, next) = self.store.purge_events(&plan, &cursor, limit).await?;
             report.events += batch.picked as u64;
             self.count(&mut report, batch, "events");
-            if batch.picked < self.batch {
+            if batch.picked < limit {
                 break;
             }
             cursor = next;
-            tokio::time::sleep(PAUSE).await;
+            let busy = pacing.busy(&self.store);
+            pause("events", &mut pacing.events, busy, batch.picked, batch.work, batch.held).await;
         }
         loop {
-            let batch = self.store.purge_body_hashes(&plan, self.batch).await?;
+            let limit = pacing.body_hashes.size();
+            let batch = self.store.purge_body_hashes(&plan, limit).await?;
             report.body_hashes += batch.picked as u64;
             self.count(&mut report, batch, "body_hashes");
-            if batch.picked < self.batch {
+            if batch.picked < limit {
                 break;
             }
-            tokio::time::sleep(PAUSE).await;
+            let busy = pacing.busy(&self.store);
+            pause("body_hashes", &mut pacing.body_hashes, busy, batch.picked, batch.work, batch.held).await;
         }
-        self.return_free_pages().await?;
+        self.return_free_pages(&mut pacing).await?;
+        *self.pacing.lock().expect("pacing") = pacing;
         *self.status.lock().expect("purge status") = Some(LastPurge { at: self.clock.now_ms(), report });
         match archive_failed {
             Some(err) => Err(err.into()),
@@ -226,15 +368,20 @@ impl Purger {
     /// SQLite: gives the pages the purge freed back to the file system, a step at a time
     /// (free pages are reused by new rows anyway; this shrinks the file). Stops when a step
     /// frees nothing (a file made without `auto_vacuum = INCREMENTAL`: see `storage compact`).
-    async fn return_free_pages(&self) -> Result<(), StoreError> {
+    async fn return_free_pages(&self, pacing: &mut Pacing) -> Result<(), StoreError> {
         let mut left = i64::MAX;
         loop {
-            let now_left = self.store.return_free_pages(FREE_PAGES_PER_STEP).await?;
+            let pages = pacing.pages.size();
+            let (now_left, held) = self.store.return_free_pages(pages as i64).await?;
             if now_left == 0 || now_left >= left {
                 return Ok(());
             }
+            // A step that found fewer free pages than asked freed them all: `now_left` is 0.
+            let freed = usize::try_from(left.saturating_sub(now_left)).unwrap_or(pages).min(pages);
             left = now_left;
-            tokio::time::sleep(PAUSE).await;
+            let busy = pacing.busy(&self.store);
+            // One statement: its work and its hold are one.
+            pause("pages", &mut pacing.pages, busy, freed, held, held).await;
         }
     }
 
@@ -265,6 +412,9 @@ impl Purger {
     }
 
     fn count(&self, report: &mut PurgeReport, batch: BatchPurged, what: &'static str) {
+        let (work_us, held_us) = (batch.work.as_micros() as u64, batch.held.as_micros() as u64);
+        tracing::debug!(what, picked = batch.picked, rows = batch.rows, work_us, held_us, "purge batch");
+        metrics::histogram!("hookwarden_retention_batch_seconds").record(batch.held.as_secs_f64());
         report.rows += batch.rows;
         metrics::counter!("hookwarden_retention_purged_total", "what" => what).increment(batch.picked as u64);
         metrics::counter!("hookwarden_retention_rows_purged_total").increment(batch.rows);
@@ -304,5 +454,84 @@ impl Purger {
                 tracing::warn!(error = %err, "reading the storage figures for /metrics failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    /// A commit's fsync: part of the hold, not of the work.
+    const COMMIT: Duration = Duration::from_millis(3);
+
+    /// A batch of `n` whose statements took `work`, on a busy writer; the next size.
+    fn after(p: &mut Pacer, n: usize, work: Duration) -> usize {
+        p.after(n, work, work + COMMIT, true);
+        p.size()
+    }
+
+    #[test]
+    fn a_batch_is_sized_for_its_work_within_a_step_and_the_bounds() {
+        // 100 units start at 20 µs each (BUSY_WORK / 100).
+        let mut p = Pacer::new(100, 10, 1_000);
+        assert_eq!(p.size(), 100);
+        // 100 worked 4 ms: 40 µs each, 50 do the 2 ms; the commit's time does not count.
+        assert_eq!(after(&mut p, 100, 4 * MS), 50);
+        // Did the target: the size stays.
+        assert_eq!(after(&mut p, 50, BUSY_WORK), 50);
+        // Ten times too slow (a stolen core): halved, not cut to a tenth.
+        assert_eq!(after(&mut p, 50, 20 * MS), 25);
+        // Very cheap: doubled at most per batch.
+        assert_eq!(after(&mut p, 25, Duration::from_micros(10)), 50);
+        // Work of zero does not divide by zero; growth stops at the bound.
+        for _ in 0..20 {
+            let n = p.size();
+            after(&mut p, n, Duration::ZERO);
+        }
+        assert_eq!(p.size(), 1_000);
+        // Always slow: down to the bound, never below.
+        for _ in 0..40 {
+            let n = p.size();
+            after(&mut p, n, Duration::from_secs(1));
+        }
+        assert_eq!(p.size(), 10);
+    }
+
+    #[test]
+    fn a_quiet_writer_gets_longer_batches_and_a_busy_one_short_ones_at_once() {
+        let mut p = Pacer::new(100, 10, 100_000);
+        p.after(100, BUSY_WORK, BUSY_WORK + COMMIT, false);
+        let quiet = (QUIET_WORK.as_nanos() / (BUSY_WORK.as_nanos() / 100)) as usize;
+        assert_eq!(p.size(), quiet);
+        // Its cost per event as before: the next is back to the busy size at once.
+        p.after(quiet, QUIET_WORK, QUIET_WORK + COMMIT, true);
+        assert_eq!(p.size(), 100);
+    }
+
+    #[test]
+    fn a_short_batch_says_nothing_of_a_full_ones_cost() {
+        let mut p = Pacer::new(100, 10, 1_000);
+        assert_eq!(after(&mut p, 3, 40 * MS), 100);
+        assert_eq!(after(&mut p, 0, 40 * MS), 100);
+    }
+
+    #[test]
+    fn the_pause_is_the_hold_within_bounds_while_others_write_and_none_otherwise() {
+        let mut p = Pacer::new(100, 10, 1_000);
+        // The hold, commit and all.
+        assert_eq!(p.after(100, MS, 4 * MS, true), 4 * MS * PAUSE_PER_HOLD);
+        assert_eq!(p.after(p.size(), Duration::ZERO, Duration::from_micros(100), true), MIN_PAUSE);
+        assert_eq!(p.after(p.size(), MS, Duration::from_secs(2), true), MAX_PAUSE);
+        assert_eq!(p.after(p.size(), MS, 4 * MS, false), Duration::ZERO);
+        assert_eq!(p.after(p.size(), MS, Duration::from_secs(2), false), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_pacer_starts_within_its_bounds() {
+        assert_eq!(Pacer::new(5_000, 10, 1_000).size(), 1_000);
+        assert_eq!(Pacer::new(1, 10, 1_000).size(), 10);
+        assert_eq!(Pacer::new(0, 0, 0).size(), 1);
+        assert_eq!(Pacer::events(MAX_BATCH).size(), FIRST_BATCH);
     }
 }

@@ -468,7 +468,9 @@ pub struct Spawned {
 }
 
 /// Writes `config` to the temp dir, starts `hookwarden serve` on it without the variables in
-/// `env_remove`, and waits (up to 60 s) until `/healthz` answers.
+/// `env_remove`, and waits (up to 60 s) until `/healthz` answers. The gateway is the binary
+/// built with the bench, or `$HOOKWARDEN_BIN` when set (to compare two builds with one bench,
+/// or keep a build that a shared target directory would overwrite).
 pub async fn start_gateway(
     cleanup: &mut Cleanup,
     port: u16,
@@ -480,7 +482,8 @@ pub async fn start_gateway(
     let log_path = cleanup.dir.join("gateway.log");
     std::fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
     let log = std::fs::File::create(&log_path).map_err(|e| format!("create log: {e}"))?;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hookwarden"));
+    let binary = std::env::var_os("HOOKWARDEN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hookwarden").into());
+    let mut command = Command::new(binary);
     command.args(["serve", "--config"]).arg(&config_path);
     for name in env_remove {
         command.env_remove(name);

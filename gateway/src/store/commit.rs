@@ -61,7 +61,14 @@ impl Store {
             events.iter().map(|e| serde_json::to_string(&e.headers).expect("headers serialise")).collect();
         let written = self.write_group(events, &headers, attempts, relaxed).await;
         self.health.note(&written);
+        self.group_commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         written
+    }
+
+    /// How many group commits (ingest, delivery results) this store has run: a count that
+    /// moved says others used the writer meanwhile.
+    pub fn group_commits(&self) -> u64 {
+        self.group_commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn write_group(

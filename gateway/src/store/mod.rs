@@ -160,6 +160,9 @@ pub struct Store {
     pool: Pool,
     /// Whether the last group commit failed, and why (`/readyz`).
     health: health::WriteHealth,
+    /// Group commits (ingest and delivery results) so far: the purger reads whether others
+    /// wrote since its last batch, and paces itself only when they did.
+    group_commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of either backend, for reads.
@@ -345,6 +348,7 @@ impl Store {
                     last_seq: std::sync::Arc::new(last_seq.into()),
                 },
                 health: Default::default(),
+                group_commits: Default::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
@@ -363,7 +367,7 @@ impl Store {
             sqlx::query("SELECT pg_advisory_unlock(4242001)").execute(&mut *conn).await?;
             migrated?;
             drop(conn);
-            Ok(Self { pool: Pool::Postgres(pool), health: Default::default() })
+            Ok(Self { pool: Pool::Postgres(pool), health: Default::default(), group_commits: Default::default() })
         } else {
             Err(StoreError::UnsupportedUrl(url.to_string()))
         }

@@ -12,6 +12,8 @@
 //! cutoff (event ids start with their received time), so a pass reads each row once and
 //! never the events too young to go.
 
+use std::time::{Duration, Instant};
+
 use super::selection::bind_all;
 use super::{Backend, Pool, SqlParam, Store, StoreError, mark, with_writer};
 
@@ -43,13 +45,19 @@ pub struct PurgePlan {
     pub archiving: Vec<String>,
 }
 
-/// Rows one batch removed.
+/// Rows one batch removed, and how long it held the writer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchPurged {
     /// Events the batch picked (payloads, or whole events); fewer than asked: the pass is done.
     pub picked: usize,
     /// Rows deleted over every table (events, payloads, attempts, receipts, replay items, hashes).
     pub rows: u64,
+    /// From the transaction's begin to the end of its commit (waiting for the writer not
+    /// counted): on SQLite how long every other write waited behind it.
+    pub held: Duration,
+    /// Of that, the statements before the commit: what grows with the batch (the commit's
+    /// fsync costs about the same for any size). The purger sizes batches by it.
+    pub work: Duration,
 }
 
 /// Where a pass is: the last id it picked.
@@ -130,6 +138,10 @@ impl PurgePlan {
     pub(super) fn latest(&self, pick: fn(&Cutoffs) -> i64) -> i64 {
         self.sources.iter().map(|(_, c)| pick(c)).chain([pick(&self.others)]).max().unwrap_or(i64::MIN)
     }
+
+    fn earliest(&self, pick: fn(&Cutoffs) -> i64) -> i64 {
+        self.sources.iter().map(|(_, c)| pick(c)).chain([pick(&self.others)]).min().unwrap_or(i64::MIN)
+    }
 }
 
 impl Store {
@@ -155,6 +167,9 @@ impl Store {
 
     /// Purges the payloads (headers and body) of up to `limit` settled, free events received
     /// before their source's cutoff, after `cursor`; their rows stay, marked with `plan.now`.
+    /// Not those past their `events` cutoff too: [`Store::purge_events`] takes them whole in
+    /// the same run, payload and all, and marking a row about to go is work for nothing (with
+    /// `payloads` = `events` it was half the purge's).
     pub async fn purge_payloads(
         &self,
         plan: &PurgePlan,
@@ -162,13 +177,19 @@ impl Store {
         limit: usize,
     ) -> Result<(BatchPurged, Cursor), StoreError> {
         let backend = self.backend();
+        // Every event received before the earliest `events` cutoff goes whole: the pass starts
+        // after them (from the millisecond before, whose events all go whole too).
+        let first = id_bound(plan.earliest(|c| c.events).saturating_sub(1));
+        let after = cursor.clone().unwrap_or_default().max(first);
         let mut pick = Sql::new(backend);
         pick.push("SELECT p.event_id FROM event_payloads p JOIN events e ON e.id = p.event_id WHERE p.event_id > ")
-            .param(SqlParam::Text(cursor.clone().unwrap_or_default()))
+            .param(SqlParam::Text(after))
             .push(" AND p.event_id < ")
             .param(SqlParam::Text(id_bound(plan.latest(|c| c.payloads))))
             .push(&format!(" AND {SETTLED} AND {FREE} AND e.received_at < "))
             .cutoff("e.source", plan, |c| c.payloads)
+            .push(" AND e.received_at >= ")
+            .cutoff("e.source", plan, |c| c.events)
             .archived_first(plan)
             .push(&format!(" ORDER BY p.event_id LIMIT {limit}"));
         if backend == Backend::Postgres {
@@ -176,6 +197,7 @@ impl Store {
         }
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
+            let began = Instant::now();
             let ids: Vec<String> =
                 bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(pick.text)), &pick.params).fetch_all(&mut *tx).await?;
             let mut rows = 0;
@@ -191,8 +213,10 @@ impl Store {
                 mark.push(" WHERE id IN ").ids_in(&ids);
                 bind_all!(sqlx::query(sqlx::AssertSqlSafe(mark.text)), &mark.params).execute(&mut *tx).await?;
             }
+            let work = began.elapsed();
             tx.commit().await?;
-            Ok((BatchPurged { picked: ids.len(), rows }, ids.last().cloned().or_else(|| cursor.clone())))
+            let purged = BatchPurged { picked: ids.len(), rows, held: began.elapsed(), work };
+            Ok((purged, ids.last().cloned().or_else(|| cursor.clone())))
         })
     }
 
@@ -224,6 +248,7 @@ impl Store {
         }
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
+            let began = Instant::now();
             let ids: Vec<String> =
                 bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(pick.text)), &pick.params).fetch_all(&mut *tx).await?;
             let mut rows = 0;
@@ -244,8 +269,10 @@ impl Store {
                         .rows_affected();
                 }
             }
+            let work = began.elapsed();
             tx.commit().await?;
-            Ok((BatchPurged { picked: ids.len(), rows }, ids.last().cloned().or_else(|| cursor.clone())))
+            let purged = BatchPurged { picked: ids.len(), rows, held: began.elapsed(), work };
+            Ok((purged, ids.last().cloned().or_else(|| cursor.clone())))
         })
     }
 
@@ -259,10 +286,13 @@ impl Store {
             .push("WHERE b.received_at < ")
             .cutoff("b.source", plan, |c| c.body_hashes)
             .push(&format!(" LIMIT {limit})"));
+        // One statement, its own transaction: the time includes taking the writer.
+        let began = Instant::now();
         let rows = with_writer!(self, pool => {
             bind_all!(sqlx::query(sqlx::AssertSqlSafe(delete.text)), &delete.params).execute(pool).await?.rows_affected()
         });
-        Ok(BatchPurged { picked: rows as usize, rows })
+        let held = began.elapsed();
+        Ok(BatchPurged { picked: rows as usize, rows, held, work: held })
     }
 }
 
@@ -343,17 +373,20 @@ impl Store {
 
     /// SQLite: gives up to `pages` free pages back to the file system (`incremental_vacuum`,
     /// which needs `auto_vacuum = INCREMENTAL`: every new database is made so); how many
-    /// free pages are left. 0 on PostgreSQL, whose autovacuum does its own.
-    pub async fn return_free_pages(&self, pages: i64) -> Result<i64, StoreError> {
+    /// free pages are left, and how long the step held the writer. 0 on PostgreSQL, whose
+    /// autovacuum does its own.
+    pub async fn return_free_pages(&self, pages: i64) -> Result<(i64, Duration), StoreError> {
         match &self.pool {
             Pool::Sqlite { write, .. } => {
                 let mut conn = write.acquire().await?;
+                let began = Instant::now();
                 sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA incremental_vacuum({})", pages.max(1))))
                     .execute(&mut *conn)
                     .await?;
-                Ok(sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&mut *conn).await?)
+                let left = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&mut *conn).await?;
+                Ok((left, began.elapsed()))
             }
-            Pool::Postgres(_) => Ok(0),
+            Pool::Postgres(_) => Ok((0, Duration::ZERO)),
         }
     }
 
