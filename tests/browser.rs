@@ -26,6 +26,11 @@ fn browser_dir() -> &'static Path {
 /// Runs `tests/browser/<name>.mjs` against `gateway` with `env`; fails (never skips) without
 /// node, chromium or the npm packages, saying what to install.
 pub(crate) async fn scenario(name: &str, gateway: &Gateway, env: &[(&str, String)]) {
+    scenario_at(name, &gateway.url(""), env).await
+}
+
+/// [`scenario`] against a gateway the test did not start itself (`hookwarden demo`'s), at `url`.
+pub(crate) async fn scenario_at(name: &str, url: &str, env: &[(&str, String)]) {
     assert!(
         browser_dir().join("node_modules/playwright-core").is_dir(),
         "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser`"
@@ -37,7 +42,7 @@ pub(crate) async fn scenario(name: &str, gateway: &Gateway, env: &[(&str, String
     command
         .arg(format!("{name}.mjs"))
         .current_dir(browser_dir())
-        .env("GATEWAY_URL", gateway.url(""))
+        .env("GATEWAY_URL", url.trim_end_matches('/'))
         .env("CHROMIUM", &chromium)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
