@@ -5,52 +5,64 @@
 -- the probe, retention's purge, import), so no writer can forget them. They fire once per
 -- statement, over its transition tables: a group commit of a hundred events is one grouped
 -- upsert, not a hundred. Rows are upserted in key order, so two statements lock the rows they
--- share in the same order. A minute's rows at zero stay until its events are purged.
+-- share in the same order.
+--
+-- A count is split over a few rows (`shard`): concurrent transactions adding to one row wait
+-- for each other's commit, and every ingest transaction adds to the current minute's. Each
+-- event keeps the shard it was counted in (`events.count_shard`, taken from the connection
+-- that inserted it, so the gateway's concurrent ingest transactions use different rows), and
+-- whatever later moves or removes it takes it from that same row: a row at zero has no event
+-- left, and a purge deletes it.
 CREATE TABLE event_counts (
     source  TEXT NOT NULL,
     minute  BIGINT NOT NULL,  -- received_at floored to the minute, unix ms
     outcome TEXT NOT NULL,
+    shard   SMALLINT NOT NULL,
     n       BIGINT NOT NULL,
-    PRIMARY KEY (source, minute, outcome)
+    PRIMARY KEY (source, minute, outcome, shard)
 );
 
-INSERT INTO event_counts (source, minute, outcome, n)
-SELECT source, (received_at / 60000) * 60000, outcome, COUNT(*) FROM events GROUP BY 1, 2, 3;
+-- Constant for the rows there are (no rewrite of the table), the connection's for new ones.
+ALTER TABLE events ADD COLUMN count_shard SMALLINT NOT NULL DEFAULT 0;
+ALTER TABLE events ALTER COLUMN count_shard SET DEFAULT (pg_backend_pid() % 8);
+
+INSERT INTO event_counts (source, minute, outcome, shard, n)
+SELECT source, (received_at / 60000) * 60000, outcome, 0, COUNT(*) FROM events GROUP BY 1, 2, 3;
 
 CREATE FUNCTION event_counts_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO event_counts AS c (source, minute, outcome, n)
-    SELECT source, (received_at / 60000) * 60000, outcome, COUNT(*) FROM new_events
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (source, minute, outcome) DO UPDATE SET n = c.n + EXCLUDED.n;
+    INSERT INTO event_counts AS c (source, minute, outcome, shard, n)
+    SELECT source, (received_at / 60000) * 60000, outcome, count_shard, COUNT(*) FROM new_events
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (source, minute, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
     RETURN NULL;
 END $$;
 
 -- Fires on every UPDATE of `events` (a trigger with transition tables cannot name columns),
--- and counts only the rows whose source, received_at or outcome changed.
+-- and counts only the rows whose source, received_at, outcome or shard changed.
 CREATE FUNCTION event_counts_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO event_counts AS c (source, minute, outcome, n)
-    SELECT source, minute, outcome, SUM(d) FROM (
-        SELECT o.source, (o.received_at / 60000) * 60000 AS minute, o.outcome, -1 AS d
+    INSERT INTO event_counts AS c (source, minute, outcome, shard, n)
+    SELECT source, minute, outcome, shard, SUM(d) FROM (
+        SELECT o.source, (o.received_at / 60000) * 60000 AS minute, o.outcome, o.count_shard AS shard, -1 AS d
         FROM old_events o JOIN new_events e ON e.id = o.id
-        WHERE (o.source, o.received_at, o.outcome) IS DISTINCT FROM (e.source, e.received_at, e.outcome)
+        WHERE (o.source, o.received_at, o.outcome, o.count_shard) IS DISTINCT FROM (e.source, e.received_at, e.outcome, e.count_shard)
         UNION ALL
-        SELECT e.source, (e.received_at / 60000) * 60000, e.outcome, 1
+        SELECT e.source, (e.received_at / 60000) * 60000, e.outcome, e.count_shard, 1
         FROM old_events o JOIN new_events e ON e.id = o.id
-        WHERE (o.source, o.received_at, o.outcome) IS DISTINCT FROM (e.source, e.received_at, e.outcome)
+        WHERE (o.source, o.received_at, o.outcome, o.count_shard) IS DISTINCT FROM (e.source, e.received_at, e.outcome, e.count_shard)
     ) moved
-    GROUP BY 1, 2, 3 HAVING SUM(d) <> 0 ORDER BY 1, 2, 3
-    ON CONFLICT (source, minute, outcome) DO UPDATE SET n = c.n + EXCLUDED.n;
+    GROUP BY 1, 2, 3, 4 HAVING SUM(d) <> 0 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (source, minute, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
     RETURN NULL;
 END $$;
 
 CREATE FUNCTION event_counts_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO event_counts AS c (source, minute, outcome, n)
-    SELECT source, (received_at / 60000) * 60000, outcome, -COUNT(*) FROM old_events
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (source, minute, outcome) DO UPDATE SET n = c.n + EXCLUDED.n;
+    INSERT INTO event_counts AS c (source, minute, outcome, shard, n)
+    SELECT source, (received_at / 60000) * 60000, outcome, count_shard, -COUNT(*) FROM old_events
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (source, minute, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
     DELETE FROM event_counts c
     USING (SELECT DISTINCT source, (received_at / 60000) * 60000 AS minute FROM old_events) gone
     WHERE c.source = gone.source AND c.minute = gone.minute AND c.n = 0;
