@@ -6,7 +6,9 @@
 //! `events` (migration 0012) keep it, in the transaction of every statement that inserts,
 //! settles, resolves or deletes an event: ingest's group commit, receipts, the probe,
 //! resolutions, retention's purge, import. The guarantee lives in the database, in one place,
-//! so no writer can forget it. [`Store::summary`] reads the whole minutes of a window from
+//! so no writer can forget it. (On PostgreSQL a count is split over a few rows, by the
+//! connection that inserted the event, so concurrent ingest transactions do not queue on one
+//! row; reads sum them.) [`Store::summary`] reads the whole minutes of a window from
 //! there and counts the rest live (the minutes cut by the window's edges, and the overdue
 //! ones, which depend on the time of asking); [`Store::summary_recount`] groups the events
 //! themselves, as the fallback and for tests to check the counts against.
