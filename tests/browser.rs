@@ -11,7 +11,7 @@ use std::time::Duration;
 use receipts_sdk::receipt::Receipt;
 
 use crate::replay::{confirm, handler_key, outage, spec};
-use crate::support::{ADMIN_TOKEN, Db, Gateway, Receiver, TestDb, sign};
+use crate::support::{ADMIN_TOKEN, Db, Gateway, GatewaySpec, Receiver, SourceSpec, TestDb, sign};
 
 /// Far above a scenario's few seconds: only a hung browser gets here.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
@@ -26,6 +26,11 @@ fn browser_dir() -> &'static Path {
 /// Runs `tests/browser/<name>.mjs` against `gateway` with `env`; fails (never skips) without
 /// node, chromium or the npm packages, saying what to install.
 pub(crate) async fn scenario(name: &str, gateway: &Gateway, env: &[(&str, String)]) {
+    scenario_at(name, &gateway.url(""), env).await
+}
+
+/// [`scenario`] against a gateway the test did not start itself (`hookwarden demo`'s), at `url`.
+pub(crate) async fn scenario_at(name: &str, url: &str, env: &[(&str, String)]) {
     assert!(
         browser_dir().join("node_modules/playwright-core").is_dir(),
         "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser`"
@@ -37,7 +42,7 @@ pub(crate) async fn scenario(name: &str, gateway: &Gateway, env: &[(&str, String
     command
         .arg(format!("{name}.mjs"))
         .current_dir(browser_dir())
-        .env("GATEWAY_URL", gateway.url(""))
+        .env("GATEWAY_URL", url.trim_end_matches('/'))
         .env("CHROMIUM", &chromium)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
@@ -119,6 +124,66 @@ async fn reviewing_failed_events_and_resolving_them_with_a_note() {
     let audit = gw.audit().await;
     let count = |action: &str| audit.iter().filter(|e| e["action"] == action).count();
     assert_eq!((count("event.resolved"), count("events.resolved")), (1, 1));
+}
+
+/// Reconcile from the console: five events delivered with their receipts lost; the handler's
+/// status_url answers for three (two applied, one failed with a code). The operator presses
+/// Reconcile on the overview, reads what it settled, finds the two left in the events list
+/// and the overview's counts moved; a viewer's button is disabled and says why.
+#[tokio::test]
+async fn reconciling_from_the_console_settles_what_the_handler_answers() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let (addr, server) = crate::probe::start_probe_server().await;
+    let key = sign::receipt_key("probe-key", 7);
+    let source = SourceSpec::new("orders", "{ kind = \"none\" }", &format!("http://{addr}/webhooks"))
+        .with(&sign::receipt_keys_line(&[(&key, false)]))
+        .with(&format!("status_url = \"http://{addr}/status/orders\""))
+        .with("status_timeout = \"5s\"");
+    let gw = Gateway::start(&GatewaySpec::new(&db.url, vec![source])).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(crate::probe::ingest(&gw, "orders", &serde_json::json!({ "id": format!("ord_{n}") })).await);
+    }
+    crate::support::eventually(Duration::from_secs(20), "all delivered", || async {
+        for id in &ids {
+            (gw.event(id).await?["delivery_state"] == "delivered").then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    let now = sign::now_secs();
+    let failed = Receipt::failed(ids[2].as_str(), "E_OUT_OF_STOCK", None);
+    let answers = vec![
+        crate::probe::entry(&key, &ids[0], "rcp_console_0", now),
+        crate::probe::entry(&key, &ids[1], "rcp_console_1", now),
+        receipts_sdk::probe::AnswerEntry::from_signed(&key.sign_with_id(&failed, "rcp_console_2", now)),
+    ];
+    server.answers.lock().unwrap().insert("orders".into(), Some(answers));
+    let operator = gw.token("oncall-ann", "operator").await;
+    let viewer = gw.token("lead-bo", "viewer").await;
+    scenario(
+        "reconcile",
+        &gw,
+        &[
+            ("OPERATOR_TOKEN", operator),
+            ("VIEWER_TOKEN", viewer),
+            ("UNKNOWN", "5".into()),
+            ("APPLIED", "2".into()),
+            ("FAILED", "1".into()),
+            ("LEFT", ids[3..].join(",")),
+        ],
+    )
+    .await;
+    // What the browser did is in the store: settled by the probe, audited once, nothing replayed.
+    for (id, outcome) in ids.iter().zip(["confirmed", "confirmed", "failed", "unknown", "unknown"]) {
+        assert_eq!(gw.event(id).await.expect("the event")["outcome"], outcome, "{id}");
+    }
+    let audit = gw.audit().await;
+    assert_eq!(audit.iter().filter(|e| e["action"] == "reconcile").count(), 1);
+    assert!(!audit.iter().any(|e| e["action"].as_str().is_some_and(|a| a.starts_with("replay"))), "nothing replayed");
+    let asked = server.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "one probe: {asked:?}");
+    assert!(asked[0].2, "the probe was signed");
 }
 
 /// The gateway's clock for the story: the wall clock shifted into the past by an amount the

@@ -1,7 +1,8 @@
 //! `hookwarden demo`: the newcomer's one command. Run fast (`--speed`), it must leave a real
 //! gap a replay then closes: events confirmed before the outage, two failed with
-//! `E_REJECTED`, the outage's events unknown; a live replay confirms them all through the
-//! example handler; Ctrl-C stops everything and removes the temporary files.
+//! `E_REJECTED`, the outage's events unknown; a live replay, started in the browser as a
+//! newcomer would (tests/browser/demo.mjs), confirms them all through the example handler;
+//! Ctrl-C stops everything and removes the temporary files.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -73,24 +74,33 @@ async fn the_demo_shows_a_gap_that_a_replay_closes() {
     let unknown = gap["totals"]["unknown"].as_i64().unwrap();
     assert!(unknown >= 10, "the outage left unknown events: {gap}");
 
-    // A replay closes it.
-    let (status, job) = {
-        let r = http
-            .post(format!("{base}/v1/replays"))
-            .bearer_auth(&token)
-            .json(&json!({ "source": "orders", "since": "2000-01-01T00:00:00Z", "dry_run": false, "reason": "demo", "rate": 100, "limit": 1000 }))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
-    };
-    assert_eq!(status, 202, "{job}");
-    assert_eq!(job["eligible"].as_i64(), Some(unknown));
-    eventually(Duration::from_secs(30), "the gap closed", || async {
-        let s = summary().await;
-        (s["totals"]["unknown"] == 0).then_some(())
-    })
-    .await;
+    // A replay closes it: in the browser, as a newcomer would, through the example handler.
+    crate::browser::scenario_at("demo", &base, &[("TOKEN", token.clone()), ("EXPECT_UNKNOWN", unknown.to_string())])
+        .await;
+    let closed = summary().await;
+    assert_eq!(closed["totals"]["unknown"], 0, "{closed}");
+    let confirmed = |s: &serde_json::Value| s["totals"]["confirmed"].as_i64().unwrap();
+    assert_eq!(confirmed(&closed), confirmed(&gap) + unknown, "{closed}");
+    assert_eq!(closed["failed_by_error_code"]["E_REJECTED"], 2, "{closed}");
+    let audit = http.get(format!("{base}/v1/audit")).bearer_auth(&token).send().await.unwrap();
+    let audit: serde_json::Value = audit.json().await.unwrap();
+    let started = audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "replay.started");
+    assert!(
+        started.is_some_and(|e| e.to_string().contains("demo: the handler is back")),
+        "the browser's run is audited with its reason: {audit}"
+    );
+
+    // And through the API: nothing is left to replay.
+    let plan = http
+        .post(format!("{base}/v1/replays"))
+        .bearer_auth(&token)
+        .json(&json!({ "source": "orders", "since": "2000-01-01T00:00:00Z", "dry_run": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plan.status().as_u16(), 200);
+    let plan: serde_json::Value = plan.json().await.unwrap();
+    assert_eq!(plan["eligible"], 0, "{plan}");
 
     // Ctrl-C: everything stops, the temporary files go.
     assert!(Command::new("kill").args(["-INT", &demo.id().to_string()]).status().unwrap().success());

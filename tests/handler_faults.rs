@@ -59,7 +59,12 @@ async fn misbehaving(how: Misbehaviour) -> String {
                         }
                     }
                     Misbehaviour::RedirectLoop => {
-                        let head = format!("HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n");
+                        // `connection: close`, since this task drops the socket after one answer:
+                        // a kept-alive connection would be reused by the gateway's pool and found
+                        // closed ("connection closed before message completed"), not a 302.
+                        let head = format!(
+                            "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        );
                         let _ = socket.write_all(head.as_bytes()).await;
                     }
                 }

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use super::table::Table;
 use super::{Api, CliError, print_json, time_arg};
 
 /// What the operator typed (the `hookwarden replay` arguments).
@@ -333,16 +334,20 @@ pub fn dry_run_report(plan: &Value, live_command: &str, all_command: Option<&str
     let sample = plan["sample"].as_array().cloned().unwrap_or_default();
     if !sample.is_empty() {
         out.push_str("\nFirst items, in the order they would go:\n");
+        let mut table = Table::new(&["EVENT", "TYPE", "RECEIVED", "OUTCOME", "TO", "IDEMPOTENCY KEY"]);
+        let cell = |item: &Value, name: &str, none: &str| item[name].as_str().unwrap_or(none).to_string();
         for item in &sample {
-            out.push_str(&format!(
-                "  {}  {:<20} {}  {:<9} -> {}  key {}\n",
-                item["event_id"].as_str().unwrap_or(""),
-                item["event_type"].as_str().unwrap_or("-"),
-                item["received_at"].as_str().unwrap_or(""),
-                item["outcome"].as_str().unwrap_or(""),
-                item["destination"].as_str().unwrap_or(""),
-                item["idempotency_key"].as_str().unwrap_or("")
-            ));
+            table.row(vec![
+                cell(item, "event_id", ""),
+                cell(item, "event_type", "-"),
+                cell(item, "received_at", ""),
+                cell(item, "outcome", ""),
+                cell(item, "destination", ""),
+                cell(item, "idempotency_key", ""),
+            ]);
+        }
+        for line in table.to_string().lines() {
+            out.push_str(&format!("  {line}\n"));
         }
     }
     if eligible == 0 {
@@ -613,6 +618,26 @@ mod tests {
             assert!(report.contains(expected), "missing `{expected}` in:\n{report}");
         }
         assert!(!report.contains("Left out"), "{report}");
+    }
+
+    #[test]
+    fn the_sample_lines_up_however_long_an_event_type() {
+        let item = |id: &str, kind: &str| {
+            json!({ "event_id": id, "event_type": kind, "received_at": "2026-11-26T04:01:00Z", "outcome": "unknown",
+                    "destination": "http://h/orders", "idempotency_key": format!("idk_{id}") })
+        };
+        let plan = json!({
+            "scope": { "source": "orders", "since": "2026-11-26T04:00:00Z", "until": null },
+            "counts": { "unknown": 2 }, "eligible": 2, "eligible_in_scope": 2, "left_out": 0, "rate": 2.0,
+            "risk": "low", "sample": [item("evt_1", "payment_intent.payment_failed"), item("evt_2", "order.paid")],
+        });
+        let report = dry_run_report(&plan, "hookwarden replay orders --no-dry-run", None);
+        let lines: Vec<&str> = report.lines().filter(|l| l.contains("2026-11-26T04:01:00Z")).collect();
+        assert_eq!(lines.len(), 2, "{report}");
+        let at = |line: &str, what: &str| line.find(what).unwrap_or_else(|| panic!("no {what} in {line}"));
+        assert_eq!(at(lines[0], "2026-11-26T04:01:00Z"), at(lines[1], "2026-11-26T04:01:00Z"), "{report}");
+        assert_eq!(at(lines[0], "idk_evt_1"), at(lines[1], "idk_evt_2"), "{report}");
+        assert!(report.contains("EVENT") && report.contains("IDEMPOTENCY KEY"), "{report}");
     }
 
     #[test]
