@@ -39,7 +39,8 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut raw = std::env::args().skip(1).peekable();
-    let mut args = Args { smoke: true, db: Db::Sqlite, events: 0, runs: 20, pg_url: common::default_pg_url(), vacuum: true };
+    let mut args =
+        Args { smoke: true, db: Db::Sqlite, events: 0, runs: 20, pg_url: common::default_pg_url(), vacuum: true };
     let mut events = None;
     while let Some(arg) = raw.next() {
         let (name, inline) = common::split_flag(&arg);
