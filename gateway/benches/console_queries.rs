@@ -244,6 +244,15 @@ async fn measure(args: &Args, url: &str) -> Result<(), String> {
         })
         .await?,
     );
+    // The counts the overview read must be the events' own (not timed).
+    for source in ["orders", "stripe"] {
+        let (served, recount) =
+            (store.summary(&overview(source)).await, store.summary_recount(&overview(source)).await);
+        if served.map_err(|e| e.to_string())? != recount.map_err(|e| e.to_string())? {
+            return Err(format!("the overview's counts of {source} differ from a recount of its events"));
+        }
+    }
+    println!("overview's counts equal a recount of the events: yes");
     for t in &timings {
         t.report();
         if t.rows == 0 && !t.what.starts_with("replays") {
