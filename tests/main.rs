@@ -16,6 +16,7 @@ mod console;
 mod crash;
 mod delivery;
 mod demo;
+mod event_counts;
 mod handler;
 mod handler_faults;
 mod hostile_requests;
