@@ -211,6 +211,45 @@ async fn a_replay_whose_gateway_is_killed_is_finished_by_another_sending_nothing
     .await;
     assert_eq!(finished["details"]["counts"], done["counts"], "{finished}");
 }
+/// A replay cancelled through another gateway than the one running it, running and again
+/// paused: the runner hears of it at its next lease renewal (the cancel cleared the lease),
+/// marks what it had not sent cancelled and audits the end, so the job's counts become final
+/// (`settled`) and nothing more is sent.
+#[tokio::test]
+async fn a_replay_cancelled_through_another_gateway_ends_with_final_counts() {
+    let db = TestDb::new(Db::Postgres).await;
+    let receiver = Receiver::start().await;
+    let a = Gateway::start(&replay::spec(&db, &receiver)).await;
+    replay::outage(&a, &receiver, "c", 80).await;
+    let b = Gateway::start(&replay::spec(&db, &receiver)).await;
+    for pause_first in [false, true] {
+        let id = replay::live(&a, "cancel-elsewhere", 4, 40).await;
+        let sent_of = |id: &str| receiver.received().iter().filter(|r| r.replay_id() == Some(id)).count();
+        eventually(Duration::from_secs(10), "A sending", || async { (sent_of(&id) >= 2).then_some(()) }).await;
+        if pause_first {
+            let (status, paused) = a.admin_post(&format!("/v1/replays/{id}/pause"), &json!({})).await;
+            assert_eq!(status, 200, "{paused}");
+        }
+        let (status, cancelled) = b.admin_post(&format!("/v1/replays/{id}/cancel"), &json!({})).await;
+        assert_eq!(status, 200, "{cancelled}");
+        let done = eventually(Duration::from_secs(15), "the counts final", || async {
+            let (_, job) = a.call("GET", &format!("/v1/replays/{id}"), None, None).await;
+            (job["settled"] == true).then_some(job)
+        })
+        .await;
+        assert_eq!(done["state"], "cancelled", "{done}");
+        let c = &done["counts"];
+        let sent = c["sent"].as_u64().unwrap();
+        assert_eq!(sent + c["skipped_other"].as_u64().unwrap(), 40, "every item sent or cancelled: {done}");
+        assert_eq!(sent as usize, sent_of(&id), "{done}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(sent_of(&id), sent as usize, "sent after the cancel");
+        let audit = a.audit().await;
+        let finished = audit.iter().find(|e| e["action"] == "replay.finished" && e["subject"] == id.as_str());
+        assert!(finished.is_some(), "the run's end is audited (pause first: {pause_first})");
+    }
+}
+
 /// A host's clock an hour behind.
 struct Behind(i64);
 
