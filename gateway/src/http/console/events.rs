@@ -152,13 +152,7 @@ pub async fn list(State(app): State<AppState>, who: Signed, Query(p): Query<Para
     let first = present(&p.cursor).map(|_| format!("/ui/events?{}", p.query()));
     let list = List {
         nav: Nav::new(&who, "events"),
-        sources: app
-            .config
-            .sources
-            .iter()
-            .filter(|s| who.caller.scope.allows(&s.name))
-            .map(|s| (s.name.clone(), Some(&s.name) == source.as_ref()))
-            .collect(),
+        sources: super::page::source_choices(&app, &who, source.as_deref()),
         outcomes: ["confirmed", "unknown", "failed", "resolved"]
             .iter()
             .map(|o| (*o, Some(*o) == outcome.as_deref()))

@@ -126,13 +126,7 @@ pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Para
     let gaps = Gaps {
         nav: Nav::new(&who, "gaps"),
         windows: WINDOWS.iter().map(|(name, _, _)| (*name, *name == window)).collect(),
-        sources: app
-            .config
-            .sources
-            .iter()
-            .filter(|s| who.caller.scope.allows(&s.name))
-            .map(|s| (s.name.clone(), Some(&s.name) == source.as_ref()))
-            .collect(),
+        sources: super::page::source_choices(&app, &who, source.as_deref()),
         window: window.into(),
         groups,
         overdue,

@@ -113,13 +113,7 @@ pub async fn list(State(app): State<AppState>, who: Signed, Query(p): Query<Para
     let jobs = Jobs {
         nav: Nav::new(&who, "replays"),
         states: STATES.iter().map(|s| (*s, state.as_deref() == Some(*s))).collect(),
-        sources: app
-            .config
-            .sources
-            .iter()
-            .filter(|s| who.caller.scope.allows(&s.name))
-            .map(|s| (s.name.clone(), Some(&s.name) == source.as_ref()))
-            .collect(),
+        sources: super::page::source_choices(&app, &who, source.as_deref()),
         rows,
         first: cursor.is_some().then(|| base.trim_end_matches(['&', '?']).to_string()),
         next,

@@ -207,13 +207,7 @@ pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Para
         nav: Nav::new(&who, "overview"),
         windows: WINDOWS.iter().map(|(name, _, _)| (*name, *name == window)).collect(),
         window: window.into(),
-        sources: app
-            .config
-            .sources
-            .iter()
-            .filter(|s| who.caller.scope.allows(&s.name))
-            .map(|s| (s.name.clone(), Some(&s.name) == source.as_ref()))
-            .collect(),
+        sources: super::page::source_choices(&app, &who, source.as_deref()),
         rows: view.sources.iter().map(|(name, counts)| SourceRow { name: name.clone(), counts: *counts }).collect(),
         totals: view.totals,
         failed_by_code: view.failed_by_error_code.iter().map(|(code, n)| (code.clone(), *n)).collect(),

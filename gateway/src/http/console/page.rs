@@ -41,6 +41,17 @@ impl Nav {
     }
 }
 
+/// The sources the signed-in token may see, for a page's source chooser, each with whether it
+/// is the `chosen` one.
+pub fn source_choices(app: &crate::http::AppState, who: &Signed, chosen: Option<&str>) -> Vec<(String, bool)> {
+    app.config
+        .sources
+        .iter()
+        .filter(|s| who.caller.scope.allows(&s.name))
+        .map(|s| (s.name.clone(), Some(s.name.as_str()) == chosen))
+        .collect()
+}
+
 /// A rendered template with its status; a template that fails to render is a logged 500.
 pub fn render(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {

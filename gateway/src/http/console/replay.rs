@@ -215,13 +215,7 @@ fn form_page(
     };
     let form = Form {
         nav: Nav::new(who, "replay"),
-        sources: app
-            .config
-            .sources
-            .iter()
-            .filter(|s| who.caller.scope.allows(&s.name))
-            .map(|s| (s.name.clone(), s.name == d.source))
-            .collect(),
+        sources: super::page::source_choices(app, who, Some(d.source.as_str())),
         d,
         error,
         filter_error,
