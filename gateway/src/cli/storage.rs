@@ -9,18 +9,7 @@ use serde_json::Value;
 use super::table::Table;
 use super::{Api, CliError, print_json};
 use crate::config::Config;
-use crate::store::Store;
-
-fn bytes(n: i64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
-}
+use crate::store::{Store, format_bytes};
 
 /// Prints the storage table: one line per source, then the database and the last purge.
 pub async fn storage(api: &Api, json_out: bool) -> Result<(), CliError> {
@@ -44,7 +33,7 @@ pub async fn storage(api: &Api, json_out: bool) -> Result<(), CliError> {
             s["source"].as_str().unwrap_or("").to_string(),
             s["events"].to_string(),
             s["payloads"].to_string(),
-            bytes(s["payload_bytes"].as_i64().unwrap_or(0)),
+            format_bytes(s["payload_bytes"].as_i64().unwrap_or(0)),
             s["payloads_purged"].to_string(),
             s["oldest_unsettled_at"].as_str().unwrap_or("-").to_string(),
             format!(
@@ -57,11 +46,11 @@ pub async fn storage(api: &Api, json_out: bool) -> Result<(), CliError> {
     }
     print!("{table}");
     if let Some(db) = report.get("database") {
-        let free = db["free_bytes"].as_i64().map(|f| format!(", {} free", bytes(f))).unwrap_or_default();
+        let free = db["free_bytes"].as_i64().map(|f| format!(", {} free", format_bytes(f))).unwrap_or_default();
         println!(
             "database: {} {}{free}",
             db["backend"].as_str().unwrap_or(""),
-            bytes(db["bytes"].as_i64().unwrap_or(0))
+            format_bytes(db["bytes"].as_i64().unwrap_or(0))
         );
         match &report["last_purge"] {
             Value::Null => println!("last purge: none yet on this gateway"),
@@ -98,8 +87,8 @@ pub async fn compact(path: &Path) -> Result<(), CliError> {
     }
     println!(
         "compacted: {} -> {}; auto_vacuum = incremental, so retention's freed pages now go back to the file system",
-        bytes(before.bytes),
-        bytes(after.bytes)
+        format_bytes(before.bytes),
+        format_bytes(after.bytes)
     );
     Ok(())
 }

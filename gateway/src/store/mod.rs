@@ -52,7 +52,7 @@ pub use replays::{
     FailureCause, ItemResult, Loaded, NewReplay, Paused, ReplayCounts, ReplayItem, ReplayJob, ReplayListQuery,
     ReplayPage, SampleEvent, SendableEvent, Toggle,
 };
-pub use retention::{BatchPurged, Cursor, Cutoffs, DatabaseStorage, PurgeLock, PurgePlan, SourceStorage};
+pub use retention::{BatchPurged, Cursor, Cutoffs, DatabaseStorage, PurgeLock, PurgePlan, SourceStorage, format_bytes};
 pub use retry::retry_transient;
 pub use selection::{Selection, SqlParam};
 pub use sessions::ConsoleSession;

@@ -321,6 +321,19 @@ pub struct DatabaseStorage {
     pub free_bytes: Option<i64>,
 }
 
+/// A byte count of the storage figures as people read it (binary units, one decimal), for
+/// the console and `hookwarden storage` alike.
+pub fn format_bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
 impl Store {
     /// Per source: events, payloads and their bytes, the oldest gap. A read of every event
     /// (on SQLite a reader, beside the writer): for `/v1/storage` and the purger's gauges,
@@ -423,5 +436,13 @@ mod tests {
         assert!(id(ms - 1) < id_bound(ms));
         assert!(id_bound(ms) <= format!("evt_{}", ulid::Ulid::from_parts(ms as u64, 0)));
         assert!(id_bound(ms) < id(ms));
+    }
+
+    #[test]
+    fn bytes_read_as_people_read_them() {
+        assert_eq!(super::format_bytes(0), "0 B");
+        assert_eq!(super::format_bytes(1023), "1023 B");
+        assert_eq!(super::format_bytes(1536), "1.5 KiB");
+        assert_eq!(super::format_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
     }
 }

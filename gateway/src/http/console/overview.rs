@@ -191,7 +191,7 @@ pub async fn page(State(app): State<AppState>, who: Signed, Query(p): Query<Para
                     events: s.events,
                     payloads: s.payloads,
                     payload_bytes: s.payload_bytes,
-                    bytes: super::storage::bytes(s.payload_bytes),
+                    bytes: crate::store::format_bytes(s.payload_bytes),
                     purged: s.payloads_purged,
                     oldest_unsettled: s
                         .oldest_unsettled_at
