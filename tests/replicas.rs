@@ -247,6 +247,8 @@ async fn a_replay_cancelled_through_another_gateway_ends_with_final_counts() {
         let audit = a.audit().await;
         let finished = audit.iter().find(|e| e["action"] == "replay.finished" && e["subject"] == id.as_str());
         assert!(finished.is_some(), "the run's end is audited (pause first: {pause_first})");
+        let held = format!("SELECT COUNT(*) FROM replays WHERE id = '{id}' AND lease_owner IS NOT NULL");
+        assert_eq!(db.scalar(&held).await, 0, "the ended run gave its lease up");
     }
 }
 

@@ -337,7 +337,7 @@ impl Replayer {
                     // A paused job waits in `drive`, which renews before it sends anything.
                     Ok(Some(state)) if state == "running" || state == "paused" => break,
                     Ok(Some(_)) => return Ok(End::Cancelled),
-                    Ok(None) => return Ok(self.lease_gone(&job.id).await),
+                    Ok(None) => return Ok(End::LeaseLost),
                     Err(err) if err.is_transient() => {}
                     Err(err) => return Err(err),
                 }
@@ -582,18 +582,6 @@ impl Replayer {
         }
     }
 
-    /// What a renewal that found the lease gone means. A cancel clears the lease (on any
-    /// gateway: the one running the job hears of it here when the cancel was not told to it
-    /// directly), and no gateway claims a cancelled job, so a cancelled one is still this run's
-    /// to end: its queued items marked cancelled and its end audited, else its counts would
-    /// never be final. Otherwise another gateway holds the job now.
-    async fn lease_gone(&self, id: &str) -> End {
-        match self.store.get_replay(id).await {
-            Ok(Some(job)) if job.state == "cancelled" => End::Cancelled,
-            _ => End::LeaseLost,
-        }
-    }
-
     /// Extends the lease (and stores the pace), noting when in `renewed_at`; says whether the
     /// job runs, is paused, or must stop here. A renewal that fails is logged and tried again
     /// on the next tick, as a lease outlasts many: a database blip does not end the run
@@ -608,7 +596,7 @@ impl Replayer {
                 Some("running") => Renewal::Running,
                 Some("paused") => Renewal::Paused,
                 Some(_) => Renewal::Ended(End::Cancelled),
-                None => Renewal::Ended(self.lease_gone(&job.id).await),
+                None => Renewal::Ended(End::LeaseLost),
             },
             Err(err) => {
                 tracing::warn!(replay = %job.id, error = %err, "renewing the replay's lease failed; trying again");

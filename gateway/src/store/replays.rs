@@ -630,6 +630,13 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            if n == 0 {
+                // Cancelled meanwhile: the cancel left the lease to this run, which gives it up now.
+                sqlx::query("UPDATE replays SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'cancelled'")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             append_audit_in!(self, tx, audit);
             tx.commit().await?;
             Ok(n == 1)
@@ -753,6 +760,9 @@ impl Store {
 
     /// Cancels a running job, with the audit entry `audit` makes of its counts at that
     /// moment, in one transaction; `false` when the job was not running (nothing written).
+    /// The lease stays with the gateway running the job: told directly or not (the cancel may
+    /// come through another gateway), it reads `cancelled` at its next renewal and ends the
+    /// run itself (its queued items marked, its end audited); no gateway claims a cancelled job.
     pub async fn cancel_replay(
         &self,
         id: &str,
@@ -760,7 +770,7 @@ impl Store {
         audit: impl FnOnce(&ReplayCounts) -> NewAuditEntry,
     ) -> Result<bool, StoreError> {
         let sql = format!(
-            "UPDATE replays SET state = 'cancelled', finished_at = $2, lease_owner = NULL, lease_until = NULL, \
+            "UPDATE replays SET state = 'cancelled', finished_at = $2, \
              paused_at = NULL, paused_by = NULL WHERE id = $1 AND state IN ('running', 'paused') RETURNING {JOB_COLUMNS}"
         );
         with_writer!(self, pool => {
