@@ -6,7 +6,7 @@ use hookwarden::access::SourceScope;
 use hookwarden::domain::Outcome;
 use hookwarden::domain::{AttemptKind, EventId, NewEvent, Stored};
 use hookwarden::store::{
-    AttemptRecord, CommitQueue, Completion, NewAuditEntry, NewReceipt, Recorded, Resolving, Store,
+    AttemptRecord, CommitQueue, Completion, Cutoffs, NewAuditEntry, NewReceipt, PurgePlan, Recorded, Resolving, Store,
 };
 
 use crate::support::{Db, TestDb, on_both_backends};
@@ -382,3 +382,103 @@ async fn the_check_before_a_send_sees_a_resolution(kind: Db) {
 }
 
 on_both_backends!(the_check_before_a_send_sees_a_resolution);
+
+/// A plan that purges every source's settled payloads before `payloads`, settled events
+/// before `events`, and nothing unsettled.
+fn purge_plan(payloads: i64, events: i64) -> PurgePlan {
+    let others = Cutoffs { payloads, events, unsettled: i64::MIN, body_hashes: i64::MAX };
+    PurgePlan { sources: Vec::new(), others, now: events + 20_000, archiving: Vec::new() }
+}
+
+/// The purge's batches commit without an fsync of their own on SQLite's writer: each hands
+/// the writer back at FULL, what it purged is committed for real (a new store on the file
+/// reads it so), and a batch that fails half-way leaves nothing of itself and the next
+/// batch goes on.
+#[tokio::test]
+async fn purge_batches_hand_the_writer_back_at_full_and_fail_whole_sqlite() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    // Ids carry their received time, as the gateway's do: the purge bounds its scans by them.
+    let at = |ms: i64, n: usize| {
+        let mut e = event("s", &format!("k{ms}-{n}"), ms);
+        e.id = EventId::parse(&format!("evt_{}", ulid::Ulid::from_parts(ms as u64, n as u128))).unwrap();
+        e
+    };
+    const T0: i64 = 1_800_000_000_000;
+    let early: Vec<_> = (0..250).map(|n| at(T0 + n as i64, n)).collect();
+    let late: Vec<_> = (0..250).map(|n| at(T0 + 5_000 + n as i64, n)).collect();
+    store.insert_events(&early).await.unwrap();
+    store.insert_events(&late).await.unwrap();
+    // Delivered (no retry holds them) and confirmed by their receipts: settled.
+    let due = store.claim_due("gw", T0 + 10_000, T0 + 70_000, 1_000).await.unwrap();
+    assert_eq!(due.len(), 500);
+    let delivered: Vec<_> =
+        due.iter().map(|d| record(&d.event_id, "gw", Completion::Delivered { at: T0 + 10_000 })).collect();
+    store.complete_attempts(&delivered).await.unwrap();
+    let receipts: Vec<_> =
+        early.iter().chain(&late).enumerate().map(|(n, e)| receipt(&format!("r{n}"), &e.id, "applied", None)).collect();
+    store.record_receipts(&receipts).await.unwrap();
+    let full = Some(2);
+
+    // Payloads of the late ones (the early ones go whole below), 100 at a time.
+    let plan = purge_plan(T0 + 6_000, T0 + 1_000);
+    let mut cursor = None;
+    let mut payloads = 0;
+    loop {
+        let (batch, next) = store.purge_payloads(&plan, &cursor, 100).await.unwrap();
+        assert_eq!(store.writer_synchronous().await.unwrap(), full, "a payload batch left the writer relaxed");
+        payloads += batch.picked;
+        cursor = next;
+        if batch.picked < 100 {
+            break;
+        }
+    }
+    assert_eq!(payloads, 250);
+
+    // A batch that fails at its last statement (a trigger refuses one event's delete): none
+    // of its deletes stay, and the writer is at FULL after it.
+    db.execute(&[&format!(
+        "CREATE TRIGGER refuse BEFORE DELETE ON events WHEN old.id = '{}' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        early[150].id.as_str()
+    )])
+    .await;
+    let (first, cursor) = store.purge_events(&plan, &None, 100).await.unwrap();
+    assert_eq!(first.picked, 100);
+    assert!(store.purge_events(&plan, &cursor, 100).await.is_err(), "the trigger did not refuse");
+    assert_eq!(store.writer_synchronous().await.unwrap(), full, "a failed batch left the writer relaxed");
+    for e in &early[100..200] {
+        let kept = store.get_event(&e.id).await.unwrap().expect("half a failed batch was purged");
+        assert!(kept.payload.is_some(), "a failed batch's payloads were purged");
+        assert_eq!(store.list_receipts(&e.id).await.unwrap().len(), 1, "a failed batch's receipts were purged");
+    }
+    db.execute(&["DROP TRIGGER refuse"]).await;
+    let mut cursor = cursor;
+    let mut events = first.picked;
+    loop {
+        let (batch, next) = store.purge_events(&plan, &cursor, 100).await.unwrap();
+        assert_eq!(store.writer_synchronous().await.unwrap(), full, "an event batch left the writer relaxed");
+        events += batch.picked;
+        cursor = next;
+        if batch.picked < 100 {
+            break;
+        }
+    }
+    assert_eq!(events, 250);
+    store.purge_body_hashes(&plan, 100).await.unwrap();
+    store.return_free_pages(64).await.unwrap();
+    assert_eq!(store.writer_synchronous().await.unwrap(), full, "the hashes or the pages step left the writer relaxed");
+    drop(store);
+
+    // A new store on the file: what the batches purged is gone, the rest is there.
+    let store = Store::connect(&db.url).await.unwrap();
+    for e in &early {
+        assert!(store.get_event(&e.id).await.unwrap().is_none(), "a purged event came back");
+    }
+    for e in &late {
+        let kept = store.get_event(&e.id).await.unwrap().expect("an event not due was purged");
+        assert!(kept.summary.payload_purged_at.is_some(), "a payload purge was not committed");
+    }
+    // Ingest after the purge commits at FULL as ever.
+    store.insert_events(&[event("s", "after", T0 + 20_000)]).await.unwrap();
+    assert_eq!(store.writer_synchronous().await.unwrap(), full);
+}

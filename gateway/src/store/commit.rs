@@ -88,22 +88,10 @@ impl Store {
                         _ => leases.owned_by(r.event_id.as_str(), &r.gateway),
                     })
                     .collect();
-                let mut conn = write.acquire().await?;
-                let mut handle = conn.lock_handle().await?;
-                let written = off_the_runtime(|| {
-                    // SAFETY: sqlx makes no call on the handle while `handle` is locked, and
-                    // `db` (which does not close a handle it did not open) and its statements
-                    // are gone before `handle` is unlocked.
-                    let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-                    commit_sqlite::write_group(&db, events, headers, attempts, &held, relaxed, last_seq)
-                });
-                drop(handle);
-                // After an error the connection may be inside a transaction (its rollback
-                // failed) or relaxed (its setting could not be restored): never reused.
-                if written.is_err() {
-                    conn.close_on_drop();
-                }
-                let stored = written?;
+                let stored = on_sqlite_writer(write, relaxed, |db| {
+                    commit_sqlite::write_group(db, events, headers, attempts, &held, last_seq)
+                })
+                .await?;
                 // A lease ends only once the result is committed: a claim in between would resend.
                 leases.release(
                     attempts
@@ -116,6 +104,33 @@ impl Store {
             Pool::Postgres(pool) => write_postgres(pool, events, headers, attempts).await,
         }
     }
+}
+
+/// Runs `f` on the SQLite writer's own handle (see [`super::commit_sqlite`]), in one go: no
+/// await in between, so no cancelled task can leave the handle half-way. `relaxed` runs it
+/// with `synchronous = NORMAL` (its commits without an fsync of their own) and gives the
+/// handle back at FULL: every other write needs its fsync. After an error the connection may
+/// be inside a transaction (its rollback failed) or relaxed (its setting could not be
+/// restored): it is closed, never reused.
+pub(super) async fn on_sqlite_writer<R>(
+    write: &sqlx::SqlitePool,
+    relaxed: bool,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<R>,
+) -> Result<R, StoreError> {
+    let mut conn = write.acquire().await?;
+    let mut handle = conn.lock_handle().await?;
+    let done = off_the_runtime(|| {
+        // SAFETY: sqlx makes no call on the handle while `handle` is locked, and `db` (which
+        // does not close a handle it did not open) and its statements are gone before
+        // `handle` is unlocked.
+        let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+        commit_sqlite::with_synchronous(&db, relaxed, f)
+    });
+    drop(handle);
+    if done.is_err() {
+        conn.close_on_drop();
+    }
+    Ok(done?)
 }
 
 /// Runs `f`, which blocks on the SQLite file, so that it holds up no other task: on the

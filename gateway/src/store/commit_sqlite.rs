@@ -33,32 +33,41 @@ const DELIVERED: &str = "UPDATE events SET attempts = attempts + 1, ladder_attem
 /// Stores `events` (with their serialised `headers`) and records `attempts` in one
 /// transaction on `db`; what each event became, in order. An attempt's schedule is updated
 /// only where `update` says so (its lease is held, or it is a replay); the attempt itself is
-/// recorded either way. `relaxed` skips this transaction's fsync (see
-/// `Store::record_replay_attempts`). New events are numbered on from `last_seq`, which moves
-/// on only once they committed (only the writer, which runs this, reads or moves it). On an
-/// error nothing of the group is written.
+/// recorded either way. New events are numbered on from `last_seq`, which moves on only once
+/// they committed (only the writer, which runs this, reads or moves it). On an error nothing
+/// of the group is written.
 pub(super) fn write_group(
     db: &Connection,
     events: &[NewEvent],
     headers: &[String],
     attempts: &[AttemptRecord],
     update: &[bool],
-    relaxed: bool,
     last_seq: &AtomicI64,
 ) -> rusqlite::Result<Vec<Stored>> {
-    if relaxed {
-        db.execute_batch("PRAGMA synchronous = NORMAL")?;
-    }
     let mut seq = last_seq.load(Ordering::Acquire);
-    let written = transaction(db, events, headers, attempts, update, &mut seq);
-    if written.is_ok() {
-        last_seq.store(seq, Ordering::Release);
+    let written = transaction(db, events, headers, attempts, update, &mut seq)?;
+    last_seq.store(seq, Ordering::Release);
+    Ok(written)
+}
+
+/// Runs `f` on `db`; `relaxed`: with `synchronous = NORMAL`, so that its commits skip their
+/// own fsync (used where losing the last commits to a power cut costs nothing that matters:
+/// see `Store::record_replay_attempts` and the retention purge). In WAL mode the next commit
+/// at FULL syncs the log up to its own frames, so a relaxed commit is durable once any later
+/// commit is, and never after one that came later. The setting is restored whatever `f`
+/// answered; an error restoring it is the answer (the caller then closes the connection).
+pub(super) fn with_synchronous<R>(
+    db: &Connection,
+    relaxed: bool,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+) -> rusqlite::Result<R> {
+    if !relaxed {
+        return f(db);
     }
-    if relaxed {
-        // Every other write needs its fsync; a connection left relaxed must not be used again.
-        db.execute_batch("PRAGMA synchronous = FULL")?;
-    }
-    written
+    db.execute_batch("PRAGMA synchronous = NORMAL")?;
+    let done = f(db);
+    db.execute_batch("PRAGMA synchronous = FULL")?;
+    done
 }
 
 fn transaction(

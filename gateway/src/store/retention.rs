@@ -11,11 +11,21 @@
 //! Batches walk a table in id order from a cursor, bounded above by the id of the latest
 //! cutoff (event ids start with their received time), so a pass reads each row once and
 //! never the events too young to go.
+//!
+//! On SQLite a batch runs on the writer's own handle, all at once, and commits without an
+//! fsync of its own (`synchronous = NORMAL` for it alone, see
+//! `commit_sqlite::with_synchronous`): the fsync was most of what a small batch held the one
+//! writer for, and so what every ingest waiting behind it waited for. A purge lost to a power
+//! cut brings its rows back (the next commit at FULL, an ingest's, makes it durable), and the
+//! next run purges them again; nothing that must be kept depends on it.
 
 use std::time::{Duration, Instant};
 
+use rusqlite::{Transaction, TransactionBehavior, params_from_iter};
+
+use super::commit::on_sqlite_writer;
 use super::selection::bind_all;
-use super::{Backend, Pool, SqlParam, Store, StoreError, mark, with_writer};
+use super::{Backend, Pool, SqlParam, Store, StoreError, mark};
 
 /// The PostgreSQL advisory lock only the purging gateway holds.
 const PURGE_LOCK: i64 = 4_242_017;
@@ -106,6 +116,10 @@ impl Sql {
 
     /// `CASE <column> WHEN 'a' THEN x … ELSE other END`: the cutoff of each row's source.
     pub(super) fn cutoff(&mut self, column: &str, plan: &PurgePlan, pick: fn(&Cutoffs) -> i64) -> &mut Self {
+        if plan.sources.is_empty() {
+            // A CASE needs a WHEN: every source is one of the others.
+            return self.param(SqlParam::Int(pick(&plan.others)));
+        }
         self.push(&format!("(CASE {column}"));
         for (source, cutoffs) in &plan.sources {
             self.push(" WHEN ").param(SqlParam::Text(source.clone()));
@@ -195,29 +209,17 @@ impl Store {
         if backend == Backend::Postgres {
             pick.push(" FOR UPDATE OF e SKIP LOCKED");
         }
-        with_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let began = Instant::now();
-            let ids: Vec<String> =
-                bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(pick.text)), &pick.params).fetch_all(&mut *tx).await?;
-            let mut rows = 0;
-            if !ids.is_empty() {
+        let purged = self
+            .purge_batch(pick, |ids| {
                 let mut delete = Sql::new(backend);
-                delete.push("DELETE FROM event_payloads WHERE event_id IN ").ids_in(&ids);
-                rows += bind_all!(sqlx::query(sqlx::AssertSqlSafe(delete.text)), &delete.params)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                delete.push("DELETE FROM event_payloads WHERE event_id IN ").ids_in(ids);
                 let mut mark = Sql::new(backend);
                 mark.push("UPDATE events SET payload_purged_at = ").param(SqlParam::Int(plan.now));
-                mark.push(" WHERE id IN ").ids_in(&ids);
-                bind_all!(sqlx::query(sqlx::AssertSqlSafe(mark.text)), &mark.params).execute(&mut *tx).await?;
-            }
-            let work = began.elapsed();
-            tx.commit().await?;
-            let purged = BatchPurged { picked: ids.len(), rows, held: began.elapsed(), work };
-            Ok((purged, ids.last().cloned().or_else(|| cursor.clone())))
-        })
+                mark.push(" WHERE id IN ").ids_in(ids);
+                vec![(delete, true), (mark, false)]
+            })
+            .await?;
+        Ok(purged.with_cursor(cursor))
     }
 
     /// Purges up to `limit` whole events, after `cursor`: settled ones received before their
@@ -246,34 +248,82 @@ impl Store {
         if backend == Backend::Postgres {
             pick.push(" FOR UPDATE SKIP LOCKED");
         }
-        with_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let began = Instant::now();
-            let ids: Vec<String> =
-                bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(pick.text)), &pick.params).fetch_all(&mut *tx).await?;
-            let mut rows = 0;
-            if !ids.is_empty() {
+        let purged = self
+            .purge_batch(pick, |ids| {
                 // Children first: on PostgreSQL attempts and receipts reference the event.
-                for (table, column) in [
+                [
                     ("replay_items", "event_id"),
                     ("attempts", "event_id"),
                     ("receipts", "event_id"),
                     ("event_payloads", "event_id"),
                     ("events", "id"),
-                ] {
+                ]
+                .into_iter()
+                .map(|(table, column)| {
                     let mut delete = Sql::new(backend);
-                    delete.push(&format!("DELETE FROM {table} WHERE {column} IN ")).ids_in(&ids);
-                    rows += bind_all!(sqlx::query(sqlx::AssertSqlSafe(delete.text)), &delete.params)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                }
+                    delete.push(&format!("DELETE FROM {table} WHERE {column} IN ")).ids_in(ids);
+                    (delete, true)
+                })
+                .collect()
+            })
+            .await?;
+        Ok(purged.with_cursor(cursor))
+    }
+
+    /// One batch in one transaction: the events `pick` selects, and the statements `then`
+    /// makes of their ids (each with whether its rows count as purged). On SQLite on the
+    /// writer's handle without an fsync of its own (see the module's doc).
+    async fn purge_batch(
+        &self,
+        pick: Sql,
+        then: impl FnOnce(&[String]) -> Vec<(Sql, bool)>,
+    ) -> Result<PickedBatch, StoreError> {
+        match &self.pool {
+            Pool::Sqlite { write, .. } => {
+                on_sqlite_writer(write, true, |db| {
+                    let began = Instant::now();
+                    let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
+                    let ids = tx
+                        .prepare(&pick.text)?
+                        .query_map(params_from_iter(&pick.params), |row| row.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()?;
+                    let mut rows = 0;
+                    if !ids.is_empty() {
+                        for (statement, counted) in then(&ids) {
+                            let n = tx.execute(&statement.text, params_from_iter(&statement.params))?;
+                            if counted {
+                                rows += n as u64;
+                            }
+                        }
+                    }
+                    let work = began.elapsed();
+                    tx.commit()?;
+                    Ok(PickedBatch { ids, rows, work, held: began.elapsed() })
+                })
+                .await
             }
-            let work = began.elapsed();
-            tx.commit().await?;
-            let purged = BatchPurged { picked: ids.len(), rows, held: began.elapsed(), work };
-            Ok((purged, ids.last().cloned().or_else(|| cursor.clone())))
-        })
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let began = Instant::now();
+                let ids: Vec<String> = bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(pick.text)), &pick.params)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut rows = 0;
+                if !ids.is_empty() {
+                    for (statement, counted) in then(&ids) {
+                        let done = bind_all!(sqlx::query(sqlx::AssertSqlSafe(statement.text)), &statement.params)
+                            .execute(&mut *tx)
+                            .await?;
+                        if counted {
+                            rows += done.rows_affected();
+                        }
+                    }
+                }
+                let work = began.elapsed();
+                tx.commit().await?;
+                Ok(PickedBatch { ids, rows, work, held: began.elapsed() })
+            }
+        }
     }
 
     /// Deletes up to `limit` body hashes seen before their source's window (past it a body
@@ -286,13 +336,43 @@ impl Store {
             .push("WHERE b.received_at < ")
             .cutoff("b.source", plan, |c| c.body_hashes)
             .push(&format!(" LIMIT {limit})"));
-        // One statement, its own transaction: the time includes taking the writer.
-        let began = Instant::now();
-        let rows = with_writer!(self, pool => {
-            bind_all!(sqlx::query(sqlx::AssertSqlSafe(delete.text)), &delete.params).execute(pool).await?.rows_affected()
-        });
-        let held = began.elapsed();
-        Ok(BatchPurged { picked: rows as usize, rows, held, work: held })
+        match &self.pool {
+            Pool::Sqlite { write, .. } => {
+                on_sqlite_writer(write, true, |db| {
+                    let began = Instant::now();
+                    let rows = db.execute(&delete.text, params_from_iter(&delete.params))? as u64;
+                    let held = began.elapsed();
+                    Ok(BatchPurged { picked: rows as usize, rows, held, work: held })
+                })
+                .await
+            }
+            Pool::Postgres(pool) => {
+                let began = Instant::now();
+                let rows = bind_all!(sqlx::query(sqlx::AssertSqlSafe(delete.text)), &delete.params)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                let held = began.elapsed();
+                Ok(BatchPurged { picked: rows as usize, rows, held, work: held })
+            }
+        }
+    }
+}
+
+/// A batch's picked ids, rows deleted, and times (see [`BatchPurged`]).
+struct PickedBatch {
+    ids: Vec<String>,
+    rows: u64,
+    work: Duration,
+    held: Duration,
+}
+
+impl PickedBatch {
+    /// What the batch did, and where the pass goes on: after its last id (the same cursor
+    /// when it picked nothing).
+    fn with_cursor(self, cursor: &Cursor) -> (BatchPurged, Cursor) {
+        let purged = BatchPurged { picked: self.ids.len(), rows: self.rows, held: self.held, work: self.work };
+        (purged, self.ids.last().cloned().or_else(|| cursor.clone()))
     }
 }
 
@@ -391,13 +471,19 @@ impl Store {
     pub async fn return_free_pages(&self, pages: i64) -> Result<(i64, Duration), StoreError> {
         match &self.pool {
             Pool::Sqlite { write, .. } => {
-                let mut conn = write.acquire().await?;
-                let began = Instant::now();
-                sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA incremental_vacuum({})", pages.max(1))))
-                    .execute(&mut *conn)
-                    .await?;
-                let left = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&mut *conn).await?;
-                Ok((left, began.elapsed()))
+                // Without an fsync of its own, like the purge's batches: pages lost to a power
+                // cut are free pages again, given back by the next run.
+                on_sqlite_writer(write, true, |db| {
+                    let began = Instant::now();
+                    let mut vacuum = db.prepare(&format!("PRAGMA incremental_vacuum({})", pages.max(1)))?;
+                    // Stepped to its end, whether or not it answers rows.
+                    let mut steps = vacuum.raw_query();
+                    while steps.next()?.is_some() {}
+                    drop(steps);
+                    let left = db.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+                    Ok((left, began.elapsed()))
+                })
+                .await
             }
             Pool::Postgres(_) => Ok((0, Duration::ZERO)),
         }

@@ -8,6 +8,16 @@ pub enum SqlParam {
     Int(i64),
 }
 
+/// For statements run on the SQLite writer's own handle (`commit::on_sqlite_writer`).
+impl rusqlite::ToSql for SqlParam {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(match self {
+            SqlParam::Text(text) => text.as_str().into(),
+            SqlParam::Int(n) => (*n).into(),
+        })
+    }
+}
+
 /// A condition over `events`, written with `?` placeholders that the store numbers when it
 /// places the condition into a statement. Only code writes the SQL; users' values are params.
 #[derive(Debug, Clone, Default)]
