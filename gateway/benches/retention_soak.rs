@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p hookwarden --bench retention_soak -- --bench [--db sqlite|postgres]
 //!     [--rate N] [--seconds N] [--keep 60s] [--run-every 5s] [--every N] [--pg-url URL]
-//!     [--tmpdir DIR]`
+//!     [--tmpdir DIR] [--archive]`
 //!
 //! One gateway, one source whose events a 2xx confirms (`no_receipt_types = ["*"]`, so each is
 //! settled once delivered) and whose retention is `--keep` for payloads and events: after
@@ -14,6 +14,9 @@
 //! as one where the purge deleted events or not. It reports ingest latency percentiles in
 //! slots with and without purging, events purged per second of purging and overall, and the
 //! gateway's figures of its purge batches (how long each held the writer, the last size).
+//!
+//! `--archive`: the source archives before its purge (`archive_dir` in the bench's temp dir),
+//! and a slot where the archive wrote events counts as one with purging too.
 //!
 //! Without `--bench` (e.g. under `cargo test --benches`) it is a smoke run: 100 events/s for
 //! 6 s with `--keep 2s`, exiting 0 only if the gateway purged something.
@@ -40,10 +43,11 @@ struct Args {
     every: u64,
     tmpdir: PathBuf,
     pg_url: String,
+    archive: bool,
 }
 
 const USAGE: &str = "retention_soak [--bench] [--db sqlite|postgres] [--rate N] [--seconds N] [--keep DUR] \
-[--run-every DUR] [--every N] [--tmpdir DIR] [--pg-url URL]";
+[--run-every DUR] [--every N] [--tmpdir DIR] [--pg-url URL] [--archive]";
 
 fn parse_args() -> Result<Args, String> {
     let mut raw = std::env::args().skip(1).peekable();
@@ -57,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         every: 0,
         tmpdir: std::env::temp_dir(),
         pg_url: common::default_pg_url(),
+        archive: false,
     };
     let (mut rate, mut seconds, mut keep, mut every) = (None, None, None, None);
     while let Some(arg) = raw.next() {
@@ -72,6 +77,7 @@ fn parse_args() -> Result<Args, String> {
             "--every" => every = Some(positive(value("--every")?, "--every")? as u64),
             "--tmpdir" => args.tmpdir = PathBuf::from(value("--tmpdir")?),
             "--pg-url" => args.pg_url = value("--pg-url")?,
+            "--archive" => args.archive = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => eprintln!("retention_soak: ignoring argument `{other}`"),
         }
@@ -126,7 +132,14 @@ async fn run(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<bool, S
         "soak",
         "{ kind = \"none\" }",
         &format!("http://{sink_addr}/soak"),
-        "dedup = { json_pointer = \"/id\" }\nevent_type = { json_pointer = \"/type\" }\nno_receipt_types = [\"*\"]\n",
+        &format!(
+            "dedup = {{ json_pointer = \"/id\" }}\nevent_type = {{ json_pointer = \"/type\" }}\nno_receipt_types = [\"*\"]\n{}",
+            if args.archive {
+                format!("retention = {{ archive_dir = \"{}\" }}\n", cleanup.dir.join("archive").display())
+            } else {
+                String::new()
+            }
+        ),
     );
     let mut config = common::gateway_config(port, db_url, None, &[source]);
     config.push_str(&format!(
@@ -170,14 +183,17 @@ async fn run(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<bool, S
     let mut slots: Vec<(f64, bool)> = Vec::new();
     let mut samples: Vec<Sample> = Vec::new();
     let mut last_purged = 0.0;
+    let mut last_archived = 0.0;
     let mut next_sample = 0.0;
     let events_purged = "hookwarden_retention_purged_total{what=\"events\"}";
     while started.elapsed() < Duration::from_secs(args.seconds) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let purged = metric(&client, &gateway.base, events_purged).await;
+        let archived = metric(&client, &gateway.base, "hookwarden_archived_events_total").await;
         let at = started.elapsed().as_secs_f64();
-        slots.push((at, purged > last_purged));
+        slots.push((at, purged > last_purged || archived > last_archived));
         last_purged = purged;
+        last_archived = archived;
         if at >= next_sample {
             next_sample += args.every as f64;
             let stored = metric(&client, &gateway.base, "hookwarden_stored_events").await as i64;

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
@@ -30,7 +31,7 @@ use flate2::write::GzEncoder;
 
 use crate::domain::{DeliveryState, Outcome, ReceivedHeaders};
 pub use crate::store::ArchivedEvent;
-use crate::store::{PurgePlan, Store, StoreError};
+use crate::store::{Cursor, PurgePlan, Store, StoreError};
 
 /// Why archiving stopped; the purge of that run does not go on (and could not take what was
 /// not written anyway).
@@ -50,17 +51,24 @@ pub struct Archived {
 }
 
 /// Events per file at most: a batch claimed, read and written at once.
-const BATCH: usize = 500;
+pub const BATCH: usize = 500;
 
-/// Writes every event of the plan's archiving sources that a purge of `plan` could take,
-/// first finishing the files a run that died left claimed. `dirs` maps a source to its
-/// `archive_dir`; `now` (unix ms) is the events' `archived_at`.
-pub async fn archive(
-    store: &Store,
-    plan: &PurgePlan,
-    dirs: &BTreeMap<String, PathBuf>,
-    now: i64,
-) -> Result<Archived, ArchiveError> {
+/// What one archive batch did, and how long it held the writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchivedBatch {
+    /// Events the batch found due; fewer than asked: the pass is done.
+    pub picked: usize,
+    /// Of those, the events it wrote and marked, and into how many files.
+    pub archived: Archived,
+    /// How long its claims and marks took, waiting for the writer included: the file
+    /// writing in between holds nothing.
+    pub held: Duration,
+}
+
+/// Finishes the files a run that died left claimed (before anything new is claimed): a file
+/// in place is whole and only its mark is missing; one not in place is written again from
+/// its rows. `now` (unix ms) is the events' `archived_at`.
+pub async fn finish_unfinished(store: &Store, now: i64) -> Result<Archived, ArchiveError> {
     let mut done = Archived::default();
     for file in store.unfinished_archive_files().await? {
         let path = PathBuf::from(&file);
@@ -70,32 +78,46 @@ pub async fn archive(
         done.events += store.mark_archived(&file, now).await?;
         done.files += 1;
     }
-    let mut cursor = None;
-    loop {
-        let due = store.due_for_archive(plan, &cursor, BATCH).await?;
-        let Some(last) = due.last() else { break };
-        cursor = Some(last.id.clone());
-        let mut files: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-        for event in &due {
-            let Some(dir) = dirs.get(&event.source) else { continue };
-            let day = &crate::timestamp::format_ms(event.received_at)[..10];
-            let ids = files.entry(dir.join(&event.source).join(day)).or_default();
-            ids.push(event.id.clone());
-        }
-        for (day_dir, ids) in files {
-            let file = day_dir.join(format!("{}.jsonl.gz", ids[0])).to_string_lossy().into_owned();
-            if store.claim_for_archive(&file, &ids).await? == 0 {
-                continue;
-            }
-            write_file(store, &file, now).await?;
-            done.events += store.mark_archived(&file, now).await?;
-            done.files += 1;
-        }
-        if due.len() < BATCH {
-            break;
-        }
-    }
     Ok(done)
+}
+
+/// Writes up to `limit` events after `cursor`, of the plan's archiving sources, that a purge
+/// of `plan` could take: claimed, written and marked, a file per source and day. `dirs` maps
+/// a source to its `archive_dir`. The caller goes on from the cursor answered, pacing the
+/// batches (see `crate::retention`).
+pub async fn archive_batch(
+    store: &Store,
+    plan: &PurgePlan,
+    dirs: &BTreeMap<String, PathBuf>,
+    now: i64,
+    cursor: &Cursor,
+    limit: usize,
+) -> Result<(ArchivedBatch, Cursor), ArchiveError> {
+    let due = store.due_for_archive(plan, cursor, limit).await?;
+    let mut batch = ArchivedBatch { picked: due.len(), ..Default::default() };
+    let next = due.last().map(|last| last.id.clone()).or_else(|| cursor.clone());
+    let mut files: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for event in &due {
+        let Some(dir) = dirs.get(&event.source) else { continue };
+        let day = &crate::timestamp::format_ms(event.received_at)[..10];
+        let ids = files.entry(dir.join(&event.source).join(day)).or_default();
+        ids.push(event.id.clone());
+    }
+    for (day_dir, ids) in files {
+        let file = day_dir.join(format!("{}.jsonl.gz", ids[0])).to_string_lossy().into_owned();
+        let began = Instant::now();
+        let claimed = store.claim_for_archive(&file, &ids).await?;
+        batch.held += began.elapsed();
+        if claimed == 0 {
+            continue;
+        }
+        write_file(store, &file, now).await?;
+        let began = Instant::now();
+        batch.archived.events += store.mark_archived(&file, now).await?;
+        batch.held += began.elapsed();
+        batch.archived.files += 1;
+    }
+    Ok((batch, next))
 }
 
 /// Writes the events claimed for `file` to it, atomically (off the async threads).

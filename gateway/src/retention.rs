@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::archive::ArchiveError;
+use crate::archive::{ArchiveError, Archived};
 use crate::clock::SharedClock;
 use crate::config::{Config, Retention};
 use crate::store::{BatchPurged, Cursor, Cutoffs, PurgePlan, Store, StoreError};
@@ -166,6 +166,9 @@ struct Pacing {
     events: Pacer,
     body_hashes: Pacer,
     pages: Pacer,
+    /// Files of the archive: always [`crate::archive::BATCH`] events (so a day is a few
+    /// files, not many small ones); only the pause after each is paced.
+    archive: Pacer,
 }
 
 impl Pacing {
@@ -177,6 +180,7 @@ impl Pacing {
             events: Pacer::events(MAX_BATCH),
             body_hashes: Pacer::events(MAX_BATCH),
             pages: Pacer::new(FIRST_FREE_PAGES, MIN_FREE_PAGES, MAX_FREE_PAGES),
+            archive: Pacer::new(crate::archive::BATCH, crate::archive::BATCH, crate::archive::BATCH),
         }
     }
 
@@ -305,11 +309,12 @@ impl Purger {
         };
         let plan = self.plan(self.clock.now_ms(), &self.due(Instant::now()));
         let mut report = PurgeReport::default();
+        let mut pacing = self.pacing.lock().expect("pacing").clone();
         // An archive that cannot be written holds back its own sources' purge (their events
         // are not marked written), not the others': the purge goes on, and the run fails after.
         let mut archive_failed = None;
         if !self.archive_dirs.is_empty() {
-            match crate::archive::archive(&self.store, &plan, &self.archive_dirs, plan.now).await {
+            match self.archive(&plan, &mut pacing).await {
                 Ok(archived) => {
                     metrics::counter!("hookwarden_archived_events_total").increment(archived.events);
                     report.archived = archived.events;
@@ -318,7 +323,6 @@ impl Purger {
                 Err(err) => archive_failed = Some(err),
             }
         }
-        let mut pacing = self.pacing.lock().expect("pacing").clone();
         let mut cursor: Cursor = None;
         loop {
             let limit = pacing.payloads.size();
@@ -362,6 +366,28 @@ impl Purger {
         match archive_failed {
             Some(err) => Err(err.into()),
             None => Ok(Some(report)),
+        }
+    }
+
+    /// Writes out what a purge of `plan` could take of the archiving sources, a file (at most
+    /// [`crate::archive::BATCH`] events) at a time, with a pause after each as long as its
+    /// claim and mark held the writer while others write.
+    async fn archive(&self, plan: &PurgePlan, pacing: &mut Pacing) -> Result<Archived, ArchiveError> {
+        let now = plan.now;
+        let mut done = crate::archive::finish_unfinished(&self.store, now).await?;
+        let mut cursor: Cursor = None;
+        loop {
+            let limit = pacing.archive.size();
+            let (batch, next) =
+                crate::archive::archive_batch(&self.store, plan, &self.archive_dirs, now, &cursor, limit).await?;
+            done.events += batch.archived.events;
+            done.files += batch.archived.files;
+            if batch.picked < limit {
+                return Ok(done);
+            }
+            cursor = next;
+            let busy = pacing.busy(&self.store);
+            pause("archive", &mut pacing.archive, busy, batch.picked, batch.held, batch.held).await;
         }
     }
 

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sqlx::Row;
 
+use super::commit::on_sqlite_writer;
 use super::retention::{FREE, SETTLED, Sql, id_bound};
 use super::selection::bind_all;
-use super::{Backend, PurgePlan, SqlParam, Store, StoreError, with_pool, with_writer};
+use super::{Backend, Pool, PurgePlan, SqlParam, Store, StoreError, with_pool, with_writer};
 
 /// An event as the archive and `hookwarden export` write it: one JSON line. Times are unix
 /// milliseconds; `headers` is the stored JSON of `[name, value]` pairs (a value that is not
@@ -180,16 +181,23 @@ impl Store {
         Ok(events)
     }
 
-    /// Marks the events of `file` written at `at`: from now on a purge may take them.
+    /// Marks the events of `file` written at `at`: from now on a purge may take them. On
+    /// SQLite without an fsync of its own, like the purge's batches: a mark lost to a power cut
+    /// leaves the file claimed and unmarked, and the next run finds it whole and marks it
+    /// again (the claim, which must not be lost, commits at FULL).
     pub async fn mark_archived(&self, file: &str, at: i64) -> Result<u64, StoreError> {
-        with_writer!(self, pool => {
-            Ok(sqlx::query("UPDATE events SET archived_at = $1 WHERE archive_file = $2 AND archived_at IS NULL")
+        const MARK: &str = "UPDATE events SET archived_at = ?1 WHERE archive_file = ?2 AND archived_at IS NULL";
+        match &self.pool {
+            Pool::Sqlite { write, .. } => {
+                on_sqlite_writer(write, true, |db| Ok(db.execute(MARK, rusqlite::params![at, file])? as u64)).await
+            }
+            Pool::Postgres(pool) => Ok(sqlx::query(sqlx::AssertSqlSafe(MARK.replace('?', "$")))
                 .bind(at)
                 .bind(file)
                 .execute(pool)
                 .await?
-                .rows_affected())
-        })
+                .rows_affected()),
+        }
     }
 
     /// Up to `limit` events of `source` received in `[since, until)`, after `cursor`, whole,
