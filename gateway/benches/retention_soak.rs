@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p hookwarden --bench retention_soak -- --bench [--db sqlite|postgres]
 //!     [--rate N] [--seconds N] [--keep 60s] [--run-every 5s] [--every N] [--pg-url URL]
-//!     [--tmpdir DIR] [--archive]`
+//!     [--tmpdir DIR] [--archive] [--workers N]`
 //!
 //! One gateway, one source whose events a 2xx confirms (`no_receipt_types = ["*"]`, so each is
 //! settled once delivered) and whose retention is `--keep` for payloads and events: after
@@ -14,6 +14,9 @@
 //! as one where the purge deleted events or not. It reports ingest latency percentiles in
 //! slots with and without purging, events purged per second of purging and overall, and the
 //! gateway's figures of its purge batches (how long each held the writer, the last size).
+//!
+//! `--workers` (16): connections posting, each at `--rate / --workers` per second; a high
+//! rate needs more of them (each waits for its answer before the next).
 //!
 //! `--archive`: the source archives before its purge (`archive_dir` in the bench's temp dir),
 //! and a slot where the archive wrote events counts as one with purging too.
@@ -44,10 +47,11 @@ struct Args {
     tmpdir: PathBuf,
     pg_url: String,
     archive: bool,
+    workers: u64,
 }
 
 const USAGE: &str = "retention_soak [--bench] [--db sqlite|postgres] [--rate N] [--seconds N] [--keep DUR] \
-[--run-every DUR] [--every N] [--tmpdir DIR] [--pg-url URL] [--archive]";
+[--run-every DUR] [--every N] [--tmpdir DIR] [--pg-url URL] [--archive] [--workers N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut raw = std::env::args().skip(1).peekable();
@@ -62,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
         tmpdir: std::env::temp_dir(),
         pg_url: common::default_pg_url(),
         archive: false,
+        workers: 16,
     };
     let (mut rate, mut seconds, mut keep, mut every) = (None, None, None, None);
     while let Some(arg) = raw.next() {
@@ -78,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
             "--tmpdir" => args.tmpdir = PathBuf::from(value("--tmpdir")?),
             "--pg-url" => args.pg_url = value("--pg-url")?,
             "--archive" => args.archive = true,
+            "--workers" => args.workers = positive(value("--workers")?, "--workers")? as u64,
             "--help" | "-h" => return Err(USAGE.into()),
             other => eprintln!("retention_soak: ignoring argument `{other}`"),
         }
@@ -154,7 +160,7 @@ async fn run(args: &Args, db_url: &str, cleanup: &mut Cleanup) -> Result<bool, S
 
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let workers = 16u64;
+    let workers = args.workers;
     let interval = Duration::from_secs_f64(workers as f64 / args.rate as f64);
     let pad = "x".repeat(900);
     let mut tasks = Vec::new();
