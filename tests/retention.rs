@@ -372,6 +372,30 @@ async fn a_purge_killed_half_way_loses_nothing_it_should_keep(kind: Db) {
     assert_eq!(db.scalar("SELECT COUNT(*) FROM attempts").await, gaps as i64);
 }
 
+/// A purge that frees most of a SQLite file gives the pages back: the file shrinks, keeping
+/// at most an eighth of its pages free for the ingest to come (a steady state's churn is not
+/// given back only to grow the file again).
+#[tokio::test]
+async fn a_large_purge_shrinks_the_sqlite_file() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let mut spec = GatewaySpec::new(&db.url, vec![source("orders", &receiver.url("/orders"))]);
+    spec.retention = "payloads = \"1s\"\nevents = \"30m\"\nunsettled = \"1d\"\nrun_every = \"100ms\"".into();
+    let mut gw = Gateway::start(&spec).await;
+    gw.kill9();
+    seed_old_events(&db, Db::Sqlite, 6_000, 100).await;
+    let before = db.scalar("PRAGMA page_count").await;
+    gw.restart().await;
+    let (pages, free) = eventually(Duration::from_secs(60), "settled events purged, free pages given back", || async {
+        let left = db.scalar("SELECT COUNT(*) FROM events WHERE outcome = 'confirmed'").await;
+        let (pages, free) = (db.scalar("PRAGMA page_count").await, db.scalar("PRAGMA freelist_count").await);
+        (left == 0 && free <= pages / 8).then_some((pages, free))
+    })
+    .await;
+    assert!(pages * 2 < before, "the file did not shrink: {before} pages, now {pages} ({free} free)");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM events").await, 100, "the gaps stay");
+}
+
 /// On PostgreSQL one gateway purges at a time: while the purge lock is held elsewhere, no
 /// gateway purges; two gateways then purge the backlog between them, and each settled event
 /// goes once, every gap stays.

@@ -25,16 +25,19 @@ use tokio::time::Instant;
 use crate::archive::{ArchiveError, Archived};
 use crate::clock::SharedClock;
 use crate::config::{Config, Retention};
-use crate::store::{BatchPurged, Cursor, Cutoffs, PurgePlan, Store, StoreError};
+use crate::store::{Backend, BatchPurged, Cursor, Cutoffs, PurgePlan, Store, StoreError};
 
-/// The work (its statements, before the commit) of one batch while others write. On SQLite
-/// every ingest's group commit waits for the one writer connection while a batch holds it:
-/// for this, and the batch's commit (an fsync, 2-4 ms on the machine of BENCHMARKS.md, about
-/// the same for any batch size). Fixed batches of 500 held it 30-60 ms and ingest's p99 went
-/// from 16 to 67 ms; on PostgreSQL a batch competes with ingest for the cores and the WAL.
-/// Short against an ingest's own few milliseconds, long enough that a batch is mostly work,
-/// not commit.
-const BUSY_WORK: Duration = Duration::from_millis(2);
+/// The work (its statements, before the commit) of one batch while others write, on SQLite.
+/// Every ingest's group commit waits for the one writer connection while a batch holds it,
+/// so an ingest waits for up to a batch's hold: fixed batches of 500 held it 30-60 ms and
+/// ingest's p99 went from 16 to 67 ms; batches of 2 ms plus their commit's fsync still
+/// doubled or tripled it. A batch's commit now costs no fsync (see `store::retention`), so
+/// short batches cost little: 1 ms, under an ingest's own few milliseconds.
+const SQLITE_BUSY_WORK: Duration = Duration::from_millis(1);
+/// The same on PostgreSQL, where a batch holds nothing ingest waits for but competes with
+/// it for the cores and the WAL, and has a round trip per statement (six): short against an
+/// ingest's own few milliseconds, long enough that a batch is mostly work.
+const POSTGRES_BUSY_WORK: Duration = Duration::from_millis(2);
 /// The work of one batch once nobody else has written for [`QUIET`]: the commit is then a
 /// small share of each batch, so a backlog goes at close to full speed; the first ingest after
 /// the quiet waits for at most one such batch.
@@ -44,11 +47,14 @@ const QUIET_WORK: Duration = Duration::from_millis(25);
 const QUIET: Duration = Duration::from_secs(1);
 /// Events in the gateway's first batch; later ones are sized from the cost of the last.
 const FIRST_BATCH: usize = 128;
-/// Fewest events a batch takes. A batch has costs that do not grow with it: its commit (an
-/// fsync), and on PostgreSQL a round trip per statement (six), which under load took 5-25 ms
-/// for 8 events as for 64: counted as work per event they would shrink the batches to
-/// nothing, and the purge would fall behind 500 events/s of ingest (measured).
-const MIN_BATCH: usize = 100;
+/// Fewest events a batch takes on PostgreSQL. A batch has costs that do not grow with it, a
+/// round trip per statement (six), which under load took 5-25 ms for 8 events as for 64:
+/// counted as work per event they would shrink the batches to nothing, and the purge would
+/// fall behind 500 events/s of ingest (measured).
+const POSTGRES_MIN_BATCH: usize = 100;
+/// The same on SQLite, whose batch runs on the writer's handle at once and commits without an
+/// fsync: little is fixed, but a batch of a handful is all overhead.
+const SQLITE_MIN_BATCH: usize = 20;
 /// Most events a batch takes, however cheap the last ones were.
 const MAX_BATCH: usize = 5_000;
 /// The cost per event is taken from each full batch, but at most this many times the last
@@ -58,6 +64,13 @@ const MAX_STEP: u64 = 2;
 /// While others write, the pause after a batch is its hold times this: the purge holds the
 /// writer at most half the time, so a burst of ingest never waits behind batch after batch.
 const PAUSE_PER_HOLD: u32 = 1;
+/// How far a purge that is behind stretches its batches (their work times this) and shortens
+/// its pauses (their length divided by this), doubling run after run while behind: at the
+/// most a batch does 8 ms (SQLite) of work and the purge has the writer ~90% of the time.
+/// Measured: at 4,400 events/s of ingest on SQLite the duty cycle of a half purged 1,800/s,
+/// and the store grew without end; a store that grows is worse than ingest that waits a
+/// little longer.
+const MAX_STRETCH: u32 = 8;
 /// Bounds of that pause: at least a turn for whoever waits, at most what keeps a slow batch
 /// from stalling the purge.
 const MIN_PAUSE: Duration = Duration::from_millis(1);
@@ -103,11 +116,15 @@ pub type PurgeStatus = Arc<Mutex<Option<LastPurge>>>;
 const FIRST_FREE_PAGES: usize = 256;
 const MIN_FREE_PAGES: usize = 64;
 const MAX_FREE_PAGES: usize = 4_096;
+/// Free pages a SQLite file keeps after a run: this share of its pages (see
+/// [`Purger::return_free_pages`]).
+const KEEP_FREE: i64 = 8;
 
 /// Sizes the purge's batches and the pauses between them from what the last ones cost:
-/// while others write, a batch aims at [`BUSY_WORK`] and the pause after it is as long as it
-/// held the writer (a duty cycle of at most a half); once nobody else writes a batch aims at
-/// [`QUIET_WORK`] and there is no pause, so a purge on an idle writer goes at full speed. Pure
+/// while others write, a batch aims at its backend's busy work ([`SQLITE_BUSY_WORK`],
+/// [`POSTGRES_BUSY_WORK`]) and the pause after it is as long as it held the writer (a duty
+/// cycle of at most a half); once nobody else writes a batch aims at [`QUIET_WORK`] and there
+/// is no pause, so a purge on an idle writer goes at full speed. Pure
 /// arithmetic (no clock): the caller measures and says whether others write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pacer {
@@ -115,28 +132,35 @@ pub(crate) struct Pacer {
     unit_ns: u64,
     /// Whether others wrote lately: which work the next batch aims at.
     busy: bool,
+    /// The work a batch aims at while others write (its backend's).
+    busy_work: Duration,
+    /// 1, or more while the purge is behind (see [`MAX_STRETCH`]).
+    stretch: u32,
     min: usize,
     max: usize,
 }
 
 impl Pacer {
-    /// Starts as if `first` units (taken within `min..=max`) were [`BUSY_WORK`], with others
+    /// Starts as if `first` units (taken within `min..=max`) were `busy_work`, with others
     /// writing.
-    pub(crate) fn new(first: usize, min: usize, max: usize) -> Self {
+    pub(crate) fn new(busy_work: Duration, first: usize, min: usize, max: usize) -> Self {
         let max = max.max(1);
         let min = min.clamp(1, max);
-        let unit_ns = (BUSY_WORK.as_nanos() as u64 / first.clamp(min, max) as u64).max(1);
-        Self { unit_ns, busy: true, min, max }
+        let unit_ns = (busy_work.as_nanos() as u64 / first.clamp(min, max) as u64).max(1);
+        Self { unit_ns, busy: true, busy_work, stretch: 1, min, max }
     }
 
-    /// The pacer of event batches, at most `max` events each.
-    fn events(max: usize) -> Self {
-        Self::new(FIRST_BATCH, MIN_BATCH, max)
+    /// The pacer of event batches on `backend`, at most `max` events each.
+    fn events(backend: Backend, max: usize) -> Self {
+        match backend {
+            Backend::Sqlite => Self::new(SQLITE_BUSY_WORK, FIRST_BATCH, SQLITE_MIN_BATCH, max),
+            Backend::Postgres => Self::new(POSTGRES_BUSY_WORK, FIRST_BATCH, POSTGRES_MIN_BATCH, max),
+        }
     }
 
     /// How many units to take in the next batch.
     pub(crate) fn size(&self) -> usize {
-        let work = if self.busy { BUSY_WORK } else { QUIET_WORK };
+        let work = if self.busy { self.busy_work * self.stretch } else { QUIET_WORK };
         let units = work.as_nanos() as u64 / self.unit_ns;
         usize::try_from(units).unwrap_or(usize::MAX).clamp(self.min, self.max)
     }
@@ -151,7 +175,7 @@ impl Pacer {
             self.unit_ns = unit.clamp(self.unit_ns / MAX_STEP, self.unit_ns.saturating_mul(MAX_STEP)).max(1);
         }
         self.busy = busy;
-        if busy { (held * PAUSE_PER_HOLD).clamp(MIN_PAUSE, MAX_PAUSE) } else { Duration::ZERO }
+        if busy { (held * PAUSE_PER_HOLD / self.stretch).clamp(MIN_PAUSE, MAX_PAUSE) } else { Duration::ZERO }
     }
 }
 
@@ -172,16 +196,36 @@ struct Pacing {
 }
 
 impl Pacing {
-    fn new(commits: u64) -> Self {
+    fn new(commits: u64, backend: Backend) -> Self {
+        let busy_work = Pacer::events(backend, MAX_BATCH).busy_work;
         Self {
             commits,
             last_seen: Instant::now(),
-            payloads: Pacer::events(MAX_BATCH),
-            events: Pacer::events(MAX_BATCH),
-            body_hashes: Pacer::events(MAX_BATCH),
-            pages: Pacer::new(FIRST_FREE_PAGES, MIN_FREE_PAGES, MAX_FREE_PAGES),
-            archive: Pacer::new(crate::archive::BATCH, crate::archive::BATCH, crate::archive::BATCH),
+            payloads: Pacer::events(backend, MAX_BATCH),
+            events: Pacer::events(backend, MAX_BATCH),
+            body_hashes: Pacer::events(backend, MAX_BATCH),
+            pages: Pacer::new(busy_work, FIRST_FREE_PAGES, MIN_FREE_PAGES, MAX_FREE_PAGES),
+            archive: Pacer::new(busy_work, crate::archive::BATCH, crate::archive::BATCH, crate::archive::BATCH),
         }
+    }
+
+    /// After a run that took `took`, the purger waking every `period`: a run longer than
+    /// its period did not keep up with the events becoming due, so the next ones take more of
+    /// the writer (the stretch doubles, up to [`MAX_STRETCH`]); one done within half of it
+    /// gives some back (halves). Answers the stretch now.
+    fn after_run(&mut self, took: Duration, period: Duration) -> u32 {
+        let stretch = self.events.stretch;
+        let stretch = if took > period {
+            (stretch * 2).min(MAX_STRETCH)
+        } else if took < period / 2 {
+            (stretch / 2).max(1)
+        } else {
+            stretch
+        };
+        for pacer in [&mut self.payloads, &mut self.events, &mut self.body_hashes, &mut self.pages, &mut self.archive] {
+            pacer.stretch = stretch;
+        }
+        stretch
     }
 
     /// Whether others wrote within [`QUIET`].
@@ -229,7 +273,7 @@ impl Purger {
             config.sources.iter().map(|s| (s.name.clone(), s.retention.clone(), s.body_dedup_window)).collect();
         let archive_dirs =
             config.sources.iter().filter_map(|s| Some((s.name.clone(), s.retention.archive_dir.clone()?))).collect();
-        let pacing = Mutex::new(Pacing::new(store.group_commits()));
+        let pacing = Mutex::new(Pacing::new(store.group_commits(), store.backend()));
         Self {
             store,
             status: PurgeStatus::default(),
@@ -307,7 +351,8 @@ impl Purger {
         let Some(_lock) = self.store.purge_lock().await? else {
             return Ok(None);
         };
-        let plan = self.plan(self.clock.now_ms(), &self.due(Instant::now()));
+        let started = Instant::now();
+        let plan = self.plan(self.clock.now_ms(), &self.due(started));
         let mut report = PurgeReport::default();
         let mut pacing = self.pacing.lock().expect("pacing").clone();
         // An archive that cannot be written holds back its own sources' purge (their events
@@ -361,6 +406,17 @@ impl Purger {
             pause("body_hashes", &mut pacing.body_hashes, busy, batch.picked, batch.work, batch.held).await;
         }
         self.return_free_pages(&mut pacing).await?;
+        let was = pacing.events.stretch;
+        let stretch = pacing.after_run(started.elapsed(), self.period());
+        metrics::gauge!("hookwarden_retention_stretch").set(stretch as f64);
+        if stretch > was {
+            tracing::warn!(
+                took_ms = started.elapsed().as_millis() as u64,
+                stretch,
+                "the purge is behind the events becoming due (a run took longer than run_every): \
+                 its next runs take more of the writer"
+            );
+        }
         *self.pacing.lock().expect("pacing") = pacing;
         *self.status.lock().expect("purge status") = Some(LastPurge { at: self.clock.now_ms(), report });
         match archive_failed {
@@ -391,24 +447,29 @@ impl Purger {
         }
     }
 
-    /// SQLite: gives the pages the purge freed back to the file system, a step at a time
-    /// (free pages are reused by new rows anyway; this shrinks the file). Stops when a step
-    /// frees nothing (a file made without `auto_vacuum = INCREMENTAL`: see `storage compact`).
+    /// SQLite: gives the pages the purge freed back to the file system, a step at a time,
+    /// beyond [`KEEP_FREE`] of the file's pages: in a steady state a run frees about what
+    /// ingest adds before the next, which would take them back at once (the soak gave a few
+    /// thousand pages back after every run and grew the file by as many in the next seconds,
+    /// a write of each page for nothing). Past that share (a backlog purged, a retention
+    /// shortened) the rest goes back. Stops when a step frees nothing (a file made without
+    /// `auto_vacuum = INCREMENTAL`: see `storage compact`).
     async fn return_free_pages(&self, pacing: &mut Pacing) -> Result<(), StoreError> {
-        let mut left = i64::MAX;
-        loop {
-            let pages = pacing.pages.size();
-            let (now_left, held) = self.store.return_free_pages(pages as i64).await?;
-            if now_left == 0 || now_left >= left {
+        let Some((pages, mut left)) = self.store.page_counts().await? else { return Ok(()) };
+        let keep = pages / KEEP_FREE;
+        while left > keep {
+            let step = pacing.pages.size().min(usize::try_from(left - keep).unwrap_or(usize::MAX));
+            let (now_left, held) = self.store.return_free_pages(step as i64).await?;
+            if now_left >= left {
                 return Ok(());
             }
-            // A step that found fewer free pages than asked freed them all: `now_left` is 0.
-            let freed = usize::try_from(left.saturating_sub(now_left)).unwrap_or(pages).min(pages);
+            let freed = usize::try_from(left - now_left).unwrap_or(step).min(step);
             left = now_left;
             let busy = pacing.busy(&self.store);
             // One statement: its work and its hold are one.
             pause("pages", &mut pacing.pages, busy, freed, held, held).await;
         }
+        Ok(())
     }
 
     /// Sets the storage gauges of `/metrics` from the store.
@@ -491,6 +552,8 @@ mod tests {
     /// A commit's fsync: part of the hold, not of the work.
     const COMMIT: Duration = Duration::from_millis(3);
 
+    const BUSY_WORK: Duration = Duration::from_millis(2);
+
     /// A batch of `n` whose statements took `work`, on a busy writer; the next size.
     fn after(p: &mut Pacer, n: usize, work: Duration) -> usize {
         p.after(n, work, work + COMMIT, true);
@@ -500,7 +563,7 @@ mod tests {
     #[test]
     fn a_batch_is_sized_for_its_work_within_a_step_and_the_bounds() {
         // 100 units start at 20 µs each (BUSY_WORK / 100).
-        let mut p = Pacer::new(100, 10, 1_000);
+        let mut p = Pacer::new(BUSY_WORK, 100, 10, 1_000);
         assert_eq!(p.size(), 100);
         // 100 worked 4 ms: 40 µs each, 50 do the 2 ms; the commit's time does not count.
         assert_eq!(after(&mut p, 100, 4 * MS), 50);
@@ -526,7 +589,7 @@ mod tests {
 
     #[test]
     fn a_quiet_writer_gets_longer_batches_and_a_busy_one_short_ones_at_once() {
-        let mut p = Pacer::new(100, 10, 100_000);
+        let mut p = Pacer::new(BUSY_WORK, 100, 10, 100_000);
         p.after(100, BUSY_WORK, BUSY_WORK + COMMIT, false);
         let quiet = (QUIET_WORK.as_nanos() / (BUSY_WORK.as_nanos() / 100)) as usize;
         assert_eq!(p.size(), quiet);
@@ -537,14 +600,14 @@ mod tests {
 
     #[test]
     fn a_short_batch_says_nothing_of_a_full_ones_cost() {
-        let mut p = Pacer::new(100, 10, 1_000);
+        let mut p = Pacer::new(BUSY_WORK, 100, 10, 1_000);
         assert_eq!(after(&mut p, 3, 40 * MS), 100);
         assert_eq!(after(&mut p, 0, 40 * MS), 100);
     }
 
     #[test]
     fn the_pause_is_the_hold_within_bounds_while_others_write_and_none_otherwise() {
-        let mut p = Pacer::new(100, 10, 1_000);
+        let mut p = Pacer::new(BUSY_WORK, 100, 10, 1_000);
         // The hold, commit and all.
         assert_eq!(p.after(100, MS, 4 * MS, true), 4 * MS * PAUSE_PER_HOLD);
         assert_eq!(p.after(p.size(), Duration::ZERO, Duration::from_micros(100), true), MIN_PAUSE);
@@ -554,10 +617,36 @@ mod tests {
     }
 
     #[test]
+    fn a_purge_behind_takes_more_of_the_writer_and_gives_it_back_once_ahead() {
+        let period = Duration::from_secs(5);
+        let mut pacing = Pacing::new(0, Backend::Sqlite);
+        let (size, pause) = (pacing.events.size(), pacing.events.clone().after(0, MS, 4 * MS, true));
+        assert_eq!(pause, 4 * MS);
+        // Runs longer than the period: the stretch doubles, to its bound.
+        let stretches: Vec<u32> = (0..5).map(|_| pacing.after_run(period * 2, period)).collect();
+        assert_eq!(stretches, [2, 4, 8, 8, 8]);
+        // Batches do 8 times the work, pauses an eighth of the hold (within their bounds).
+        assert_eq!(pacing.events.size(), size * 8);
+        assert_eq!(pacing.archive.stretch, 8);
+        assert_eq!(pacing.events.clone().after(0, MS, 16 * MS, true), 2 * MS);
+        assert_eq!(pacing.events.clone().after(0, MS, 4 * MS, true), MIN_PAUSE);
+        // A run of between half and the whole period keeps it; a short one halves it.
+        assert_eq!(pacing.after_run(period * 3 / 4, period), 8);
+        let stretches: Vec<u32> = (0..4).map(|_| pacing.after_run(period / 4, period)).collect();
+        assert_eq!(stretches, [4, 2, 1, 1]);
+        assert_eq!(pacing.events.size(), size);
+    }
+
+    #[test]
     fn a_pacer_starts_within_its_bounds() {
-        assert_eq!(Pacer::new(5_000, 10, 1_000).size(), 1_000);
-        assert_eq!(Pacer::new(1, 10, 1_000).size(), 10);
-        assert_eq!(Pacer::new(0, 0, 0).size(), 1);
-        assert_eq!(Pacer::events(MAX_BATCH).size(), FIRST_BATCH);
+        assert_eq!(Pacer::new(BUSY_WORK, 5_000, 10, 1_000).size(), 1_000);
+        assert_eq!(Pacer::new(BUSY_WORK, 1, 10, 1_000).size(), 10);
+        assert_eq!(Pacer::new(BUSY_WORK, 0, 0, 0).size(), 1);
+        assert_eq!(Pacer::events(Backend::Sqlite, MAX_BATCH).size(), FIRST_BATCH);
+        assert_eq!(Pacer::events(Backend::Postgres, MAX_BATCH).size(), FIRST_BATCH);
+        // SQLite's batches aim at less work, and may shrink further.
+        let mut sqlite = Pacer::events(Backend::Sqlite, MAX_BATCH);
+        sqlite.after(FIRST_BATCH, SQLITE_BUSY_WORK * 2, SQLITE_BUSY_WORK * 2, true);
+        assert_eq!(sqlite.size(), FIRST_BATCH / 2);
     }
 }

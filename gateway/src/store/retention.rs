@@ -205,19 +205,23 @@ impl Store {
             .push(" AND e.received_at >= ")
             .cutoff("e.source", plan, |c| c.events)
             .archived_first(plan)
-            .push(&format!(" ORDER BY p.event_id LIMIT {limit}"));
+            .push(" ORDER BY p.event_id LIMIT ")
+            .param(SqlParam::Int(limit as i64));
         if backend == Backend::Postgres {
             pick.push(" FOR UPDATE OF e SKIP LOCKED");
         }
         let purged = self
-            .purge_batch(pick, |ids| {
-                let mut delete = Sql::new(backend);
-                delete.push("DELETE FROM event_payloads WHERE event_id IN ").ids_in(ids);
-                let mut mark = Sql::new(backend);
-                mark.push("UPDATE events SET payload_purged_at = ").param(SqlParam::Int(plan.now));
-                mark.push(" WHERE id IN ").ids_in(ids);
-                vec![(delete, true), (mark, false)]
-            })
+            .purge_batch(
+                pick,
+                &[
+                    OverIds { head: "DELETE FROM event_payloads WHERE event_id".into(), counted: true },
+                    // A number the purger made, not a user's value: the text stays one per run.
+                    OverIds {
+                        head: format!("UPDATE events SET payload_purged_at = {} WHERE id", plan.now),
+                        counted: false,
+                    },
+                ],
+            )
             .await?;
         Ok(purged.with_cursor(cursor))
     }
@@ -244,40 +248,31 @@ impl Store {
             .cutoff("e.source", plan, |c| c.unsettled)
             .push("))")
             .archived_first(plan)
-            .push(&format!(" ORDER BY e.id LIMIT {limit}"));
+            .push(" ORDER BY e.id LIMIT ")
+            .param(SqlParam::Int(limit as i64));
         if backend == Backend::Postgres {
             pick.push(" FOR UPDATE SKIP LOCKED");
         }
         let purged = self
-            .purge_batch(pick, |ids| {
+            .purge_batch(
+                pick,
                 // Children first: on PostgreSQL attempts and receipts reference the event.
-                [
+                &[
                     ("replay_items", "event_id"),
                     ("attempts", "event_id"),
                     ("receipts", "event_id"),
                     ("event_payloads", "event_id"),
                     ("events", "id"),
                 ]
-                .into_iter()
-                .map(|(table, column)| {
-                    let mut delete = Sql::new(backend);
-                    delete.push(&format!("DELETE FROM {table} WHERE {column} IN ")).ids_in(ids);
-                    (delete, true)
-                })
-                .collect()
-            })
+                .map(|(table, column)| OverIds { head: format!("DELETE FROM {table} WHERE {column}"), counted: true }),
+            )
             .await?;
         Ok(purged.with_cursor(cursor))
     }
 
-    /// One batch in one transaction: the events `pick` selects, and the statements `then`
-    /// makes of their ids (each with whether its rows count as purged). On SQLite on the
-    /// writer's handle without an fsync of its own (see the module's doc).
-    async fn purge_batch(
-        &self,
-        pick: Sql,
-        then: impl FnOnce(&[String]) -> Vec<(Sql, bool)>,
-    ) -> Result<PickedBatch, StoreError> {
+    /// One batch in one transaction: the events `pick` selects, and `then` run over their ids.
+    /// On SQLite on the writer's handle without an fsync of its own (see the module's doc).
+    async fn purge_batch(&self, pick: Sql, then: &[OverIds]) -> Result<PickedBatch, StoreError> {
         match &self.pool {
             Pool::Sqlite { write, .. } => {
                 on_sqlite_writer(write, true, |db| {
@@ -289,9 +284,10 @@ impl Store {
                         .collect::<rusqlite::Result<Vec<String>>>()?;
                     let mut rows = 0;
                     if !ids.is_empty() {
-                        for (statement, counted) in then(&ids) {
-                            let n = tx.execute(&statement.text, params_from_iter(&statement.params))?;
-                            if counted {
+                        let marks = vec!["?"; ids.len()].join(", ");
+                        for statement in then {
+                            let n = tx.execute(&format!("{} IN ({marks})", statement.head), params_from_iter(&ids))?;
+                            if statement.counted {
                                 rows += n as u64;
                             }
                         }
@@ -310,11 +306,13 @@ impl Store {
                     .await?;
                 let mut rows = 0;
                 if !ids.is_empty() {
-                    for (statement, counted) in then(&ids) {
-                        let done = bind_all!(sqlx::query(sqlx::AssertSqlSafe(statement.text)), &statement.params)
-                            .execute(&mut *tx)
-                            .await?;
-                        if counted {
+                    for statement in then {
+                        // The ids as one array: one text for every batch, prepared once per
+                        // connection (a list of marks was a new statement to parse and plan
+                        // each time, six per batch).
+                        let text = format!("{} = ANY($1)", statement.head);
+                        let done = sqlx::query(sqlx::AssertSqlSafe(text)).bind(&ids).execute(&mut *tx).await?;
+                        if statement.counted {
                             rows += done.rows_affected();
                         }
                     }
@@ -335,7 +333,9 @@ impl Store {
             .push("DELETE FROM body_hashes WHERE (source, body_sha256) IN (SELECT source, body_sha256 FROM body_hashes b ")
             .push("WHERE b.received_at < ")
             .cutoff("b.source", plan, |c| c.body_hashes)
-            .push(&format!(" LIMIT {limit})"));
+            .push(" LIMIT ")
+            .param(SqlParam::Int(limit as i64))
+            .push(")");
         match &self.pool {
             Pool::Sqlite { write, .. } => {
                 on_sqlite_writer(write, true, |db| {
@@ -357,6 +357,13 @@ impl Store {
             }
         }
     }
+}
+
+/// A statement over a batch's picked events: `head` (`DELETE FROM t WHERE column`) and the
+/// condition on the ids; `counted`: whether its rows count as purged.
+struct OverIds {
+    head: String,
+    counted: bool,
 }
 
 /// A batch's picked ids, rows deleted, and times (see [`BatchPurged`]).
@@ -500,6 +507,21 @@ impl Store {
             sqlx::query("VACUUM").execute(&mut *conn).await?;
         }
         Ok(())
+    }
+
+    /// SQLite: the file's pages, and of those the free ones; `None` on PostgreSQL.
+    pub async fn page_counts(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite { read, .. } => Ok(Some(
+                sqlx::query_as(
+                    "SELECT (SELECT page_count FROM pragma_page_count()), \
+                     (SELECT freelist_count FROM pragma_freelist_count())",
+                )
+                .fetch_one(read)
+                .await?,
+            )),
+            Pool::Postgres(_) => Ok(None),
+        }
     }
 
     /// SQLite's `auto_vacuum` mode: 0 none, 1 full, 2 incremental; `None` on PostgreSQL.
