@@ -71,6 +71,8 @@ const PAUSE_PER_HOLD: u32 = 1;
 /// and the store grew without end; a store that grows is worse than ingest that waits a
 /// little longer.
 const MAX_STRETCH: u32 = 8;
+/// The longest pause that spreads a run (see [`Pacing::spread`]).
+const MAX_SPREAD_PAUSE: Duration = Duration::from_secs(1);
 /// Bounds of that pause: at least a turn for whoever waits, at most what keeps a slow batch
 /// from stalling the purge.
 const MIN_PAUSE: Duration = Duration::from_millis(1);
@@ -193,6 +195,8 @@ struct Pacing {
     /// Files of the archive: always [`crate::archive::BATCH`] events (so a day is a few
     /// files, not many small ones); only the pause after each is paced.
     archive: Pacer,
+    /// Events the last run purged (payloads and whole): what the next is likely to find.
+    last_purged: u64,
 }
 
 impl Pacing {
@@ -206,6 +210,7 @@ impl Pacing {
             body_hashes: Pacer::events(backend, MAX_BATCH),
             pages: Pacer::new(busy_work, FIRST_FREE_PAGES, MIN_FREE_PAGES, MAX_FREE_PAGES),
             archive: Pacer::new(busy_work, crate::archive::BATCH, crate::archive::BATCH, crate::archive::BATCH),
+            last_purged: 0,
         }
     }
 
@@ -228,6 +233,18 @@ impl Pacing {
         stretch
     }
 
+    /// The time per event that spreads a run over half the purger's `period`, from what the
+    /// last run purged (in a steady state about what this one finds): a run's events go in
+    /// small batches with longer pauses instead of a burst at half the writer's time, so
+    /// fewer ingests meet a batch. Nothing while the purge is behind (stretched) or before a
+    /// first run has purged anything.
+    fn spread(&self, period: Duration) -> Duration {
+        if self.events.stretch > 1 || self.last_purged == 0 {
+            return Duration::ZERO;
+        }
+        period / 2 / u32::try_from(self.last_purged).unwrap_or(u32::MAX)
+    }
+
     /// Whether others wrote within [`QUIET`].
     fn busy(&mut self, store: &Store) -> bool {
         let commits = store.group_commits();
@@ -241,8 +258,21 @@ impl Pacing {
 
 /// Teaches `sizes` the last batch and waits the pause it answers (a yield when nobody else
 /// writes: the writer then goes to whoever asks first).
-async fn pause(what: &'static str, sizes: &mut Pacer, busy: bool, picked: usize, work: Duration, held: Duration) {
-    let pause = sizes.after(picked, work, held, busy);
+/// `floor`: the least pause (while others write) that spreads the run over its time (see
+/// [`Pacing::spread`]).
+async fn pause(
+    what: &'static str,
+    sizes: &mut Pacer,
+    busy: bool,
+    picked: usize,
+    work: Duration,
+    held: Duration,
+    floor: Duration,
+) {
+    let mut pause = sizes.after(picked, work, held, busy);
+    if busy {
+        pause = pause.max(floor.saturating_sub(held).min(MAX_SPREAD_PAUSE));
+    }
     metrics::gauge!("hookwarden_retention_batch_size", "what" => what).set(sizes.size() as f64);
     if pause.is_zero() {
         tokio::task::yield_now().await;
@@ -368,6 +398,7 @@ impl Purger {
                 Err(err) => archive_failed = Some(err),
             }
         }
+        let spread = pacing.spread(self.period());
         let mut cursor: Cursor = None;
         loop {
             let limit = pacing.payloads.size();
@@ -379,7 +410,8 @@ impl Purger {
             }
             cursor = next;
             let busy = pacing.busy(&self.store);
-            pause("payloads", &mut pacing.payloads, busy, batch.picked, batch.work, batch.held).await;
+            let floor = spread * batch.picked as u32;
+            pause("payloads", &mut pacing.payloads, busy, batch.picked, batch.work, batch.held, floor).await;
         }
         let mut cursor: Cursor = None;
         loop {
@@ -392,7 +424,8 @@ impl Purger {
             }
             cursor = next;
             let busy = pacing.busy(&self.store);
-            pause("events", &mut pacing.events, busy, batch.picked, batch.work, batch.held).await;
+            let floor = spread * batch.picked as u32;
+            pause("events", &mut pacing.events, busy, batch.picked, batch.work, batch.held, floor).await;
         }
         loop {
             let limit = pacing.body_hashes.size();
@@ -403,9 +436,11 @@ impl Purger {
                 break;
             }
             let busy = pacing.busy(&self.store);
-            pause("body_hashes", &mut pacing.body_hashes, busy, batch.picked, batch.work, batch.held).await;
+            pause("body_hashes", &mut pacing.body_hashes, busy, batch.picked, batch.work, batch.held, Duration::ZERO)
+                .await;
         }
         self.return_free_pages(&mut pacing).await?;
+        pacing.last_purged = report.payloads + report.events;
         let was = pacing.events.stretch;
         let stretch = pacing.after_run(started.elapsed(), self.period());
         metrics::gauge!("hookwarden_retention_stretch").set(stretch as f64);
@@ -443,7 +478,7 @@ impl Purger {
             }
             cursor = next;
             let busy = pacing.busy(&self.store);
-            pause("archive", &mut pacing.archive, busy, batch.picked, batch.held, batch.held).await;
+            pause("archive", &mut pacing.archive, busy, batch.picked, batch.held, batch.held, Duration::ZERO).await;
         }
     }
 
@@ -467,7 +502,7 @@ impl Purger {
             left = now_left;
             let busy = pacing.busy(&self.store);
             // One statement: its work and its hold are one.
-            pause("pages", &mut pacing.pages, busy, freed, held, held).await;
+            pause("pages", &mut pacing.pages, busy, freed, held, held, Duration::ZERO).await;
         }
         Ok(())
     }
@@ -635,6 +670,19 @@ mod tests {
         let stretches: Vec<u32> = (0..4).map(|_| pacing.after_run(period / 4, period)).collect();
         assert_eq!(stretches, [4, 2, 1, 1]);
         assert_eq!(pacing.events.size(), size);
+    }
+
+    #[test]
+    fn a_run_is_spread_over_half_the_period_from_what_the_last_one_purged() {
+        let period = Duration::from_secs(5);
+        let mut pacing = Pacing::new(0, Backend::Sqlite);
+        assert_eq!(pacing.spread(period), Duration::ZERO, "nothing known before a first run");
+        pacing.last_purged = 2_500;
+        // 2,500 events over 2.5 s: 1 ms each.
+        assert_eq!(pacing.spread(period), MS);
+        // Behind: no spreading, the stretch decides.
+        pacing.after_run(period * 2, period);
+        assert_eq!(pacing.spread(period), Duration::ZERO);
     }
 
     #[test]
