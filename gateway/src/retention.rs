@@ -136,8 +136,6 @@ pub(crate) struct Pacer {
     busy: bool,
     /// The work a batch aims at while others write (its backend's).
     busy_work: Duration,
-    /// 1, or more while the purge is behind (see [`MAX_STRETCH`]).
-    stretch: u32,
     min: usize,
     max: usize,
 }
@@ -149,7 +147,7 @@ impl Pacer {
         let max = max.max(1);
         let min = min.clamp(1, max);
         let unit_ns = (busy_work.as_nanos() as u64 / first.clamp(min, max) as u64).max(1);
-        Self { unit_ns, busy: true, busy_work, stretch: 1, min, max }
+        Self { unit_ns, busy: true, busy_work, min, max }
     }
 
     /// The pacer of event batches on `backend`, at most `max` events each.
@@ -160,9 +158,10 @@ impl Pacer {
         }
     }
 
-    /// How many units to take in the next batch.
-    pub(crate) fn size(&self) -> usize {
-        let work = if self.busy { self.busy_work * self.stretch } else { QUIET_WORK };
+    /// How many units to take in the next batch; `stretch`: 1, or more while the purge is
+    /// behind (see [`MAX_STRETCH`]).
+    pub(crate) fn size(&self, stretch: u32) -> usize {
+        let work = if self.busy { self.busy_work * stretch } else { QUIET_WORK };
         let units = work.as_nanos() as u64 / self.unit_ns;
         usize::try_from(units).unwrap_or(usize::MAX).clamp(self.min, self.max)
     }
@@ -171,13 +170,20 @@ impl Pacer {
     /// for `held` (with its commit); `busy`: whether others wrote lately. Learns the work per
     /// unit from a full batch (one that took fewer than asked was its pass's last, and says
     /// little) and answers the pause to take before the next.
-    pub(crate) fn after(&mut self, picked: usize, work: Duration, held: Duration, busy: bool) -> Duration {
-        if picked > 0 && picked >= self.size() {
+    pub(crate) fn after(
+        &mut self,
+        picked: usize,
+        work: Duration,
+        held: Duration,
+        busy: bool,
+        stretch: u32,
+    ) -> Duration {
+        if picked > 0 && picked >= self.size(stretch) {
             let unit = (work.as_nanos() / picked as u128).min(u64::MAX as u128) as u64;
             self.unit_ns = unit.clamp(self.unit_ns / MAX_STEP, self.unit_ns.saturating_mul(MAX_STEP)).max(1);
         }
         self.busy = busy;
-        if busy { (held * PAUSE_PER_HOLD / self.stretch).clamp(MIN_PAUSE, MAX_PAUSE) } else { Duration::ZERO }
+        if busy { (held * PAUSE_PER_HOLD / stretch).clamp(MIN_PAUSE, MAX_PAUSE) } else { Duration::ZERO }
     }
 }
 
@@ -195,6 +201,8 @@ struct Pacing {
     /// Files of the archive: always [`crate::archive::BATCH`] events (so a day is a few
     /// files, not many small ones); only the pause after each is paced.
     archive: Pacer,
+    /// 1, or more while the purge is behind (see [`MAX_STRETCH`]): every pacer's.
+    stretch: u32,
     /// Events the last run purged (payloads and whole): what the next is likely to find.
     last_purged: u64,
 }
@@ -210,6 +218,7 @@ impl Pacing {
             body_hashes: Pacer::events(backend, MAX_BATCH),
             pages: Pacer::new(busy_work, FIRST_FREE_PAGES, MIN_FREE_PAGES, MAX_FREE_PAGES),
             archive: Pacer::new(busy_work, crate::archive::BATCH, crate::archive::BATCH, crate::archive::BATCH),
+            stretch: 1,
             last_purged: 0,
         }
     }
@@ -219,18 +228,14 @@ impl Pacing {
     /// the writer (the stretch doubles, up to [`MAX_STRETCH`]); one done within half of it
     /// gives some back (halves). Answers the stretch now.
     fn after_run(&mut self, took: Duration, period: Duration) -> u32 {
-        let stretch = self.events.stretch;
-        let stretch = if took > period {
-            (stretch * 2).min(MAX_STRETCH)
+        self.stretch = if took > period {
+            (self.stretch * 2).min(MAX_STRETCH)
         } else if took < period / 2 {
-            (stretch / 2).max(1)
+            (self.stretch / 2).max(1)
         } else {
-            stretch
+            self.stretch
         };
-        for pacer in [&mut self.payloads, &mut self.events, &mut self.body_hashes, &mut self.pages, &mut self.archive] {
-            pacer.stretch = stretch;
-        }
-        stretch
+        self.stretch
     }
 
     /// The time per event that spreads a run over half the purger's `period`, from what the
@@ -239,7 +244,7 @@ impl Pacing {
     /// fewer ingests meet a batch. Nothing while the purge is behind (stretched) or before a
     /// first run has purged anything.
     fn spread(&self, period: Duration) -> Duration {
-        if self.events.stretch > 1 || self.last_purged == 0 {
+        if self.stretch > 1 || self.last_purged == 0 {
             return Duration::ZERO;
         }
         period / 2 / u32::try_from(self.last_purged).unwrap_or(u32::MAX)
@@ -257,23 +262,24 @@ impl Pacing {
 }
 
 /// Teaches `sizes` the last batch and waits the pause it answers (a yield when nobody else
-/// writes: the writer then goes to whoever asks first).
-/// `floor`: the least pause (while others write) that spreads the run over its time (see
-/// [`Pacing::spread`]).
+/// writes: the writer then goes to whoever asks first). `floor`: the least pause (while others
+/// write) that spreads the run over its time (see [`Pacing::spread`]).
+#[allow(clippy::too_many_arguments)]
 async fn pause(
     what: &'static str,
     sizes: &mut Pacer,
+    stretch: u32,
     busy: bool,
     picked: usize,
     work: Duration,
     held: Duration,
     floor: Duration,
 ) {
-    let mut pause = sizes.after(picked, work, held, busy);
+    let mut pause = sizes.after(picked, work, held, busy, stretch);
     if busy {
         pause = pause.max(floor.saturating_sub(held).min(MAX_SPREAD_PAUSE));
     }
-    metrics::gauge!("hookwarden_retention_batch_size", "what" => what).set(sizes.size() as f64);
+    metrics::gauge!("hookwarden_retention_batch_size", "what" => what).set(sizes.size(stretch) as f64);
     if pause.is_zero() {
         tokio::task::yield_now().await;
     } else {
@@ -401,7 +407,7 @@ impl Purger {
         let spread = pacing.spread(self.period());
         let mut cursor: Cursor = None;
         loop {
-            let limit = pacing.payloads.size();
+            let limit = pacing.payloads.size(pacing.stretch);
             let (batch, next) = self.store.purge_payloads(&plan, &cursor, limit).await?;
             report.payloads += batch.picked as u64;
             self.count(&mut report, batch, "payloads");
@@ -411,11 +417,12 @@ impl Purger {
             cursor = next;
             let busy = pacing.busy(&self.store);
             let floor = spread * batch.picked as u32;
-            pause("payloads", &mut pacing.payloads, busy, batch.picked, batch.work, batch.held, floor).await;
+            pause("payloads", &mut pacing.payloads, pacing.stretch, busy, batch.picked, batch.work, batch.held, floor)
+                .await;
         }
         let mut cursor: Cursor = None;
         loop {
-            let limit = pacing.events.size();
+            let limit = pacing.events.size(pacing.stretch);
             let (batch, next) = self.store.purge_events(&plan, &cursor, limit).await?;
             report.events += batch.picked as u64;
             self.count(&mut report, batch, "events");
@@ -425,10 +432,11 @@ impl Purger {
             cursor = next;
             let busy = pacing.busy(&self.store);
             let floor = spread * batch.picked as u32;
-            pause("events", &mut pacing.events, busy, batch.picked, batch.work, batch.held, floor).await;
+            pause("events", &mut pacing.events, pacing.stretch, busy, batch.picked, batch.work, batch.held, floor)
+                .await;
         }
         loop {
-            let limit = pacing.body_hashes.size();
+            let limit = pacing.body_hashes.size(pacing.stretch);
             let batch = self.store.purge_body_hashes(&plan, limit).await?;
             report.body_hashes += batch.picked as u64;
             self.count(&mut report, batch, "body_hashes");
@@ -436,12 +444,21 @@ impl Purger {
                 break;
             }
             let busy = pacing.busy(&self.store);
-            pause("body_hashes", &mut pacing.body_hashes, busy, batch.picked, batch.work, batch.held, Duration::ZERO)
-                .await;
+            pause(
+                "body_hashes",
+                &mut pacing.body_hashes,
+                pacing.stretch,
+                busy,
+                batch.picked,
+                batch.work,
+                batch.held,
+                Duration::ZERO,
+            )
+            .await;
         }
         self.return_free_pages(&mut pacing).await?;
         pacing.last_purged = report.payloads + report.events;
-        let was = pacing.events.stretch;
+        let was = pacing.stretch;
         let stretch = pacing.after_run(started.elapsed(), self.period());
         metrics::gauge!("hookwarden_retention_stretch").set(stretch as f64);
         if stretch > was {
@@ -468,7 +485,7 @@ impl Purger {
         let mut done = crate::archive::finish_unfinished(&self.store, now).await?;
         let mut cursor: Cursor = None;
         loop {
-            let limit = pacing.archive.size();
+            let limit = pacing.archive.size(pacing.stretch);
             let (batch, next) =
                 crate::archive::archive_batch(&self.store, plan, &self.archive_dirs, now, &cursor, limit).await?;
             done.events += batch.archived.events;
@@ -478,7 +495,17 @@ impl Purger {
             }
             cursor = next;
             let busy = pacing.busy(&self.store);
-            pause("archive", &mut pacing.archive, busy, batch.picked, batch.held, batch.held, Duration::ZERO).await;
+            pause(
+                "archive",
+                &mut pacing.archive,
+                pacing.stretch,
+                busy,
+                batch.picked,
+                batch.held,
+                batch.held,
+                Duration::ZERO,
+            )
+            .await;
         }
     }
 
@@ -493,7 +520,7 @@ impl Purger {
         let Some((pages, mut left)) = self.store.page_counts().await? else { return Ok(()) };
         let keep = pages / KEEP_FREE;
         while left > keep {
-            let step = pacing.pages.size().min(usize::try_from(left - keep).unwrap_or(usize::MAX));
+            let step = pacing.pages.size(pacing.stretch).min(usize::try_from(left - keep).unwrap_or(usize::MAX));
             let (now_left, held) = self.store.return_free_pages(step as i64).await?;
             if now_left >= left {
                 return Ok(());
@@ -502,7 +529,7 @@ impl Purger {
             left = now_left;
             let busy = pacing.busy(&self.store);
             // One statement: its work and its hold are one.
-            pause("pages", &mut pacing.pages, busy, freed, held, held, Duration::ZERO).await;
+            pause("pages", &mut pacing.pages, pacing.stretch, busy, freed, held, held, Duration::ZERO).await;
         }
         Ok(())
     }
@@ -591,15 +618,15 @@ mod tests {
 
     /// A batch of `n` whose statements took `work`, on a busy writer; the next size.
     fn after(p: &mut Pacer, n: usize, work: Duration) -> usize {
-        p.after(n, work, work + COMMIT, true);
-        p.size()
+        p.after(n, work, work + COMMIT, true, 1);
+        p.size(1)
     }
 
     #[test]
     fn a_batch_is_sized_for_its_work_within_a_step_and_the_bounds() {
         // 100 units start at 20 µs each (BUSY_WORK / 100).
         let mut p = Pacer::new(BUSY_WORK, 100, 10, 1_000);
-        assert_eq!(p.size(), 100);
+        assert_eq!(p.size(1), 100);
         // 100 worked 4 ms: 40 µs each, 50 do the 2 ms; the commit's time does not count.
         assert_eq!(after(&mut p, 100, 4 * MS), 50);
         // Did the target: the size stays.
@@ -610,27 +637,27 @@ mod tests {
         assert_eq!(after(&mut p, 25, Duration::from_micros(10)), 50);
         // Work of zero does not divide by zero; growth stops at the bound.
         for _ in 0..20 {
-            let n = p.size();
+            let n = p.size(1);
             after(&mut p, n, Duration::ZERO);
         }
-        assert_eq!(p.size(), 1_000);
+        assert_eq!(p.size(1), 1_000);
         // Always slow: down to the bound, never below.
         for _ in 0..40 {
-            let n = p.size();
+            let n = p.size(1);
             after(&mut p, n, Duration::from_secs(1));
         }
-        assert_eq!(p.size(), 10);
+        assert_eq!(p.size(1), 10);
     }
 
     #[test]
     fn a_quiet_writer_gets_longer_batches_and_a_busy_one_short_ones_at_once() {
         let mut p = Pacer::new(BUSY_WORK, 100, 10, 100_000);
-        p.after(100, BUSY_WORK, BUSY_WORK + COMMIT, false);
+        p.after(100, BUSY_WORK, BUSY_WORK + COMMIT, false, 1);
         let quiet = (QUIET_WORK.as_nanos() / (BUSY_WORK.as_nanos() / 100)) as usize;
-        assert_eq!(p.size(), quiet);
+        assert_eq!(p.size(1), quiet);
         // Its cost per event as before: the next is back to the busy size at once.
-        p.after(quiet, QUIET_WORK, QUIET_WORK + COMMIT, true);
-        assert_eq!(p.size(), 100);
+        p.after(quiet, QUIET_WORK, QUIET_WORK + COMMIT, true, 1);
+        assert_eq!(p.size(1), 100);
     }
 
     #[test]
@@ -644,32 +671,34 @@ mod tests {
     fn the_pause_is_the_hold_within_bounds_while_others_write_and_none_otherwise() {
         let mut p = Pacer::new(BUSY_WORK, 100, 10, 1_000);
         // The hold, commit and all.
-        assert_eq!(p.after(100, MS, 4 * MS, true), 4 * MS * PAUSE_PER_HOLD);
-        assert_eq!(p.after(p.size(), Duration::ZERO, Duration::from_micros(100), true), MIN_PAUSE);
-        assert_eq!(p.after(p.size(), MS, Duration::from_secs(2), true), MAX_PAUSE);
-        assert_eq!(p.after(p.size(), MS, 4 * MS, false), Duration::ZERO);
-        assert_eq!(p.after(p.size(), MS, Duration::from_secs(2), false), Duration::ZERO);
+        assert_eq!(p.after(100, MS, 4 * MS, true, 1), 4 * MS * PAUSE_PER_HOLD);
+        assert_eq!(p.after(p.size(1), Duration::ZERO, Duration::from_micros(100), true, 1), MIN_PAUSE);
+        assert_eq!(p.after(p.size(1), MS, Duration::from_secs(2), true, 1), MAX_PAUSE);
+        assert_eq!(p.after(p.size(1), MS, 4 * MS, false, 1), Duration::ZERO);
+        assert_eq!(p.after(p.size(1), MS, Duration::from_secs(2), false, 1), Duration::ZERO);
     }
 
     #[test]
     fn a_purge_behind_takes_more_of_the_writer_and_gives_it_back_once_ahead() {
         let period = Duration::from_secs(5);
         let mut pacing = Pacing::new(0, Backend::Sqlite);
-        let (size, pause) = (pacing.events.size(), pacing.events.clone().after(0, MS, 4 * MS, true));
+        let (size, pause) =
+            (pacing.events.size(pacing.stretch), pacing.events.clone().after(0, MS, 4 * MS, true, pacing.stretch));
         assert_eq!(pause, 4 * MS);
         // Runs longer than the period: the stretch doubles, to its bound.
         let stretches: Vec<u32> = (0..5).map(|_| pacing.after_run(period * 2, period)).collect();
         assert_eq!(stretches, [2, 4, 8, 8, 8]);
         // Batches do 8 times the work, pauses an eighth of the hold (within their bounds).
-        assert_eq!(pacing.events.size(), size * 8);
-        assert_eq!(pacing.archive.stretch, 8);
-        assert_eq!(pacing.events.clone().after(0, MS, 16 * MS, true), 2 * MS);
-        assert_eq!(pacing.events.clone().after(0, MS, 4 * MS, true), MIN_PAUSE);
+        assert_eq!(pacing.events.size(pacing.stretch), size * 8);
+        // One stretch for every pass.
+        assert_eq!(pacing.stretch, 8);
+        assert_eq!(pacing.events.clone().after(0, MS, 16 * MS, true, pacing.stretch), 2 * MS);
+        assert_eq!(pacing.events.clone().after(0, MS, 4 * MS, true, pacing.stretch), MIN_PAUSE);
         // A run of between half and the whole period keeps it; a short one halves it.
         assert_eq!(pacing.after_run(period * 3 / 4, period), 8);
         let stretches: Vec<u32> = (0..4).map(|_| pacing.after_run(period / 4, period)).collect();
         assert_eq!(stretches, [4, 2, 1, 1]);
-        assert_eq!(pacing.events.size(), size);
+        assert_eq!(pacing.events.size(pacing.stretch), size);
     }
 
     #[test]
@@ -687,14 +716,14 @@ mod tests {
 
     #[test]
     fn a_pacer_starts_within_its_bounds() {
-        assert_eq!(Pacer::new(BUSY_WORK, 5_000, 10, 1_000).size(), 1_000);
-        assert_eq!(Pacer::new(BUSY_WORK, 1, 10, 1_000).size(), 10);
-        assert_eq!(Pacer::new(BUSY_WORK, 0, 0, 0).size(), 1);
-        assert_eq!(Pacer::events(Backend::Sqlite, MAX_BATCH).size(), FIRST_BATCH);
-        assert_eq!(Pacer::events(Backend::Postgres, MAX_BATCH).size(), FIRST_BATCH);
+        assert_eq!(Pacer::new(BUSY_WORK, 5_000, 10, 1_000).size(1), 1_000);
+        assert_eq!(Pacer::new(BUSY_WORK, 1, 10, 1_000).size(1), 10);
+        assert_eq!(Pacer::new(BUSY_WORK, 0, 0, 0).size(1), 1);
+        assert_eq!(Pacer::events(Backend::Sqlite, MAX_BATCH).size(1), FIRST_BATCH);
+        assert_eq!(Pacer::events(Backend::Postgres, MAX_BATCH).size(1), FIRST_BATCH);
         // SQLite's batches aim at less work, and may shrink further.
         let mut sqlite = Pacer::events(Backend::Sqlite, MAX_BATCH);
-        sqlite.after(FIRST_BATCH, SQLITE_BUSY_WORK * 2, SQLITE_BUSY_WORK * 2, true);
-        assert_eq!(sqlite.size(), FIRST_BATCH / 2);
+        sqlite.after(FIRST_BATCH, SQLITE_BUSY_WORK * 2, SQLITE_BUSY_WORK * 2, true, 1);
+        assert_eq!(sqlite.size(1), FIRST_BATCH / 2);
     }
 }

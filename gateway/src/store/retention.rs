@@ -65,8 +65,9 @@ pub struct BatchPurged {
     /// From the transaction's begin to the end of its commit (waiting for the writer not
     /// counted): on SQLite how long every other write waited behind it.
     pub held: Duration,
-    /// Of that, the statements before the commit: what grows with the batch (the commit's
-    /// fsync costs about the same for any size). The purger sizes batches by it.
+    /// Of that, the statements before the commit: what grows with the batch (the commit costs
+    /// about the same for any size: an fsync on PostgreSQL, little on SQLite, whose purge
+    /// commits skip theirs). The purger sizes batches by it.
     pub work: Duration,
 }
 
